@@ -1,0 +1,189 @@
+//! Command line and environment: every setting is a flag with a `JOURNEY_*`
+//! variable and a default that works with nothing set. Doc comments are the
+//! `--help` text and the README's configuration table.
+
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{
+    domain::{EventLimits, Micros, TaxonomyMode},
+    storage::Retention,
+    transport::ApiLimits,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "journey",
+    version,
+    about = "Customer journey context over gRPC"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server.
+    Serve(ServeConfig),
+    /// Append events (one from flags, or a batch from a JSON Lines file).
+    Append(crate::cli::AppendArgs),
+    /// Show a customer's journey context.
+    Context(crate::cli::ContextArgs),
+    /// List a customer's events, newest first, filtered and paginated.
+    Events(crate::cli::EventsArgs),
+}
+
+/// Where timelines are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// In this process's memory; nothing is persisted.
+    Memory,
+    /// A Redis server, e.g. `redis://127.0.0.1:6379/0`.
+    Redis(String),
+}
+
+impl FromStr for StoreUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "memory" {
+            return Ok(Self::Memory);
+        }
+        let url = url::Url::parse(s).map_err(|e| format!("{s:?} is not `memory` or a URL: {e}"))?;
+        match url.scheme() {
+            "redis" | "rediss" => Ok(Self::Redis(s.to_string())),
+            other => Err(format!(
+                "unsupported store scheme {other:?}: use `memory` or `redis://host:port/db`"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Settings of `journey serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "JOURNEY_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// `memory` (the default: nothing persisted) or a Redis URL such as `redis://127.0.0.1:6379/0`.
+    #[arg(long, env = "JOURNEY_STORE", default_value = "memory")]
+    pub store: StoreUrl,
+    /// Taxonomy file (TOML); the built-in taxonomy when unset.
+    #[arg(long, env = "JOURNEY_TAXONOMY")]
+    pub taxonomy: Option<PathBuf>,
+    /// `strict` rejects channels, reasons and types outside the taxonomy; `lenient` accepts and counts them.
+    #[arg(
+        long,
+        env = "JOURNEY_TAXONOMY_MODE",
+        value_enum,
+        default_value = "strict"
+    )]
+    pub taxonomy_mode: TaxonomyMode,
+    /// Most events in one AppendEvents call.
+    #[arg(long, env = "JOURNEY_MAX_BATCH", default_value_t = 1_000)]
+    pub max_batch: usize,
+    /// Events kept per customer; the oldest go first.
+    #[arg(long, env = "JOURNEY_MAX_EVENTS_PER_CUSTOMER", default_value_t = 1_000)]
+    pub max_events_per_customer: usize,
+    /// Days an event is kept; a customer with no event for this long is forgotten.
+    #[arg(long, env = "JOURNEY_RETENTION_DAYS", default_value_t = 90)]
+    pub retention_days: u32,
+    /// How far in the future (seconds) an event's occurred_at may be.
+    #[arg(long, env = "JOURNEY_MAX_FUTURE_SKEW_SECS", default_value_t = 300)]
+    pub max_future_skew_secs: u32,
+    /// Most events the memory store holds across all customers.
+    #[arg(long, env = "JOURNEY_MEMORY_MAX_EVENTS", default_value_t = 5_000_000)]
+    pub memory_max_events: usize,
+    /// Time limit of one Redis round trip, in milliseconds.
+    #[arg(long, env = "JOURNEY_REDIS_TIMEOUT_MS", default_value_t = 1_000)]
+    pub redis_timeout_ms: u64,
+    /// Time limit of one RPC, in milliseconds (a shorter client deadline wins).
+    #[arg(long, env = "JOURNEY_REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
+    pub request_timeout_ms: u64,
+    /// Concurrent RPCs per client connection; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "JOURNEY_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+    /// Largest request message, in bytes.
+    #[arg(long, env = "JOURNEY_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// How often the store is pinged for the health status, in milliseconds.
+    #[arg(long, env = "JOURNEY_HEALTH_INTERVAL_MS", default_value_t = 1_000)]
+    pub health_interval_ms: u64,
+    /// Log format: `text` for people, `json` for log pipelines. `RUST_LOG` sets the level.
+    #[arg(long, env = "JOURNEY_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        // The defaults live in the clap attributes above; parsing no
+        // arguments yields them, so tests and `main` share one source.
+        let cli = Cli::try_parse_from(["journey", "serve"]);
+        match cli {
+            Ok(Cli {
+                command: Command::Serve(config),
+            }) => config,
+            _ => unreachable!("`journey serve` with no flags always parses"),
+        }
+    }
+}
+
+impl ServeConfig {
+    pub fn retention(&self) -> Retention {
+        Retention {
+            max_events: self.max_events_per_customer,
+            max_age_micros: i64::from(self.retention_days) * 86_400 * Micros::PER_SECOND,
+        }
+    }
+
+    pub fn api_limits(&self) -> ApiLimits {
+        ApiLimits {
+            event: EventLimits {
+                max_future_skew_micros: i64::from(self.max_future_skew_secs) * Micros::PER_SECOND,
+                retention_micros: self.retention().max_age_micros,
+                ..EventLimits::default()
+            },
+            max_batch: self.max_batch,
+            ..ApiLimits::default()
+        }
+    }
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    /// Rules across settings, checked once at start-up.
+    pub fn check(&self) -> Result<(), String> {
+        let positive = [
+            ("--max-batch", self.max_batch as u64),
+            (
+                "--max-events-per-customer",
+                self.max_events_per_customer as u64,
+            ),
+            ("--retention-days", u64::from(self.retention_days)),
+            ("--memory-max-events", self.memory_max_events as u64),
+            ("--redis-timeout-ms", self.redis_timeout_ms),
+            ("--request-timeout-ms", self.request_timeout_ms),
+            ("--max-in-flight", self.max_in_flight as u64),
+            ("--health-interval-ms", self.health_interval_ms),
+        ];
+        for (flag, value) in positive {
+            if value == 0 {
+                return Err(format!("{flag} must be above 0"));
+            }
+        }
+        if self.retention_days > 36_500 {
+            return Err("--retention-days must be at most 36500".into());
+        }
+        Ok(())
+    }
+}

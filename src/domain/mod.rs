@@ -1,0 +1,16 @@
+//! The domain: events, the taxonomy that names them, time, and the journey
+//! context built from a customer's timeline. Plain Rust with no I/O: it never
+//! sees protobuf, Redis or the async runtime, so every rule here is tested
+//! with plain values and an explicit `now`.
+
+pub mod context;
+pub mod error;
+pub mod event;
+pub mod taxonomy;
+pub mod time;
+
+pub use context::{ChannelActivity, CustomerSummary};
+pub use error::DomainError;
+pub use event::{CustomerId, Event, EventId, EventLimits, Initiator, RawEvent};
+pub use taxonomy::{ChannelClass, Taxonomy, TaxonomyMode};
+pub use time::Micros;

@@ -1,0 +1,62 @@
+//! The `journey` binary: `serve` runs the server; the other subcommands are
+//! a gRPC client for people and scripts.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use journey::{
+    cli,
+    config::{Cli, Command},
+    server, telemetry,
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(config) => serve(config).await,
+        Command::Append(args) => cli::append(args).await,
+        Command::Context(args) => cli::context(args).await,
+        Command::Events(args) => cli::events(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("journey: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: journey::config::ServeConfig) -> Result<(), Box<dyn std::error::Error>> {
+    telemetry::init(config.log_format);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    server::run(config, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(term) => term,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

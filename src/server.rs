@@ -1,0 +1,189 @@
+//! Assembles and runs the gRPC server: the store chosen by configuration,
+//! the journey service, health checking and reflection, limits and
+//! graceful shutdown. The caller passes the bound listener and the shutdown
+//! signal, so tests run it on `127.0.0.1:0` and stop it with a channel.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use thiserror::Error;
+use tokio::{net::TcpListener, sync::watch};
+use tonic::transport::{server::TcpIncoming, Server};
+use tonic_health::{server::HealthReporter, ServingStatus};
+
+use crate::{
+    config::{ServeConfig, StoreUrl},
+    domain::{taxonomy::TaxonomyError, Taxonomy},
+    pb::{self, journey_service_server::JourneyServiceServer},
+    storage::{redis_store::RedisSettings, MemoryStore, RedisStore, StorageError, TimelineStore},
+    transport::JourneyApi,
+};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("cannot read taxonomy file {path}: {source}")]
+    TaxonomyFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Taxonomy(#[from] TaxonomyError),
+    #[error(transparent)]
+    Store(#[from] StorageError),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Loads the taxonomy named by the configuration, or the built-in one.
+pub fn load_taxonomy(config: &ServeConfig) -> Result<Taxonomy, ServeError> {
+    let text = match &config.taxonomy {
+        None => crate::domain::taxonomy::BUILTIN_TOML.to_string(),
+        Some(path) => std::fs::read_to_string(path).map_err(|source| ServeError::TaxonomyFile {
+            path: path.display().to_string(),
+            source,
+        })?,
+    };
+    Ok(Taxonomy::from_toml(&text, config.taxonomy_mode)?)
+}
+
+/// Opens the store named by the configuration.
+pub fn open_store(config: &ServeConfig) -> Result<Arc<dyn TimelineStore>, ServeError> {
+    Ok(match &config.store {
+        StoreUrl::Memory => {
+            tracing::warn!(
+                max_events = config.memory_max_events,
+                "using the in-memory store: nothing is persisted, data is lost on restart"
+            );
+            Arc::new(MemoryStore::new(
+                config.retention(),
+                config.memory_max_events,
+            ))
+        }
+        StoreUrl::Redis(url) => {
+            let settings = RedisSettings {
+                url: url.clone(),
+                response_timeout: config.redis_timeout(),
+                connect_timeout: config.redis_timeout(),
+            };
+            Arc::new(RedisStore::open(&settings, config.retention())?)
+        }
+    })
+}
+
+/// Runs the server on `listener` until `shutdown` completes, then stops
+/// accepting, lets in-flight calls finish and returns.
+pub async fn run(
+    config: ServeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    config.check().map_err(ServeError::Config)?;
+    let taxonomy = Arc::new(load_taxonomy(&config)?);
+    let store = open_store(&config)?;
+    let api = JourneyApi::new(store.clone(), taxonomy, config.api_limits());
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    reporter
+        .set_not_serving::<JourneyServiceServer<JourneyApi>>()
+        .await;
+    let (stop_health, health_stopped) = watch::channel(false);
+    let health_task = tokio::spawn(watch_store_health(
+        store,
+        reporter.clone(),
+        Duration::from_millis(config.health_interval_ms),
+        health_stopped,
+    ));
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let journey =
+        JourneyServiceServer::new(api).max_decoding_message_size(config.max_message_bytes);
+    let local = listener.local_addr().ok();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tracing::info!(listen = ?local, store = ?config.store, "journey server started");
+
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight calls");
+        // Stop the health task first so it cannot flip the status back.
+        let _ = stop_health.send(true);
+        let _ = health_task.await;
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        reporter
+            .set_not_serving::<JourneyServiceServer<JourneyApi>>()
+            .await;
+    };
+    Server::builder()
+        .timeout(Duration::from_millis(config.request_timeout_ms))
+        .concurrency_limit_per_connection(config.max_in_flight)
+        .load_shed(true)
+        .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(journey)
+        .serve_with_incoming_shutdown(incoming, signal)
+        .await?;
+    tracing::info!("journey server stopped");
+    Ok(())
+}
+
+/// Pings the store every `interval` and reports SERVING or NOT_SERVING for
+/// the whole server and for the journey service.
+async fn watch_store_health(
+    store: Arc<dyn TimelineStore>,
+    reporter: HealthReporter,
+    interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut serving = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        let healthy = match tokio::time::timeout(interval, store.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "store ping failed");
+                false
+            }
+            Err(_) => false,
+        };
+        if serving == Some(healthy) {
+            continue;
+        }
+        serving = Some(healthy);
+        let status = if healthy {
+            tracing::info!("store reachable: serving");
+            ServingStatus::Serving
+        } else {
+            tracing::warn!("store unreachable: not serving");
+            ServingStatus::NotServing
+        };
+        reporter.set_service_status("", status).await;
+        reporter
+            .set_service_status(
+                <JourneyServiceServer<JourneyApi> as tonic::server::NamedService>::NAME,
+                status,
+            )
+            .await;
+    }
+}

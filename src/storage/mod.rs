@@ -1,0 +1,141 @@
+//! Storage of customer timelines: the `TimelineStore` trait, the contract
+//! that both backends keep (proved by the conformance suite in
+//! `tests/conformance.rs`), and the types it speaks.
+//!
+//! Events are kept in their protobuf wire encoding (`EncodedEvent`), written
+//! once at append and handed back as bytes, so a read never decodes and
+//! re-encodes what it only forwards.
+
+pub mod codec;
+pub mod error;
+pub mod memory_store;
+pub mod redis_store;
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::domain::{CustomerId, CustomerSummary, Event, Initiator, Micros};
+
+pub use error::StorageError;
+pub use memory_store::MemoryStore;
+pub use redis_store::RedisStore;
+
+/// One event in the protobuf wire encoding of `journey.v1.Event`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEvent(pub Bytes);
+
+/// What became of one appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    Stored,
+    /// An event with the same id was already stored for the customer;
+    /// nothing was written.
+    Duplicate,
+}
+
+/// How much of a customer's timeline is kept; enforced on every write.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// At most this many events per customer: the oldest go first.
+    pub max_events: usize,
+    /// Events older than this go, and a customer with no write for this
+    /// long is forgotten altogether.
+    pub max_age_micros: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_events: 1_000,
+            max_age_micros: 90 * 86_400 * Micros::PER_SECOND,
+        }
+    }
+}
+
+/// What `GetJourneyContext` needs from the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextSnapshot {
+    /// The most recent events, newest first.
+    pub events: Vec<EncodedEvent>,
+    pub summary: CustomerSummary,
+    pub last_customer_interaction: Option<EncodedEvent>,
+    pub last_company_contact: Option<EncodedEvent>,
+}
+
+/// A position in a timeline: the last event a page returned. The order is
+/// newest first by occurred_at, ties broken by event id (see `codec`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub occurred_at: Micros,
+    pub event_id: String,
+}
+
+/// A filtered, paginated read of one customer's timeline.
+#[derive(Debug, Clone)]
+pub struct TimelineQuery {
+    pub customer: CustomerId,
+    /// Inclusive.
+    pub start: Option<Micros>,
+    /// Exclusive.
+    pub end: Option<Micros>,
+    /// Empty: every channel.
+    pub channels: BTreeSet<String>,
+    pub initiator: Option<Initiator>,
+    pub limit: usize,
+    /// Continue after this event.
+    pub after: Option<Cursor>,
+}
+
+impl TimelineQuery {
+    fn keeps_event(&self, channel: &str, initiator: Option<Initiator>) -> bool {
+        (self.channels.is_empty() || self.channels.contains(channel))
+            && (self.initiator.is_none() || self.initiator == initiator)
+    }
+
+    fn filters_by_content(&self) -> bool {
+        !self.channels.is_empty() || self.initiator.is_some()
+    }
+}
+
+/// One page of a timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelinePage {
+    pub events: Vec<EncodedEvent>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+/// The contract of a timeline store. Every backend keeps every guarantee
+/// stated here; `tests/conformance.rs` runs the same cases on each.
+#[async_trait]
+pub trait TimelineStore: Send + Sync + 'static {
+    /// Appends events (of any customers) and answers one outcome per event,
+    /// in order. An event id already stored for the same customer, earlier
+    /// or in the same call, is a duplicate and writes nothing. Retention is
+    /// applied, with `now` as the clock, to each customer written. On the
+    /// Redis backend this is one round trip and atomic per customer.
+    async fn append(
+        &self,
+        events: &[Event],
+        now: Micros,
+    ) -> Result<Vec<AppendOutcome>, StorageError>;
+
+    /// The customer's most recent `max_events` events and summaries, or
+    /// `None` when nothing is held for the customer. One round trip.
+    async fn context(
+        &self,
+        customer: &CustomerId,
+        max_events: usize,
+    ) -> Result<Option<ContextSnapshot>, StorageError>;
+
+    /// A page of the customer's timeline, newest first, or `None` when
+    /// nothing is held for the customer. Events appended while a client
+    /// pages are never repeated, and none is skipped unless it lands in a
+    /// part of the timeline the client already passed. One round trip.
+    async fn list(&self, query: &TimelineQuery) -> Result<Option<TimelinePage>, StorageError>;
+
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), StorageError>;
+}

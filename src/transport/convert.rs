@@ -1,0 +1,90 @@
+//! Conversions between the wire types (`pb`) and the domain and storage
+//! types. Field paths in errors are relative to the message converted.
+
+use crate::{
+    domain::{CustomerSummary, DomainError, Initiator, Micros, RawEvent, Taxonomy},
+    pb,
+    storage::{codec, EncodedEvent, StorageError},
+};
+
+/// A producer's event as the domain reads it. Only what cannot be
+/// represented (an unknown enum number, a timestamp out of range) fails
+/// here; every rule is the domain's.
+pub fn raw_event(event: pb::Event) -> Result<RawEvent, DomainError> {
+    Ok(RawEvent {
+        initiator: initiator("initiator", event.initiator)?,
+        occurred_at: event
+            .occurred_at
+            .map(|t| timestamp("occurred_at", &t))
+            .transpose()?,
+        event_id: event.event_id,
+        customer_id: event.customer_id,
+        session_id: event.session_id,
+        channel: event.channel,
+        reason: event.reason,
+        event_type: event.r#type,
+        attributes: event.attributes.into_iter().collect(),
+    })
+}
+
+/// `None` for `INITIATOR_UNSPECIFIED`.
+pub fn initiator(field: &str, value: i32) -> Result<Option<Initiator>, DomainError> {
+    match pb::Initiator::try_from(value) {
+        Ok(pb::Initiator::Unspecified) => Ok(None),
+        Ok(pb::Initiator::Customer) => Ok(Some(Initiator::Customer)),
+        Ok(pb::Initiator::Company) => Ok(Some(Initiator::Company)),
+        Err(_) => Err(DomainError::invalid(
+            field,
+            format!("{value} is not an Initiator value"),
+        )),
+    }
+}
+
+/// A `google.protobuf.Timestamp` to microseconds (finer digits truncated).
+pub fn timestamp(field: &str, t: &prost_types::Timestamp) -> Result<Micros, DomainError> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(DomainError::invalid(
+            field,
+            "nanos must be in [0, 999999999]",
+        ));
+    }
+    Micros::from_parts(t.seconds, t.nanos)
+        .filter(|m| m.to_datetime().is_some())
+        .ok_or_else(|| DomainError::invalid(field, "out of the representable range"))
+}
+
+pub fn to_timestamp(at: Micros) -> prost_types::Timestamp {
+    let (seconds, nanos) = at.to_parts();
+    prost_types::Timestamp { seconds, nanos }
+}
+
+/// A stored event for a response.
+pub fn event(encoded: &EncodedEvent) -> Result<pb::Event, StorageError> {
+    codec::decode(encoded)
+}
+
+pub fn events(encoded: &[EncodedEvent]) -> Result<Vec<pb::Event>, StorageError> {
+    encoded.iter().map(event).collect()
+}
+
+/// The per-channel summary, in channel name order, with each channel's
+/// class from the taxonomy ("unknown" for a name lenient mode let in).
+pub fn channel_summaries(
+    summary: &CustomerSummary,
+    taxonomy: &Taxonomy,
+) -> Vec<pb::ChannelSummary> {
+    summary
+        .channels
+        .iter()
+        .map(|(channel, activity)| pb::ChannelSummary {
+            channel: channel.clone(),
+            channel_class: taxonomy
+                .channel_class(channel)
+                .map_or("unknown", |c| c.as_str())
+                .to_string(),
+            customer_initiated: activity.customer_initiated,
+            company_initiated: activity.company_initiated,
+            last_interaction_at: activity.last_at.map(to_timestamp),
+        })
+        .collect()
+}

@@ -1,0 +1,9 @@
+//! The gRPC transport: handlers that decode, validate, call the store and
+//! map errors. No rule of the domain and no Redis command lives here.
+
+pub mod convert;
+pub mod page_token;
+pub mod service;
+pub mod status;
+
+pub use service::{ApiLimits, JourneyApi};

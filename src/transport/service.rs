@@ -1,0 +1,264 @@
+//! The `JourneyService` handlers: decode, validate, call the store once,
+//! map the answer.
+
+use std::{
+    collections::BTreeSet,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use tonic::{Request, Response, Status};
+use ulid::Ulid;
+
+use super::{convert, page_token, status::ApiError};
+use crate::{
+    domain::{CustomerId, DomainError, Event, EventLimits, Micros, Taxonomy, TaxonomyMode},
+    pb::{self, journey_service_server::JourneyService},
+    storage::{AppendOutcome, TimelineQuery, TimelineStore},
+};
+
+/// Limits of requests, beside the limits of one event.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    pub event: EventLimits,
+    /// Most events in one `AppendEvents`.
+    pub max_batch: usize,
+    /// Events returned when a request names no number.
+    pub default_page: usize,
+    /// Most events one read may return.
+    pub max_page: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            event: EventLimits::default(),
+            max_batch: 1_000,
+            default_page: 50,
+            max_page: 1_000,
+        }
+    }
+}
+
+/// The service behind `journey.v1.JourneyService`.
+pub struct JourneyApi {
+    store: Arc<dyn TimelineStore>,
+    taxonomy: Arc<Taxonomy>,
+    limits: ApiLimits,
+    /// Names outside the taxonomy accepted in lenient mode, since start.
+    unknown_names: AtomicU64,
+}
+
+impl JourneyApi {
+    pub fn new(store: Arc<dyn TimelineStore>, taxonomy: Arc<Taxonomy>, limits: ApiLimits) -> Self {
+        Self {
+            store,
+            taxonomy,
+            limits,
+            unknown_names: AtomicU64::new(0),
+        }
+    }
+
+    /// Names outside the taxonomy that lenient mode accepted since start.
+    pub fn unknown_names(&self) -> u64 {
+        self.unknown_names.load(Ordering::Relaxed)
+    }
+
+    /// Converts and checks one event; `now` is shared by a whole batch.
+    fn accept(&self, event: Option<pb::Event>, now: Micros) -> Result<Event, DomainError> {
+        let event = event.ok_or_else(|| DomainError::invalid("", "required"))?;
+        let mut raw = convert::raw_event(event)?;
+        if raw.event_id.is_empty() {
+            raw.event_id = Ulid::new().to_string();
+        }
+        let (event, leniency) = raw.validate(&self.taxonomy, &self.limits.event, now)?;
+        if leniency.unknown_names > 0 {
+            let total = self
+                .unknown_names
+                .fetch_add(u64::from(leniency.unknown_names), Ordering::Relaxed)
+                + u64::from(leniency.unknown_names);
+            tracing::debug!(
+                channel = %event.channel, reason = %event.reason, r#type = %event.event_type,
+                total, "accepted names outside the taxonomy (lenient mode)"
+            );
+        }
+        Ok(event)
+    }
+
+    fn customer(&self, customer_id: &str) -> Result<CustomerId, DomainError> {
+        CustomerId::parse("customer_id", customer_id, &self.limits.event)
+    }
+
+    /// A requested number of events: 0 means the default.
+    fn page_size(&self, field: &str, asked: u32) -> Result<usize, DomainError> {
+        match asked as usize {
+            0 => Ok(self.limits.default_page),
+            n if n > self.limits.max_page => Err(DomainError::invalid(
+                field,
+                format!("{n} is out of range [1, {}]", self.limits.max_page),
+            )),
+            n => Ok(n),
+        }
+    }
+
+    fn channel_filter(&self, channels: Vec<String>) -> Result<BTreeSet<String>, DomainError> {
+        for (i, channel) in channels.iter().enumerate() {
+            if self.taxonomy.mode() == TaxonomyMode::Strict && !self.taxonomy.has_channel(channel) {
+                let known: Vec<&str> = self.taxonomy.channels().map(|(n, _)| n).collect();
+                return Err(DomainError::invalid(
+                    format!("channels[{i}]"),
+                    format!("unknown channel {channel:?}; allowed: {}", known.join(", ")),
+                ));
+            }
+        }
+        Ok(channels.into_iter().collect())
+    }
+}
+
+#[tonic::async_trait]
+impl JourneyService for JourneyApi {
+    #[tracing::instrument(skip_all, fields(customer))]
+    async fn append_event(
+        &self,
+        request: Request<pb::AppendEventRequest>,
+    ) -> Result<Response<pb::AppendEventResponse>, Status> {
+        let event = self
+            .accept(request.into_inner().event, Micros::now())
+            .map_err(|e| e.within("event"))?;
+        tracing::Span::current().record("customer", event.customer_id.as_str());
+        let outcomes = self
+            .store
+            .append(std::slice::from_ref(&event), Micros::now())
+            .await?;
+        Ok(Response::new(pb::AppendEventResponse {
+            event_id: event.event_id.to_string(),
+            duplicate: outcomes.first() == Some(&AppendOutcome::Duplicate),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(events))]
+    async fn append_events(
+        &self,
+        request: Request<pb::AppendEventsRequest>,
+    ) -> Result<Response<pb::AppendEventsResponse>, Status> {
+        let events = request.into_inner().events;
+        tracing::Span::current().record("events", events.len());
+        if events.len() > self.limits.max_batch {
+            return Err(DomainError::TooMany {
+                field: "events".into(),
+                got: events.len(),
+                max: self.limits.max_batch,
+            }
+            .into());
+        }
+        let now = Micros::now();
+        let mut results = Vec::with_capacity(events.len());
+        let mut accepted = Vec::with_capacity(events.len());
+        let mut slots = Vec::with_capacity(events.len());
+        for (i, event) in events.into_iter().enumerate() {
+            let given_id = event.event_id.clone();
+            match self.accept(Some(event), now) {
+                Ok(event) => {
+                    results.push(pb::AppendResult {
+                        event_id: event.event_id.to_string(),
+                        outcome: pb::Outcome::Unspecified as i32,
+                        error: String::new(),
+                    });
+                    slots.push(i);
+                    accepted.push(event);
+                }
+                Err(err) => results.push(pb::AppendResult {
+                    event_id: given_id,
+                    outcome: pb::Outcome::Rejected as i32,
+                    error: err.within(&format!("events[{i}]")).to_string(),
+                }),
+            }
+        }
+        let outcomes = self.store.append(&accepted, now).await?;
+        for (slot, outcome) in slots.into_iter().zip(outcomes) {
+            results[slot].outcome = match outcome {
+                AppendOutcome::Stored => pb::Outcome::Stored,
+                AppendOutcome::Duplicate => pb::Outcome::Duplicate,
+            } as i32;
+        }
+        Ok(Response::new(pb::AppendEventsResponse { results }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer = %request.get_ref().customer_id))]
+    async fn get_journey_context(
+        &self,
+        request: Request<pb::GetJourneyContextRequest>,
+    ) -> Result<Response<pb::GetJourneyContextResponse>, Status> {
+        let request = request.into_inner();
+        let customer = self.customer(&request.customer_id)?;
+        let max_events = self.page_size("max_events", request.max_events)?;
+        let snapshot = self
+            .store
+            .context(&customer, max_events)
+            .await?
+            .ok_or_else(|| ApiError::UnknownCustomer(customer.to_string()))?;
+        let summary = &snapshot.summary;
+        let optional = |e: &Option<_>| e.as_ref().map(convert::event).transpose();
+        Ok(Response::new(pb::GetJourneyContextResponse {
+            events: convert::events(&snapshot.events)?,
+            customer_id: customer.to_string(),
+            channels: convert::channel_summaries(summary, &self.taxonomy),
+            first_seen: summary.first_seen.map(convert::to_timestamp),
+            last_seen: summary.last_seen.map(convert::to_timestamp),
+            total_events: summary.total_events,
+            last_customer_interaction: optional(&snapshot.last_customer_interaction)?,
+            last_company_contact: optional(&snapshot.last_company_contact)?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer = %request.get_ref().customer_id))]
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let request = request.into_inner();
+        let customer = self.customer(&request.customer_id)?;
+        let limit = self.page_size("page_size", request.page_size)?;
+        let start = request
+            .start_time
+            .map(|t| convert::timestamp("start_time", &t))
+            .transpose()?;
+        let end = request
+            .end_time
+            .map(|t| convert::timestamp("end_time", &t))
+            .transpose()?;
+        if let (Some(start), Some(end)) = (start, end) {
+            if end < start {
+                return Err(DomainError::invalid("end_time", "before start_time").into());
+            }
+        }
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(page_token::decode(token, self.limits.event.max_id_bytes)?),
+        };
+        let query = TimelineQuery {
+            customer: customer.clone(),
+            start,
+            end,
+            channels: self.channel_filter(request.channels)?,
+            initiator: convert::initiator("initiator", request.initiator)?,
+            limit,
+            after,
+        };
+        let page = self
+            .store
+            .list(&query)
+            .await?
+            .ok_or_else(|| ApiError::UnknownCustomer(customer.to_string()))?;
+        Ok(Response::new(pb::ListEventsResponse {
+            events: convert::events(&page.events)?,
+            next_page_token: page
+                .next
+                .as_ref()
+                .map(page_token::encode)
+                .unwrap_or_default(),
+        }))
+    }
+}
