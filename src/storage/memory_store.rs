@@ -219,9 +219,12 @@ impl TimelineStore for MemoryStore {
         events: &[Event],
         now: Micros,
     ) -> Result<Vec<AppendOutcome>, StorageError> {
+        // Expiry follows the wall clock, as Redis key TTLs do; `now` only
+        // places the retention cutoff among the events.
+        let wall = Micros::now();
         let mut state = self.lock();
         if state.total_events + events.len() > self.max_total_events {
-            state.sweep_expired(now);
+            state.sweep_expired(wall);
             if state.total_events + events.len() > self.max_total_events {
                 return Err(StorageError::Full(format!(
                     "the memory store holds {} events, its limit is {}",
@@ -229,11 +232,11 @@ impl TimelineStore for MemoryStore {
                 )));
             }
         }
-        let expires_at = now.saturating_add_micros(self.retention.max_age_micros);
+        let expires_at = wall.saturating_add_micros(self.retention.max_age_micros);
         let mut outcomes = Vec::with_capacity(events.len());
         let mut touched = HashSet::new();
         for event in events {
-            state.live(&event.customer_id, now);
+            state.live(&event.customer_id, wall);
             let timeline = match state.customers.entry(event.customer_id.clone()) {
                 MapEntry::Occupied(o) => o.into_mut(),
                 MapEntry::Vacant(v) => v.insert(Timeline::default()),

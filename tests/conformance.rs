@@ -1,0 +1,462 @@
+//! The store conformance suite: the same cases run against the memory store
+//! and the Redis store (each test with its own redis-server), so the two
+//! backends keep the same contract.
+
+mod support;
+
+use std::sync::Arc;
+
+use journey::storage::{MemoryStore, RedisStore, Retention, TimelineStore};
+use support::redis_server::RedisServer;
+
+/// A store under test and whatever must live as long as it.
+pub struct Fixture {
+    pub store: Arc<dyn TimelineStore>,
+    pub redis: Option<RedisServer>,
+}
+
+pub async fn memory_fixture(retention: Retention) -> Fixture {
+    Fixture {
+        store: Arc::new(MemoryStore::new(retention, 1_000_000)),
+        redis: None,
+    }
+}
+
+pub async fn redis_fixture(retention: Retention) -> Fixture {
+    let redis = RedisServer::start();
+    let settings = journey::storage::redis_store::RedisSettings {
+        url: redis.url(),
+        response_timeout: std::time::Duration::from_secs(5),
+        connect_timeout: std::time::Duration::from_secs(5),
+    };
+    let store = RedisStore::open(&settings, retention).expect("open redis store");
+    Fixture {
+        store: Arc::new(store),
+        redis: Some(redis),
+    }
+}
+
+mod cases {
+    use std::collections::{BTreeSet, HashSet};
+
+    use journey::{
+        domain::{CustomerId, CustomerSummary, Event, EventLimits, Initiator, Micros},
+        storage::{codec, AppendOutcome, Cursor, EncodedEvent, TimelineQuery, TimelineStore},
+    };
+
+    use crate::support::events::domain_event;
+
+    const T0: i64 = 1_763_800_000_000_000;
+    const HOUR: i64 = 3_600_000_000;
+
+    fn now() -> Micros {
+        Micros(T0 + HOUR)
+    }
+
+    fn customer(id: &str) -> CustomerId {
+        CustomerId::parse("customer_id", id, &EventLimits::default()).expect("valid id")
+    }
+
+    fn ids(events: &[EncodedEvent]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| codec::decode(e).expect("decodes").event_id)
+            .collect()
+    }
+
+    fn query(c: &str, limit: usize) -> TimelineQuery {
+        TimelineQuery {
+            customer: customer(c),
+            start: None,
+            end: None,
+            channels: BTreeSet::new(),
+            initiator: None,
+            limit,
+            after: None,
+        }
+    }
+
+    /// A mixed timeline: channels, initiators, out-of-order times and
+    /// several events at one instant.
+    fn mixed(c: &str, n: usize) -> Vec<Event> {
+        let channels = ["web", "email", "chat", "call_center", "branch"];
+        (0..n)
+            .map(|i| {
+                let initiator = if i % 3 == 0 {
+                    Initiator::Company
+                } else {
+                    Initiator::Customer
+                };
+                // Every fourth event shares the instant of its neighbour;
+                // the order of appends is shuffled against time.
+                let at = T0 + ((i * 7919) % n) as i64 / 2 * 1_000 + 1;
+                domain_event(
+                    c,
+                    &format!("e{i:03}"),
+                    channels[i % channels.len()],
+                    initiator,
+                    at,
+                )
+            })
+            .collect()
+    }
+
+    /// Newest first, ties by encoded bytes descending: the contract's order.
+    fn expected_order(events: &[Event]) -> Vec<String> {
+        let mut keyed: Vec<(Micros, Vec<u8>, String)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.occurred_at,
+                    codec::encode(e).0.to_vec(),
+                    e.event_id.to_string(),
+                )
+            })
+            .collect();
+        keyed.sort();
+        keyed.reverse();
+        keyed.into_iter().map(|(_, _, id)| id).collect()
+    }
+
+    pub async fn append_is_idempotent(store: &dyn TimelineStore) {
+        let e = domain_event("c1", "e1", "web", Initiator::Customer, T0);
+        let first = store
+            .append(std::slice::from_ref(&e), now())
+            .await
+            .expect("append");
+        let again = store
+            .append(std::slice::from_ref(&e), now())
+            .await
+            .expect("append");
+        assert_eq!(first, vec![AppendOutcome::Stored]);
+        assert_eq!(again, vec![AppendOutcome::Duplicate]);
+        // Same id, different content: still a duplicate, first one wins.
+        let changed = domain_event("c1", "e1", "email", Initiator::Company, T0 + 5);
+        assert_eq!(
+            store.append(&[changed], now()).await.expect("append"),
+            vec![AppendOutcome::Duplicate]
+        );
+        let snap = store
+            .context(&customer("c1"), 50)
+            .await
+            .expect("ctx")
+            .expect("found");
+        assert_eq!(snap.summary.total_events, 1);
+        assert_eq!(ids(&snap.events), vec!["e1"]);
+        assert_eq!(
+            snap.summary.channels.keys().collect::<Vec<_>>(),
+            vec!["web"]
+        );
+    }
+
+    pub async fn duplicates_within_one_batch(store: &dyn TimelineStore) {
+        let a = domain_event("c1", "x", "web", Initiator::Customer, T0);
+        let b = domain_event("c2", "x", "web", Initiator::Customer, T0);
+        let outcomes = store
+            .append(&[a.clone(), b, a], now())
+            .await
+            .expect("append");
+        // The same id for another customer is another event.
+        assert_eq!(
+            outcomes,
+            vec![
+                AppendOutcome::Stored,
+                AppendOutcome::Stored,
+                AppendOutcome::Duplicate
+            ]
+        );
+    }
+
+    pub async fn unknown_customer_is_none(store: &dyn TimelineStore) {
+        assert!(store
+            .context(&customer("nobody"), 50)
+            .await
+            .expect("ctx")
+            .is_none());
+        assert!(store
+            .list(&query("nobody", 10))
+            .await
+            .expect("list")
+            .is_none());
+    }
+
+    pub async fn out_of_order_events_land_in_place(store: &dyn TimelineStore) {
+        let events = mixed("c1", 40);
+        for chunk in events.chunks(7) {
+            store.append(chunk, now()).await.expect("append");
+        }
+        let snap = store
+            .context(&customer("c1"), 1_000)
+            .await
+            .expect("ctx")
+            .expect("found");
+        assert_eq!(ids(&snap.events), expected_order(&events));
+        let few = store
+            .context(&customer("c1"), 5)
+            .await
+            .expect("ctx")
+            .expect("found");
+        assert_eq!(ids(&few.events), expected_order(&events)[..5].to_vec());
+    }
+
+    pub async fn summary_matches_a_direct_computation(store: &dyn TimelineStore) {
+        let events = mixed("c1", 60);
+        store.append(&events, now()).await.expect("append");
+        let snap = store
+            .context(&customer("c1"), 10)
+            .await
+            .expect("ctx")
+            .expect("found");
+        assert_eq!(snap.summary, CustomerSummary::from_events(&events));
+        let latest = |who: Initiator| {
+            let mut of: Vec<&Event> = events.iter().filter(|e| e.initiator == who).collect();
+            // The earliest appended wins among events of the same instant.
+            of.sort_by_key(|e| std::cmp::Reverse(e.occurred_at));
+            of.first().map(|e| e.occurred_at)
+        };
+        let at = |e: &Option<EncodedEvent>| {
+            e.as_ref()
+                .map(|e| codec::occurred_at(&codec::decode(e).expect("decodes")))
+        };
+        assert_eq!(
+            at(&snap.last_customer_interaction),
+            latest(Initiator::Customer)
+        );
+        assert_eq!(at(&snap.last_company_contact), latest(Initiator::Company));
+    }
+
+    pub async fn retention_keeps_the_newest_events(store: &dyn TimelineStore) {
+        // The fixture keeps at most 10 events per customer.
+        let events = mixed("c1", 25);
+        for chunk in events.chunks(4) {
+            store.append(chunk, now()).await.expect("append");
+        }
+        let snap = store
+            .context(&customer("c1"), 1_000)
+            .await
+            .expect("ctx")
+            .expect("found");
+        let order = expected_order(&events);
+        assert_eq!(ids(&snap.events), order[..10].to_vec());
+        let held: Vec<&Event> = events
+            .iter()
+            .filter(|e| order[..10].contains(&e.event_id.to_string()))
+            .collect();
+        let reference = CustomerSummary::from_events(held.iter().copied());
+        assert_eq!(snap.summary.total_events, 10);
+        assert_eq!(snap.summary.channels, reference.channels);
+        // First seen is the first event ever stored, even once trimmed.
+        assert_eq!(
+            snap.summary.first_seen,
+            events.iter().map(|e| e.occurred_at).min()
+        );
+    }
+
+    pub async fn retention_drops_old_events(store: &dyn TimelineStore) {
+        let old = domain_event("c1", "old", "web", Initiator::Customer, T0);
+        let new = domain_event("c1", "new", "chat", Initiator::Customer, T0 + 10 * HOUR);
+        store.append(&[old], now()).await.expect("append");
+        // The fixture keeps 5 hours: by T0 + 10h the first event is out.
+        store
+            .append(&[new], Micros(T0 + 10 * HOUR))
+            .await
+            .expect("append");
+        let snap = store
+            .context(&customer("c1"), 50)
+            .await
+            .expect("ctx")
+            .expect("found");
+        assert_eq!(ids(&snap.events), vec!["new"]);
+        assert_eq!(
+            snap.summary.channels.keys().collect::<Vec<_>>(),
+            vec!["chat"]
+        );
+        assert_eq!(snap.summary.total_events, 1);
+    }
+
+    pub async fn pages_cover_the_timeline_once(store: &dyn TimelineStore) {
+        let events = mixed("c1", 9);
+        store.append(&events, now()).await.expect("append");
+        let mut seen = Vec::new();
+        let mut q = query("c1", 2);
+        loop {
+            let page = store.list(&q).await.expect("list").expect("found");
+            assert!(page.events.len() <= 2);
+            seen.extend(ids(&page.events));
+            match page.next {
+                Some(next) => q.after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected_order(&events));
+    }
+
+    pub async fn filters_and_time_range(store: &dyn TimelineStore) {
+        let events = mixed("c1", 9);
+        store.append(&events, now()).await.expect("append");
+        let (start, end) = (Micros(T0 + 1_000), Micros(T0 + 3_001));
+        let mut q = query("c1", 2);
+        q.channels = ["web".to_string(), "chat".to_string()].into();
+        q.initiator = Some(Initiator::Customer);
+        q.start = Some(start);
+        q.end = Some(end);
+        let mut seen = Vec::new();
+        loop {
+            let page = store.list(&q).await.expect("list").expect("found");
+            seen.extend(ids(&page.events));
+            match page.next {
+                Some(next) => q.after = Some(next),
+                None => break,
+            }
+        }
+        let kept: Vec<Event> = events
+            .iter()
+            .filter(|e| ["web", "chat"].contains(&e.channel.as_str()))
+            .filter(|e| e.initiator == Initiator::Customer)
+            .filter(|e| e.occurred_at >= start && e.occurred_at < end)
+            .cloned()
+            .collect();
+        assert!(!kept.is_empty(), "the case must select something");
+        assert_eq!(seen, expected_order(&kept));
+    }
+
+    pub async fn paging_is_stable_while_events_arrive(store: &dyn TimelineStore) {
+        let events = mixed("c1", 12);
+        store.append(&events, now()).await.expect("append");
+        let first = store
+            .list(&query("c1", 4))
+            .await
+            .expect("list")
+            .expect("found");
+        // Newer events and an event at the cursor's very instant arrive.
+        let cursor: Cursor = first.next.clone().expect("more pages");
+        let newer = domain_event("c1", "newer", "web", Initiator::Customer, T0 + HOUR / 2);
+        let same_instant_after = domain_event(
+            "c1",
+            "zzzz",
+            "web",
+            Initiator::Customer,
+            cursor.occurred_at.0,
+        );
+        store
+            .append(&[newer, same_instant_after], now())
+            .await
+            .expect("append");
+        let mut seen: Vec<String> = ids(&first.events);
+        let mut q = query("c1", 4);
+        q.after = first.next;
+        loop {
+            let page = store.list(&q).await.expect("list").expect("found");
+            seen.extend(ids(&page.events));
+            match page.next {
+                Some(next) => q.after = Some(next),
+                None => break,
+            }
+        }
+        let unique: HashSet<&String> = seen.iter().collect();
+        assert_eq!(unique.len(), seen.len(), "no event repeated: {seen:?}");
+        for id in expected_order(&events) {
+            assert!(seen.contains(&id), "{id} skipped");
+        }
+        assert!(
+            !seen.contains(&"newer".to_string()),
+            "newer events are not in old pages"
+        );
+    }
+
+    pub async fn customers_are_isolated(store: &dyn TimelineStore) {
+        // Ids with the characters of the Redis key layout.
+        let tricky = ["a", "a}:tl", "{a}", "a}:sum", "a:b", "é 🙂"];
+        for (i, c) in tricky.iter().enumerate() {
+            let e = domain_event(c, "same-id", "web", Initiator::Customer, T0 + i as i64);
+            assert_eq!(
+                store.append(&[e], now()).await.expect("append"),
+                vec![AppendOutcome::Stored]
+            );
+        }
+        for (i, c) in tricky.iter().enumerate() {
+            let snap = store
+                .context(&customer(c), 50)
+                .await
+                .expect("ctx")
+                .expect("found");
+            assert_eq!(snap.summary.total_events, 1, "{c}");
+            let decoded = codec::decode(&snap.events[0]).expect("decodes");
+            assert_eq!(decoded.customer_id, *c);
+            assert_eq!(codec::occurred_at(&decoded), Micros(T0 + i as i64));
+        }
+    }
+
+    pub async fn microseconds_survive(store: &dyn TimelineStore) {
+        let at = T0 + 123_457;
+        store
+            .append(
+                &[domain_event("c1", "e", "web", Initiator::Customer, at)],
+                now(),
+            )
+            .await
+            .expect("append");
+        let snap = store
+            .context(&customer("c1"), 1)
+            .await
+            .expect("ctx")
+            .expect("found");
+        let event = codec::decode(&snap.events[0]).expect("decodes");
+        assert_eq!(
+            event.occurred_at.map(|t| t.nanos % 1_000_000_000),
+            Some(123_457_000)
+        );
+        assert_eq!(snap.summary.last_seen, Some(Micros(at)));
+    }
+
+    pub async fn ping_answers(store: &dyn TimelineStore) {
+        store.ping().await.expect("ping");
+    }
+}
+
+/// Stamps every case onto one backend, so a failure names case and backend.
+macro_rules! conformance {
+    ($backend:ident, $fixture:path) => {
+        mod $backend {
+            use journey::{domain::Micros, storage::Retention};
+
+            fn retention() -> Retention {
+                Retention {
+                    max_events: 10,
+                    max_age_micros: 5 * 3_600 * Micros::PER_SECOND,
+                }
+            }
+
+            fn roomy() -> Retention {
+                Retention {
+                    max_events: 1_000,
+                    max_age_micros: 5 * 3_600 * Micros::PER_SECOND,
+                }
+            }
+
+            conformance!(@case append_is_idempotent, roomy, $fixture);
+            conformance!(@case duplicates_within_one_batch, roomy, $fixture);
+            conformance!(@case unknown_customer_is_none, roomy, $fixture);
+            conformance!(@case out_of_order_events_land_in_place, roomy, $fixture);
+            conformance!(@case summary_matches_a_direct_computation, roomy, $fixture);
+            conformance!(@case retention_keeps_the_newest_events, retention, $fixture);
+            conformance!(@case retention_drops_old_events, retention, $fixture);
+            conformance!(@case pages_cover_the_timeline_once, roomy, $fixture);
+            conformance!(@case filters_and_time_range, roomy, $fixture);
+            conformance!(@case paging_is_stable_while_events_arrive, roomy, $fixture);
+            conformance!(@case customers_are_isolated, roomy, $fixture);
+            conformance!(@case microseconds_survive, roomy, $fixture);
+            conformance!(@case ping_answers, roomy, $fixture);
+        }
+    };
+    (@case $case:ident, $retention:ident, $fixture:path) => {
+        #[tokio::test]
+        async fn $case() {
+            let fx = $fixture($retention()).await;
+            crate::cases::$case(fx.store.as_ref()).await;
+        }
+    };
+}
+
+conformance!(memory, crate::memory_fixture);
+conformance!(redis, crate::redis_fixture);

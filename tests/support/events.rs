@@ -1,0 +1,75 @@
+//! Builders of valid events for tests, in wire and domain form.
+
+use std::collections::HashMap;
+
+use journey::{
+    domain::{Event, EventLimits, Initiator, Micros, RawEvent, Taxonomy},
+    pb,
+};
+
+/// An instant an hour ago: well inside retention and not in the future.
+pub fn base_micros() -> i64 {
+    Micros::now().0 - 3_600 * 1_000_000
+}
+
+/// A valid customer page view at `at` microseconds.
+pub fn page_view(customer: &str, id: &str, at: i64) -> pb::Event {
+    pb::Event {
+        event_id: id.to_string(),
+        customer_id: customer.to_string(),
+        session_id: "s1".to_string(),
+        channel: "web".to_string(),
+        reason: "check_accounts".to_string(),
+        r#type: "page_view".to_string(),
+        initiator: pb::Initiator::Customer as i32,
+        occurred_at: Some(timestamp(at)),
+        attributes: HashMap::from([("page".to_string(), "/accounts".to_string())]),
+    }
+}
+
+/// A valid company email at `at` microseconds.
+pub fn campaign_email(customer: &str, id: &str, at: i64) -> pb::Event {
+    pb::Event {
+        event_id: id.to_string(),
+        customer_id: customer.to_string(),
+        session_id: String::new(),
+        channel: "email".to_string(),
+        reason: "campaign_offer".to_string(),
+        r#type: "email_sent".to_string(),
+        initiator: pb::Initiator::Company as i32,
+        occurred_at: Some(timestamp(at)),
+        attributes: HashMap::from([("campaign_id".to_string(), "c42".to_string())]),
+    }
+}
+
+pub fn timestamp(micros: i64) -> prost_types::Timestamp {
+    let (seconds, nanos) = Micros(micros).to_parts();
+    prost_types::Timestamp { seconds, nanos }
+}
+
+/// A validated domain event for store-level tests.
+pub fn domain_event(
+    customer: &str,
+    id: &str,
+    channel: &str,
+    initiator: Initiator,
+    at: i64,
+) -> Event {
+    let (reason, event_type) = match initiator {
+        Initiator::Customer => ("support_request", "chat_message"),
+        Initiator::Company => ("service_update", "notification_shown"),
+    };
+    let raw = RawEvent {
+        event_id: id.to_string(),
+        customer_id: customer.to_string(),
+        channel: channel.to_string(),
+        reason: reason.to_string(),
+        event_type: event_type.to_string(),
+        initiator: Some(initiator),
+        occurred_at: Some(Micros(at)),
+        ..RawEvent::default()
+    };
+    raw.validate(&Taxonomy::builtin(), &EventLimits::default(), Micros(at))
+        .expect("test event is valid")
+        .0
+}

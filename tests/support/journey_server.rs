@@ -1,0 +1,82 @@
+//! The journey server in-process on `127.0.0.1:0`, with a generated client
+//! and a shutdown handle. No sleep: the listener is bound before `run`.
+
+use std::{net::SocketAddr, time::Duration};
+
+use journey::{
+    config::{ServeConfig, StoreUrl},
+    pb::journey_service_client::JourneyServiceClient,
+    server,
+};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+pub struct JourneyServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), server::ServeError>>>,
+}
+
+impl JourneyServer {
+    pub async fn start(config: ServeConfig) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn memory() -> Self {
+        Self::start(ServeConfig::default()).await
+    }
+
+    pub async fn redis(url: &str) -> Self {
+        Self::start(ServeConfig {
+            store: StoreUrl::Redis(url.to_string()),
+            ..ServeConfig::default()
+        })
+        .await
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.endpoint())
+            .expect("endpoint")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect to journey")
+    }
+
+    pub async fn client(&self) -> JourneyServiceClient<Channel> {
+        JourneyServiceClient::new(self.channel().await)
+    }
+
+    /// Stops the server and waits for it to finish, returning its result.
+    pub async fn stop(mut self) -> Result<(), server::ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.expect("server task panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for JourneyServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
