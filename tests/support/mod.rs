@@ -8,3 +8,38 @@ pub mod events;
 pub mod journey_server;
 pub mod proxy;
 pub mod redis_server;
+
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
+
+/// Polls the health service until `service` reports the wanted state or
+/// 15 s pass; returns whether it did. Polling a condition, not sleeping a
+/// fixed time.
+pub async fn wait_for_health(
+    health: &mut HealthClient<Channel>,
+    service: &str,
+    serving: bool,
+) -> bool {
+    let wanted = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let request = HealthCheckRequest {
+            service: service.to_string(),
+        };
+        if let Ok(r) = health.check(request).await {
+            if r.into_inner().status() == wanted {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}

@@ -26,8 +26,21 @@ impl RedisServer {
         panic!("could not start redis-server on a free port after 5 tries");
     }
 
+    /// Starts a server on a given port (to bring a killed one back).
+    pub fn start_on(port: u16) -> Self {
+        for _ in 0..50 {
+            if let Some(server) = Self::try_start_on(port) {
+                return server;
+            }
+        }
+        panic!("could not start redis-server on port {port}");
+    }
+
     fn try_start() -> Option<Self> {
-        let port = free_port();
+        Self::try_start_on(free_port())
+    }
+
+    fn try_start_on(port: u16) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("redis.log");
         let child = Command::new("redis-server")

@@ -1,0 +1,526 @@
+//! End-to-end tests of `journey.v1.JourneyService` through the generated
+//! client, against a server on the memory store and one on a per-test
+//! redis-server. Every bad input is shown to fail with INVALID_ARGUMENT,
+//! name its field, and store nothing.
+
+mod support;
+
+use journey::pb;
+use support::{journey_server::JourneyServer, redis_server::RedisServer};
+
+/// A running server and the redis-server it may use.
+pub struct Api {
+    pub server: JourneyServer,
+    pub redis: Option<RedisServer>,
+}
+
+pub async fn memory_api() -> Api {
+    Api {
+        server: JourneyServer::memory().await,
+        redis: None,
+    }
+}
+
+pub async fn redis_api() -> Api {
+    let redis = RedisServer::start();
+    Api {
+        server: JourneyServer::redis(&redis.url()).await,
+        redis: Some(redis),
+    }
+}
+
+mod cases {
+    use std::collections::HashMap;
+
+    use journey::pb::{self, journey_service_client::JourneyServiceClient};
+    use tonic::{transport::Channel, Code, Status};
+    use tonic_types::StatusExt;
+
+    use crate::support::events::{base_micros, campaign_email, page_view, timestamp};
+
+    type Client = JourneyServiceClient<Channel>;
+
+    fn append(event: pb::Event) -> pb::AppendEventRequest {
+        pb::AppendEventRequest { event: Some(event) }
+    }
+
+    fn context(customer: &str) -> pb::GetJourneyContextRequest {
+        pb::GetJourneyContextRequest {
+            customer_id: customer.into(),
+            max_events: 0,
+        }
+    }
+
+    fn list(customer: &str) -> pb::ListEventsRequest {
+        pb::ListEventsRequest {
+            customer_id: customer.into(),
+            ..Default::default()
+        }
+    }
+
+    /// The field a BadRequest detail names.
+    fn bad_field(status: &Status) -> String {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("BadRequest details");
+        bad.field_violations[0].field.clone()
+    }
+
+    async fn held(client: &mut Client, customer: &str) -> Option<u64> {
+        match client.get_journey_context(context(customer)).await {
+            Ok(r) => Some(r.into_inner().total_events),
+            Err(s) if s.code() == Code::NotFound => None,
+            Err(s) => panic!("unexpected status {s:?}"),
+        }
+    }
+
+    pub async fn append_and_read_back(mut client: Client) {
+        let at = base_micros();
+        let mut event = page_view("c1", "", at);
+        // Nanoseconds below the microsecond are truncated.
+        event.occurred_at = Some(prost_types::Timestamp {
+            nanos: 123_456_789,
+            ..timestamp(at - at.rem_euclid(1_000_000))
+        });
+        let stored = client
+            .append_event(append(event.clone()))
+            .await
+            .expect("append")
+            .into_inner();
+        assert!(!stored.duplicate);
+        assert_eq!(
+            stored.event_id.len(),
+            26,
+            "a ULID is assigned: {}",
+            stored.event_id
+        );
+
+        event.event_id = stored.event_id.clone();
+        let again = client
+            .append_event(append(event))
+            .await
+            .expect("append")
+            .into_inner();
+        assert!(again.duplicate);
+        assert_eq!(again.event_id, stored.event_id);
+
+        let ctx = client
+            .get_journey_context(context("c1"))
+            .await
+            .expect("ctx")
+            .into_inner();
+        assert_eq!(ctx.total_events, 1);
+        assert_eq!(ctx.events.len(), 1);
+        let got = &ctx.events[0];
+        assert_eq!(got.event_id, stored.event_id);
+        assert_eq!(got.occurred_at.map(|t| t.nanos), Some(123_456_000));
+        assert_eq!(
+            got.attributes.get("page").map(String::as_str),
+            Some("/accounts")
+        );
+        assert_eq!(ctx.channels.len(), 1);
+        assert_eq!(ctx.channels[0].channel, "web");
+        assert_eq!(ctx.channels[0].channel_class, "online");
+        assert_eq!(ctx.channels[0].customer_initiated, 1);
+        assert_eq!(
+            ctx.last_customer_interaction.as_ref().map(|e| &e.event_id),
+            Some(&stored.event_id)
+        );
+        assert!(ctx.last_company_contact.is_none());
+        assert_eq!(ctx.first_seen, got.occurred_at);
+    }
+
+    pub async fn batch_reports_each_event(mut client: Client) {
+        let at = base_micros();
+        let mut bad = page_view("c1", "b1", at);
+        bad.channel = "carrier_pigeon".into();
+        let events = vec![
+            page_view("c1", "a1", at),
+            bad,
+            page_view("c1", "a1", at),
+            campaign_email("c2", "m1", at + 1),
+        ];
+        let results = client
+            .append_events(pb::AppendEventsRequest { events })
+            .await
+            .expect("batch")
+            .into_inner()
+            .results;
+        let outcomes: Vec<pb::Outcome> = results.iter().map(|r| r.outcome()).collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                pb::Outcome::Stored,
+                pb::Outcome::Rejected,
+                pb::Outcome::Duplicate,
+                pb::Outcome::Stored
+            ]
+        );
+        assert!(
+            results[1]
+                .error
+                .starts_with("events[1].channel: unknown channel"),
+            "{}",
+            results[1].error
+        );
+        assert_eq!(results[1].event_id, "b1");
+        assert_eq!(held(&mut client, "c1").await, Some(1));
+        let c2 = client
+            .get_journey_context(context("c2"))
+            .await
+            .expect("ctx")
+            .into_inner();
+        assert_eq!(c2.channels[0].company_initiated, 1);
+        assert_eq!(
+            c2.last_company_contact.map(|e| e.event_id).as_deref(),
+            Some("m1")
+        );
+    }
+
+    pub async fn batch_over_the_limit_is_refused(mut client: Client) {
+        let events = (0..1_001)
+            .map(|i| page_view("c1", &format!("e{i}"), base_micros()))
+            .collect();
+        let status = client
+            .append_events(pb::AppendEventsRequest { events })
+            .await
+            .expect_err("over the limit");
+        assert_eq!(bad_field(&status), "events");
+        assert_eq!(held(&mut client, "c1").await, None);
+    }
+
+    pub async fn bad_events_are_refused_and_store_nothing(mut client: Client) {
+        let at = base_micros();
+        let good = || page_view("victim", "e1", at);
+        let with = |f: &dyn Fn(&mut pb::Event)| {
+            let mut e = good();
+            f(&mut e);
+            e
+        };
+        let attrs = |pairs: Vec<(String, String)>| -> HashMap<String, String> {
+            pairs.into_iter().collect()
+        };
+        let cases: Vec<(&str, pb::Event)> = vec![
+            ("event.customer_id", with(&|e| e.customer_id = "x\u{7}y".into())),
+            ("event.customer_id", with(&|e| e.customer_id = "c".repeat(129))),
+            ("event.event_id", with(&|e| e.event_id = "e".repeat(129))),
+            ("event.event_id", with(&|e| e.event_id = "a\tb".into())),
+            ("event.channel", with(&|e| e.channel = "fax".into())),
+            ("event.reason", with(&|e| e.reason = "boredom".into())),
+            ("event.type", with(&|e| e.r#type = "teleport".into())),
+            ("event.initiator", with(&|e| e.initiator = pb::Initiator::Company as i32)),
+            ("event.initiator", with(&|e| e.initiator = 7)),
+            ("event.occurred_at", with(&|e| e.occurred_at = None)),
+            ("event.occurred_at", with(&|e| e.occurred_at = Some(timestamp(-1)))),
+            ("event.occurred_at", with(&|e| e.occurred_at = Some(timestamp(at + 2 * 3_600_000_000)))),
+            ("event.occurred_at", with(&|e| e.occurred_at = Some(prost_types::Timestamp { seconds: 1, nanos: -5 }))),
+            ("event.occurred_at", with(&|e| e.occurred_at = Some(prost_types::Timestamp { seconds: i64::MAX, nanos: 0 }))),
+            ("event.attributes", with(&|e| {
+                e.attributes = attrs((0..65).map(|i| (format!("k{i}"), "v".into())).collect())
+            })),
+            ("event.attributes.kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk", with(&|e| {
+                e.attributes.insert("k".repeat(65), "v".into());
+            })),
+            ("event.attributes.big", with(&|e| {
+                e.attributes.insert("big".into(), "v".repeat(1_025));
+            })),
+            ("event", with(&|e| {
+                e.attributes = attrs((0..20).map(|i| (format!("k{i}"), "v".repeat(1_000))).collect());
+                e.attributes.insert("page".into(), "/".into());
+            })),
+            ("event.attributes.sentiment", with(&|e| {
+                e.channel = "chat".into();
+                e.r#type = "chat_message".into();
+                e.attributes = attrs(vec![("sentiment".into(), "1.5".into())]);
+            })),
+            ("event.attributes.page", with(&|e| e.attributes.clear())),
+        ];
+        for (field, event) in cases {
+            let status = client
+                .append_event(append(event.clone()))
+                .await
+                .expect_err(field);
+            assert_eq!(bad_field(&status), field, "{status:?}");
+            // The batch path rejects the same event with the same field.
+            let results = client
+                .append_events(pb::AppendEventsRequest {
+                    events: vec![event],
+                })
+                .await
+                .expect("batch answers")
+                .into_inner()
+                .results;
+            assert_eq!(results[0].outcome(), pb::Outcome::Rejected);
+            let batch_field = field.replacen("event", "events[0]", 1);
+            assert!(
+                results[0].error.starts_with(&format!("{batch_field}:")),
+                "{}",
+                results[0].error
+            );
+        }
+        let missing_customer = with(&|e| e.customer_id.clear());
+        let status = client
+            .append_event(append(missing_customer))
+            .await
+            .expect_err("no customer");
+        assert_eq!(bad_field(&status), "event.customer_id");
+        let status = client
+            .append_event(pb::AppendEventRequest { event: None })
+            .await
+            .expect_err("no event");
+        assert_eq!(bad_field(&status), "event");
+        assert_eq!(
+            held(&mut client, "victim").await,
+            None,
+            "nothing was stored"
+        );
+        // And the good event is accepted, so the cases above failed for
+        // the reason they name.
+        client
+            .append_event(append(good()))
+            .await
+            .expect("good event");
+        assert_eq!(held(&mut client, "victim").await, Some(1));
+    }
+
+    pub async fn bad_reads_are_refused(mut client: Client) {
+        client
+            .append_event(append(page_view("c1", "e1", base_micros())))
+            .await
+            .expect("append");
+        let ctx = |customer: &str, max_events: u32| pb::GetJourneyContextRequest {
+            customer_id: customer.into(),
+            max_events,
+        };
+        let status = client
+            .get_journey_context(ctx("c1", 1_001))
+            .await
+            .expect_err("too many");
+        assert_eq!(bad_field(&status), "max_events");
+        let status = client
+            .get_journey_context(ctx("", 0))
+            .await
+            .expect_err("no customer");
+        assert_eq!(bad_field(&status), "customer_id");
+
+        let cases: Vec<(&str, pb::ListEventsRequest)> = vec![
+            (
+                "page_size",
+                pb::ListEventsRequest {
+                    page_size: 1_001,
+                    ..list("c1")
+                },
+            ),
+            (
+                "page_token",
+                pb::ListEventsRequest {
+                    page_token: "garbage!".into(),
+                    ..list("c1")
+                },
+            ),
+            (
+                "page_token",
+                pb::ListEventsRequest {
+                    page_token: "AQID".into(),
+                    ..list("c1")
+                },
+            ),
+            (
+                "channels[1]",
+                pb::ListEventsRequest {
+                    channels: vec!["web".into(), "fax".into()],
+                    ..list("c1")
+                },
+            ),
+            (
+                "initiator",
+                pb::ListEventsRequest {
+                    initiator: 9,
+                    ..list("c1")
+                },
+            ),
+            (
+                "end_time",
+                pb::ListEventsRequest {
+                    start_time: Some(timestamp(2_000_000)),
+                    end_time: Some(timestamp(1_000_000)),
+                    ..list("c1")
+                },
+            ),
+            (
+                "start_time",
+                pb::ListEventsRequest {
+                    start_time: Some(prost_types::Timestamp {
+                        seconds: 0,
+                        nanos: 2_000_000_000,
+                    }),
+                    ..list("c1")
+                },
+            ),
+            ("customer_id", list("")),
+        ];
+        for (field, request) in cases {
+            let status = client.list_events(request).await.expect_err(field);
+            assert_eq!(bad_field(&status), field);
+        }
+    }
+
+    pub async fn unknown_customer_is_not_found(mut client: Client) {
+        let status = client
+            .get_journey_context(context("nobody"))
+            .await
+            .expect_err("unknown");
+        assert_eq!(status.code(), Code::NotFound);
+        let status = client
+            .list_events(list("nobody"))
+            .await
+            .expect_err("unknown");
+        assert_eq!(status.code(), Code::NotFound);
+    }
+
+    pub async fn list_pages_through_the_timeline(mut client: Client) {
+        let at = base_micros();
+        let events: Vec<pb::Event> = (0..7)
+            .map(|i| {
+                if i % 2 == 0 {
+                    page_view("c1", &format!("e{i}"), at + i)
+                } else {
+                    campaign_email("c1", &format!("e{i}"), at + i)
+                }
+            })
+            .collect();
+        client
+            .append_events(pb::AppendEventsRequest { events })
+            .await
+            .expect("append");
+        let mut seen = Vec::new();
+        let mut request = pb::ListEventsRequest {
+            page_size: 3,
+            ..list("c1")
+        };
+        loop {
+            let page = client
+                .list_events(request.clone())
+                .await
+                .expect("list")
+                .into_inner();
+            assert!(page.events.len() <= 3);
+            seen.extend(page.events.into_iter().map(|e| e.event_id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            request.page_token = page.next_page_token;
+        }
+        assert_eq!(seen, ["e6", "e5", "e4", "e3", "e2", "e1", "e0"]);
+
+        let company = client
+            .list_events(pb::ListEventsRequest {
+                initiator: pb::Initiator::Company as i32,
+                channels: vec!["email".into()],
+                start_time: Some(timestamp(at + 2)),
+                end_time: Some(timestamp(at + 5)),
+                ..list("c1")
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        let ids: Vec<String> = company.events.into_iter().map(|e| e.event_id).collect();
+        assert_eq!(ids, ["e3"]);
+        assert!(company.next_page_token.is_empty());
+    }
+
+    pub async fn health_reports_serving(channel: Channel) {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        for service in ["", "journey.v1.JourneyService"] {
+            let status = crate::support::wait_for_health(&mut health, service, true).await;
+            assert!(status, "{service} serving");
+        }
+    }
+}
+
+macro_rules! api_cases {
+    ($backend:ident, $fixture:path) => {
+        mod $backend {
+            api_cases!(@case append_and_read_back, $fixture);
+            api_cases!(@case batch_reports_each_event, $fixture);
+            api_cases!(@case batch_over_the_limit_is_refused, $fixture);
+            api_cases!(@case bad_events_are_refused_and_store_nothing, $fixture);
+            api_cases!(@case bad_reads_are_refused, $fixture);
+            api_cases!(@case unknown_customer_is_not_found, $fixture);
+            api_cases!(@case list_pages_through_the_timeline, $fixture);
+
+            #[tokio::test]
+            async fn health_reports_serving() {
+                let api = $fixture().await;
+                crate::cases::health_reports_serving(api.server.channel().await).await;
+            }
+        }
+    };
+    (@case $case:ident, $fixture:path) => {
+        #[tokio::test]
+        async fn $case() {
+            let api = $fixture().await;
+            crate::cases::$case(api.server.client().await).await;
+            api.server.stop().await.expect("clean shutdown");
+        }
+    };
+}
+
+api_cases!(memory, crate::memory_api);
+api_cases!(redis, crate::redis_api);
+
+/// With Redis gone the server reports NOT_SERVING and answers UNAVAILABLE;
+/// when Redis is back it serves again.
+#[tokio::test]
+async fn redis_outage_is_reported_and_recovered() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let server = JourneyServer::start(journey::config::ServeConfig {
+        store: journey::config::StoreUrl::Redis(redis.url()),
+        health_interval_ms: 100,
+        redis_timeout_ms: 300,
+        ..Default::default()
+    })
+    .await;
+    let channel = server.channel().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let mut client = pb::journey_service_client::JourneyServiceClient::new(channel);
+    assert!(support::wait_for_health(&mut health, "", true).await);
+
+    redis.kill();
+    assert!(support::wait_for_health(&mut health, "", false).await);
+    let status = client
+        .append_event(pb::AppendEventRequest {
+            event: Some(support::events::page_view(
+                "c1",
+                "e1",
+                support::events::base_micros(),
+            )),
+        })
+        .await
+        .expect_err("store down");
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+        ),
+        "{status:?}"
+    );
+    assert!(
+        !status.message().contains("127.0.0.1"),
+        "no backend detail leaks: {status:?}"
+    );
+
+    let _again = RedisServer::start_on(port);
+    assert!(support::wait_for_health(&mut health, "", true).await);
+    client
+        .append_event(pb::AppendEventRequest {
+            event: Some(support::events::page_view(
+                "c1",
+                "e1",
+                support::events::base_micros(),
+            )),
+        })
+        .await
+        .expect("store back");
+}
