@@ -1,0 +1,224 @@
+//! The `journey` binary as a user runs it: `serve` on the embedded default,
+//! the client subcommands against it, and a clean exit on SIGTERM.
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::redis_server::free_port;
+
+const BIN: &str = env!("CARGO_BIN_EXE_journey");
+
+struct Served {
+    child: Child,
+    target: String,
+}
+
+impl Served {
+    /// Starts `journey serve` and waits for its "started" log line.
+    fn start(extra: &[&str]) -> Self {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", &listen])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env_remove("JOURNEY_STORE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn journey serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(Instant::now() < deadline, "server did not start in time");
+            match lines.next() {
+                Some(Ok(line)) if line.contains("journey server started") => break,
+                Some(Ok(_)) => continue,
+                _ => panic!("server exited before starting"),
+            }
+        }
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            target: format!("http://{listen}"),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("JOURNEY_TARGET", &self.target)
+            .output()
+            .expect("run journey client")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "journey {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn client_commands_round_trip_and_sigterm_exits_cleanly() {
+    // Instants relative to now, so the test never falls out of retention.
+    let hour_ago = journey::domain::Micros::now().saturating_sub_micros(3_600_000_000);
+    let at = journey::domain::Micros(hour_ago.0 - hour_ago.0.rem_euclid(1_000_000) + 123_456)
+        .to_string();
+    let later = journey::domain::Micros(hour_ago.0 + 60_000_000).to_string();
+    let served = Served::start(&[]);
+    let out = served.ok(&[
+        "append",
+        "--customer",
+        "c1",
+        "--channel",
+        "web",
+        "--reason",
+        "check_accounts",
+        "--type",
+        "page_view",
+        "--attr",
+        "page=/accounts",
+        "--event-id",
+        "e1",
+        "--at",
+        &at,
+    ]);
+    assert_eq!(out.trim(), "stored e1");
+    let again = served.ok(&[
+        "append",
+        "--customer",
+        "c1",
+        "--channel",
+        "web",
+        "--reason",
+        "check_accounts",
+        "--type",
+        "page_view",
+        "--attr",
+        "page=/accounts",
+        "--event-id",
+        "e1",
+        "--at",
+        &at,
+    ]);
+    assert!(again.starts_with("duplicate e1"), "{again}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("events.jsonl");
+    let lines = [
+        format!(
+            r#"{{"event_id":"m1","customer_id":"c1","channel":"email","reason":"campaign_offer","type":"email_sent","occurred_at":"{later}","attributes":{{"campaign_id":"c42"}}}}"#
+        ),
+        r#"{"event_id":"x1","customer_id":"c1","channel":"fax","reason":"complaint","type":"call"}"#.to_string(),
+    ];
+    std::fs::write(&file, lines.join("\n")).expect("write batch");
+    let batch = served.ok(&["append", "--batch", file.to_str().expect("path")]);
+    assert!(
+        batch.contains("1 stored, 0 duplicate, 1 rejected"),
+        "{batch}"
+    );
+    assert!(
+        batch.contains("events[1].channel: unknown channel"),
+        "{batch}"
+    );
+
+    let text = served.ok(&["context", "c1"]);
+    assert!(text.contains("events held  2"), "{text}");
+    assert!(text.contains(&at), "{text}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&served.ok(&["context", "c1", "--json"])).expect("json");
+    assert_eq!(json["total_events"], 2);
+    assert_eq!(json["last_company_contact"]["event_id"], "m1");
+
+    let page: serde_json::Value =
+        serde_json::from_str(&served.ok(&["events", "c1", "--page-size", "1", "--json"]))
+            .expect("json");
+    assert_eq!(page["events"][0]["event_id"], "m1");
+    let token = page["next_page_token"].as_str().expect("token").to_string();
+    let next: serde_json::Value = serde_json::from_str(&served.ok(&[
+        "events",
+        "c1",
+        "--page-size",
+        "1",
+        "--page-token",
+        &token,
+        "--json",
+    ]))
+    .expect("json");
+    assert_eq!(next["events"][0]["event_id"], "e1");
+    assert_eq!(next["events"][0]["occurred_at"], at.as_str());
+
+    let filtered = served.ok(&["events", "c1", "--channel", "web", "--all"]);
+    assert_eq!(filtered.lines().count(), 1, "{filtered}");
+
+    let missing = served.run(&["context", "nobody"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("NotFound"));
+
+    let status = served.terminate();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn a_bad_store_url_stops_startup_with_a_clear_message() {
+    let out = Command::new(BIN)
+        .args(["serve", "--store", "postgres://x"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unsupported store scheme"), "{stderr}");
+}
+
+#[test]
+fn a_bad_taxonomy_file_stops_startup_naming_the_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("taxonomy.toml");
+    std::fs::write(&file, "[channels]\nweb = \"online\"\nbranch = \"offlin\"\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--taxonomy"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 3"), "{stderr}");
+}

@@ -1,0 +1,123 @@
+//! Each RPC costs one Redis round trip, counted by a TCP proxy between the
+//! service and a per-test redis-server.
+
+mod support;
+
+use journey::{
+    config::{ServeConfig, StoreUrl},
+    pb,
+};
+use support::{
+    events::{base_micros, campaign_email, page_view},
+    journey_server::JourneyServer,
+    proxy::CountingProxy,
+    redis_server::RedisServer,
+};
+
+#[tokio::test]
+async fn every_rpc_is_one_redis_round_trip() {
+    let redis = RedisServer::start();
+    let proxy = CountingProxy::start(redis.port).await;
+    let server = JourneyServer::start(ServeConfig {
+        store: StoreUrl::Redis(proxy.url()),
+        // One ping at start (awaited below), then none during the test.
+        health_interval_ms: 3_600_000,
+        ..ServeConfig::default()
+    })
+    .await;
+    let channel = server.channel().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    assert!(support::wait_for_health(&mut health, "", true).await);
+    let mut client = pb::journey_service_client::JourneyServiceClient::new(channel);
+    let at = base_micros();
+
+    // Warm-up: the first append loads the script (EVALSHA answered by
+    // NOSCRIPT, SCRIPT LOAD, EVALSHA again): three round trips, which also
+    // shows the proxy tells sequential commands apart.
+    let before = proxy.round_trips();
+    client
+        .append_event(pb::AppendEventRequest {
+            event: Some(page_view("warm", "w", at)),
+        })
+        .await
+        .expect("warm-up");
+    assert_eq!(proxy.round_trips() - before, 3, "script loading");
+
+    let count = |label: &'static str| {
+        let before = proxy.round_trips();
+        move |proxy: &CountingProxy| assert_eq!(proxy.round_trips() - before, 1, "{label}")
+    };
+
+    let check = count("AppendEvent");
+    client
+        .append_event(pb::AppendEventRequest {
+            event: Some(page_view("c1", "e1", at)),
+        })
+        .await
+        .expect("append");
+    check(&proxy);
+
+    let check = count("AppendEvents over three customers");
+    let events = vec![
+        page_view("c1", "e2", at + 1),
+        campaign_email("c2", "e3", at + 2),
+        page_view("c3", "e4", at + 3),
+        page_view("c1", "e5", at + 4),
+    ];
+    let results = client
+        .append_events(pb::AppendEventsRequest { events })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    assert!(results.iter().all(|r| r.outcome() == pb::Outcome::Stored));
+    check(&proxy);
+
+    let check = count("GetJourneyContext");
+    let ctx = client
+        .get_journey_context(pb::GetJourneyContextRequest {
+            customer_id: "c1".into(),
+            max_events: 50,
+        })
+        .await
+        .expect("context")
+        .into_inner();
+    assert_eq!(ctx.total_events, 3);
+    check(&proxy);
+
+    let check = count("ListEvents with a cursor and filters");
+    let first = client
+        .list_events(pb::ListEventsRequest {
+            customer_id: "c1".into(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    check(&proxy);
+    let check = count("ListEvents second page");
+    let second = client
+        .list_events(pb::ListEventsRequest {
+            customer_id: "c1".into(),
+            page_size: 1,
+            channels: vec!["web".into()],
+            page_token: first.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(second.events[0].event_id, "e2");
+    check(&proxy);
+
+    // Rejected input never reaches Redis.
+    let before = proxy.round_trips();
+    let mut bad = page_view("c1", "bad", at);
+    bad.channel = "fax".into();
+    client
+        .append_event(pb::AppendEventRequest { event: Some(bad) })
+        .await
+        .expect_err("rejected");
+    assert_eq!(proxy.round_trips(), before);
+}
