@@ -61,6 +61,23 @@ impl FromStr for StoreUrl {
     }
 }
 
+impl std::fmt::Display for StoreUrl {
+    /// The store without credentials, for logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory"),
+            Self::Redis(url) => match url::Url::parse(url) {
+                Ok(mut u) => {
+                    let _ = u.set_password(None);
+                    let _ = u.set_username("");
+                    f.write_str(u.as_str())
+                }
+                Err(_) => f.write_str("redis"),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum LogFormat {
     #[default]

@@ -111,9 +111,11 @@ pub async fn run(
 
     let journey =
         JourneyServiceServer::new(api).max_decoding_message_size(config.max_message_bytes);
-    let local = listener.local_addr().ok();
+    let local = listener
+        .local_addr()
+        .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(listen = ?local, store = ?config.store, "journey server started");
+    tracing::info!(listen = %local, store = %config.store, "journey server started");
 
     let signal = async move {
         shutdown.await;
