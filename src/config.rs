@@ -97,6 +97,12 @@ pub struct ServeConfig {
     /// Taxonomy file (TOML); the built-in taxonomy when unset.
     #[arg(long, env = "JOURNEY_TAXONOMY")]
     pub taxonomy: Option<PathBuf>,
+    /// Contact policy file (TOML); the built-in policy when unset. SIGHUP reloads it.
+    #[arg(long, env = "JOURNEY_CONTACT_POLICY")]
+    pub contact_policy: Option<PathBuf>,
+    /// Most customers in one CheckContactFrequencyBatch call.
+    #[arg(long, env = "JOURNEY_MAX_CHECK_BATCH", default_value_t = 10_000)]
+    pub max_check_batch: usize,
     /// `strict` rejects channels, reasons and types outside the taxonomy; `lenient` accepts and counts them.
     #[arg(
         long,
@@ -170,6 +176,7 @@ impl ServeConfig {
                 ..EventLimits::default()
             },
             max_batch: self.max_batch,
+            max_check_batch: self.max_check_batch,
             ..ApiLimits::default()
         }
     }
@@ -182,6 +189,7 @@ impl ServeConfig {
     pub fn check(&self) -> Result<(), String> {
         let positive = [
             ("--max-batch", self.max_batch as u64),
+            ("--max-check-batch", self.max_check_batch as u64),
             (
                 "--max-events-per-customer",
                 self.max_events_per_customer as u64,

@@ -10,12 +10,14 @@ use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::{server::TcpIncoming, Server};
 use tonic_health::{server::HealthReporter, ServingStatus};
 
+use arc_swap::ArcSwap;
+
 use crate::{
     config::{ServeConfig, StoreUrl},
-    domain::{taxonomy::TaxonomyError, Taxonomy},
+    domain::{contact_policy::PolicyError, taxonomy::TaxonomyError, ContactPolicy, Taxonomy},
     pb::{self, journey_service_server::JourneyServiceServer},
     storage::{redis_store::RedisSettings, MemoryStore, RedisStore, StorageError, TimelineStore},
-    transport::JourneyApi,
+    transport::{service::SharedPolicy, JourneyApi},
 };
 
 /// Why the server could not start or stopped with an error.
@@ -30,6 +32,13 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Taxonomy(#[from] TaxonomyError),
+    #[error("cannot read contact policy file {path}: {source}")]
+    PolicyFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error(transparent)]
     Store(#[from] StorageError),
     #[error("gRPC server: {0}")]
@@ -48,6 +57,49 @@ pub fn load_taxonomy(config: &ServeConfig) -> Result<Taxonomy, ServeError> {
         })?,
     };
     Ok(Taxonomy::from_toml(&text, config.taxonomy_mode)?)
+}
+
+/// Loads the contact policy named by the configuration, or the built-in one.
+pub fn load_policy(config: &ServeConfig, taxonomy: &Taxonomy) -> Result<ContactPolicy, ServeError> {
+    match &config.contact_policy {
+        None => Ok(ContactPolicy::builtin(taxonomy)?),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ServeError::PolicyFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Ok(ContactPolicy::from_toml(&text, taxonomy)?)
+        }
+    }
+}
+
+/// Reloads the contact policy on every SIGHUP. A file that does not load
+/// is reported and the policy in force stays.
+fn reload_policy_on_sighup(config: ServeConfig, taxonomy: Arc<Taxonomy>, policy: SharedPolicy) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGHUP: the contact policy cannot be reloaded");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match load_policy(&config, &taxonomy) {
+                Ok(loaded) => {
+                    policy.store(Arc::new(loaded));
+                    tracing::info!("contact policy reloaded");
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "contact policy not reloaded; the last good one stays")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (config, taxonomy, policy);
 }
 
 /// Opens the store named by the configuration.
@@ -83,8 +135,10 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     config.check().map_err(ServeError::Config)?;
     let taxonomy = Arc::new(load_taxonomy(&config)?);
+    let policy: SharedPolicy = Arc::new(ArcSwap::from_pointee(load_policy(&config, &taxonomy)?));
+    reload_policy_on_sighup(config.clone(), taxonomy.clone(), policy.clone());
     let store = open_store(&config)?;
-    let api = JourneyApi::new(store.clone(), taxonomy, config.api_limits());
+    let api = JourneyApi::new(store.clone(), taxonomy, policy, config.api_limits());
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter

@@ -40,8 +40,11 @@ mod cases {
     use std::collections::{BTreeSet, HashSet};
 
     use journey::{
-        domain::{CustomerId, CustomerSummary, Event, EventLimits, Initiator, Micros},
-        storage::{codec, AppendOutcome, Cursor, EncodedEvent, TimelineQuery, TimelineStore},
+        domain::{Contact, CustomerId, CustomerSummary, Event, EventLimits, Initiator, Micros},
+        storage::{
+            codec, AppendOutcome, ContactHistory, Cursor, EncodedEvent, TimelineQuery,
+            TimelineStore,
+        },
     };
 
     use crate::support::events::domain_event;
@@ -137,7 +140,7 @@ mod cases {
             vec![AppendOutcome::Duplicate]
         );
         let snap = store
-            .context(&customer("c1"), 50)
+            .context(&customer("c1"), 50, Micros(0))
             .await
             .expect("ctx")
             .expect("found");
@@ -169,7 +172,7 @@ mod cases {
 
     pub async fn unknown_customer_is_none(store: &dyn TimelineStore) {
         assert!(store
-            .context(&customer("nobody"), 50)
+            .context(&customer("nobody"), 50, Micros(0))
             .await
             .expect("ctx")
             .is_none());
@@ -186,13 +189,13 @@ mod cases {
             store.append(chunk, now()).await.expect("append");
         }
         let snap = store
-            .context(&customer("c1"), 1_000)
+            .context(&customer("c1"), 1_000, Micros(0))
             .await
             .expect("ctx")
             .expect("found");
         assert_eq!(ids(&snap.events), expected_order(&events));
         let few = store
-            .context(&customer("c1"), 5)
+            .context(&customer("c1"), 5, Micros(0))
             .await
             .expect("ctx")
             .expect("found");
@@ -203,7 +206,7 @@ mod cases {
         let events = mixed("c1", 60);
         store.append(&events, now()).await.expect("append");
         let snap = store
-            .context(&customer("c1"), 10)
+            .context(&customer("c1"), 10, Micros(0))
             .await
             .expect("ctx")
             .expect("found");
@@ -232,7 +235,7 @@ mod cases {
             store.append(chunk, now()).await.expect("append");
         }
         let snap = store
-            .context(&customer("c1"), 1_000)
+            .context(&customer("c1"), 1_000, Micros(0))
             .await
             .expect("ctx")
             .expect("found");
@@ -262,7 +265,7 @@ mod cases {
             .await
             .expect("append");
         let snap = store
-            .context(&customer("c1"), 50)
+            .context(&customer("c1"), 50, Micros(0))
             .await
             .expect("ctx")
             .expect("found");
@@ -376,7 +379,7 @@ mod cases {
         }
         for (i, c) in tricky.iter().enumerate() {
             let snap = store
-                .context(&customer(c), 50)
+                .context(&customer(c), 50, Micros(0))
                 .await
                 .expect("ctx")
                 .expect("found");
@@ -397,7 +400,7 @@ mod cases {
             .await
             .expect("append");
         let snap = store
-            .context(&customer("c1"), 1)
+            .context(&customer("c1"), 1, Micros(0))
             .await
             .expect("ctx")
             .expect("found");
@@ -411,6 +414,170 @@ mod cases {
 
     pub async fn ping_answers(store: &dyn TimelineStore) {
         store.ping().await.expect("ping");
+    }
+
+    fn company(c: &str, id: &str, channel: &str, at: i64, campaign: &str) -> Event {
+        let mut e = domain_event(c, id, channel, Initiator::Company, at);
+        if !campaign.is_empty() {
+            e.attributes.insert("campaign_id".into(), campaign.into());
+        }
+        e
+    }
+
+    fn reservation(id: &str, at: i64) -> Contact {
+        Contact {
+            at: Micros(at),
+            event_id: id.into(),
+            channel: "email".into(),
+            reason: "service_update".into(),
+            event_type: "notification_shown".into(),
+            campaign_id: "c42".into(),
+            reserved: true,
+        }
+    }
+
+    async fn history(store: &dyn TimelineStore, c: &str, since: i64) -> ContactHistory {
+        store
+            .contacts(&[customer(c)], Micros(since))
+            .await
+            .expect("contacts")
+            .pop()
+            .expect("one history")
+    }
+
+    pub async fn company_events_feed_the_contact_index(store: &dyn TimelineStore) {
+        let mut with_tz = domain_event("c1", "u1", "web", Initiator::Customer, T0);
+        with_tz
+            .attributes
+            .insert("timezone".into(), "Europe/Paris".into());
+        let events = vec![
+            company("c1", "k1", "email", T0 + 10, "c42"),
+            with_tz,
+            company("c1", "k2", "sms", T0 + 5, ""),
+            domain_event("c1", "u2", "chat", Initiator::Customer, T0 + 20),
+        ];
+        store.append(&events, now()).await.expect("append");
+        let h = history(store, "c1", 0).await;
+        assert!(h.known);
+        assert_eq!(h.timezone.as_deref(), Some("Europe/Paris"));
+        let got: Vec<(i64, &str, &str, &str)> = h
+            .contacts
+            .iter()
+            .map(|c| {
+                (
+                    c.at.0,
+                    c.event_id.as_str(),
+                    c.channel.as_str(),
+                    c.campaign_id.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![(T0 + 5, "k2", "sms", ""), (T0 + 10, "k1", "email", "c42")]
+        );
+        assert!(h
+            .contacts
+            .iter()
+            .all(|c| !c.reserved && c.reason == "service_update"));
+        // Only contacts at or after `since` are read.
+        assert_eq!(history(store, "c1", T0 + 6).await.contacts.len(), 1);
+        // Duplicates add nothing and leave the version alone.
+        let version = h.version;
+        store.append(&events[..1], now()).await.expect("append");
+        let again = history(store, "c1", 0).await;
+        assert_eq!((again.contacts.len(), again.version), (2, version));
+        // The context carries the contacts since the asked instant.
+        let snap = store
+            .context(&customer("c1"), 1, Micros(T0 + 6))
+            .await
+            .expect("ctx")
+            .expect("found");
+        assert_eq!(snap.contacts.len(), 1);
+        assert_eq!(snap.contacts[0].event_id, "k1");
+    }
+
+    pub async fn unknown_customers_have_empty_histories(store: &dyn TimelineStore) {
+        let h = history(store, "nobody", 0).await;
+        assert_eq!(h, ContactHistory::default());
+    }
+
+    pub async fn reservations_are_compare_and_set(store: &dyn TimelineStore) {
+        let c = customer("c1");
+        let v0 = history(store, "c1", 0).await.version;
+        assert!(store
+            .reserve_contact(&c, &reservation("r1", T0), v0, now())
+            .await
+            .expect("reserve"));
+        // A second writer that read the same version loses.
+        assert!(!store
+            .reserve_contact(&c, &reservation("r2", T0), v0, now())
+            .await
+            .expect("reserve"));
+        let h = history(store, "c1", 0).await;
+        assert_eq!(h.contacts.len(), 1);
+        assert!(h.contacts[0].reserved);
+        assert_ne!(h.version, v0);
+        // A customer known only by a reservation has no journey context.
+        assert!(store
+            .context(&c, 10, Micros(0))
+            .await
+            .expect("ctx")
+            .is_none());
+        // The event appended with the reservation's id replaces it.
+        store
+            .append(&[company("c1", "r1", "email", T0 + 1, "c42")], now())
+            .await
+            .expect("append");
+        let h = history(store, "c1", 0).await;
+        assert_eq!(h.contacts.len(), 1, "{:?}", h.contacts);
+        assert!(!h.contacts[0].reserved);
+        assert_eq!(h.contacts[0].at, Micros(T0 + 1));
+    }
+
+    pub async fn many_histories_come_back_in_order(store: &dyn TimelineStore) {
+        // More customers than one Redis round trip carries.
+        let customers: Vec<CustomerId> = (0..2_500).map(|i| customer(&format!("m{i}"))).collect();
+        let events: Vec<Event> = (0..2_500)
+            .step_by(3)
+            .map(|i| company(&format!("m{i}"), "k", "email", T0 + i as i64, ""))
+            .collect();
+        for chunk in events.chunks(500) {
+            store.append(chunk, now()).await.expect("append");
+        }
+        let histories = store
+            .contacts(&customers, Micros(0))
+            .await
+            .expect("contacts");
+        assert_eq!(histories.len(), 2_500);
+        for (i, h) in histories.iter().enumerate() {
+            assert_eq!(h.known, i % 3 == 0, "m{i}");
+            if h.known {
+                assert_eq!(h.contacts[0].at, Micros(T0 + i as i64), "m{i}");
+            }
+        }
+    }
+
+    pub async fn retention_trims_contacts(store: &dyn TimelineStore) {
+        // The fixture keeps 10 events and 5 hours.
+        let events: Vec<Event> = (0..14)
+            .map(|i| company("c1", &format!("k{i}"), "email", T0 + i, ""))
+            .collect();
+        store.append(&events, now()).await.expect("append");
+        let h = history(store, "c1", 0).await;
+        let ids: Vec<&str> = h.contacts.iter().map(|c| c.event_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["k4", "k5", "k6", "k7", "k8", "k9", "k10", "k11", "k12", "k13"]
+        );
+        let late = company("c1", "late", "sms", T0 + 10 * HOUR, "");
+        store
+            .append(&[late], Micros(T0 + 10 * HOUR))
+            .await
+            .expect("append");
+        let h = history(store, "c1", 0).await;
+        assert_eq!(h.contacts.len(), 1);
+        assert_eq!(h.contacts[0].event_id, "late");
     }
 }
 
@@ -447,6 +614,11 @@ macro_rules! conformance {
             conformance!(@case customers_are_isolated, roomy, $fixture);
             conformance!(@case microseconds_survive, roomy, $fixture);
             conformance!(@case ping_answers, roomy, $fixture);
+            conformance!(@case company_events_feed_the_contact_index, roomy, $fixture);
+            conformance!(@case unknown_customers_have_empty_histories, roomy, $fixture);
+            conformance!(@case reservations_are_compare_and_set, roomy, $fixture);
+            conformance!(@case many_histories_come_back_in_order, roomy, $fixture);
+            conformance!(@case retention_trims_contacts, retention, $fixture);
         }
     };
     (@case $case:ident, $retention:ident, $fixture:path) => {

@@ -131,6 +131,36 @@ pub struct Event {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// The attribute that carries the customer's IANA time zone, used for
+/// quiet hours of the contact policy.
+pub const TIMEZONE_ATTRIBUTE: &str = "timezone";
+/// The attribute that names the campaign a contact is about.
+pub const CAMPAIGN_ATTRIBUTE: &str = "campaign_id";
+
+impl Event {
+    /// A company-initiated event, as the contact index keeps it.
+    pub fn as_contact(&self) -> Option<super::Contact> {
+        (self.initiator == Initiator::Company).then(|| super::Contact {
+            at: self.occurred_at,
+            event_id: self.event_id.to_string(),
+            channel: self.channel.clone(),
+            reason: self.reason.clone(),
+            event_type: self.event_type.clone(),
+            campaign_id: self
+                .attributes
+                .get(CAMPAIGN_ATTRIBUTE)
+                .cloned()
+                .unwrap_or_default(),
+            reserved: false,
+        })
+    }
+
+    /// The customer's time zone, when the event states one.
+    pub fn timezone(&self) -> Option<&str> {
+        self.attributes.get(TIMEZONE_ATTRIBUTE).map(String::as_str)
+    }
+}
+
 /// What validation learnt besides the event itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Leniency {
@@ -165,6 +195,14 @@ impl RawEvent {
         }
         let occurred_at = check_occurred_at(self.occurred_at, limits, now)?;
         check_attribute_shapes(&self.attributes, limits)?;
+        if let Some(tz) = self.attributes.get(TIMEZONE_ATTRIBUTE) {
+            if tz.parse::<chrono_tz::Tz>().is_err() {
+                return Err(DomainError::invalid(
+                    format!("attributes.{TIMEZONE_ATTRIBUTE}"),
+                    format!("{tz:?} is not an IANA time zone such as \"Europe/Paris\""),
+                ));
+            }
+        }
         let size = self.content_bytes();
         if size > limits.max_event_bytes {
             return Err(DomainError::invalid(
@@ -456,6 +494,25 @@ mod tests {
                 ..raw()
             }),
             "attributes.extra"
+        );
+    }
+
+    #[test]
+    fn a_timezone_attribute_must_be_a_known_zone() {
+        let mut attributes = raw().attributes;
+        attributes.insert("timezone".into(), "Europe/Paris".into());
+        assert!(check(RawEvent {
+            attributes: attributes.clone(),
+            ..raw()
+        })
+        .is_ok());
+        attributes.insert("timezone".into(), "Paris".into());
+        assert_eq!(
+            field_of(RawEvent {
+                attributes,
+                ..raw()
+            }),
+            "attributes.timezone"
         );
     }
 

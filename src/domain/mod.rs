@@ -3,12 +3,16 @@
 //! sees protobuf, Redis or the async runtime, so every rule here is tested
 //! with plain values and an explicit `now`.
 
+pub mod contact_policy;
 pub mod context;
 pub mod error;
 pub mod event;
 pub mod taxonomy;
 pub mod time;
 
+pub use contact_policy::{
+    Contact, ContactCounts, ContactDecision, ContactPolicy, ContactRequest, WindowCounts,
+};
 pub use context::{ChannelActivity, CustomerSummary};
 pub use error::DomainError;
 pub use event::{CustomerId, Event, EventId, EventLimits, Initiator, RawEvent};

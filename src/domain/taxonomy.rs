@@ -40,6 +40,14 @@ pub enum TaxonomyMode {
     Lenient,
 }
 
+/// Which list of the taxonomy a name belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    Channel,
+    Reason,
+    EventType,
+}
+
 /// A taxonomy file that cannot be used; the message names the line or entry.
 #[derive(Debug, Error)]
 pub enum TaxonomyError {
@@ -150,6 +158,38 @@ impl Taxonomy {
 
     pub fn has_channel(&self, channel: &str) -> bool {
         self.file.channels.contains_key(channel)
+    }
+
+    /// Checks that a channel, reason or event type named in a query exists
+    /// (in strict mode), with the same error an event would get.
+    pub fn check_name(&self, field: &str, kind: NameKind, name: &str) -> Result<(), DomainError> {
+        let (known, names): (bool, Vec<&String>) = match kind {
+            NameKind::Channel => (
+                self.file.channels.contains_key(name),
+                self.file.channels.keys().collect(),
+            ),
+            NameKind::Reason => (
+                self.file.reasons.contains_key(name),
+                self.file.reasons.keys().collect(),
+            ),
+            NameKind::EventType => (
+                self.file.event_types.contains_key(name),
+                self.file.event_types.keys().collect(),
+            ),
+        };
+        if known || self.mode == TaxonomyMode::Lenient {
+            return Ok(());
+        }
+        let label = match kind {
+            NameKind::Channel => "channel",
+            NameKind::Reason => "reason",
+            NameKind::EventType => "type",
+        };
+        let names: Vec<&str> = names.into_iter().map(String::as_str).collect();
+        Err(DomainError::invalid(
+            field,
+            format!("unknown {label} {name:?}; allowed: {}", names.join(", ")),
+        ))
     }
 
     /// Checks an event's names, initiator and attributes against the taxonomy.

@@ -3,14 +3,20 @@
 --
 -- KEYS[1] timeline  ZSET  score = occurred_at (µs), member = encoded event
 -- KEYS[2] ids       HASH  event_id -> initiator digit .. channel
--- KEYS[3] summary   HASH  first, last, c:<ch>, k:<ch>, t:<ch>, lc, lct, lk, lkt
+-- KEYS[3] summary   HASH  first, last, c:<ch>, k:<ch>, t:<ch>, lc, lct, lk,
+--                         lkt, tz, tzt
+-- KEYS[4] contacts  ZSET  score = occurred_at, member = packed contact
+--                         (event_id first, see codec::pack_contact)
+-- KEYS[5] cids      HASH  event_id -> packed contact; field "" holds the
+--                         contact version (bumped on every new contact)
 -- ARGV[1] cutoff (µs): events older than this are removed
--- ARGV[2] max events held
--- ARGV[3] ttl (ms) for all three keys
+-- ARGV[2] max events (and contacts) held
+-- ARGV[3] ttl (ms) for all keys
 -- ARGV[4..] per event: score, event_id, channel, initiator ("1" customer,
---           "2" company), encoded event
+--           "2" company), encoded event, packed contact ("" unless the
+--           company initiated it), timezone attribute ("" if none)
 -- Returns one integer per event: 1 stored, 0 duplicate.
-local timeline, ids, summary = KEYS[1], KEYS[2], KEYS[3]
+local timeline, ids, summary, contacts, cids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 -- Instants stay strings: Lua turns a number back into text with 14
 -- significant digits, which would lose microseconds.
 local cutoff = ARGV[1]
@@ -60,9 +66,22 @@ local function forget(body)
   end
 end
 
+local function contact_id_of(packed)
+  local sep = string.find(packed, '\31', 1, true)
+  return sep and string.sub(packed, 1, sep - 1) or packed
+end
+
+local function forget_contacts(members)
+  for _, packed in ipairs(members) do
+    local id = contact_id_of(packed)
+    if redis.call('HGET', cids, id) == packed then redis.call('HDEL', cids, id) end
+  end
+end
+
 local result = {}
-for i = 4, #ARGV, 5 do
+for i = 4, #ARGV, 7 do
   local score, id, channel, initiator, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local contact, tz = ARGV[i + 5], ARGV[i + 6]
   if redis.call('HSETNX', ids, id, initiator .. channel) == 0 then
     result[#result + 1] = 0
   else
@@ -77,6 +96,17 @@ for i = 4, #ARGV, 5 do
     else
       redis.call('HINCRBY', summary, 'k:' .. channel, 1)
       if max_field('lkt', at) then redis.call('HSET', summary, 'lk', body) end
+    end
+    if contact ~= '' then
+      -- A reservation made under this id becomes the contact itself.
+      local reserved = redis.call('HGET', cids, id)
+      if reserved then redis.call('ZREM', contacts, reserved) end
+      redis.call('ZADD', contacts, score, contact)
+      redis.call('HSET', cids, id, contact)
+      redis.call('HINCRBY', cids, '', 1)
+    end
+    if tz ~= '' and max_field('tzt', at) then
+      redis.call('HSET', summary, 'tz', tz)
     end
     result[#result + 1] = 1
   end
@@ -93,7 +123,18 @@ if excess > 0 then
   redis.call('ZREMRANGEBYRANK', timeline, 0, excess - 1)
 end
 
-redis.call('PEXPIRE', timeline, ttl)
-redis.call('PEXPIRE', ids, ttl)
-redis.call('PEXPIRE', summary, ttl)
+local old_contacts = redis.call('ZRANGEBYSCORE', contacts, '-inf', '(' .. cutoff)
+if #old_contacts > 0 then
+  forget_contacts(old_contacts)
+  redis.call('ZREMRANGEBYSCORE', contacts, '-inf', '(' .. cutoff)
+end
+local contact_excess = redis.call('ZCARD', contacts) - max_events
+if contact_excess > 0 then
+  forget_contacts(redis.call('ZRANGE', contacts, 0, contact_excess - 1))
+  redis.call('ZREMRANGEBYRANK', contacts, 0, contact_excess - 1)
+end
+
+for _, key in ipairs(KEYS) do
+  redis.call('PEXPIRE', key, ttl)
+end
 return result

@@ -13,7 +13,7 @@ use prost::Message;
 
 use super::{Cursor, EncodedEvent, StorageError};
 use crate::{
-    domain::{Event, Initiator, Micros},
+    domain::{Contact, Event, Initiator, Micros},
     pb,
 };
 
@@ -36,6 +36,48 @@ pub fn encode(event: &Event) -> EncodedEvent {
             .collect(),
     };
     EncodedEvent(Bytes::from(message.encode_to_vec()))
+}
+
+/// Separates the fields of a contact index entry. Ids and taxonomy names
+/// hold no control characters; the campaign id comes last, so whatever it
+/// holds stays in it.
+const SEP: char = '\u{1f}';
+
+/// A contact index entry: `event_id SEP kind SEP channel SEP reason SEP
+/// type SEP campaign_id`, kind `e` for an event, `r` for a reservation.
+/// The event id comes first so the append script can find it.
+pub fn pack_contact(contact: &Contact) -> String {
+    let kind = if contact.reserved { "r" } else { "e" };
+    [
+        contact.event_id.as_str(),
+        kind,
+        &contact.channel,
+        &contact.reason,
+        &contact.event_type,
+        &contact.campaign_id,
+    ]
+    .join(&SEP.to_string())
+}
+
+/// Reads a contact index entry stored at `at`.
+pub fn unpack_contact(at: Micros, packed: &str) -> Result<Contact, StorageError> {
+    let mut parts = packed.splitn(6, SEP);
+    let mut next = || {
+        parts
+            .next()
+            .ok_or_else(|| StorageError::Corrupt(format!("contact entry {packed:?} is incomplete")))
+    };
+    let event_id = next()?.to_string();
+    let reserved = next()? == "r";
+    Ok(Contact {
+        at,
+        event_id,
+        reserved,
+        channel: next()?.to_string(),
+        reason: next()?.to_string(),
+        event_type: next()?.to_string(),
+        campaign_id: next()?.to_string(),
+    })
 }
 
 /// Decodes a stored event.
@@ -131,6 +173,26 @@ mod tests {
                 assert_eq!(id_prefix(x).cmp(&id_prefix(y)), whole, "{x} vs {y}");
             }
         }
+    }
+
+    #[test]
+    fn contacts_pack_and_unpack() {
+        let contact = Contact {
+            at: Micros(7),
+            event_id: "e1".into(),
+            channel: "email".into(),
+            reason: "campaign_offer".into(),
+            event_type: "email_sent".into(),
+            campaign_id: "odd\u{1f}campaign".into(),
+            reserved: true,
+        };
+        let packed = pack_contact(&contact);
+        assert!(packed.starts_with("e1\u{1f}"));
+        assert_eq!(
+            unpack_contact(Micros(7), &packed).expect("unpacks"),
+            contact
+        );
+        assert!(unpack_contact(Micros(7), "e1").is_err());
     }
 
     #[test]

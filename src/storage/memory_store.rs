@@ -14,10 +14,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    codec, AppendOutcome, ContextSnapshot, EncodedEvent, Retention, StorageError, TimelinePage,
-    TimelineQuery, TimelineStore,
+    codec, AppendOutcome, ContactHistory, ContextSnapshot, EncodedEvent, Retention, StorageError,
+    TimelinePage, TimelineQuery, TimelineStore,
 };
-use crate::domain::{CustomerId, CustomerSummary, Event, Initiator, Micros};
+use crate::domain::{Contact, CustomerId, CustomerSummary, Event, Initiator, Micros};
 
 /// Sort key of a timeline entry: what a Redis sorted set orders by.
 type Key = (Micros, Bytes);
@@ -36,6 +36,11 @@ struct Timeline {
     summary: CustomerSummary,
     last_customer: Option<(Micros, Bytes)>,
     last_company: Option<(Micros, Bytes)>,
+    /// The contact index, by event (or reservation) id.
+    contacts: HashMap<String, Contact>,
+    contact_version: u64,
+    /// The latest `timezone` attribute, with the instant of its event.
+    timezone: Option<(Micros, String)>,
     /// The customer is forgotten after this instant without a write.
     expires_at: Micros,
 }
@@ -123,7 +128,58 @@ impl Timeline {
             },
         );
         self.summary.record(event);
+        if let Some(contact) = event.as_contact() {
+            // A reservation with this id becomes the contact itself.
+            self.contacts.insert(contact.event_id.clone(), contact);
+            self.contact_version += 1;
+        }
+        if let Some(tz) = event.timezone() {
+            if self.timezone.as_ref().is_none_or(|(t, _)| at > *t) {
+                self.timezone = Some((at, tz.to_string()));
+            }
+        }
         AppendOutcome::Stored
+    }
+
+    /// Whether any event is held: a customer known only by a reservation
+    /// has no journey context.
+    fn has_events(&self) -> bool {
+        self.summary.first_seen.is_some()
+    }
+
+    fn contact_history(&self, since: Micros) -> ContactHistory {
+        let mut contacts: Vec<Contact> = self
+            .contacts
+            .values()
+            .filter(|c| c.at >= since)
+            .cloned()
+            .collect();
+        contacts.sort_by(|a, b| (a.at, &a.event_id).cmp(&(b.at, &b.event_id)));
+        ContactHistory {
+            known: true,
+            contacts,
+            timezone: self.timezone.as_ref().map(|(_, tz)| tz.clone()),
+            version: self.contact_version,
+        }
+    }
+
+    /// Applies retention to the contact index: the same age and count
+    /// limits as the timeline.
+    fn trim_contacts(&mut self, retention: &Retention, now: Micros) {
+        let cutoff = now.saturating_sub_micros(retention.max_age_micros);
+        self.contacts.retain(|_, c| c.at >= cutoff);
+        if self.contacts.len() > retention.max_events {
+            let mut by_age: Vec<(Micros, String)> = self
+                .contacts
+                .values()
+                .map(|c| (c.at, c.event_id.clone()))
+                .collect();
+            by_age.sort();
+            let excess = self.contacts.len() - retention.max_events;
+            for (_, id) in by_age.into_iter().take(excess) {
+                self.contacts.remove(&id);
+            }
+        }
     }
 
     /// Applies retention; returns how many events it removed.
@@ -164,6 +220,7 @@ impl Timeline {
                 .last_company
                 .as_ref()
                 .map(|(_, b)| EncodedEvent(b.clone())),
+            contacts: Vec::new(),
         }
     }
 
@@ -252,6 +309,7 @@ impl TimelineStore for MemoryStore {
         for customer in touched {
             if let Some(timeline) = state.customers.get_mut(customer) {
                 let removed = timeline.trim(&self.retention, now);
+                timeline.trim_contacts(&self.retention, now);
                 state.total_events -= removed;
             }
         }
@@ -262,19 +320,67 @@ impl TimelineStore for MemoryStore {
         &self,
         customer: &CustomerId,
         max_events: usize,
+        contacts_since: Micros,
     ) -> Result<Option<ContextSnapshot>, StorageError> {
         let mut state = self.lock();
         Ok(state
             .live(customer, Micros::now())
-            .map(|t| t.snapshot(max_events)))
+            .filter(|t| t.has_events())
+            .map(|t| ContextSnapshot {
+                contacts: t.contact_history(contacts_since).contacts,
+                ..t.snapshot(max_events)
+            }))
     }
 
     async fn list(&self, query: &TimelineQuery) -> Result<Option<TimelinePage>, StorageError> {
         let mut state = self.lock();
         state
             .live(&query.customer, Micros::now())
+            .filter(|t| t.has_events())
             .map(|t| t.page(query))
             .transpose()
+    }
+
+    async fn contacts(
+        &self,
+        customers: &[CustomerId],
+        since: Micros,
+    ) -> Result<Vec<ContactHistory>, StorageError> {
+        let mut state = self.lock();
+        let wall = Micros::now();
+        Ok(customers
+            .iter()
+            .map(|c| {
+                state
+                    .live(c, wall)
+                    .map(|t| t.contact_history(since))
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+
+    async fn reserve_contact(
+        &self,
+        customer: &CustomerId,
+        contact: &Contact,
+        expected_version: u64,
+        _now: Micros,
+    ) -> Result<bool, StorageError> {
+        let wall = Micros::now();
+        let mut state = self.lock();
+        state.live(customer, wall);
+        let timeline = state.customers.entry(customer.clone()).or_default();
+        if timeline.contact_version != expected_version {
+            return Ok(false);
+        }
+        timeline
+            .contacts
+            .insert(contact.event_id.clone(), contact.clone());
+        timeline.contact_version += 1;
+        timeline.expires_at = timeline
+            .expires_at
+            .max(wall.saturating_add_micros(self.retention.max_age_micros));
+        Ok(true)
     }
 
     async fn ping(&self) -> Result<(), StorageError> {

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::domain::{CustomerId, CustomerSummary, Event, Initiator, Micros};
+use crate::domain::{Contact, CustomerId, CustomerSummary, Event, Initiator, Micros};
 
 pub use error::StorageError;
 pub use memory_store::MemoryStore;
@@ -62,6 +62,22 @@ pub struct ContextSnapshot {
     pub summary: CustomerSummary,
     pub last_customer_interaction: Option<EncodedEvent>,
     pub last_company_contact: Option<EncodedEvent>,
+    /// Contacts (company events and reservations) since the asked instant.
+    pub contacts: Vec<Contact>,
+}
+
+/// What the contact policy needs to know of one customer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContactHistory {
+    /// Whether anything is held for the customer (events or contacts).
+    pub known: bool,
+    /// Contacts since the asked instant, oldest first.
+    pub contacts: Vec<Contact>,
+    /// The `timezone` attribute of the customer's latest event with one.
+    pub timezone: Option<String>,
+    /// Changes whenever a contact is added; a reservation made against a
+    /// version that is no longer current is refused.
+    pub version: u64,
 }
 
 /// A position in a timeline: the last event a page returned. The order is
@@ -122,13 +138,37 @@ pub trait TimelineStore: Send + Sync + 'static {
         now: Micros,
     ) -> Result<Vec<AppendOutcome>, StorageError>;
 
-    /// The customer's most recent `max_events` events and summaries, or
-    /// `None` when nothing is held for the customer. One round trip.
+    /// The customer's most recent `max_events` events and summaries, with
+    /// the contacts since `contacts_since`, or `None` when no event is held
+    /// for the customer. One round trip.
     async fn context(
         &self,
         customer: &CustomerId,
         max_events: usize,
+        contacts_since: Micros,
     ) -> Result<Option<ContextSnapshot>, StorageError>;
+
+    /// The contact histories of customers since `since`, in input order.
+    /// For one customer the read is one round trip and consistent (its
+    /// version matches its contacts); for many it is pipelined, a bounded
+    /// number of customers per round trip.
+    async fn contacts(
+        &self,
+        customers: &[CustomerId],
+        since: Micros,
+    ) -> Result<Vec<ContactHistory>, StorageError>;
+
+    /// Records a reserved contact if the customer's contact history is
+    /// still at `expected_version`; answers whether it was recorded. An
+    /// event appended later with the reservation's id replaces it rather
+    /// than counting twice.
+    async fn reserve_contact(
+        &self,
+        customer: &CustomerId,
+        contact: &Contact,
+        expected_version: u64,
+        now: Micros,
+    ) -> Result<bool, StorageError>;
 
     /// A page of the customer's timeline, newest first, or `None` when
     /// nothing is held for the customer. Events appended while a client

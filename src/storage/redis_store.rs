@@ -19,12 +19,20 @@ use redis::{
 };
 
 use super::{
-    codec, AppendOutcome, ContextSnapshot, Cursor, EncodedEvent, Retention, StorageError,
-    TimelinePage, TimelineQuery, TimelineStore,
+    codec, AppendOutcome, ContactHistory, ContextSnapshot, Cursor, EncodedEvent, Retention,
+    StorageError, TimelinePage, TimelineQuery, TimelineStore,
 };
-use crate::domain::{ChannelActivity, CustomerId, CustomerSummary, Event, Initiator, Micros};
+use crate::domain::{
+    ChannelActivity, Contact, CustomerId, CustomerSummary, Event, Initiator, Micros,
+};
 
 const APPEND_SCRIPT: &str = include_str!("append.lua");
+const RESERVE_SCRIPT: &str = include_str!("reserve.lua");
+
+/// Customers per round trip when reading many contact histories: large
+/// enough that a 10,000-customer list takes ten round trips, small enough
+/// that one reply stays a few megabytes.
+const CUSTOMERS_PER_ROUND_TRIP: usize = 1_000;
 
 /// The three keys of one customer. The id goes inside the hash tag as it
 /// is: the suffixes after `}:` are fixed and contain no `}`, so no two
@@ -33,6 +41,8 @@ struct Keys {
     timeline: String,
     ids: String,
     summary: String,
+    contacts: String,
+    contact_ids: String,
 }
 
 impl Keys {
@@ -42,6 +52,8 @@ impl Keys {
             timeline: format!("{tag}:tl"),
             ids: format!("{tag}:ids"),
             summary: format!("{tag}:sum"),
+            contacts: format!("{tag}:contacts"),
+            contact_ids: format!("{tag}:cids"),
         }
     }
 }
@@ -58,6 +70,7 @@ pub struct RedisSettings {
 pub struct RedisStore {
     conn: ConnectionManager,
     append_script: Script,
+    reserve_script: Script,
     retention: Retention,
 }
 
@@ -84,6 +97,7 @@ impl RedisStore {
         Ok(Self {
             conn,
             append_script: Script::new(APPEND_SCRIPT),
+            reserve_script: Script::new(RESERVE_SCRIPT),
             retention,
         })
     }
@@ -93,6 +107,7 @@ impl RedisStore {
     /// every call of the pipeline before any write, so resending is safe.
     async fn query_scripts<T: redis::FromRedisValue>(
         &self,
+        script: &Script,
         pipe: &Pipeline,
     ) -> Result<T, StorageError> {
         let mut conn = self.conn.clone();
@@ -101,10 +116,7 @@ impl RedisStore {
             Err(err)
                 if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
             {
-                self.append_script
-                    .prepare_invoke()
-                    .load_async(&mut conn)
-                    .await?;
+                script.prepare_invoke().load_async(&mut conn).await?;
                 Ok(pipe.query_async(&mut conn).await?)
             }
             Err(err) => Err(err.into()),
@@ -141,6 +153,8 @@ impl TimelineStore for RedisStore {
             call.key(&keys.timeline)
                 .key(&keys.ids)
                 .key(&keys.summary)
+                .key(&keys.contacts)
+                .key(&keys.contact_ids)
                 .arg(cutoff.0)
                 .arg(self.retention.max_events)
                 .arg(ttl_ms);
@@ -153,11 +167,18 @@ impl TimelineStore for RedisStore {
                         Initiator::Customer => "1",
                         Initiator::Company => "2",
                     })
-                    .arg(codec::encode(event).0.as_ref());
+                    .arg(codec::encode(event).0.as_ref())
+                    .arg(
+                        event
+                            .as_contact()
+                            .map(|c| codec::pack_contact(&c))
+                            .unwrap_or_default(),
+                    )
+                    .arg(event.timezone().unwrap_or_default());
             }
             pipe.invoke_script(&call);
         }
-        let replies: Vec<Vec<i64>> = self.query_scripts(&pipe).await?;
+        let replies: Vec<Vec<i64>> = self.query_scripts(&self.append_script, &pipe).await?;
         let mut outcomes = vec![AppendOutcome::Stored; events.len()];
         for ((_, indices), reply) in groups.iter().zip(replies) {
             if reply.len() != indices.len() {
@@ -180,6 +201,7 @@ impl TimelineStore for RedisStore {
         &self,
         customer: &CustomerId,
         max_events: usize,
+        contacts_since: Micros,
     ) -> Result<Option<ContextSnapshot>, StorageError> {
         let keys = Keys::of(customer);
         let stop = max_events.saturating_sub(1) as i64;
@@ -187,14 +209,88 @@ impl TimelineStore for RedisStore {
         pipe.cmd("ZREVRANGE").arg(&keys.timeline).arg(0).arg(stop);
         pipe.cmd("HGETALL").arg(&keys.summary);
         pipe.cmd("ZCARD").arg(&keys.timeline);
+        contacts_since_cmd(&mut pipe, &keys, contacts_since);
         let mut conn = self.conn.clone();
-        let (mut members, fields, held): (Vec<Bytes>, HashMap<String, Bytes>, u64) =
-            pipe.query_async(&mut conn).await?;
+        let (mut members, fields, held, contacts): (
+            Vec<Bytes>,
+            HashMap<String, Bytes>,
+            u64,
+            Vec<(String, f64)>,
+        ) = pipe.query_async(&mut conn).await?;
         if fields.is_empty() && held == 0 {
             return Ok(None);
         }
         members.truncate(max_events);
-        Ok(Some(snapshot_from(members, fields, held)))
+        let mut snapshot = snapshot_from(members, fields, held);
+        snapshot.contacts = unpack_contacts(contacts)?;
+        Ok(Some(snapshot))
+    }
+
+    async fn contacts(
+        &self,
+        customers: &[CustomerId],
+        since: Micros,
+    ) -> Result<Vec<ContactHistory>, StorageError> {
+        let mut histories = Vec::with_capacity(customers.len());
+        for chunk in customers.chunks(CUSTOMERS_PER_ROUND_TRIP) {
+            let mut pipe = redis::pipe();
+            if chunk.len() == 1 {
+                // One customer: read it in MULTI/EXEC so the version goes
+                // with the contacts read (reserve mode relies on it).
+                pipe.atomic();
+            }
+            for customer in chunk {
+                let keys = Keys::of(customer);
+                pipe.cmd("EXISTS").arg(&keys.summary).arg(&keys.contacts);
+                pipe.cmd("HGET").arg(&keys.summary).arg("tz");
+                pipe.cmd("HGET").arg(&keys.contact_ids).arg("");
+                contacts_since_cmd(&mut pipe, &keys, since);
+            }
+            let mut conn = self.conn.clone();
+            let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+            let mut replies = replies.into_iter();
+            for _ in chunk {
+                let mut next = || {
+                    replies
+                        .next()
+                        .ok_or_else(|| StorageError::Corrupt("short pipeline reply".into()))
+                };
+                let exists: u64 = parse(next()?)?;
+                let timezone: Option<String> = parse(next()?)?;
+                let version: Option<u64> = parse(next()?)?;
+                let contacts: Vec<(String, f64)> = parse(next()?)?;
+                histories.push(ContactHistory {
+                    known: exists > 0,
+                    contacts: unpack_contacts(contacts)?,
+                    timezone,
+                    version: version.unwrap_or(0),
+                });
+            }
+        }
+        Ok(histories)
+    }
+
+    async fn reserve_contact(
+        &self,
+        customer: &CustomerId,
+        contact: &Contact,
+        expected_version: u64,
+        _now: Micros,
+    ) -> Result<bool, StorageError> {
+        let keys = Keys::of(customer);
+        let ttl_ms = (self.retention.max_age_micros / 1_000).max(1);
+        let mut call = self.reserve_script.prepare_invoke();
+        call.key(&keys.contacts)
+            .key(&keys.contact_ids)
+            .arg(expected_version)
+            .arg(contact.at.0)
+            .arg(&contact.event_id)
+            .arg(codec::pack_contact(contact))
+            .arg(ttl_ms);
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&call);
+        let (recorded,): (i64,) = self.query_scripts(&self.reserve_script, &pipe).await?;
+        Ok(recorded == 1)
     }
 
     async fn list(&self, query: &TimelineQuery) -> Result<Option<TimelinePage>, StorageError> {
@@ -276,6 +372,28 @@ impl TimelineStore for RedisStore {
     }
 }
 
+/// Adds the read of a customer's contacts since `since`, with scores.
+fn contacts_since_cmd(pipe: &mut Pipeline, keys: &Keys, since: Micros) {
+    pipe.cmd("ZRANGEBYSCORE")
+        .arg(&keys.contacts)
+        .arg(since.0)
+        .arg("+inf")
+        .arg("WITHSCORES");
+}
+
+fn parse<T: redis::FromRedisValue>(value: redis::Value) -> Result<T, StorageError> {
+    redis::from_redis_value(value).map_err(|e| StorageError::Corrupt(e.to_string()))
+}
+
+/// Contact index entries with their scores, oldest first.
+fn unpack_contacts(entries: Vec<(String, f64)>) -> Result<Vec<Contact>, StorageError> {
+    entries
+        .into_iter()
+        // Scores are whole microseconds below 2^53, exact in an f64.
+        .map(|(packed, score)| codec::unpack_contact(Micros(score as i64), &packed))
+        .collect()
+}
+
 /// The exclusive upper score of the main range, and, when a cursor sits
 /// above the end time, the cursor's instant and id prefix: members at that
 /// very instant are read apart and kept when they sort below the cursor.
@@ -330,5 +448,6 @@ fn snapshot_from(
         summary,
         last_customer_interaction: fields.remove("lc").map(EncodedEvent),
         last_company_contact: fields.remove("lk").map(EncodedEvent),
+        contacts: Vec::new(),
     }
 }

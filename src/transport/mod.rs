@@ -1,6 +1,7 @@
 //! The gRPC transport: handlers that decode, validate, call the store and
 //! map errors. No rule of the domain and no Redis command lives here.
 
+pub mod contact;
 pub mod convert;
 pub mod page_token;
 pub mod service;

@@ -9,12 +9,15 @@ use std::{
     },
 };
 
+use arc_swap::ArcSwap;
 use tonic::{Request, Response, Status};
 use ulid::Ulid;
 
-use super::{convert, page_token, status::ApiError};
+use super::{contact, convert, page_token, status::ApiError};
 use crate::{
-    domain::{CustomerId, DomainError, Event, EventLimits, Micros, Taxonomy, TaxonomyMode},
+    domain::{
+        ContactPolicy, CustomerId, DomainError, Event, EventLimits, Micros, Taxonomy, TaxonomyMode,
+    },
     pb::{self, journey_service_server::JourneyService},
     storage::{AppendOutcome, TimelineQuery, TimelineStore},
 };
@@ -29,6 +32,8 @@ pub struct ApiLimits {
     pub default_page: usize,
     /// Most events one read may return.
     pub max_page: usize,
+    /// Most customers in one CheckContactFrequencyBatch.
+    pub max_check_batch: usize,
 }
 
 impl Default for ApiLimits {
@@ -38,24 +43,36 @@ impl Default for ApiLimits {
             max_batch: 1_000,
             default_page: 50,
             max_page: 1_000,
+            max_check_batch: 10_000,
         }
     }
 }
 
+/// The contact policy in force; replaced whole on reload, so a check never
+/// sees half of an old policy and half of a new one.
+pub type SharedPolicy = Arc<ArcSwap<ContactPolicy>>;
+
 /// The service behind `journey.v1.JourneyService`.
 pub struct JourneyApi {
-    store: Arc<dyn TimelineStore>,
-    taxonomy: Arc<Taxonomy>,
-    limits: ApiLimits,
+    pub(super) store: Arc<dyn TimelineStore>,
+    pub(super) taxonomy: Arc<Taxonomy>,
+    pub(super) policy: SharedPolicy,
+    pub(super) limits: ApiLimits,
     /// Names outside the taxonomy accepted in lenient mode, since start.
     unknown_names: AtomicU64,
 }
 
 impl JourneyApi {
-    pub fn new(store: Arc<dyn TimelineStore>, taxonomy: Arc<Taxonomy>, limits: ApiLimits) -> Self {
+    pub fn new(
+        store: Arc<dyn TimelineStore>,
+        taxonomy: Arc<Taxonomy>,
+        policy: SharedPolicy,
+        limits: ApiLimits,
+    ) -> Self {
         Self {
             store,
             taxonomy,
+            policy,
             limits,
             unknown_names: AtomicU64::new(0),
         }
@@ -87,7 +104,7 @@ impl JourneyApi {
         Ok(event)
     }
 
-    fn customer(&self, customer_id: &str) -> Result<CustomerId, DomainError> {
+    pub(super) fn customer(&self, customer_id: &str) -> Result<CustomerId, DomainError> {
         CustomerId::parse("customer_id", customer_id, &self.limits.event)
     }
 
@@ -194,9 +211,15 @@ impl JourneyService for JourneyApi {
         let request = request.into_inner();
         let customer = self.customer(&request.customer_id)?;
         let max_events = self.page_size("max_events", request.max_events)?;
+        let policy = self.policy.load();
+        let now = Micros::now();
         let snapshot = self
             .store
-            .context(&customer, max_events)
+            .context(
+                &customer,
+                max_events,
+                now.saturating_sub_micros(policy.lookback_micros()),
+            )
             .await?
             .ok_or_else(|| ApiError::UnknownCustomer(customer.to_string()))?;
         let summary = &snapshot.summary;
@@ -210,6 +233,9 @@ impl JourneyService for JourneyApi {
             total_events: summary.total_events,
             last_customer_interaction: optional(&snapshot.last_customer_interaction)?,
             last_company_contact: optional(&snapshot.last_company_contact)?,
+            contact_counts: Some(contact::contact_counts(
+                &policy.counts(&snapshot.contacts, now),
+            )),
         }))
     }
 
@@ -260,5 +286,25 @@ impl JourneyService for JourneyApi {
                 .map(page_token::encode)
                 .unwrap_or_default(),
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer = %request.get_ref().customer_id))]
+    async fn check_contact_frequency(
+        &self,
+        request: Request<pb::CheckContactRequest>,
+    ) -> Result<Response<pb::CheckContactResponse>, Status> {
+        Ok(Response::new(
+            self.check_contact(request.into_inner()).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(customers = request.get_ref().customer_ids.len()))]
+    async fn check_contact_frequency_batch(
+        &self,
+        request: Request<pb::CheckContactBatchRequest>,
+    ) -> Result<Response<pb::CheckContactBatchResponse>, Status> {
+        Ok(Response::new(
+            self.check_contact_batch(request.into_inner()).await?,
+        ))
     }
 }

@@ -16,6 +16,9 @@ pub enum ApiError {
     Storage(#[from] StorageError),
     #[error("no events are held for customer {0:?}")]
     UnknownCustomer(String),
+    /// A reservation lost too many races; the client may retry.
+    #[error("{0}")]
+    Contention(String),
 }
 
 impl From<DomainError> for Status {
@@ -54,6 +57,7 @@ impl From<ApiError> for Status {
             ApiError::Domain(e) => e.into(),
             ApiError::Storage(e) => e.into(),
             ApiError::UnknownCustomer(_) => Status::not_found(err.to_string()),
+            ApiError::Contention(_) => Status::aborted(err.to_string()),
         }
     }
 }

@@ -1,0 +1,770 @@
+//! Contact policy: may the company contact this customer now, on this
+//! channel? Pure functions over a customer's contact history; the caller
+//! passes the instant, so every rule is tested with an explicit time.
+//!
+//! A contact is a company-initiated event. Rules cap the number of
+//! contacts in a sliding window (exact to the microsecond: a contact
+//! exactly one window ago no longer counts); quiet hours block channels at
+//! night in the customer's time zone. Exempt reasons and types (payment
+//! receipts, security alerts) never count and are never blocked.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{Duration as ChronoDuration, LocalResult, NaiveDateTime, NaiveTime, TimeZone};
+use chrono_tz::Tz;
+use serde::Deserialize;
+use thiserror::Error;
+
+use super::{ChannelClass, Micros, Taxonomy};
+
+/// The policy the service uses when none is given.
+pub const BUILTIN_TOML: &str = include_str!("../../policy/default.toml");
+
+const HOUR: i64 = 3_600 * Micros::PER_SECOND;
+const DAY: i64 = 24 * HOUR;
+
+/// A policy file that cannot be used; the message names the line.
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    #[error("contact policy: {0}")]
+    Syntax(#[from] toml::de::Error),
+    #[error("contact policy, line {line}: {reason}")]
+    Rule { line: usize, reason: String },
+}
+
+/// One past (or reserved) contact, as the contact index keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub at: Micros,
+    pub event_id: String,
+    pub channel: String,
+    pub reason: String,
+    pub event_type: String,
+    /// Empty when the contact was about no campaign.
+    pub campaign_id: String,
+    /// A reservation made by a reserve-mode check, not yet an event.
+    pub reserved: bool,
+}
+
+/// The contact a caller proposes to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactRequest {
+    pub channel: String,
+    /// Empty: unstated (rules scoped to a reason then do not apply).
+    pub reason: String,
+    /// Empty: unstated.
+    pub event_type: String,
+    /// Empty: no campaign.
+    pub campaign_id: String,
+    pub at: Micros,
+}
+
+/// Counts of contacts in the last 24 hours, 7 days and 30 days.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowCounts {
+    pub last_24h: u64,
+    pub last_7d: u64,
+    pub last_30d: u64,
+}
+
+impl WindowCounts {
+    fn add(&mut self, age: i64) {
+        if age < DAY {
+            self.last_24h += 1;
+        }
+        if age < 7 * DAY {
+            self.last_7d += 1;
+        }
+        if age < 30 * DAY {
+            self.last_30d += 1;
+        }
+    }
+}
+
+/// Contacts counted in total and per channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContactCounts {
+    pub total: WindowCounts,
+    pub per_channel: BTreeMap<String, WindowCounts>,
+}
+
+/// A rule one more contact would break.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleViolation {
+    pub rule: String,
+    /// Contacts already counted in the window.
+    pub count: u64,
+    pub limit: u64,
+    pub window_micros: i64,
+}
+
+/// The answer to "may we contact this customer now?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactDecision {
+    pub allowed: bool,
+    pub violations: Vec<RuleViolation>,
+    /// The proposed instant falls in quiet hours of the channel.
+    pub quiet_hours: bool,
+    /// When blocked: the first instant the contact would be allowed.
+    /// `None` when a rule with `max = 0` forbids it for good.
+    pub next_allowed_at: Option<Micros>,
+    /// The proposed contact is exempt (transactional).
+    pub exempt: bool,
+    pub counts: ContactCounts,
+    /// The time zone quiet hours were read in.
+    pub timezone: Tz,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Scope {
+    channel: Option<String>,
+    channel_class: Option<ChannelClass>,
+    reason: Option<String>,
+    campaign: Option<String>,
+    per_campaign: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    name: String,
+    max: u64,
+    window_micros: i64,
+    scope: Scope,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct QuietHours {
+    /// Empty: every channel.
+    channels: BTreeSet<String>,
+    start: NaiveTime,
+    end: NaiveTime,
+}
+
+/// A loaded, checked contact policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactPolicy {
+    default_timezone: Tz,
+    exempt_reasons: BTreeSet<String>,
+    exempt_types: BTreeSet<String>,
+    rules: Vec<Rule>,
+    quiet_hours: Vec<QuietHours>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default = "utc")]
+    default_timezone: toml::Spanned<String>,
+    #[serde(default)]
+    exempt_reasons: BTreeSet<String>,
+    #[serde(default)]
+    exempt_types: BTreeSet<String>,
+    #[serde(default)]
+    rule: Vec<toml::Spanned<RuleSpec>>,
+    #[serde(default)]
+    quiet_hours: Vec<toml::Spanned<QuietSpec>>,
+}
+
+fn utc() -> toml::Spanned<String> {
+    toml::Spanned::new(0..0, "UTC".to_string())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    name: String,
+    max: i64,
+    window: String,
+    channel: Option<String>,
+    channel_class: Option<ChannelClass>,
+    reason: Option<String>,
+    campaign: Option<String>,
+    #[serde(default)]
+    per_campaign: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuietSpec {
+    #[serde(default)]
+    channels: BTreeSet<String>,
+    start: String,
+    end: String,
+}
+
+impl ContactPolicy {
+    /// The built-in policy, checked against `taxonomy`.
+    pub fn builtin(taxonomy: &Taxonomy) -> Result<Self, PolicyError> {
+        Self::from_toml(BUILTIN_TOML, taxonomy)
+    }
+
+    /// Parses and checks a policy file's text; channels must exist in
+    /// the taxonomy.
+    pub fn from_toml(text: &str, taxonomy: &Taxonomy) -> Result<Self, PolicyError> {
+        let file: PolicyFile = toml::from_str(text)?;
+        let line_of = |span: std::ops::Range<usize>| {
+            let before = text.get(..span.start).unwrap_or(text);
+            before.bytes().filter(|b| *b == b'\n').count() + 1
+        };
+        let fail = |span, reason: String| PolicyError::Rule {
+            line: line_of(span),
+            reason,
+        };
+        let default_timezone = file.default_timezone.get_ref().parse::<Tz>().map_err(|_| {
+            fail(
+                file.default_timezone.span(),
+                format!("unknown time zone {:?}", file.default_timezone.get_ref()),
+            )
+        })?;
+        let mut names = BTreeSet::new();
+        let mut rules = Vec::with_capacity(file.rule.len());
+        for spanned in &file.rule {
+            let spec = spanned.get_ref();
+            let fail =
+                |reason: String| fail(spanned.span(), format!("rule {:?}: {reason}", spec.name));
+            if !names.insert(spec.name.clone()) {
+                return Err(fail("a rule with this name is defined twice".into()));
+            }
+            let max = u64::try_from(spec.max)
+                .map_err(|_| fail(format!("max {} is negative", spec.max)))?;
+            let window = humantime::parse_duration(&spec.window)
+                .map_err(|e| fail(format!("window {:?}: {e}", spec.window)))?;
+            let window_micros = i64::try_from(window.as_micros())
+                .ok()
+                .filter(|w| *w > 0)
+                .ok_or_else(|| fail(format!("window {:?} must be above zero", spec.window)))?;
+            if let Some(channel) = &spec.channel {
+                if !taxonomy.has_channel(channel) {
+                    return Err(fail(format!("unknown channel {channel:?}")));
+                }
+            }
+            if spec.campaign.is_some() && spec.per_campaign {
+                return Err(fail("campaign and per_campaign exclude each other".into()));
+            }
+            rules.push(Rule {
+                name: spec.name.clone(),
+                max,
+                window_micros,
+                scope: Scope {
+                    channel: spec.channel.clone(),
+                    channel_class: spec.channel_class,
+                    reason: spec.reason.clone(),
+                    campaign: spec.campaign.clone(),
+                    per_campaign: spec.per_campaign,
+                },
+            });
+        }
+        let mut quiet_hours = Vec::with_capacity(file.quiet_hours.len());
+        for spanned in &file.quiet_hours {
+            let spec = spanned.get_ref();
+            let fail = |reason: String| fail(spanned.span(), format!("quiet hours: {reason}"));
+            let time = |s: &str| {
+                NaiveTime::parse_from_str(s, "%H:%M")
+                    .map_err(|_| fail(format!("{s:?} is not HH:MM")))
+            };
+            let (start, end) = (time(&spec.start)?, time(&spec.end)?);
+            if start == end {
+                return Err(fail("start and end are equal".into()));
+            }
+            if let Some(channel) = spec.channels.iter().find(|c| !taxonomy.has_channel(c)) {
+                return Err(fail(format!("unknown channel {channel:?}")));
+            }
+            quiet_hours.push(QuietHours {
+                channels: spec.channels.clone(),
+                start,
+                end,
+            });
+        }
+        Ok(Self {
+            default_timezone,
+            exempt_reasons: file.exempt_reasons,
+            exempt_types: file.exempt_types,
+            rules,
+            quiet_hours,
+        })
+    }
+
+    /// How far back a decision looks: the longest rule window, and at
+    /// least the 30 days the counts report.
+    pub fn lookback_micros(&self) -> i64 {
+        self.rules
+            .iter()
+            .map(|r| r.window_micros)
+            .max()
+            .unwrap_or(0)
+            .max(30 * DAY)
+    }
+
+    pub fn is_exempt(&self, reason: &str, event_type: &str) -> bool {
+        self.exempt_reasons.contains(reason) || self.exempt_types.contains(event_type)
+    }
+
+    /// Non-exempt contacts before or at `at`, counted in the last 24 h,
+    /// 7 d and 30 d (windows exclusive of their start).
+    pub fn counts(&self, contacts: &[Contact], at: Micros) -> ContactCounts {
+        let mut counts = ContactCounts::default();
+        for c in contacts.iter().filter(|c| self.counts_at(c, at)) {
+            let age = at.0 - c.at.0;
+            counts.total.add(age);
+            counts
+                .per_channel
+                .entry(c.channel.clone())
+                .or_default()
+                .add(age);
+        }
+        counts
+    }
+
+    /// Whether a proposed contact fits the policy, and if not, why and
+    /// when it would. `timezone` is the customer's, if known.
+    pub fn decide(
+        &self,
+        taxonomy: &Taxonomy,
+        contacts: &[Contact],
+        request: &ContactRequest,
+        timezone: Option<&str>,
+    ) -> ContactDecision {
+        let tz = timezone
+            .and_then(|name| name.parse::<Tz>().ok())
+            .unwrap_or(self.default_timezone);
+        let counts = self.counts(contacts, request.at);
+        let exempt = self.is_exempt(&request.reason, &request.event_type);
+        if exempt {
+            return ContactDecision {
+                allowed: true,
+                violations: Vec::new(),
+                quiet_hours: false,
+                next_allowed_at: None,
+                exempt,
+                counts,
+                timezone: tz,
+            };
+        }
+        let violations = self.violations(taxonomy, contacts, request, request.at);
+        let quiet = self.quiet_end(&request.channel, request.at, tz);
+        let allowed = violations.is_empty() && quiet.is_none();
+        let next_allowed_at = if allowed {
+            None
+        } else {
+            self.next_allowed(taxonomy, contacts, request, tz)
+        };
+        ContactDecision {
+            allowed,
+            violations: violations.into_iter().map(|(v, _)| v).collect(),
+            quiet_hours: quiet.is_some(),
+            next_allowed_at,
+            exempt,
+            counts,
+            timezone: tz,
+        }
+    }
+
+    /// A contact counts at `at` when it happened by then and is not exempt.
+    fn counts_at(&self, contact: &Contact, at: Micros) -> bool {
+        contact.at <= at && !self.is_exempt(&contact.reason, &contact.event_type)
+    }
+
+    /// The rules one more contact at `at` would break, each with the
+    /// instant it stops being broken (`None` for a rule with `max = 0`).
+    fn violations(
+        &self,
+        taxonomy: &Taxonomy,
+        contacts: &[Contact],
+        request: &ContactRequest,
+        at: Micros,
+    ) -> Vec<(RuleViolation, Option<Micros>)> {
+        let class_of = |channel: &str| taxonomy.channel_class(channel);
+        let mut broken = Vec::new();
+        for rule in self
+            .rules
+            .iter()
+            .filter(|r| r.applies_to(request, class_of(&request.channel)))
+        {
+            let since = at.0 - rule.window_micros;
+            let mut inside: Vec<Micros> = contacts
+                .iter()
+                .filter(|c| self.counts_at(c, at) && c.at.0 > since)
+                .filter(|c| rule.counts(c, request, class_of(&c.channel)))
+                .map(|c| c.at)
+                .collect();
+            let count = inside.len() as u64;
+            if count < rule.max {
+                continue;
+            }
+            inside.sort();
+            // One more fits once `count - max + 1` of them have left the
+            // window: the oldest of those leaves last, one window after it
+            // happened.
+            let release = usize::try_from(count - rule.max)
+                .ok()
+                .and_then(|k| inside.get(k))
+                .map(|t| t.saturating_add_micros(rule.window_micros));
+            broken.push((
+                RuleViolation {
+                    rule: rule.name.clone(),
+                    count,
+                    limit: rule.max,
+                    window_micros: rule.window_micros,
+                },
+                release,
+            ));
+        }
+        broken
+    }
+
+    /// The first instant from `request.at` at which no rule is broken and
+    /// no quiet hours apply.
+    fn next_allowed(
+        &self,
+        taxonomy: &Taxonomy,
+        contacts: &[Contact],
+        request: &ContactRequest,
+        tz: Tz,
+    ) -> Option<Micros> {
+        let mut at = request.at;
+        // Moving later only lets contacts leave windows, and a quiet-hours
+        // end is outside quiet hours, so a few steps settle.
+        for _ in 0..16 {
+            let broken = self.violations(taxonomy, contacts, request, at);
+            let mut next = at;
+            for (_, release) in &broken {
+                next = next.max((*release)?);
+            }
+            if let Some(end) = self.quiet_end(&request.channel, next, tz) {
+                next = end;
+            }
+            if broken.is_empty() && next == at {
+                return Some(at);
+            }
+            at = next;
+        }
+        Some(at)
+    }
+
+    /// When `at` falls in quiet hours of `channel`, the instant they end.
+    fn quiet_end(&self, channel: &str, at: Micros, tz: Tz) -> Option<Micros> {
+        let local = tz
+            .from_utc_datetime(&at.to_datetime()?.naive_utc())
+            .naive_local();
+        self.quiet_hours
+            .iter()
+            .filter(|q| q.channels.is_empty() || q.channels.contains(channel))
+            .filter_map(|q| q.end_after(local))
+            .filter_map(|end| first_instant_at_or_after(tz, end))
+            .max()
+    }
+}
+
+impl Rule {
+    /// Whether the rule governs the proposed contact.
+    fn applies_to(&self, request: &ContactRequest, class: Option<ChannelClass>) -> bool {
+        let s = &self.scope;
+        s.channel.as_ref().is_none_or(|c| *c == request.channel)
+            && s.channel_class.is_none_or(|c| Some(c) == class)
+            && s.reason.as_ref().is_none_or(|r| *r == request.reason)
+            && s.campaign
+                .as_ref()
+                .is_none_or(|c| *c == request.campaign_id)
+            && (!s.per_campaign || !request.campaign_id.is_empty())
+    }
+
+    /// Whether a past contact counts toward the rule for this request.
+    fn counts(
+        &self,
+        contact: &Contact,
+        request: &ContactRequest,
+        class: Option<ChannelClass>,
+    ) -> bool {
+        let s = &self.scope;
+        s.channel.as_ref().is_none_or(|c| *c == contact.channel)
+            && s.channel_class.is_none_or(|c| Some(c) == class)
+            && s.reason.as_ref().is_none_or(|r| *r == contact.reason)
+            && s.campaign
+                .as_ref()
+                .is_none_or(|c| *c == contact.campaign_id)
+            && (!s.per_campaign || contact.campaign_id == request.campaign_id)
+    }
+}
+
+impl QuietHours {
+    /// When `local` falls inside these quiet hours, the local end time.
+    fn end_after(&self, local: NaiveDateTime) -> Option<NaiveDateTime> {
+        let time = local.time();
+        let date = local.date();
+        if self.start < self.end {
+            (self.start <= time && time < self.end).then(|| date.and_time(self.end))
+        } else if time >= self.start {
+            // Started this evening: ends tomorrow morning.
+            Some((date + ChronoDuration::days(1)).and_time(self.end))
+        } else if time < self.end {
+            Some(date.and_time(self.end))
+        } else {
+            None
+        }
+    }
+}
+
+/// The first instant whose local time is `local` or later: a local time
+/// skipped by a DST change maps to the end of the gap, an ambiguous one to
+/// its first occurrence.
+fn first_instant_at_or_after(tz: Tz, local: NaiveDateTime) -> Option<Micros> {
+    let mut candidate = local;
+    // Gaps last at most a few hours; step by minutes to the first time
+    // that exists.
+    for _ in 0..(24 * 60) {
+        match tz.from_local_datetime(&candidate) {
+            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => {
+                return Some(Micros::from_datetime(t.with_timezone(&chrono::Utc)))
+            }
+            LocalResult::None => candidate += ChronoDuration::minutes(1),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+
+    fn policy(text: &str) -> ContactPolicy {
+        ContactPolicy::from_toml(text, &Taxonomy::builtin()).expect("valid policy")
+    }
+
+    fn contact(at: i64, channel: &str, campaign: &str) -> Contact {
+        Contact {
+            at: Micros(at),
+            event_id: format!("e{at}"),
+            channel: channel.into(),
+            reason: "campaign_offer".into(),
+            event_type: "email_sent".into(),
+            campaign_id: campaign.into(),
+            reserved: false,
+        }
+    }
+
+    fn request(channel: &str, at: i64) -> ContactRequest {
+        ContactRequest {
+            channel: channel.into(),
+            reason: "campaign_offer".into(),
+            event_type: String::new(),
+            campaign_id: String::new(),
+            at: Micros(at),
+        }
+    }
+
+    const TWO_EMAILS_A_DAY: &str = r#"
+[[rule]]
+name = "email-2-per-day"
+channel = "email"
+max = 2
+window = "1d"
+"#;
+
+    #[test]
+    fn builtin_policy_loads() {
+        let p = ContactPolicy::builtin(&Taxonomy::builtin()).expect("valid");
+        assert_eq!(p.lookback_micros(), 30 * DAY);
+        assert!(p.is_exempt("payment_receipt", "email_sent"));
+    }
+
+    #[test]
+    fn window_edges_are_exact_to_the_microsecond() {
+        let p = policy(TWO_EMAILS_A_DAY);
+        let t = Taxonomy::builtin();
+        let history = [contact(T0, "email", ""), contact(T0 + HOUR, "email", "")];
+        // One microsecond before the first contact leaves the window.
+        let blocked = p.decide(&t, &history, &request("email", T0 + DAY - 1), None);
+        assert!(!blocked.allowed);
+        assert_eq!(blocked.violations[0].count, 2);
+        assert_eq!(blocked.next_allowed_at, Some(Micros(T0 + DAY)));
+        // Exactly one window after it, it no longer counts.
+        let allowed = p.decide(&t, &history, &request("email", T0 + DAY), None);
+        assert!(allowed.allowed, "{allowed:?}");
+        assert_eq!(allowed.counts.per_channel["email"].last_24h, 1);
+    }
+
+    #[test]
+    fn rules_only_govern_their_scope() {
+        let p = policy(TWO_EMAILS_A_DAY);
+        let t = Taxonomy::builtin();
+        let history = [contact(T0, "email", ""), contact(T0 + 1, "email", "")];
+        assert!(
+            p.decide(&t, &history, &request("sms", T0 + 2), None)
+                .allowed
+        );
+        let history = [contact(T0, "sms", ""), contact(T0 + 1, "sms", "")];
+        assert!(
+            p.decide(&t, &history, &request("email", T0 + 2), None)
+                .allowed
+        );
+    }
+
+    #[test]
+    fn exempt_contacts_never_count_and_are_never_blocked() {
+        let p = policy(&format!(
+            "exempt_reasons = [\"payment_receipt\"]\n{TWO_EMAILS_A_DAY}"
+        ));
+        let t = Taxonomy::builtin();
+        let mut receipt = contact(T0, "email", "");
+        receipt.reason = "payment_receipt".into();
+        let history = [
+            receipt.clone(),
+            receipt.clone(),
+            contact(T0 + 1, "email", ""),
+        ];
+        let d = p.decide(&t, &history, &request("email", T0 + 2), None);
+        assert!(d.allowed);
+        assert_eq!(d.counts.total.last_24h, 1);
+        let full = [contact(T0, "email", ""), contact(T0 + 1, "email", "")];
+        let mut r = request("email", T0 + 2);
+        r.reason = "payment_receipt".into();
+        let d = p.decide(&t, &full, &r, None);
+        assert!(d.allowed && d.exempt);
+    }
+
+    #[test]
+    fn per_campaign_rules_count_the_same_campaign() {
+        let p = policy("[[rule]]\nname = \"one-per-campaign\"\nper_campaign = true\nmax = 1\nwindow = \"30d\"\n");
+        let t = Taxonomy::builtin();
+        let history = [contact(T0, "email", "c41")];
+        let mut r = request("sms", T0 + DAY);
+        r.campaign_id = "c42".into();
+        assert!(p.decide(&t, &history, &r, None).allowed);
+        r.campaign_id = "c41".into();
+        let d = p.decide(&t, &history, &r, None);
+        assert!(!d.allowed);
+        assert_eq!(d.next_allowed_at, Some(Micros(T0 + 30 * DAY)));
+    }
+
+    #[test]
+    fn max_zero_forbids_with_no_next_time() {
+        let p =
+            policy("[[rule]]\nname = \"no-mail\"\nchannel = \"mail\"\nmax = 0\nwindow = \"1d\"\n");
+        let d = p.decide(&Taxonomy::builtin(), &[], &request("mail", T0), None);
+        assert!(!d.allowed);
+        assert_eq!(d.next_allowed_at, None);
+    }
+
+    const QUIET: &str = r#"
+default_timezone = "Europe/Paris"
+[[quiet_hours]]
+channels = ["call_center"]
+start = "21:00"
+end = "08:00"
+"#;
+
+    #[test]
+    fn quiet_hours_block_until_their_end_in_the_customer_zone() {
+        let p = policy(QUIET);
+        let t = Taxonomy::builtin();
+        // 2026-01-01T22:30:00Z is 23:30 in Paris (UTC+1).
+        let at = T0 + 22 * HOUR + 30 * 60 * Micros::PER_SECOND;
+        let d = p.decide(&t, &[], &request("call_center", at), None);
+        assert!(!d.allowed && d.quiet_hours);
+        // 08:00 Paris on 2026-01-02 is 07:00Z.
+        assert_eq!(d.next_allowed_at, Some(Micros(T0 + DAY + 7 * HOUR)));
+        // In New York it is 17:30: allowed.
+        let d = p.decide(
+            &t,
+            &[],
+            &request("call_center", at),
+            Some("America/New_York"),
+        );
+        assert!(d.allowed);
+        // Other channels are not quiet.
+        assert!(p.decide(&t, &[], &request("email", at), None).allowed);
+    }
+
+    #[test]
+    fn quiet_hours_end_across_a_dst_change() {
+        // Paris springs forward on 2026-03-29 at 02:00 -> 03:00.
+        let p = policy("default_timezone = \"Europe/Paris\"\n[[quiet_hours]]\nstart = \"21:00\"\nend = \"08:00\"\n");
+        let t = Taxonomy::builtin();
+        let sat_2300_paris = Micros::from_datetime(
+            chrono::DateTime::parse_from_rfc3339("2026-03-28T23:00:00+01:00")
+                .expect("date")
+                .into(),
+        );
+        let d = p.decide(&t, &[], &request("sms", sat_2300_paris.0), None);
+        // 08:00 on Sunday is already summer time (UTC+2): 06:00Z.
+        let expected = chrono::DateTime::parse_from_rfc3339("2026-03-29T06:00:00Z").expect("date");
+        assert_eq!(
+            d.next_allowed_at,
+            Some(Micros::from_datetime(expected.into()))
+        );
+        // A quiet end inside the gap moves to the end of the gap.
+        let p = policy("default_timezone = \"Europe/Paris\"\n[[quiet_hours]]\nstart = \"01:00\"\nend = \"02:30\"\n");
+        let at = chrono::DateTime::parse_from_rfc3339("2026-03-29T01:30:00+01:00").expect("date");
+        let d = p.decide(
+            &t,
+            &[],
+            &request("sms", Micros::from_datetime(at.into()).0),
+            None,
+        );
+        let gap_end =
+            chrono::DateTime::parse_from_rfc3339("2026-03-29T03:00:00+02:00").expect("date");
+        assert_eq!(
+            d.next_allowed_at,
+            Some(Micros::from_datetime(gap_end.into()))
+        );
+    }
+
+    #[test]
+    fn next_allowed_waits_for_rules_then_quiet_hours() {
+        let text = format!(
+            "{QUIET}{}",
+            TWO_EMAILS_A_DAY.replace("email", "call_center")
+        );
+        let p = policy(&text);
+        let t = Taxonomy::builtin();
+        let minute = 60 * Micros::PER_SECOND;
+        // Calls at 19:00 and 19:00:00.000001 Paris (18:00Z): the oldest
+        // leaves the window at 19:00 Paris the next day, not quiet.
+        let history = [
+            contact(T0 + 18 * HOUR, "call_center", ""),
+            contact(T0 + 18 * HOUR + 1, "call_center", ""),
+        ];
+        let d = p.decide(&t, &history, &request("call_center", T0 + 19 * HOUR), None);
+        assert_eq!(d.next_allowed_at, Some(Micros(T0 + DAY + 18 * HOUR)));
+        // Calls at 21:10 and 21:20 Paris: the rule frees at 21:10 the next
+        // day, inside quiet hours, so the answer is 08:00 Paris after that.
+        let night = [
+            contact(T0 + 20 * HOUR + 10 * minute, "call_center", ""),
+            contact(T0 + 20 * HOUR + 20 * minute, "call_center", ""),
+        ];
+        let d = p.decide(
+            &t,
+            &night,
+            &request("call_center", T0 + 20 * HOUR + 30 * minute),
+            None,
+        );
+        assert!(d.quiet_hours);
+        assert_eq!(d.next_allowed_at, Some(Micros(T0 + 2 * DAY + 7 * HOUR)));
+    }
+
+    #[test]
+    fn bad_files_name_the_line() {
+        let t = Taxonomy::builtin();
+        let cases = [
+            ("[[rule]]\nname = \"a\"\nmax = -1\nwindow = \"1d\"\n", "line 1", "negative"),
+            ("\n[[rule]]\nname = \"a\"\nmax = 1\nwindow = \"0s\"\n", "line 2", "above zero"),
+            ("[[rule]]\nname = \"a\"\nmax = 1\nwindow = \"1d\"\nchannel = \"fax\"\n", "line 1", "unknown channel"),
+            ("[[rule]]\nname = \"a\"\nmax = 1\nwindow = \"soon\"\n", "line 1", "window"),
+            ("[[rule]]\nname = \"a\"\nmax = 1\n", "line 1", "window"),
+            ("default_timezone = \"Mars/Olympus\"\n", "line 1", "time zone"),
+            ("[[quiet_hours]]\nstart = \"25:00\"\nend = \"08:00\"\n", "line 1", "HH:MM"),
+            ("[[rule]]\nname = \"a\"\nmax = 1\nwindow = \"1d\"\n[[rule]]\nname = \"a\"\nmax = 1\nwindow = \"1d\"\n", "line 5", "twice"),
+        ];
+        for (text, line, reason) in cases {
+            let err = ContactPolicy::from_toml(text, &t)
+                .expect_err(text)
+                .to_string();
+            assert!(
+                err.contains(line) && err.contains(reason),
+                "{text:?} -> {err}"
+            );
+        }
+    }
+}
