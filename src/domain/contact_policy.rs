@@ -4,7 +4,9 @@
 //!
 //! A contact is a company-initiated event. Rules cap the number of
 //! contacts in a sliding window (exact to the microsecond: a contact
-//! exactly one window ago no longer counts); quiet hours block channels at
+//! exactly one window ago no longer counts; contacts already recorded after
+//! the proposed instant, such as reservations, count while they are less
+//! than one window after it); quiet hours block channels at
 //! night in the customer's time zone. Exempt reasons and types (payment
 //! receipts, security alerts) never count and are never blocked.
 
@@ -380,10 +382,17 @@ impl ContactPolicy {
             .iter()
             .filter(|r| r.applies_to(request, class_of(&request.channel)))
         {
-            let since = at.0 - rule.window_micros;
+            // A window ending at `at` counts the contacts before it; one
+            // starting at `at` counts those already recorded after it
+            // (reservations of other engines, scheduled sends). Counting
+            // both keeps every window that would hold the new contact
+            // within the cap.
+            let since = at.0.saturating_sub(rule.window_micros);
+            let until = at.0.saturating_add(rule.window_micros);
             let mut inside: Vec<Micros> = contacts
                 .iter()
-                .filter(|c| self.counts_at(c, at) && c.at.0 > since)
+                .filter(|c| !self.is_exempt(&c.reason, &c.event_type))
+                .filter(|c| c.at.0 > since && c.at.0 < until)
                 .filter(|c| rule.counts(c, request, class_of(&c.channel)))
                 .map(|c| c.at)
                 .collect();
@@ -636,6 +645,24 @@ window = "1d"
         let d = p.decide(&t, &history, &r, None);
         assert!(!d.allowed);
         assert_eq!(d.next_allowed_at, Some(Micros(T0 + 30 * DAY)));
+    }
+
+    #[test]
+    fn contacts_recorded_after_the_instant_count() {
+        let p = policy(TWO_EMAILS_A_DAY);
+        let t = Taxonomy::builtin();
+        // Two reservations made a moment later by other engines.
+        let later = [contact(T0 + 5, "email", ""), contact(T0 + 6, "email", "")];
+        let d = p.decide(&t, &later, &request("email", T0), None);
+        assert!(!d.allowed);
+        // Free once the first of them is one window old.
+        assert_eq!(d.next_allowed_at, Some(Micros(T0 + 5 + DAY)));
+        // A contact one window or more after the instant does not count.
+        let far = [
+            contact(T0 + DAY, "email", ""),
+            contact(T0 + DAY + 1, "email", ""),
+        ];
+        assert!(p.decide(&t, &far, &request("email", T0), None).allowed);
     }
 
     #[test]

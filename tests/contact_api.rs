@@ -1,0 +1,434 @@
+//! End-to-end tests of contact frequency over gRPC, on the memory store and
+//! on a per-test redis-server: counts, rules, exempt contacts, unknown
+//! customers, bad input, reserve mode under 50 racers and a 10,000-customer
+//! list review.
+
+mod support;
+
+use support::{journey_server::JourneyServer, redis_server::RedisServer};
+
+pub struct Api {
+    pub server: JourneyServer,
+    pub redis: Option<RedisServer>,
+}
+
+pub async fn memory_api() -> Api {
+    Api {
+        server: JourneyServer::memory().await,
+        redis: None,
+    }
+}
+
+pub async fn redis_api() -> Api {
+    let redis = RedisServer::start();
+    Api {
+        server: JourneyServer::redis(&redis.url()).await,
+        redis: Some(redis),
+    }
+}
+
+mod cases {
+    use journey::{
+        domain::Micros,
+        pb::{self, journey_service_client::JourneyServiceClient},
+    };
+    use tonic::{transport::Channel, Code};
+    use tonic_types::StatusExt;
+
+    use crate::support::events::{campaign_email, page_view, timestamp};
+
+    type Client = JourneyServiceClient<Channel>;
+    const HOUR: i64 = 3_600_000_000;
+    const DAY: i64 = 24 * HOUR;
+
+    fn now() -> i64 {
+        Micros::now().0
+    }
+
+    fn email_check(customer: &str) -> pb::CheckContactRequest {
+        pb::CheckContactRequest {
+            customer_id: customer.into(),
+            channel: "email".into(),
+            reason: "campaign_offer".into(),
+            ..Default::default()
+        }
+    }
+
+    async fn append_all(client: &mut Client, events: Vec<pb::Event>) {
+        for chunk in events.chunks(1_000) {
+            let results = client
+                .append_events(pb::AppendEventsRequest {
+                    events: chunk.to_vec(),
+                })
+                .await
+                .expect("append")
+                .into_inner()
+                .results;
+            assert!(
+                results.iter().all(|r| r.outcome() == pb::Outcome::Stored),
+                "{results:?}"
+            );
+        }
+    }
+
+    fn email(customer: &str, id: &str, at: i64, campaign: &str) -> pb::Event {
+        let mut e = campaign_email(customer, id, at);
+        e.attributes.insert("campaign_id".into(), campaign.into());
+        e
+    }
+
+    fn bad_field(status: &tonic::Status) -> String {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        status
+            .get_error_details()
+            .bad_request()
+            .expect("BadRequest")
+            .field_violations[0]
+            .field
+            .clone()
+    }
+
+    pub async fn rules_count_and_block(mut client: Client) {
+        let t = now();
+        append_all(
+            &mut client,
+            vec![
+                email("c1", "m1", t - 3 * HOUR, "a"),
+                email("c1", "m2", t - 2 * HOUR, "b"),
+                email("c1", "m3", t - HOUR, "c"),
+                page_view("c1", "p1", t - HOUR),
+            ],
+        )
+        .await;
+        let at = timestamp(t);
+        let blocked = client
+            .check_contact_frequency(pb::CheckContactRequest {
+                at: Some(at),
+                ..email_check("c1")
+            })
+            .await
+            .expect("check")
+            .into_inner();
+        assert!(!blocked.allowed && blocked.found);
+        assert_eq!(blocked.violations.len(), 1, "{:?}", blocked.violations);
+        let v = &blocked.violations[0];
+        assert_eq!(
+            (v.rule.as_str(), v.count, v.limit),
+            ("email-3-per-7d", 3, 3)
+        );
+        assert_eq!(
+            v.window,
+            Some(prost_types::Duration {
+                seconds: 7 * 86_400,
+                nanos: 0
+            })
+        );
+        assert_eq!(
+            blocked.next_allowed_at,
+            Some(timestamp(t - 3 * HOUR + 7 * DAY))
+        );
+        let counts = blocked.counts.expect("counts");
+        assert_eq!(
+            (counts.last_24h, counts.last_7d, counts.last_30d),
+            (3, 3, 3)
+        );
+        assert_eq!(counts.per_channel["email"].last_24h, 3);
+
+        // Another channel is governed by the other rules only.
+        let sms = client
+            .check_contact_frequency(pb::CheckContactRequest {
+                channel: "sms".into(),
+                at: Some(at),
+                ..email_check("c1")
+            })
+            .await
+            .expect("check")
+            .into_inner();
+        assert!(sms.allowed, "{sms:?}");
+        // A campaign already sent this month is blocked on any channel.
+        let same_campaign = client
+            .check_contact_frequency(pb::CheckContactRequest {
+                channel: "sms".into(),
+                campaign_id: "b".into(),
+                at: Some(at),
+                ..email_check("c1")
+            })
+            .await
+            .expect("check")
+            .into_inner();
+        assert!(!same_campaign.allowed);
+        assert_eq!(same_campaign.violations[0].rule, "same-campaign-1-per-30d");
+
+        // A check is not a contact.
+        let again = client
+            .check_contact_frequency(email_check("c1"))
+            .await
+            .expect("check")
+            .into_inner();
+        assert_eq!(again.counts.expect("counts").last_24h, 3);
+        // The context shows the same counts.
+        let ctx = client
+            .get_journey_context(pb::GetJourneyContextRequest {
+                customer_id: "c1".into(),
+                max_events: 1,
+            })
+            .await
+            .expect("ctx")
+            .into_inner();
+        assert_eq!(ctx.contact_counts.expect("counts").last_7d, 3);
+    }
+
+    pub async fn exempt_contacts_never_count(mut client: Client) {
+        let t = now();
+        let receipts: Vec<pb::Event> = (0..5)
+            .map(|i| {
+                let mut e = campaign_email("c1", &format!("r{i}"), t - HOUR + i);
+                e.reason = "payment_receipt".into();
+                e
+            })
+            .collect();
+        append_all(&mut client, receipts).await;
+        let check = client
+            .check_contact_frequency(email_check("c1"))
+            .await
+            .expect("check")
+            .into_inner();
+        assert!(check.allowed);
+        assert_eq!(check.counts.expect("counts").last_24h, 0);
+        append_all(
+            &mut client,
+            (0..3)
+                .map(|i| email("c2", &format!("m{i}"), t - HOUR + i, ""))
+                .collect(),
+        )
+        .await;
+        let receipt = client
+            .check_contact_frequency(pb::CheckContactRequest {
+                reason: "payment_receipt".into(),
+                ..email_check("c2")
+            })
+            .await
+            .expect("check")
+            .into_inner();
+        assert!(receipt.allowed && receipt.exempt);
+    }
+
+    pub async fn unknown_customers_are_flagged(mut client: Client) {
+        let check = client
+            .check_contact_frequency(email_check("nobody"))
+            .await
+            .expect("check")
+            .into_inner();
+        assert!(check.allowed && !check.found);
+        assert_eq!(check.timezone, "UTC");
+    }
+
+    pub async fn bad_checks_are_refused(mut client: Client) {
+        let cases = vec![
+            (
+                "channel",
+                pb::CheckContactRequest {
+                    channel: String::new(),
+                    ..email_check("c1")
+                },
+            ),
+            (
+                "channel",
+                pb::CheckContactRequest {
+                    channel: "fax".into(),
+                    ..email_check("c1")
+                },
+            ),
+            (
+                "reason",
+                pb::CheckContactRequest {
+                    reason: "boredom".into(),
+                    ..email_check("c1")
+                },
+            ),
+            (
+                "type",
+                pb::CheckContactRequest {
+                    r#type: "teleport".into(),
+                    ..email_check("c1")
+                },
+            ),
+            (
+                "campaign_id",
+                pb::CheckContactRequest {
+                    campaign_id: "a\u{0}b".into(),
+                    ..email_check("c1")
+                },
+            ),
+            (
+                "customer_id",
+                pb::CheckContactRequest {
+                    customer_id: String::new(),
+                    ..email_check("c1")
+                },
+            ),
+            (
+                "at",
+                pb::CheckContactRequest {
+                    at: Some(prost_types::Timestamp {
+                        seconds: 0,
+                        nanos: -1,
+                    }),
+                    ..email_check("c1")
+                },
+            ),
+        ];
+        for (field, request) in cases {
+            let status = client
+                .check_contact_frequency(request)
+                .await
+                .expect_err(field);
+            assert_eq!(bad_field(&status), field);
+        }
+        let too_many = pb::CheckContactBatchRequest {
+            customer_ids: (0..10_001).map(|i| format!("c{i}")).collect(),
+            channel: "email".into(),
+            ..Default::default()
+        };
+        let status = client
+            .check_contact_frequency_batch(too_many)
+            .await
+            .expect_err("over the limit");
+        assert_eq!(bad_field(&status), "customer_ids");
+        let bad_id = pb::CheckContactBatchRequest {
+            customer_ids: vec!["ok".into(), String::new()],
+            channel: "email".into(),
+            ..Default::default()
+        };
+        let status = client
+            .check_contact_frequency_batch(bad_id)
+            .await
+            .expect_err("empty id");
+        assert_eq!(bad_field(&status), "customer_ids[1]");
+        // Reserve mode with bad input records nothing.
+        let status = client
+            .check_contact_frequency(pb::CheckContactRequest {
+                channel: "fax".into(),
+                reserve: true,
+                ..email_check("c9")
+            })
+            .await
+            .expect_err("bad channel");
+        assert_eq!(bad_field(&status), "channel");
+        let check = client
+            .check_contact_frequency(email_check("c9"))
+            .await
+            .expect("check")
+            .into_inner();
+        assert!(!check.found);
+    }
+
+    pub async fn reserve_admits_exactly_the_cap(mut client: Client) {
+        let t = now();
+        append_all(&mut client, vec![email("c1", "m0", t - HOUR, "")]).await;
+        // email-3-per-7d: two more fit. Fifty engines race for them.
+        let racers: Vec<_> = (0..50)
+            .map(|_| {
+                let mut client = client.clone();
+                tokio::spawn(async move {
+                    client
+                        .check_contact_frequency(pb::CheckContactRequest {
+                            reserve: true,
+                            ..email_check("c1")
+                        })
+                        .await
+                        .map(|r| r.into_inner())
+                })
+            })
+            .collect();
+        let mut admitted = Vec::new();
+        for racer in racers {
+            let answer = racer.await.expect("racer").expect("check answers");
+            if answer.allowed {
+                assert!(!answer.reservation_id.is_empty());
+                admitted.push(answer.reservation_id);
+            } else {
+                assert!(answer.reservation_id.is_empty());
+            }
+        }
+        assert_eq!(admitted.len(), 2, "exactly the cap is admitted");
+        let after = client
+            .check_contact_frequency(email_check("c1"))
+            .await
+            .expect("check")
+            .into_inner();
+        assert!(!after.allowed);
+        assert_eq!(after.violations[0].count, 3);
+        // The contact happens: its event carries the reservation id and
+        // replaces the reservation rather than counting twice.
+        let mut sent = email("c1", &admitted[0], t, "");
+        sent.event_id = admitted[0].clone();
+        append_all(&mut client, vec![sent]).await;
+        let after = client
+            .check_contact_frequency(email_check("c1"))
+            .await
+            .expect("check")
+            .into_inner();
+        assert_eq!(after.violations[0].count, 3);
+    }
+
+    pub async fn a_ten_thousand_customer_list_is_reviewed(mut client: Client) {
+        let t = now();
+        let mut events = Vec::new();
+        for i in 0..10_000 {
+            let c = format!("b{i}");
+            match i % 4 {
+                0 => events.extend((0..3).map(|k| email(&c, &format!("m{k}"), t - HOUR + k, ""))),
+                1 => events.push(email(&c, "m0", t - HOUR, "")),
+                2 => events.push(page_view(&c, "p0", t - HOUR)),
+                _ => {}
+            }
+        }
+        append_all(&mut client, events).await;
+        let request = pb::CheckContactBatchRequest {
+            customer_ids: (0..10_000).map(|i| format!("b{i}")).collect(),
+            channel: "email".into(),
+            reason: "campaign_offer".into(),
+            ..Default::default()
+        };
+        let results = client
+            .check_contact_frequency_batch(request)
+            .await
+            .expect("batch")
+            .into_inner()
+            .results;
+        assert_eq!(results.len(), 10_000);
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r.customer_id, format!("b{i}"));
+            let (allowed, found) = match i % 4 {
+                0 => (false, true),
+                1 | 2 => (true, true),
+                _ => (true, false),
+            };
+            assert_eq!((r.allowed, r.found), (allowed, found), "b{i}");
+        }
+    }
+}
+
+macro_rules! contact_cases {
+    ($backend:ident, $fixture:path) => {
+        mod $backend {
+            contact_cases!(@case rules_count_and_block, $fixture);
+            contact_cases!(@case exempt_contacts_never_count, $fixture);
+            contact_cases!(@case unknown_customers_are_flagged, $fixture);
+            contact_cases!(@case bad_checks_are_refused, $fixture);
+            contact_cases!(@case reserve_admits_exactly_the_cap, $fixture);
+            contact_cases!(@case a_ten_thousand_customer_list_is_reviewed, $fixture);
+        }
+    };
+    (@case $case:ident, $fixture:path) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let api = $fixture().await;
+            crate::cases::$case(api.server.client().await).await;
+        }
+    };
+}
+
+contact_cases!(memory, crate::memory_api);
+contact_cases!(redis, crate::redis_api);
