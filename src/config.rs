@@ -33,6 +33,8 @@ pub enum Command {
     Context(crate::cli::ContextArgs),
     /// List a customer's events, newest first, filtered and paginated.
     Events(crate::cli::EventsArgs),
+    /// May the company contact a customer (or each customer of a list) now?
+    Check(crate::cli::CheckArgs),
 }
 
 /// Where timelines are kept.

@@ -18,6 +18,7 @@ async fn main() -> ExitCode {
         Command::Append(args) => cli::append(args).await,
         Command::Context(args) => cli::context(args).await,
         Command::Events(args) => cli::events(args).await,
+        Command::Check(args) => cli::check(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_journey");
 struct Served {
     child: Child,
     target: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Served {
@@ -43,12 +44,47 @@ impl Served {
                 _ => panic!("server exited before starting"),
             }
         }
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining stderr so the server never blocks on a full pipe,
+        // and keep the lines for tests that wait for one.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().expect("log lock").push(line);
+            }
+        });
         Self {
             child,
             target: format!("http://{listen}"),
+            log,
         }
+    }
+
+    /// Waits (bounded) until the server has logged a line containing `text`.
+    fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self
+                .log
+                .lock()
+                .expect("log lock")
+                .iter()
+                .any(|l| l.contains(text))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the server never logged {text:?}");
+    }
+
+    fn hangup(&self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill")
+            .success());
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -221,4 +257,88 @@ fn a_bad_taxonomy_file_stops_startup_naming_the_line() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("line 3"), "{stderr}");
+}
+
+#[test]
+fn contact_checks_and_policy_reload_on_sighup() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let policy = dir.path().join("policy.toml");
+    let rule = |max: u32| {
+        format!(
+            "[[rule]]\nname = \"email-daily\"\nchannel = \"email\"\nmax = {max}\nwindow = \"1d\"\n"
+        )
+    };
+    std::fs::write(&policy, rule(1)).expect("write policy");
+    let served = Served::start(&["--contact-policy", policy.to_str().expect("path")]);
+    let hour_ago = journey::domain::Micros::now()
+        .saturating_sub_micros(3_600_000_000)
+        .to_string();
+    served.ok(&[
+        "append",
+        "--customer",
+        "c1",
+        "--channel",
+        "email",
+        "--reason",
+        "campaign_offer",
+        "--type",
+        "email_sent",
+        "--attr",
+        "campaign_id=c41",
+        "--at",
+        &hour_ago,
+    ]);
+
+    let blocked = served.ok(&["check", "c1", "--channel", "email", "--campaign", "c42"]);
+    assert!(blocked.starts_with("blocked"), "{blocked}");
+    assert!(
+        blocked.contains("rule email-daily: 1 of 1 in 1d"),
+        "{blocked}"
+    );
+    assert!(blocked.contains("next allowed at"), "{blocked}");
+
+    let list = dir.path().join("list.csv");
+    std::fs::write(&list, "customer_id,name\nc1,Ann\nnobody,Bob\n").expect("write list");
+    let flagged = served.ok(&[
+        "check",
+        "--batch",
+        list.to_str().expect("path"),
+        "--channel",
+        "email",
+    ]);
+    assert_eq!(
+        flagged.lines().collect::<Vec<_>>(),
+        ["c1,email-daily (1/1)", "nobody,unknown customer"]
+    );
+
+    // A looser policy takes effect on SIGHUP, without a restart.
+    std::fs::write(&policy, rule(2)).expect("write policy");
+    served.hangup();
+    served.wait_for_log("contact policy reloaded");
+    let allowed = served.ok(&["check", "c1", "--channel", "email", "--json"]);
+    let answer: serde_json::Value = serde_json::from_str(&allowed).expect("json");
+    assert_eq!(answer["allowed"], true, "{answer}");
+
+    // A broken file is refused and the last good policy stays.
+    std::fs::write(
+        &policy,
+        "[[rule]]\nname = \"x\"\nmax = -1\nwindow = \"1d\"\n",
+    )
+    .expect("write");
+    served.hangup();
+    served.wait_for_log("contact policy not reloaded");
+    let still: serde_json::Value =
+        serde_json::from_str(&served.ok(&["check", "c1", "--channel", "email", "--json"]))
+            .expect("json");
+    assert_eq!(still["allowed"], true);
+
+    // Reserve mode records the contact: the next check is blocked.
+    let reserved = served.ok(&["check", "c1", "--channel", "email", "--reserve"]);
+    assert!(
+        reserved.contains("reserved: append the contact's event with event_id"),
+        "{reserved}"
+    );
+    let after = served.ok(&["check", "c1", "--channel", "email"]);
+    assert!(after.starts_with("blocked"), "{after}");
+    assert!(served.terminate().success());
 }

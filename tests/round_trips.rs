@@ -111,6 +111,38 @@ async fn every_rpc_is_one_redis_round_trip() {
     assert_eq!(second.events[0].event_id, "e2");
     check(&proxy);
 
+    let check = count("CheckContactFrequency");
+    let answer = client
+        .check_contact_frequency(pb::CheckContactRequest {
+            customer_id: "c2".into(),
+            channel: "email".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("check")
+        .into_inner();
+    assert!(answer.found);
+    check(&proxy);
+
+    // A 10,000-customer list review: ten pipelines of 1,000 customers. The
+    // proxy may see a pipeline this large as two bursts when Redis starts
+    // answering before the write ends, so the bound allows for that; one
+    // round trip per customer would be 10,000.
+    let before = proxy.round_trips();
+    let results = client
+        .check_contact_frequency_batch(pb::CheckContactBatchRequest {
+            customer_ids: (0..10_000).map(|i| format!("x{i}")).collect(),
+            channel: "email".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 10_000);
+    let trips = proxy.round_trips() - before;
+    assert!((10..=20).contains(&trips), "batch took {trips} round trips");
+
     // Rejected input never reaches Redis.
     let before = proxy.round_trips();
     let mut bad = page_view("c1", "bad", at);

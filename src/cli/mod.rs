@@ -120,6 +120,35 @@ pub struct EventsArgs {
     pub all: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The customer's id (or use --batch).
+    #[arg(required_unless_present = "batch", conflicts_with = "batch")]
+    pub customer: Option<String>,
+    /// Review a list: a CSV file (customer id in the first column) or JSON
+    /// Lines ({"customer_id": ...}); prints the over-contacted and unknown ones.
+    #[arg(long)]
+    pub batch: Option<PathBuf>,
+    /// Channel of the proposed contact.
+    #[arg(long)]
+    pub channel: String,
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    #[arg(long = "type", default_value = "")]
+    pub event_type: String,
+    /// The campaign the contact is about.
+    #[arg(long, default_value = "")]
+    pub campaign: String,
+    /// When the contact would happen (RFC 3339); now when unset.
+    #[arg(long)]
+    pub at: Option<DateTime<Utc>>,
+    /// Record the contact if it is allowed (atomic check-and-record).
+    #[arg(long, conflicts_with = "batch")]
+    pub reserve: bool,
+}
+
 fn parse_attribute(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -266,4 +295,88 @@ pub async fn events(args: EventsArgs) -> CliResult {
         }
         token = response.next_page_token;
     }
+}
+
+/// Customer ids of a list file: CSV (first column, an optional
+/// `customer_id` header) or JSON Lines with a `customer_id` field.
+fn read_customer_list(path: &std::path::Path) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut ids = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let id = if line.starts_with('{') {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
+            value["customer_id"]
+                .as_str()
+                .ok_or_else(|| format!("{}:{}: no \"customer_id\" string", path.display(), n + 1))?
+                .to_string()
+        } else {
+            let first = line
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .trim_matches('"');
+            if n == 0 && first == "customer_id" {
+                continue;
+            }
+            first.to_string()
+        };
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+pub async fn check(args: CheckArgs) -> CliResult {
+    let mut client = connect(&args.target).await?;
+    let at = args.at.map(|t| to_timestamp(Micros::from_datetime(t)));
+    if let Some(path) = &args.batch {
+        let ids = read_customer_list(path)?;
+        let (mut flagged, mut reviewed) = (0usize, 0usize);
+        // The server takes up to 10,000 customers a call by default.
+        for chunk in ids.chunks(10_000) {
+            let results = client
+                .check_contact_frequency_batch(pb::CheckContactBatchRequest {
+                    customer_ids: chunk.to_vec(),
+                    channel: args.channel.clone(),
+                    reason: args.reason.clone(),
+                    campaign_id: args.campaign.clone(),
+                    at,
+                    r#type: args.event_type.clone(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .results;
+            reviewed += results.len();
+            for r in results.iter().filter(|r| !r.allowed || !r.found) {
+                flagged += 1;
+                output::flagged(r, args.target.json);
+            }
+        }
+        if !args.target.json {
+            eprintln!("{reviewed} customers reviewed, {flagged} flagged");
+        }
+        return Ok(());
+    }
+    let response = client
+        .check_contact_frequency(pb::CheckContactRequest {
+            customer_id: args.customer.unwrap_or_default(),
+            channel: args.channel,
+            reason: args.reason,
+            campaign_id: args.campaign,
+            at,
+            reserve: args.reserve,
+            r#type: args.event_type,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    output::check(&response, args.target.json);
+    Ok(())
 }

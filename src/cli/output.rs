@@ -180,3 +180,131 @@ pub fn events_page(r: &pb::ListEventsResponse, as_json: bool, following: bool) {
         println!("next page: --page-token {}", r.next_page_token);
     }
 }
+
+fn counts_json(c: &Option<pb::ContactCounts>) -> Value {
+    let c = c.clone().unwrap_or_default();
+    let per_channel: serde_json::Map<String, Value> = c
+        .per_channel
+        .iter()
+        .map(|(ch, n)| {
+            (
+                ch.clone(),
+                json!({"last_24h": n.last_24h, "last_7d": n.last_7d, "last_30d": n.last_30d}),
+            )
+        })
+        .collect();
+    json!({"last_24h": c.last_24h, "last_7d": c.last_7d, "last_30d": c.last_30d, "per_channel": per_channel})
+}
+
+pub fn check_json(r: &pb::CheckContactResponse) -> Value {
+    let violations: Vec<Value> = r
+        .violations
+        .iter()
+        .map(|v| {
+            json!({
+                "rule": v.rule, "count": v.count, "limit": v.limit,
+                "window_s": v.window.map_or(0, |w| w.seconds),
+            })
+        })
+        .collect();
+    json!({
+        "customer_id": r.customer_id,
+        "allowed": r.allowed,
+        "found": r.found,
+        "exempt": r.exempt,
+        "quiet_hours": r.quiet_hours,
+        "violations": violations,
+        "next_allowed_at": r.next_allowed_at.map(|t| instant(&Some(t))),
+        "reservation_id": r.reservation_id,
+        "timezone": r.timezone,
+        "counts": counts_json(&r.counts),
+    })
+}
+
+/// Why a customer is flagged in a list review.
+fn flag_reason(r: &pb::CheckContactResponse) -> String {
+    if !r.found {
+        return "unknown customer".into();
+    }
+    let mut reasons: Vec<String> = r
+        .violations
+        .iter()
+        .map(|v| format!("{} ({}/{})", v.rule, v.count, v.limit))
+        .collect();
+    if r.quiet_hours {
+        reasons.push("quiet hours".into());
+    }
+    reasons.join("; ")
+}
+
+pub fn flagged(r: &pb::CheckContactResponse, as_json: bool) {
+    if as_json {
+        println!("{}", check_json(r));
+    } else {
+        println!("{},{}", r.customer_id, flag_reason(r));
+    }
+}
+
+pub fn check(r: &pb::CheckContactResponse, as_json: bool) {
+    if as_json {
+        println!("{}", check_json(r));
+        return;
+    }
+    let verdict = match (r.allowed, r.exempt) {
+        (true, true) => "allowed (exempt)",
+        (true, false) => "allowed",
+        (false, _) => "blocked",
+    };
+    println!("{verdict}");
+    if !r.found {
+        println!("  unknown customer: nothing is held for {}", r.customer_id);
+    }
+    for v in &r.violations {
+        let window = v.window.map_or(0, |w| w.seconds);
+        println!(
+            "  rule {}: {} of {} in {}",
+            v.rule,
+            v.count,
+            v.limit,
+            humanize_seconds(window)
+        );
+    }
+    if r.quiet_hours {
+        println!("  quiet hours ({})", r.timezone);
+    }
+    if !r.allowed {
+        match &r.next_allowed_at {
+            Some(t) => println!("  next allowed at {}", instant(&Some(*t))),
+            None => println!("  not allowed at any time by the current policy"),
+        }
+    }
+    if !r.reservation_id.is_empty() {
+        println!(
+            "  reserved: append the contact's event with event_id {}",
+            r.reservation_id
+        );
+    }
+    let c = r.counts.clone().unwrap_or_default();
+    println!(
+        "  company contacts: {} in 24h, {} in 7d, {} in 30d",
+        c.last_24h, c.last_7d, c.last_30d
+    );
+    let mut channels: Vec<_> = c.per_channel.iter().collect();
+    channels.sort_by(|a, b| a.0.cmp(b.0));
+    for (channel, n) in channels {
+        println!(
+            "    {channel:<14} {} / {} / {}",
+            n.last_24h, n.last_7d, n.last_30d
+        );
+    }
+}
+
+fn humanize_seconds(s: i64) -> String {
+    if s % 86_400 == 0 {
+        format!("{}d", s / 86_400)
+    } else if s % 3_600 == 0 {
+        format!("{}h", s / 3_600)
+    } else {
+        format!("{s}s")
+    }
+}
