@@ -1,6 +1,11 @@
 //! Compiles `proto/` into Rust with the protoc binary vendored by
 //! `protoc-bin-vendored`, so a fresh machine needs no system protoc.
 //! Also writes the file descriptor set that server reflection serves.
+//!
+//! The schema is compiled twice: `pb` (clients and plain types) and, for
+//! the server, `wire`, where `journey.v1.Event` is `crate::wire::WireEvent`:
+//! an event kept in its encoded form, so stored events go into responses
+//! without being decoded and encoded again.
 
 use std::{env, error::Error, path::PathBuf};
 
@@ -11,12 +16,19 @@ fn main() -> Result<(), Box<dyn Error>> {
     unsafe { env::set_var("PROTOC", protoc) };
 
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let protos = [PathBuf::from("proto/journey/v1/journey.proto")];
+    let includes = [PathBuf::from("proto"), well_known];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("journey_descriptor.bin"))
-        .compile_protos(
-            &[PathBuf::from("proto/journey/v1/journey.proto")],
-            &[PathBuf::from("proto"), well_known],
-        )?;
+        .compile_protos(&protos, &includes)?;
+
+    let wire_dir = out_dir.join("wire");
+    std::fs::create_dir_all(&wire_dir)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .out_dir(&wire_dir)
+        .extern_path(".journey.v1.Event", "crate::wire::WireEvent")
+        .compile_protos(&protos, &includes)?;
     // prost-build prints rerun-if-changed for the files it compiled; the
     // folder is added so a new proto file also triggers a rebuild.
     println!("cargo:rerun-if-changed=proto");

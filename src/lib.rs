@@ -13,3 +13,4 @@ pub mod server;
 pub mod storage;
 pub mod telemetry;
 pub mod transport;
+pub mod wire;

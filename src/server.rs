@@ -15,9 +15,10 @@ use arc_swap::ArcSwap;
 use crate::{
     config::{ServeConfig, StoreUrl},
     domain::{contact_policy::PolicyError, taxonomy::TaxonomyError, ContactPolicy, Taxonomy},
-    pb::{self, journey_service_server::JourneyServiceServer},
+    pb,
     storage::{redis_store::RedisSettings, MemoryStore, RedisStore, StorageError, TimelineStore},
     transport::{service::SharedPolicy, JourneyApi},
+    wire::journey_service_server::JourneyServiceServer,
 };
 
 /// Why the server could not start or stopped with an error.

@@ -10,7 +10,7 @@ use crate::{
         taxonomy::NameKind, Contact, ContactCounts, ContactDecision, ContactRequest, CustomerId,
         DomainError, Micros, WindowCounts,
     },
-    pb,
+    wire as pb,
 };
 
 /// How often a reservation is retried when another writer changed the

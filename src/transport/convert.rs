@@ -4,7 +4,8 @@
 use crate::{
     domain::{CustomerSummary, DomainError, Initiator, Micros, RawEvent, Taxonomy},
     pb,
-    storage::{codec, EncodedEvent, StorageError},
+    storage::EncodedEvent,
+    wire::{self, WireEvent},
 };
 
 /// A producer's event as the domain reads it. Only what cannot be
@@ -58,12 +59,12 @@ pub fn to_timestamp(at: Micros) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds, nanos }
 }
 
-/// A stored event for a response.
-pub fn event(encoded: &EncodedEvent) -> Result<pb::Event, StorageError> {
-    codec::decode(encoded)
+/// A stored event for a response, as stored: no decoding, no copy.
+pub fn event(encoded: &EncodedEvent) -> WireEvent {
+    WireEvent(encoded.0.clone())
 }
 
-pub fn events(encoded: &[EncodedEvent]) -> Result<Vec<pb::Event>, StorageError> {
+pub fn events(encoded: &[EncodedEvent]) -> Vec<WireEvent> {
     encoded.iter().map(event).collect()
 }
 
@@ -72,11 +73,11 @@ pub fn events(encoded: &[EncodedEvent]) -> Result<Vec<pb::Event>, StorageError> 
 pub fn channel_summaries(
     summary: &CustomerSummary,
     taxonomy: &Taxonomy,
-) -> Vec<pb::ChannelSummary> {
+) -> Vec<wire::ChannelSummary> {
     summary
         .channels
         .iter()
-        .map(|(channel, activity)| pb::ChannelSummary {
+        .map(|(channel, activity)| wire::ChannelSummary {
             channel: channel.clone(),
             channel_class: taxonomy
                 .channel_class(channel)

@@ -18,8 +18,8 @@ use crate::{
     domain::{
         ContactPolicy, CustomerId, DomainError, Event, EventLimits, Micros, Taxonomy, TaxonomyMode,
     },
-    pb::{self, journey_service_server::JourneyService},
     storage::{AppendOutcome, TimelineQuery, TimelineStore},
+    wire::{self as pb, journey_service_server::JourneyService, WireEvent},
 };
 
 /// Limits of requests, beside the limits of one event.
@@ -84,8 +84,10 @@ impl JourneyApi {
     }
 
     /// Converts and checks one event; `now` is shared by a whole batch.
-    fn accept(&self, event: Option<pb::Event>, now: Micros) -> Result<Event, DomainError> {
+    fn accept(&self, event: Option<WireEvent>, now: Micros) -> Result<Event, DomainError> {
         let event = event.ok_or_else(|| DomainError::invalid("", "required"))?;
+        let event = <crate::pb::Event as prost::Message>::decode(event.0)
+            .map_err(|e| DomainError::invalid("", format!("not a valid Event: {e}")))?;
         let mut raw = convert::raw_event(event)?;
         if raw.event_id.is_empty() {
             raw.event_id = Ulid::new().to_string();
@@ -175,7 +177,7 @@ impl JourneyService for JourneyApi {
         let mut accepted = Vec::with_capacity(events.len());
         let mut slots = Vec::with_capacity(events.len());
         for (i, event) in events.into_iter().enumerate() {
-            let given_id = event.event_id.clone();
+            let given_id = given_event_id(&event);
             match self.accept(Some(event), now) {
                 Ok(event) => {
                     results.push(pb::AppendResult {
@@ -223,16 +225,16 @@ impl JourneyService for JourneyApi {
             .await?
             .ok_or_else(|| ApiError::UnknownCustomer(customer.to_string()))?;
         let summary = &snapshot.summary;
-        let optional = |e: &Option<_>| e.as_ref().map(convert::event).transpose();
+        let optional = |e: &Option<_>| e.as_ref().map(convert::event);
         Ok(Response::new(pb::GetJourneyContextResponse {
-            events: convert::events(&snapshot.events)?,
+            events: convert::events(&snapshot.events),
             customer_id: customer.to_string(),
             channels: convert::channel_summaries(summary, &self.taxonomy),
             first_seen: summary.first_seen.map(convert::to_timestamp),
             last_seen: summary.last_seen.map(convert::to_timestamp),
             total_events: summary.total_events,
-            last_customer_interaction: optional(&snapshot.last_customer_interaction)?,
-            last_company_contact: optional(&snapshot.last_company_contact)?,
+            last_customer_interaction: optional(&snapshot.last_customer_interaction),
+            last_company_contact: optional(&snapshot.last_company_contact),
             contact_counts: Some(contact::contact_counts(
                 &policy.counts(&snapshot.contacts, now),
             )),
@@ -279,7 +281,7 @@ impl JourneyService for JourneyApi {
             .await?
             .ok_or_else(|| ApiError::UnknownCustomer(customer.to_string()))?;
         Ok(Response::new(pb::ListEventsResponse {
-            events: convert::events(&page.events)?,
+            events: convert::events(&page.events),
             next_page_token: page
                 .next
                 .as_ref()
@@ -307,4 +309,17 @@ impl JourneyService for JourneyApi {
             self.check_contact_batch(request.into_inner()).await?,
         ))
     }
+}
+
+/// The id a producer gave an event, for a rejection: read from its first
+/// field without decoding the rest (which may be what is wrong with it).
+fn given_event_id(event: &WireEvent) -> String {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct IdOnly {
+        #[prost(string, tag = "1")]
+        event_id: String,
+    }
+    <IdOnly as prost::Message>::decode(event.0.clone())
+        .map(|e| e.event_id)
+        .unwrap_or_default()
 }
