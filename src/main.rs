@@ -10,16 +10,31 @@ use journey::{
     server, telemetry,
 };
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(config) => serve(config).await,
-        Command::Append(args) => cli::append(args).await,
-        Command::Context(args) => cli::context(args).await,
-        Command::Events(args) => cli::events(args).await,
-        Command::Check(args) => cli::check(args).await,
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Command::Serve(config) = &cli.command {
+        if config.worker_threads > 0 {
+            runtime.worker_threads(config.worker_threads);
+        }
+    }
+    let runtime = match runtime.build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("journey: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
     };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(config) => serve(config).await,
+            Command::Append(args) => cli::append(args).await,
+            Command::Context(args) => cli::context(args).await,
+            Command::Events(args) => cli::events(args).await,
+            Command::Check(args) => cli::check(args).await,
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
