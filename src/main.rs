@@ -45,11 +45,13 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: journey::config::ServeConfig) -> Result<(), Box<dyn std::error::Error>> {
-    telemetry::init(config.log_format);
+    let telemetry = telemetry::init(config.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    server::run(config, listener, shutdown_signal()).await?;
+    let served = server::run(config, listener, shutdown_signal()).await;
+    telemetry.shutdown();
+    served?;
     Ok(())
 }
 
