@@ -8,7 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::{DomainError, Initiator};
+use super::{
+    identity::{self, Identity, IdentityType},
+    DomainError, Initiator,
+};
 
 /// The taxonomy file the service uses when none is given.
 pub const BUILTIN_TOML: &str = include_str!("../../taxonomy/default.toml");
@@ -108,6 +111,8 @@ struct TaxonomyFile {
     channels: BTreeMap<String, ChannelClass>,
     reasons: BTreeMap<String, Vec<InitiatorName>>,
     event_types: BTreeMap<String, EventTypeSpec>,
+    /// Absent from a file: the built-in identity types.
+    identity_types: Option<BTreeMap<String, IdentityType>>,
 }
 
 /// A loaded, checked taxonomy.
@@ -137,7 +142,10 @@ impl Taxonomy {
 
     /// Parses and checks a taxonomy file's text.
     pub fn from_toml(text: &str, mode: TaxonomyMode) -> Result<Self, TaxonomyError> {
-        let file: TaxonomyFile = toml::from_str(text)?;
+        let mut file: TaxonomyFile = toml::from_str(text)?;
+        if file.identity_types.is_none() {
+            file.identity_types = Some(builtin_identity_types());
+        }
         check_file(&file)?;
         Ok(Self { file, mode })
     }
@@ -154,6 +162,39 @@ impl Taxonomy {
 
     pub fn channels(&self) -> impl Iterator<Item = (&str, ChannelClass)> {
         self.file.channels.iter().map(|(n, c)| (n.as_str(), *c))
+    }
+
+    /// The identity types, by name.
+    pub fn identity_types(&self) -> &BTreeMap<String, IdentityType> {
+        // `from_toml` fills in the built-in types when a file has none.
+        static NONE: BTreeMap<String, IdentityType> = BTreeMap::new();
+        self.file.identity_types.as_ref().unwrap_or(&NONE)
+    }
+
+    /// Normalises and checks an identity; `field` is the path of the
+    /// identity in the request (`identities[2]`).
+    pub fn identity(
+        &self,
+        field: &str,
+        kind: &str,
+        value: &str,
+        region: phonenumber::country::Id,
+    ) -> Result<Identity, DomainError> {
+        let spec = self.identity_types().get(kind).ok_or_else(|| {
+            let names: Vec<&str> = self.identity_types().keys().map(String::as_str).collect();
+            DomainError::invalid(
+                format!("{field}.type"),
+                format!(
+                    "unknown identity type {kind:?}; allowed: {}",
+                    names.join(", ")
+                ),
+            )
+        })?;
+        let value = identity::normalize(&format!("{field}.value"), *spec, value, region)?;
+        Ok(Identity {
+            kind: kind.to_string(),
+            value,
+        })
     }
 
     pub fn has_channel(&self, channel: &str) -> bool {
@@ -332,6 +373,16 @@ fn check_value(spec: &AttributeSpec, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The identity types of the built-in taxonomy, for files that name none.
+fn builtin_identity_types() -> BTreeMap<String, IdentityType> {
+    // The built-in file is covered by tests; were it broken, files without
+    // identity types would get none rather than a panic.
+    toml::from_str::<TaxonomyFile>(BUILTIN_TOML)
+        .ok()
+        .and_then(|file| file.identity_types)
+        .unwrap_or_default()
+}
+
 fn check_file(file: &TaxonomyFile) -> Result<(), TaxonomyError> {
     let rule = |msg: String| Err(TaxonomyError::Rule(msg));
     if file.channels.is_empty() {
@@ -485,6 +536,31 @@ mod tests {
             .check("web", "check_accounts", "page_view", None, &attrs(&[]))
             .expect_err("page is required");
         assert_eq!(err.field(), "attributes.page");
+    }
+
+    #[test]
+    fn identities_are_normalised_by_type() {
+        let t = Taxonomy::builtin();
+        let fr = identity::parse_region("FR").expect("FR");
+        let phone = t
+            .identity("identity", "phone", "06 12 34 56 78", fr)
+            .expect("valid");
+        assert_eq!(phone.value, "+33612345678");
+        let err = t
+            .identity("identities[1]", "fax", "1", fr)
+            .expect_err("unknown type");
+        assert_eq!(err.field(), "identities[1].type");
+        let err = t.identity("identity", "email", "", fr).expect_err("empty");
+        assert_eq!(err.field(), "identity.value");
+        assert!(t.identity_types()["customer_id"].unique);
+        assert!(!t.identity_types()["email"].unique);
+    }
+
+    #[test]
+    fn a_file_without_identity_types_gets_the_builtin_ones() {
+        let text = "[channels]\nweb='online'\n[reasons]\nx=['customer']\n[event_types.t]\n";
+        let t = Taxonomy::from_toml(text, TaxonomyMode::Strict).expect("valid");
+        assert!(t.identity_types().contains_key("phone"));
     }
 
     #[test]
