@@ -33,6 +33,8 @@ pub enum Command {
     Context(crate::cli::ContextArgs),
     /// List a customer's events, newest first, filtered and paginated.
     Events(crate::cli::EventsArgs),
+    /// Load generator: seed a population, run a scenario, or serve the echo baseline.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Where timelines are kept.

@@ -18,6 +18,7 @@ async fn main() -> ExitCode {
         Command::Append(args) => cli::append(args).await,
         Command::Context(args) => cli::context(args).await,
         Command::Events(args) => cli::events(args).await,
+        Command::Bench(args) => journey::bench::main(args).await.map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
