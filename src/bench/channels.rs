@@ -5,7 +5,6 @@
 use tonic::transport::{Channel, Endpoint};
 
 use super::error::BenchError;
-use crate::pb::journey_service_client::JourneyServiceClient;
 
 /// Most channels opened, whatever the concurrency.
 pub const MAX_CHANNELS: usize = 4;
@@ -19,11 +18,12 @@ pub fn target_url(target: &str) -> String {
     }
 }
 
+/// Largest response accepted: far above any context, so a big one is
+/// measured rather than refused by the client's 4 MiB default.
+pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
 /// Opens `count` channels to `target`, each its own TCP connection.
-pub async fn connect(
-    target: &str,
-    count: usize,
-) -> Result<Vec<JourneyServiceClient<Channel>>, BenchError> {
+pub async fn connect(target: &str, count: usize) -> Result<Vec<Channel>, BenchError> {
     let url = target_url(target);
     let endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| BenchError::Target {
@@ -32,7 +32,7 @@ pub async fn connect(
         })?
         .tcp_nodelay(true)
         .connect_timeout(std::time::Duration::from_secs(5));
-    let mut clients = Vec::with_capacity(count);
+    let mut channels = Vec::with_capacity(count);
     for _ in 0..count.max(1) {
         let channel = endpoint
             .connect()
@@ -41,10 +41,9 @@ pub async fn connect(
                 target: url.clone(),
                 source,
             })?;
-        // Large contexts must not hit the default 4 MiB limit by surprise.
-        clients.push(JourneyServiceClient::new(channel).max_decoding_message_size(64 << 20));
+        channels.push(channel);
     }
-    Ok(clients)
+    Ok(channels)
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ pub async fn run(args: &RunArgs) -> Result<Report, BenchError> {
     // Fail before sending anything if a pid cannot be read.
     sample(&processes)?;
 
-    let clients =
+    let pool =
         channels::connect(&args.target, args.concurrency.min(channels::MAX_CHANNELS)).await?;
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(args.warmup);
@@ -56,7 +56,7 @@ pub async fn run(args: &RunArgs) -> Result<Report, BenchError> {
     let mut tasks = Vec::with_capacity(args.concurrency);
     for task in 0..args.concurrency {
         let caller = Caller::new(
-            clients[task % clients.len()].clone(),
+            pool[task % pool.len()].clone(),
             fastrand::Rng::with_seed(population::mix(&[args.seed, nonce, task as u64])),
             args.customers,
             nonce,
@@ -100,7 +100,7 @@ pub async fn run(args: &RunArgs) -> Result<Report, BenchError> {
         scenario: args.scenario.name(),
         target: channels::target_url(&args.target),
         concurrency: args.concurrency,
-        channels: clients.len(),
+        channels: pool.len(),
         rate: args.rate,
         duration_s: args.duration,
         warmup_s: args.warmup,

@@ -8,6 +8,7 @@ mod channels;
 mod cpu;
 pub mod echo_server;
 mod error;
+mod lean;
 mod load;
 mod ops;
 mod population;

@@ -2,9 +2,9 @@
 //! checked. A non-OK status, and an OK answer that does not say what was
 //! asked (a rejected or duplicate event), is a `Failure` counted by code.
 
-use tonic::{transport::Channel, Code};
+use tonic::{client::Grpc, transport::Channel, Code};
 
-use super::{population, scenario::Op};
+use super::{channels::MAX_RESPONSE_BYTES, lean, population, scenario::Op};
 use crate::{domain::Micros, pb, pb::journey_service_client::JourneyServiceClient};
 
 /// Events per AppendEvents request of the `append-batch` scenario.
@@ -30,7 +30,10 @@ impl From<tonic::Status> for Failure {
 
 /// Sends the calls of one load task over its client.
 pub struct Caller {
+    /// Writes, through the generated client.
     client: JourneyServiceClient<Channel>,
+    /// Reads, decoded lean (see `lean.rs`).
+    reads: Grpc<Channel>,
     rng: fastrand::Rng,
     customers: u64,
     /// Unique per run and task, so appended ids never collide with seeded
@@ -41,14 +44,15 @@ pub struct Caller {
 
 impl Caller {
     pub fn new(
-        client: JourneyServiceClient<Channel>,
+        channel: Channel,
         rng: fastrand::Rng,
         customers: u64,
         run_nonce: u64,
         task: usize,
     ) -> Self {
         Self {
-            client,
+            client: JourneyServiceClient::new(channel.clone()),
+            reads: Grpc::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES),
             rng,
             customers: customers.max(1),
             id_prefix: format!("run{run_nonce:x}-t{task}-"),
@@ -134,8 +138,7 @@ impl Caller {
             customer_id: self.random_customer(),
             max_events: READ_EVENTS,
         };
-        let response = self.client.get_journey_context(request).await?.into_inner();
-        Ok(response.events.len() as u64)
+        Ok(lean::read_events(&mut self.reads, lean::GET_JOURNEY_CONTEXT, request).await?)
     }
 
     async fn list(&mut self) -> Result<u64, Failure> {
@@ -144,8 +147,7 @@ impl Caller {
             page_size: READ_EVENTS,
             ..pb::ListEventsRequest::default()
         };
-        let response = self.client.list_events(request).await?.into_inner();
-        Ok(response.events.len() as u64)
+        Ok(lean::read_events(&mut self.reads, lean::LIST_EVENTS, request).await?)
     }
 }
 

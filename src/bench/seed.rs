@@ -8,7 +8,7 @@ use futures::{stream, StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use super::{channels, error::BenchError, population, SeedArgs};
-use crate::{domain::Micros, pb};
+use crate::{domain::Micros, pb, pb::journey_service_client::JourneyServiceClient};
 
 /// What a seeding did.
 #[derive(Debug, Clone, Serialize)]
@@ -42,7 +42,7 @@ pub async fn seed(args: &SeedArgs) -> Result<SeedSummary, BenchError> {
             "--concurrency and --batch-size must be at least 1".into(),
         ));
     }
-    let clients =
+    let pool =
         channels::connect(&args.target, args.concurrency.min(channels::MAX_CHANNELS)).await?;
     let total = args.customers * args.events_per_customer;
     let batch = args.batch_size as u64;
@@ -50,7 +50,7 @@ pub async fn seed(args: &SeedArgs) -> Result<SeedSummary, BenchError> {
     let started = Instant::now();
     let counts: Vec<(u64, u64)> = stream::iter(0..total.div_ceil(batch))
         .map(|b| {
-            let mut client = clients[(b as usize) % clients.len()].clone();
+            let mut client = JourneyServiceClient::new(pool[(b as usize) % pool.len()].clone());
             let events: Vec<pb::Event> = (b * batch..((b + 1) * batch).min(total))
                 .map(|k| {
                     let (customer, j) =
