@@ -195,7 +195,8 @@ row "service CPU per context vs echo CPU per RPC" "$CTX_CPU" "$ECHO_CPU" "<=" 1.
 row "AppendEvent c$CONC vs raw EVALSHA c$CONC (rps)" "$APPEND16" "$EVALSHA" ">=" 0.6 rps
 abs_row "AppendEvents of 100, c$BATCH_CONC" "$BATCH_EPS" ">=" 100000 "events/s"
 echo
-echo "other medians: AppendEvents $BATCH_RPS batches/s; per context RPC: redis-server ${CTX_REDIS_CPU} µs CPU, load generator ${CTX_BENCH_CPU} µs; per AppendEvent: service ${APPEND_CPU} µs CPU"
+printf 'other medians: AppendEvents %.0f batches/s; CPU µs per context RPC: redis-server %.1f, load generator %.1f; service CPU µs per AppendEvent %.1f\n' \
+  "$BATCH_RPS" "$CTX_REDIS_CPU" "$CTX_BENCH_CPU" "$APPEND_CPU"
 echo "raw ZREVRANGE: one key (journey:{bench-c0}:tl, 50 events); raw EVALSHA: one new customer per repetition, random event ids"
 if [[ $ERRORS != 0 ]]; then
   echo "WARNING: $ERRORS failed calls in the journey runs (see errors_by_code in $OUT/*.json)" >&2

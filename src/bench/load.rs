@@ -1,9 +1,11 @@
 //! `journey bench run`: N tasks send calls for a fixed time and tally them.
 //!
 //! Closed loop (default): each task sends its next call when the previous
-//! one answered. Open loop (`--rate`): calls have fixed intended send times
-//! and latency counts from the intended time, so a stalled server shows as
-//! latency instead of silently lowering the load (no coordinated omission).
+//! one answered. Open loop (`--rate`): calls have fixed intended send times,
+//! and a call sent late because the task was still waiting for an earlier
+//! answer counts its latency from its intended time, so a stalled server
+//! shows as latency instead of silently lowering the load (no coordinated
+//! omission).
 
 use std::{
     collections::BTreeMap,
@@ -180,8 +182,17 @@ async fn load_task(
                     tally_unsent(&mut tally, &plan, rate, task, k);
                     break;
                 }
-                tokio::time::sleep_until(intended.into()).await;
-                intended
+                if Instant::now() >= intended {
+                    // Late because an earlier call had not answered: the
+                    // wait is the server's doing and counts as latency.
+                    intended
+                } else {
+                    // Early: sleep, and count from the actual send, so the
+                    // timer's millisecond granularity is not charged to
+                    // the server.
+                    tokio::time::sleep_until(intended.into()).await;
+                    Instant::now()
+                }
             }
         };
         k += 1;
