@@ -35,6 +35,8 @@ pub enum Command {
     Events(crate::cli::EventsArgs),
     /// May the company contact a customer (or each customer of a list) now?
     Check(crate::cli::CheckArgs),
+    /// Load generator: seed a population, run a scenario, or serve the echo baseline.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Where timelines are kept.

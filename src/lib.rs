@@ -5,6 +5,7 @@
 //! taxonomy, summaries: no I/O) and `storage` (the store trait with its
 //! memory and Redis backends). `pb` is the generated wire schema.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Measures journey against its baselines on this machine, on 127.0.0.1 only:
+# a fresh redis-server (persistence off), `journey serve` on it and the echo
+# server; seeds a population, then for BENCH_REPS repetitions interleaves
+# the service's scenarios with their baselines (echo server, raw
+# ZREVRANGE and EVALSHA of the append script through redis-benchmark) and
+# prints the medians and the ratios the performance targets use.
+#
+# Every load step is bounded in time; every process started here is stopped
+# by the EXIT trap. See BENCHMARKS.md for what each figure means.
+#
+# Settings (environment):
+#   JOURNEY_BIN                 the binary (default: ${CARGO_TARGET_DIR:-target}/release/journey)
+#   BENCH_CUSTOMERS             seeded customers (10000)
+#   BENCH_EVENTS_PER_CUSTOMER   seeded events each (50)
+#   BENCH_REPS                  interleaved repetitions (3)
+#   BENCH_DURATION              measured seconds of each journey run (3)
+#   BENCH_WARMUP                warm-up seconds before each journey run (1)
+#   BENCH_CONCURRENCY           concurrency of the c16 steps (16)
+#   BENCH_BATCH_CONCURRENCY     AppendEvents batches in flight (4)
+#   BENCH_REDIS_REQUESTS        requests of each redis-benchmark step (100000)
+#   BENCH_REDIS_TIMEOUT         seconds before a redis-benchmark step is cut (20)
+#   BENCH_OUT                   where the raw results go (a new temp dir)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${JOURNEY_BIN:-${CARGO_TARGET_DIR:-target}/release/journey}
+CUSTOMERS=${BENCH_CUSTOMERS:-10000}
+EVENTS=${BENCH_EVENTS_PER_CUSTOMER:-50}
+REPS=${BENCH_REPS:-3}
+DURATION=${BENCH_DURATION:-3}
+WARMUP=${BENCH_WARMUP:-1}
+CONC=${BENCH_CONCURRENCY:-16}
+BATCH_CONC=${BENCH_BATCH_CONCURRENCY:-4}
+REDIS_N=${BENCH_REDIS_REQUESTS:-100000}
+REDIS_TIMEOUT=${BENCH_REDIS_TIMEOUT:-20}
+OUT=${BENCH_OUT:-$(mktemp -d -t journey-bench.XXXXXX)}
+mkdir -p "$OUT"
+
+for tool in redis-server redis-cli redis-benchmark jq timeout; do
+  command -v "$tool" >/dev/null || { echo "compare.sh: $tool is required" >&2; exit 1; }
+done
+[[ -x $BIN ]] || {
+  echo "compare.sh: no binary at $BIN: run 'cargo build --release' (set JOURNEY_BIN or CARGO_TARGET_DIR if it is elsewhere)" >&2
+  exit 1
+}
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A free loopback port. Another process could take it before we bind it;
+# the start-up checks below then fail loudly rather than measure the wrong thing.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
+    || echo $((20000 + RANDOM % 20000))
+}
+
+# Polls a command for up to 10 s.
+wait_for() {
+  local what=$1; shift
+  for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "compare.sh: $what did not come up; logs in $OUT" >&2
+  exit 1
+}
+
+REDIS_PORT=$(free_port)
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+  --dir "$OUT" --logfile "$OUT/redis.log" &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+wait_for redis-server redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
+
+JOURNEY_PORT=$(free_port)
+RUST_LOG=info "$BIN" serve --listen "127.0.0.1:$JOURNEY_PORT" \
+  --store "redis://127.0.0.1:$REDIS_PORT/0" 2>"$OUT/serve.log" >/dev/null &
+SERVE_PID=$!
+PIDS+=("$SERVE_PID")
+wait_for "journey serve" grep -q "journey server started" "$OUT/serve.log"
+
+"$BIN" bench echo-server --listen 127.0.0.1:0 >"$OUT/echo.log" 2>&1 &
+ECHO_PID=$!
+PIDS+=("$ECHO_PID")
+wait_for "echo server" grep -q "listening on" "$OUT/echo.log"
+ECHO_ADDR=$(sed -n 's/.*listening on //p' "$OUT/echo.log" | head -1)
+TARGET=127.0.0.1:$JOURNEY_PORT
+
+echo "# journey bench compare: $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), nproc $(nproc)"
+echo "# redis 127.0.0.1:$REDIS_PORT (pid $REDIS_PID), journey $TARGET (pid $SERVE_PID), echo $ECHO_ADDR (pid $ECHO_PID)"
+echo "# raw results in $OUT; load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on these cores skews every figure)"
+"$BIN" bench seed --target "$TARGET" --customers "$CUSTOMERS" \
+  --events-per-customer "$EVENTS" | tee "$OUT/seed.txt"
+
+# The service's append script, loaded under the SHA the service uses too.
+SHA=$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" SCRIPT LOAD "$(cat src/storage/append.lua)")
+NOW_US=$(( $(date +%s) * 1000000 ))
+CUTOFF_US=$(( NOW_US - 90 * 86400 * 1000000 ))
+TTL_MS=$(( 90 * 86400 * 1000 ))
+# An event body of ~300 bytes, unique per call through __rand_int__ like
+# the event id (a repeated member would only move, not insert). The script
+# reads a body's id only when retention trims it, which never happens here.
+BODY="__rand_int__$(printf 'x%.0s' $(seq 288))"
+
+journey_run() { # name scenario concurrency target pids
+  local name=$1 scenario=$2 conc=$3 target=$4 pids=$5
+  timeout $(( ${DURATION%.*} + ${WARMUP%.*} + 30 )) "$BIN" bench run --target "$target" \
+    --scenario "$scenario" -c "$conc" --duration "$DURATION" --warmup "$WARMUP" \
+    --customers "$CUSTOMERS" --pids "$pids" --json >"$OUT/$name.json"
+  jq -r --arg n "$name" '"  \($n): \(.rps|floor) rps, \(.events_per_s|floor) events/s, p50 \(.p50_us) µs, p99 \(.p99_us) µs, errors \(.errors)"' "$OUT/$name.json"
+  if [[ $(jq .errors "$OUT/$name.json") != 0 ]]; then
+    echo "  WARNING: $name had errors: $(jq -c .errors_by_code "$OUT/$name.json")" >&2
+  fi
+}
+
+redis_run() { # name redis-benchmark-args...
+  local name=$1; shift
+  timeout "$REDIS_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CONC" \
+    -n "$REDIS_N" --csv "$@" >"$OUT/$name.csv"
+  # CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",...
+  tail -1 "$OUT/$name.csv" | tr -d '"' | cut -d, -f2,5 \
+    | awk -F, -v n="$name" '{ printf "  %s: %d rps, p50 %d µs\n", n, $1, $2 * 1000 }'
+}
+
+for rep in $(seq "$REPS"); do
+  echo "## repetition $rep of $REPS"
+  journey_run "context_c${CONC}_$rep" context "$CONC" "$TARGET" "$SERVE_PID,$REDIS_PID"
+  journey_run "echo_c${CONC}_$rep" echo "$CONC" "$ECHO_ADDR" "$ECHO_PID"
+  # One key: redis-benchmark's __rand_int__ makes 12-digit zero-padded
+  # numbers, which cannot spell the seeded names bench-c0 .. bench-cN.
+  redis_run "zrevrange_$rep" ZREVRANGE 'journey:{bench-c0}:tl' 0 49
+  journey_run "append_c${CONC}_$rep" append "$CONC" "$TARGET" "$SERVE_PID,$REDIS_PID"
+  # __rand_int__ is drawn anew for each occurrence, so the three keys of a
+  # customer cannot share one random name: one customer per repetition,
+  # with a new event id and body each call. max_events is set above the
+  # calls made so retention never trims (the service's appends to seeded
+  # customers of ~50 events never trim either).
+  redis_run "evalsha_$rep" -r 100000000 EVALSHA "$SHA" 3 \
+    "journey:{bench-raw-$rep}:tl" "journey:{bench-raw-$rep}:ids" "journey:{bench-raw-$rep}:sum" \
+    "$CUTOFF_US" $(( REDIS_N * 2 )) "$TTL_MS" "$NOW_US" "raw-__rand_int__" web 1 "$BODY"
+  journey_run "context_c1_$rep" context 1 "$TARGET" "$SERVE_PID,$REDIS_PID"
+  journey_run "echo_c1_$rep" echo 1 "$ECHO_ADDR" "$ECHO_PID"
+  journey_run "append_batch_c${BATCH_CONC}_$rep" append-batch "$BATCH_CONC" "$TARGET" "$SERVE_PID,$REDIS_PID"
+done
+
+# Medians over the repetitions, and the ratios the targets are stated in.
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+json_median() { # file-glob jq-filter
+  for f in $OUT/$1; do jq -r "$2" "$f"; done | median
+}
+csv_median() { # file-glob
+  for f in $OUT/$1; do tail -1 "$f" | tr -d '"' | cut -d, -f2; done | median
+}
+CTX16=$(json_median "context_c${CONC}_*.json" .rps)
+ECHO16=$(json_median "echo_c${CONC}_*.json" .rps)
+ZREV=$(csv_median "zrevrange_*.csv")
+CTX1_P50=$(json_median "context_c1_*.json" .p50_us)
+ECHO1_P50=$(json_median "echo_c1_*.json" .p50_us)
+CTX_CPU=$(json_median "context_c${CONC}_*.json" ".cpu_us_per_rpc[\"$SERVE_PID\"]")
+CTX_REDIS_CPU=$(json_median "context_c${CONC}_*.json" ".cpu_us_per_rpc[\"$REDIS_PID\"]")
+CTX_BENCH_CPU=$(json_median "context_c${CONC}_*.json" ".cpu_us_per_rpc.bench")
+ECHO_CPU=$(json_median "echo_c${CONC}_*.json" ".cpu_us_per_rpc[\"$ECHO_PID\"]")
+APPEND16=$(json_median "append_c${CONC}_*.json" .rps)
+APPEND_CPU=$(json_median "append_c${CONC}_*.json" ".cpu_us_per_rpc[\"$SERVE_PID\"]")
+EVALSHA=$(csv_median "evalsha_*.csv")
+BATCH_EPS=$(json_median "append_batch_c${BATCH_CONC}_*.json" .events_per_s)
+BATCH_RPS=$(json_median "append_batch_c${BATCH_CONC}_*.json" .rps)
+ERRORS=$(for f in "$OUT"/*.json; do jq .errors "$f"; done | awk '{ s += $1 } END { print s + 0 }')
+
+row() { # name measured baseline op goal unit: the goal is on measured / baseline
+  awk -v n="$1" -v m="$2" -v b="$3" -v op="$4" -v g="$5" -v u="$6" 'BEGIN {
+    r = (b > 0) ? m / b : 0
+    met = (op == ">=") ? (r >= g) : (r <= g)
+    printf "| %s | %.1f %s | %.1f %s | %.2f | %s %s | %s |\n", n, m, u, b, u, r, op, g, met ? "met" : "missed"
+  }'
+}
+abs_row() { # name measured op goal unit: the goal is on the measured figure itself
+  awk -v n="$1" -v m="$2" -v op="$3" -v g="$4" -v u="$5" 'BEGIN {
+    met = (op == ">=") ? (m >= g) : (m <= g)
+    printf "| %s | %.0f %s | - | - | %s %s | %s |\n", n, m, u, op, g, met ? "met" : "missed"
+  }'
+}
+echo
+echo "## medians of $REPS repetitions ($DURATION s each after $WARMUP s warm-up; redis-benchmark $REDIS_N requests)"
+echo
+echo "| target | journey | baseline | ratio | goal | status |"
+echo "|---|---|---|---|---|---|"
+row "context c$CONC vs echo c$CONC (rps)" "$CTX16" "$ECHO16" ">=" 0.7 rps
+row "context c$CONC vs raw ZREVRANGE 0 49 c$CONC (rps)" "$CTX16" "$ZREV" ">=" 0.4 rps
+row "context c1 p50 vs echo c1 p50" "$CTX1_P50" "$ECHO1_P50" "<=" 1.3 µs
+row "service CPU per context vs echo CPU per RPC" "$CTX_CPU" "$ECHO_CPU" "<=" 1.25 µs
+row "AppendEvent c$CONC vs raw EVALSHA c$CONC (rps)" "$APPEND16" "$EVALSHA" ">=" 0.6 rps
+abs_row "AppendEvents of 100, c$BATCH_CONC" "$BATCH_EPS" ">=" 100000 "events/s"
+echo
+printf 'other medians: AppendEvents %.0f batches/s; CPU µs per context RPC: redis-server %.1f, load generator %.1f; service CPU µs per AppendEvent %.1f\n' \
+  "$BATCH_RPS" "$CTX_REDIS_CPU" "$CTX_BENCH_CPU" "$APPEND_CPU"
+echo "raw ZREVRANGE: one key (journey:{bench-c0}:tl, 50 events); raw EVALSHA: one new customer per repetition, random event ids"
+if [[ $ERRORS != 0 ]]; then
+  echo "WARNING: $ERRORS failed calls in the journey runs (see errors_by_code in $OUT/*.json)" >&2
+fi

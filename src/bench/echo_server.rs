@@ -1,0 +1,188 @@
+//! `journey bench echo-server`: the gRPC-only ceiling. It implements the
+//! same `JourneyService` with the same server settings as `journey serve`,
+//! but answers GetJourneyContext from memory with a context built once (50
+//! events of ~300 bytes and their summary), so a run against it measures
+//! tonic, HTTP/2 and prost alone. The other RPCs answer UNIMPLEMENTED.
+
+use std::{collections::BTreeMap, future::Future, time::Duration};
+
+use tokio::net::TcpListener;
+use tonic::{
+    transport::{server::TcpIncoming, Server},
+    Request, Response, Status,
+};
+
+use super::{error::BenchError, population};
+use crate::{
+    config::ServeConfig,
+    domain::{Micros, Taxonomy},
+    pb::{
+        self, journey_service_server::JourneyService, journey_service_server::JourneyServiceServer,
+    },
+};
+
+/// Events in the canned context: the real service's default `max_events`.
+const CONTEXT_EVENTS: u64 = 50;
+
+pub struct EchoService {
+    context: pb::GetJourneyContextResponse,
+}
+
+impl EchoService {
+    pub fn new() -> Self {
+        Self {
+            context: canned_context(Micros::now().0),
+        }
+    }
+}
+
+impl Default for EchoService {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[tonic::async_trait]
+impl JourneyService for EchoService {
+    async fn append_event(
+        &self,
+        _: Request<pb::AppendEventRequest>,
+    ) -> Result<Response<pb::AppendEventResponse>, Status> {
+        Err(Status::unimplemented(
+            "the echo server only answers GetJourneyContext",
+        ))
+    }
+
+    async fn append_events(
+        &self,
+        _: Request<pb::AppendEventsRequest>,
+    ) -> Result<Response<pb::AppendEventsResponse>, Status> {
+        Err(Status::unimplemented(
+            "the echo server only answers GetJourneyContext",
+        ))
+    }
+
+    async fn get_journey_context(
+        &self,
+        _: Request<pb::GetJourneyContextRequest>,
+    ) -> Result<Response<pb::GetJourneyContextResponse>, Status> {
+        // A clone, because tonic takes the message by value; the real
+        // service builds a fresh one per call too.
+        Ok(Response::new(self.context.clone()))
+    }
+
+    async fn list_events(
+        &self,
+        _: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        Err(Status::unimplemented(
+            "the echo server only answers GetJourneyContext",
+        ))
+    }
+
+    async fn check_contact_frequency(
+        &self,
+        _: Request<pb::CheckContactRequest>,
+    ) -> Result<Response<pb::CheckContactResponse>, Status> {
+        Err(Status::unimplemented(
+            "the echo server only answers GetJourneyContext",
+        ))
+    }
+
+    async fn check_contact_frequency_batch(
+        &self,
+        _: Request<pb::CheckContactBatchRequest>,
+    ) -> Result<Response<pb::CheckContactBatchResponse>, Status> {
+        Err(Status::unimplemented(
+            "the echo server only answers GetJourneyContext",
+        ))
+    }
+}
+
+/// A context shaped like the real service's for a seeded customer: events
+/// newest first, per-channel counts, first and last seen, last interactions.
+fn canned_context(now: i64) -> pb::GetJourneyContextResponse {
+    let mut events: Vec<pb::Event> = (0..CONTEXT_EVENTS)
+        .map(|j| population::seeded_event(0, 0, j, now))
+        .collect();
+    let micros = |e: &pb::Event| {
+        e.occurred_at
+            .as_ref()
+            .map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos / 1_000))
+    };
+    events.sort_by_key(|e| std::cmp::Reverse(micros(e)));
+    let taxonomy = Taxonomy::builtin();
+    let mut channels: BTreeMap<String, pb::ChannelSummary> = BTreeMap::new();
+    for event in &events {
+        let summary = channels
+            .entry(event.channel.clone())
+            .or_insert_with(|| pb::ChannelSummary {
+                channel: event.channel.clone(),
+                channel_class: taxonomy
+                    .channel_class(&event.channel)
+                    .map_or("unknown", |c| c.as_str())
+                    .to_string(),
+                last_interaction_at: event.occurred_at,
+                ..pb::ChannelSummary::default()
+            });
+        if event.initiator == pb::Initiator::Customer as i32 {
+            summary.customer_initiated += 1;
+        } else {
+            summary.company_initiated += 1;
+        }
+    }
+    let latest_by = |who: pb::Initiator| events.iter().find(|e| e.initiator == who as i32).cloned();
+    pb::GetJourneyContextResponse {
+        customer_id: population::customer_id(0),
+        channels: channels.into_values().collect(),
+        first_seen: events.last().and_then(|e| e.occurred_at),
+        last_seen: events.first().and_then(|e| e.occurred_at),
+        total_events: events.len() as u64,
+        last_customer_interaction: latest_by(pb::Initiator::Customer),
+        last_company_contact: latest_by(pb::Initiator::Company),
+        contact_counts: Some(pb::ContactCounts::default()),
+        events,
+    }
+}
+
+/// Serves the echo service on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BenchError> {
+    // The real server's limits, from the same defaults `journey serve` uses.
+    let config = ServeConfig::default();
+    let service = JourneyServiceServer::new(EchoService::new())
+        .max_decoding_message_size(config.max_message_bytes);
+    Server::builder()
+        .timeout(Duration::from_millis(config.request_timeout_ms))
+        .concurrency_limit_per_connection(config.max_in_flight)
+        .load_shed(true)
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn canned_context_looks_like_a_real_one() {
+        let context = canned_context(Micros::now().0);
+        assert_eq!(context.events.len(), CONTEXT_EVENTS as usize);
+        assert!(!context.channels.is_empty());
+        assert!(context.last_customer_interaction.is_some());
+        let seconds = |t: Option<prost_types::Timestamp>| t.map_or(0, |t| t.seconds);
+        assert!(seconds(context.first_seen) <= seconds(context.last_seen));
+        // ~300 bytes an event, plus the summary.
+        let size = context.encoded_len();
+        assert!((12_000..20_000).contains(&size), "encoded size {size}");
+    }
+}

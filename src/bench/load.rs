@@ -1,0 +1,257 @@
+//! `journey bench run`: N tasks send calls for a fixed time and tally them.
+//!
+//! Closed loop (default): each task sends its next call when the previous
+//! one answered. Open loop (`--rate`): calls have fixed intended send times,
+//! and a call sent late because the task was still waiting for an earlier
+//! answer counts its latency from its intended time, so a stalled server
+//! shows as latency instead of silently lowering the load (no coordinated
+//! omission).
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use super::{
+    channels,
+    cpu::{self, Process},
+    error::BenchError,
+    ops::{Caller, Failure},
+    population,
+    report::{Report, Tally},
+    scenario::{self, Op},
+    RunArgs,
+};
+
+/// When a run starts, measures and stops; shared by every task.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+    /// Open loop: intended calls per second over the whole run.
+    rate: Option<f64>,
+    concurrency: usize,
+}
+
+/// Runs the load described by `args` and returns what it measured.
+pub async fn run(args: &RunArgs) -> Result<Report, BenchError> {
+    check(args)?;
+    let mut processes = vec![Process::Myself];
+    processes.extend(args.pids.iter().map(|&pid| Process::Pid(pid)));
+    // Fail before sending anything if a pid cannot be read.
+    sample(&processes)?;
+
+    let pool =
+        channels::connect(&args.target, args.concurrency.min(channels::MAX_CHANNELS)).await?;
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(args.warmup);
+    let plan = Plan {
+        start,
+        measure_from,
+        end: measure_from + Duration::from_secs_f64(args.duration),
+        rate: args.rate,
+        concurrency: args.concurrency,
+    };
+    let nonce = run_nonce();
+    let weights = args.scenario.weights();
+    let mut tasks = Vec::with_capacity(args.concurrency);
+    for task in 0..args.concurrency {
+        let caller = Caller::new(
+            pool[task % pool.len()].clone(),
+            fastrand::Rng::with_seed(population::mix(&[args.seed, nonce, task as u64])),
+            args.customers,
+            nonce,
+            task,
+        );
+        tasks.push(tokio::spawn(load_task(task, plan, caller, weights)));
+    }
+
+    tokio::time::sleep_until(measure_from.into()).await;
+    let before = sample(&processes)?;
+    let mut tally = Tally::new();
+    for task in tasks {
+        tally.merge(task.await?);
+    }
+    let after = sample(&processes)?;
+
+    let ok = tally.requests - tally.error_count();
+    let per_rpc =
+        |ticks: u64| (ok > 0).then(|| ticks as f64 / cpu::ticks_per_second() * 1e6 / ok as f64);
+    let mut cpu_us_per_rpc = BTreeMap::new();
+    let mut cpu_processes = BTreeMap::new();
+    for ((process, b), a) in processes.iter().zip(&before).zip(&after) {
+        let key = match process {
+            Process::Myself => "bench".to_string(),
+            Process::Pid(pid) => pid.to_string(),
+        };
+        if let (Process::Pid(_), Some(name)) = (process, process.name()) {
+            cpu_processes.insert(key.clone(), name);
+        }
+        cpu_us_per_rpc.insert(key, per_rpc(a.saturating_sub(*b)));
+    }
+    let latency = &tally.latency;
+    let quantile = |q| {
+        if latency.is_empty() {
+            0
+        } else {
+            latency.value_at_quantile(q)
+        }
+    };
+    Ok(Report {
+        scenario: args.scenario.name(),
+        target: channels::target_url(&args.target),
+        concurrency: args.concurrency,
+        channels: pool.len(),
+        rate: args.rate,
+        duration_s: args.duration,
+        warmup_s: args.warmup,
+        requests: tally.requests,
+        errors: tally.error_count(),
+        errors_by_code: tally
+            .errors
+            .iter()
+            .map(|(c, n)| (c.to_string(), *n))
+            .collect(),
+        error_samples: tally
+            .error_samples
+            .iter()
+            .map(|(c, m)| (c.to_string(), m.clone()))
+            .collect(),
+        warmup_errors: tally.warmup_errors,
+        rps: ok as f64 / args.duration,
+        events_per_s: tally.events as f64 / args.duration,
+        p50_us: quantile(0.5),
+        p90_us: quantile(0.9),
+        p99_us: quantile(0.99),
+        p999_us: quantile(0.999),
+        max_us: latency.max(),
+        mean_us: latency.mean(),
+        cpu_us_per_rpc,
+        cpu_processes,
+    })
+}
+
+fn check(args: &RunArgs) -> Result<(), BenchError> {
+    let fail = |m: &str| Err(BenchError::Args(m.to_string()));
+    if args.concurrency == 0 {
+        return fail("--concurrency must be at least 1");
+    }
+    if !(args.duration > 0.0 && args.duration.is_finite()) {
+        return fail("--duration must be above 0");
+    }
+    if !(args.warmup >= 0.0 && args.warmup.is_finite()) {
+        return fail("--warmup must be 0 or more");
+    }
+    if args.customers == 0 {
+        return fail("--customers must be at least 1");
+    }
+    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return fail("--rate must be above 0");
+    }
+    Ok(())
+}
+
+/// One load task: sends calls until the plan ends, tallies those sent in
+/// the measured window.
+async fn load_task(
+    task: usize,
+    plan: Plan,
+    mut caller: Caller,
+    weights: &'static [(Op, u32)],
+) -> Tally {
+    let mut tally = Tally::new();
+    let mut k: u64 = 0;
+    loop {
+        let sent_at = match plan.rate {
+            None => {
+                let now = Instant::now();
+                if now >= plan.end {
+                    break;
+                }
+                now
+            }
+            Some(rate) => {
+                let intended = intended_time(&plan, rate, task, k);
+                if intended >= plan.end {
+                    break;
+                }
+                if Instant::now() >= plan.end + (plan.end - plan.measure_from) {
+                    // Far behind schedule: stop, and count what was never
+                    // sent rather than drop it from the figures.
+                    tally_unsent(&mut tally, &plan, rate, task, k);
+                    break;
+                }
+                if Instant::now() >= intended {
+                    // Late because an earlier call had not answered: the
+                    // wait is the server's doing and counts as latency.
+                    intended
+                } else {
+                    // Early: sleep, and count from the actual send, so the
+                    // timer's millisecond granularity is not charged to
+                    // the server.
+                    tokio::time::sleep_until(intended.into()).await;
+                    Instant::now()
+                }
+            }
+        };
+        k += 1;
+        let op = scenario::pick(weights, caller.rng());
+        let result = caller.call(op).await;
+        if sent_at < plan.measure_from {
+            if result.is_err() {
+                tally.warmup_errors += 1;
+            }
+            continue;
+        }
+        match result {
+            Ok(events) => {
+                let us = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                tally.ok(us, events);
+            }
+            Err(failure) => tally.failed(failure),
+        }
+    }
+    tally
+}
+
+/// The `k`-th call of `task` is the `(task + k·concurrency)`-th of the run,
+/// so the tasks interleave into one evenly spaced schedule.
+fn intended_time(plan: &Plan, rate: f64, task: usize, k: u64) -> Instant {
+    let nth = task as u64 + k * plan.concurrency as u64;
+    plan.start + Duration::from_secs_f64(nth as f64 / rate)
+}
+
+fn tally_unsent(tally: &mut Tally, plan: &Plan, rate: f64, task: usize, mut k: u64) {
+    let mut first = true;
+    loop {
+        let intended = intended_time(plan, rate, task, k);
+        if intended >= plan.end {
+            return;
+        }
+        if intended >= plan.measure_from {
+            tally.failed(Failure {
+                code: "NOT_SENT",
+                message: if first {
+                    "the load generator fell too far behind the intended rate".into()
+                } else {
+                    String::new()
+                },
+            });
+            first = false;
+        }
+        k += 1;
+    }
+}
+
+fn sample(processes: &[Process]) -> Result<Vec<u64>, BenchError> {
+    processes.iter().map(|p| p.cpu_ticks()).collect()
+}
+
+/// Differs between runs, so appended event ids are new every run.
+fn run_nonce() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    population::mix(&[nanos, u64::from(std::process::id())])
+}

@@ -1,0 +1,149 @@
+//! `journey bench`: the load generator. `seed` loads a synthetic
+//! population, `run` drives one scenario and reports throughput, latency
+//! percentiles, errors by code and CPU per RPC, and `echo-server` is the
+//! gRPC-only baseline the real service is compared to. `bench/compare.sh`
+//! puts them together; BENCHMARKS.md says what the figures mean.
+
+mod channels;
+mod cpu;
+pub mod echo_server;
+mod error;
+mod lean;
+mod load;
+mod ops;
+mod population;
+mod report;
+mod scenario;
+mod seed;
+
+use std::net::SocketAddr;
+
+use clap::{Args, Subcommand};
+
+pub use error::BenchError;
+pub use load::run;
+pub use report::Report;
+pub use scenario::Scenario;
+pub use seed::{seed, SeedSummary};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Load a population of customers `bench-c{i}` through AppendEvents batches.
+    Seed(SeedArgs),
+    /// Drive one scenario for a fixed time and report throughput, latency, errors and CPU.
+    Run(RunArgs),
+    /// Serve a canned GetJourneyContext from memory: the gRPC-only ceiling.
+    EchoServer(EchoArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    /// The journey server, `HOST:PORT` or `http://HOST:PORT`.
+    #[arg(long)]
+    pub target: String,
+    /// Customers to create: `bench-c0` to `bench-c{N-1}`.
+    #[arg(long)]
+    pub customers: u64,
+    /// Events of each customer, spread over the last day.
+    #[arg(long)]
+    pub events_per_customer: u64,
+    /// AppendEvents calls in flight.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seed of the generated events (the same seed makes the same events).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Events per AppendEvents call.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The server, `HOST:PORT` or `http://HOST:PORT`.
+    #[arg(long)]
+    pub target: String,
+    /// What to send.
+    #[arg(long, value_enum)]
+    pub scenario: Scenario,
+    /// Concurrent tasks (calls in flight in a closed loop).
+    #[arg(long, short = 'c', default_value_t = 16)]
+    pub concurrency: usize,
+    /// Length of the measured window, in seconds (after the warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Open loop at this many calls per second; closed loop when unset.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Calls go to random customers among the first N seeded ones.
+    #[arg(long, default_value_t = 10_000)]
+    pub customers: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also report CPU µs per RPC of these processes (e.g. the server and redis-server).
+    #[arg(long, value_delimiter = ',')]
+    pub pids: Vec<u32>,
+    /// Seed of the customer and operation draws.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Seconds of load before the measured window, excluded from the figures.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EchoArgs {
+    /// Address to listen on; port 0 picks a free one (the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    pub listen: SocketAddr,
+}
+
+/// Runs a `journey bench` subcommand, printing its result on stdout.
+pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
+    match args.command {
+        BenchCommand::Seed(args) => {
+            let summary = seed(&args).await?;
+            println!("{}", summary.line());
+        }
+        BenchCommand::Run(args) => {
+            let report = run(&args).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            if report.errors > 0 {
+                eprintln!(
+                    "journey bench: {} of {} calls failed (see errors by code)",
+                    report.errors, report.requests
+                );
+            }
+        }
+        BenchCommand::EchoServer(args) => {
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .map_err(|source| BenchError::Listen {
+                    addr: args.listen,
+                    source,
+                })?;
+            let bound = listener.local_addr().map_err(|source| BenchError::Listen {
+                addr: args.listen,
+                source,
+            })?;
+            // Scripts read this line to learn the port chosen for `:0`.
+            println!("echo server listening on {bound}");
+            echo_server::run(listener, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! One RPC of each kind: the request built from the population, the answer
+//! checked. A non-OK status, and an OK answer that does not say what was
+//! asked (a rejected or duplicate event), is a `Failure` counted by code.
+
+use tonic::{client::Grpc, transport::Channel, Code};
+
+use super::{channels::MAX_RESPONSE_BYTES, lean, population, scenario::Op};
+use crate::{domain::Micros, pb, pb::journey_service_client::JourneyServiceClient};
+
+/// Events per AppendEvents request of the `append-batch` scenario.
+pub const BATCH_EVENTS: usize = 100;
+/// Events asked of GetJourneyContext and ListEvents.
+pub const READ_EVENTS: u32 = 50;
+
+/// Why one call did not succeed, by the key the report counts it under.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(status: tonic::Status) -> Self {
+        Self {
+            code: code_name(status.code()),
+            message: status.message().to_string(),
+        }
+    }
+}
+
+/// Sends the calls of one load task over its client.
+pub struct Caller {
+    /// Writes, through the generated client.
+    client: JourneyServiceClient<Channel>,
+    /// Reads, decoded lean (see `lean.rs`).
+    reads: Grpc<Channel>,
+    rng: fastrand::Rng,
+    customers: u64,
+    /// Unique per run and task, so appended ids never collide with seeded
+    /// ones, another task's, or an earlier run's.
+    id_prefix: String,
+    next_id: u64,
+}
+
+impl Caller {
+    pub fn new(
+        channel: Channel,
+        rng: fastrand::Rng,
+        customers: u64,
+        run_nonce: u64,
+        task: usize,
+    ) -> Self {
+        Self {
+            client: JourneyServiceClient::new(channel.clone()),
+            reads: Grpc::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            rng,
+            customers: customers.max(1),
+            id_prefix: format!("run{run_nonce:x}-t{task}-"),
+            next_id: 0,
+        }
+    }
+
+    pub fn rng(&mut self) -> &mut fastrand::Rng {
+        &mut self.rng
+    }
+
+    /// Sends one call; returns how many events it wrote or read.
+    pub async fn call(&mut self, op: Op) -> Result<u64, Failure> {
+        match op {
+            Op::Append => self.append().await,
+            Op::AppendBatch => self.append_batch().await,
+            Op::Context => self.context().await,
+            Op::List => self.list().await,
+        }
+    }
+
+    fn new_event(&mut self) -> pb::Event {
+        let customer = population::customer_id(self.rng.u64(0..self.customers));
+        let event_id = format!("{}{}", self.id_prefix, self.next_id);
+        self.next_id += 1;
+        // A little in the past, as events reach a real service.
+        let at = Micros::now().0 - self.rng.i64(0..60_000_000);
+        population::event(&mut self.rng, &customer, event_id, at)
+    }
+
+    fn random_customer(&mut self) -> String {
+        population::customer_id(self.rng.u64(0..self.customers))
+    }
+
+    async fn append(&mut self) -> Result<u64, Failure> {
+        let event = self.new_event();
+        let request = pb::AppendEventRequest { event: Some(event) };
+        let response = self.client.append_event(request).await?.into_inner();
+        if response.duplicate {
+            return Err(Failure {
+                code: "OUTCOME_DUPLICATE",
+                message: format!("new event {} answered duplicate", response.event_id),
+            });
+        }
+        Ok(1)
+    }
+
+    async fn append_batch(&mut self) -> Result<u64, Failure> {
+        let events: Vec<pb::Event> = (0..BATCH_EVENTS).map(|_| self.new_event()).collect();
+        let request = pb::AppendEventsRequest { events };
+        let response = self.client.append_events(request).await?.into_inner();
+        if response.results.len() != BATCH_EVENTS {
+            return Err(Failure {
+                code: "BAD_RESPONSE",
+                message: format!(
+                    "{} results for {BATCH_EVENTS} events",
+                    response.results.len()
+                ),
+            });
+        }
+        for result in &response.results {
+            match pb::Outcome::try_from(result.outcome) {
+                Ok(pb::Outcome::Stored) => {}
+                Ok(pb::Outcome::Duplicate) => {
+                    return Err(Failure {
+                        code: "OUTCOME_DUPLICATE",
+                        message: format!("new event {} answered duplicate", result.event_id),
+                    })
+                }
+                _ => {
+                    return Err(Failure {
+                        code: "OUTCOME_REJECTED",
+                        message: result.error.clone(),
+                    })
+                }
+            }
+        }
+        Ok(BATCH_EVENTS as u64)
+    }
+
+    async fn context(&mut self) -> Result<u64, Failure> {
+        let request = pb::GetJourneyContextRequest {
+            customer_id: self.random_customer(),
+            max_events: READ_EVENTS,
+        };
+        Ok(lean::read_events(&mut self.reads, lean::GET_JOURNEY_CONTEXT, request).await?)
+    }
+
+    async fn list(&mut self) -> Result<u64, Failure> {
+        let request = pb::ListEventsRequest {
+            customer_id: self.random_customer(),
+            page_size: READ_EVENTS,
+            ..pb::ListEventsRequest::default()
+        };
+        Ok(lean::read_events(&mut self.reads, lean::LIST_EVENTS, request).await?)
+    }
+}
+
+/// The canonical gRPC name of a status code, as other tools print it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}

@@ -1,0 +1,99 @@
+//! Smoke test of `journey bench` as library code: seed a tiny population in
+//! the real server (memory store), run every scenario briefly, closed and
+//! open loop, and check that calls were made and none failed. No timing is
+//! asserted: this machine's speed is not a test result.
+
+mod support;
+
+use journey::bench::{self, echo_server, RunArgs, Scenario, SeedArgs};
+use support::journey_server::JourneyServer;
+use tokio::{net::TcpListener, sync::oneshot};
+
+const CUSTOMERS: u64 = 20;
+
+fn run_args(target: String, scenario: Scenario) -> RunArgs {
+    RunArgs {
+        target,
+        scenario,
+        concurrency: 2,
+        duration: 0.5,
+        rate: None,
+        customers: CUSTOMERS,
+        json: false,
+        pids: Vec::new(),
+        seed: 7,
+        warmup: 0.1,
+    }
+}
+
+fn assert_clean(report: &bench::Report) {
+    assert!(report.requests > 0, "no calls made: {report:?}");
+    assert_eq!(report.errors, 0, "calls failed: {}", report.table());
+    assert!(report.p50_us > 0 && report.p50_us <= report.p999_us);
+    assert!(report.cpu_us_per_rpc.contains_key("bench"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeds_and_runs_every_scenario_without_errors() {
+    let server = JourneyServer::memory().await;
+    let target = server.addr.to_string();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+    let echo_target = listener.local_addr().expect("echo addr").to_string();
+    let (stop_echo, echo_stopped) = oneshot::channel::<()>();
+    let echo = tokio::spawn(echo_server::run(listener, async move {
+        let _ = echo_stopped.await;
+    }));
+
+    let summary = bench::seed(&SeedArgs {
+        target: target.clone(),
+        customers: CUSTOMERS,
+        events_per_customer: 5,
+        concurrency: 2,
+        seed: 42,
+        batch_size: 30,
+    })
+    .await
+    .expect("seed");
+    assert_eq!(summary.stored, CUSTOMERS * 5);
+
+    for scenario in [
+        Scenario::Append,
+        Scenario::AppendBatch,
+        Scenario::Context,
+        Scenario::List,
+        Scenario::Mix,
+    ] {
+        let report = bench::run(&run_args(target.clone(), scenario))
+            .await
+            .expect("run");
+        assert_clean(&report);
+        if scenario == Scenario::AppendBatch {
+            assert!((report.events_per_s - report.rps * 100.0).abs() < 1e-6 * report.events_per_s);
+        }
+    }
+
+    let report = bench::run(&run_args(echo_target, Scenario::Echo))
+        .await
+        .expect("echo run");
+    assert_clean(&report);
+
+    // Open loop: a modest rate the memory store meets easily; the own pid
+    // stands in for a server's in `--pids`.
+    let report = bench::run(&RunArgs {
+        rate: Some(200.0),
+        pids: vec![std::process::id()],
+        ..run_args(target, Scenario::Context)
+    })
+    .await
+    .expect("open-loop run");
+    assert_clean(&report);
+    assert_eq!(report.rate, Some(200.0));
+    assert!(report
+        .cpu_us_per_rpc
+        .contains_key(&std::process::id().to_string()));
+
+    let _ = stop_echo.send(());
+    echo.await.expect("echo task").expect("echo server");
+    server.stop().await.expect("server stops cleanly");
+}
