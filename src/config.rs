@@ -35,6 +35,10 @@ pub enum Command {
     Events(crate::cli::EventsArgs),
     /// May the company contact a customer (or each customer of a list) now?
     Check(crate::cli::CheckArgs),
+    /// Declare that identities belong to one person (their profiles merge).
+    Link(crate::cli::LinkArgs),
+    /// Remove a wrongly linked identity from a profile, going forward.
+    Unlink(crate::cli::UnlinkArgs),
     /// Load generator: seed a population, run a scenario, or serve the echo baseline.
     Bench(crate::bench::BenchArgs),
 }
@@ -104,6 +108,16 @@ pub struct ServeConfig {
     /// Contact policy file (TOML); the built-in policy when unset. SIGHUP reloads it.
     #[arg(long, env = "JOURNEY_CONTACT_POLICY")]
     pub contact_policy: Option<PathBuf>,
+    /// Region phone numbers without a country code are read in (ISO 3166, e.g. FR, US).
+    #[arg(long, env = "JOURNEY_PHONE_REGION", default_value = "US")]
+    pub phone_region: String,
+    /// Most identities one profile may hold; a merge beyond it is refused.
+    #[arg(
+        long,
+        env = "JOURNEY_MAX_IDENTITIES_PER_PROFILE",
+        default_value_t = 100
+    )]
+    pub max_identities_per_profile: usize,
     /// Most customers in one CheckContactFrequencyBatch call.
     #[arg(long, env = "JOURNEY_MAX_CHECK_BATCH", default_value_t = 10_000)]
     pub max_check_batch: usize,
@@ -181,11 +195,27 @@ impl ServeConfig {
             event: EventLimits {
                 max_future_skew_micros: i64::from(self.max_future_skew_secs) * Micros::PER_SECOND,
                 retention_micros: self.retention().max_age_micros,
+                phone_region: crate::domain::identity::parse_region(&self.phone_region)
+                    .unwrap_or(phonenumber::country::Id::US),
                 ..EventLimits::default()
             },
             max_batch: self.max_batch,
             max_check_batch: self.max_check_batch,
             ..ApiLimits::default()
+        }
+    }
+
+    /// The merge rules: unique identity types from the taxonomy, the
+    /// identity limit from the flags.
+    pub fn merge_rules(&self, taxonomy: &crate::domain::Taxonomy) -> crate::domain::MergeRules {
+        crate::domain::MergeRules {
+            unique_types: taxonomy
+                .identity_types()
+                .iter()
+                .filter(|(_, t)| t.unique)
+                .map(|(name, _)| name.clone())
+                .collect(),
+            max_identities: self.max_identities_per_profile,
         }
     }
 
@@ -213,6 +243,11 @@ impl ServeConfig {
             if value == 0 {
                 return Err(format!("{flag} must be above 0"));
             }
+        }
+        crate::domain::identity::parse_region(&self.phone_region)
+            .map_err(|e| format!("--phone-region: {e}"))?;
+        if self.max_identities_per_profile < 2 {
+            return Err("--max-identities-per-profile must be at least 2".into());
         }
         if self.retention_days > 36_500 {
             return Err("--retention-days must be at most 36500".into());

@@ -104,7 +104,11 @@ fn reload_policy_on_sighup(config: ServeConfig, taxonomy: Arc<Taxonomy>, policy:
 }
 
 /// Opens the store named by the configuration.
-pub fn open_store(config: &ServeConfig) -> Result<Arc<dyn TimelineStore>, ServeError> {
+pub fn open_store(
+    config: &ServeConfig,
+    taxonomy: &Taxonomy,
+) -> Result<Arc<dyn TimelineStore>, ServeError> {
+    let rules = config.merge_rules(taxonomy);
     Ok(match &config.store {
         StoreUrl::Memory => {
             tracing::warn!(
@@ -113,6 +117,7 @@ pub fn open_store(config: &ServeConfig) -> Result<Arc<dyn TimelineStore>, ServeE
             );
             Arc::new(MemoryStore::new(
                 config.retention(),
+                rules,
                 config.memory_max_events,
             ))
         }
@@ -122,7 +127,7 @@ pub fn open_store(config: &ServeConfig) -> Result<Arc<dyn TimelineStore>, ServeE
                 response_timeout: config.redis_timeout(),
                 connect_timeout: config.redis_timeout(),
             };
-            Arc::new(RedisStore::open(&settings, config.retention())?)
+            Arc::new(RedisStore::open(&settings, config.retention(), rules)?)
         }
     })
 }
@@ -138,8 +143,9 @@ pub async fn run(
     let taxonomy = Arc::new(load_taxonomy(&config)?);
     let policy: SharedPolicy = Arc::new(ArcSwap::from_pointee(load_policy(&config, &taxonomy)?));
     reload_policy_on_sighup(config.clone(), taxonomy.clone(), policy.clone());
-    let store = open_store(&config)?;
-    let api = JourneyApi::new(store.clone(), taxonomy, policy, config.api_limits());
+    let store = open_store(&config, &taxonomy)?;
+    let rules = config.merge_rules(&taxonomy);
+    let api = JourneyApi::new(store.clone(), taxonomy, policy, rules, config.api_limits());
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter

@@ -15,9 +15,16 @@ pub struct Fixture {
     pub redis: Option<RedisServer>,
 }
 
+pub fn rules() -> journey::domain::MergeRules {
+    journey::domain::MergeRules {
+        unique_types: ["customer_id".to_string(), "crm_id".to_string()].into(),
+        max_identities: 6,
+    }
+}
+
 pub async fn memory_fixture(retention: Retention) -> Fixture {
     Fixture {
-        store: Arc::new(MemoryStore::new(retention, 1_000_000)),
+        store: Arc::new(MemoryStore::new(retention, rules(), 1_000_000)),
         redis: None,
     }
 }
@@ -29,7 +36,7 @@ pub async fn redis_fixture(retention: Retention) -> Fixture {
         response_timeout: std::time::Duration::from_secs(5),
         connect_timeout: std::time::Duration::from_secs(5),
     };
-    let store = RedisStore::open(&settings, retention).expect("open redis store");
+    let store = RedisStore::open(&settings, retention, rules()).expect("open redis store");
     Fixture {
         store: Arc::new(store),
         redis: Some(redis),

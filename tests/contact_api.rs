@@ -171,6 +171,7 @@ mod cases {
             .get_journey_context(pb::GetJourneyContextRequest {
                 customer_id: "c1".into(),
                 max_events: 1,
+                ..Default::default()
             })
             .await
             .expect("ctx")

@@ -48,6 +48,7 @@ mod cases {
         pb::GetJourneyContextRequest {
             customer_id: customer.into(),
             max_events: 0,
+            ..Default::default()
         }
     }
 
@@ -291,6 +292,7 @@ mod cases {
         let ctx = |customer: &str, max_events: u32| pb::GetJourneyContextRequest {
             customer_id: customer.into(),
             max_events,
+            ..Default::default()
         };
         let status = client
             .get_journey_context(ctx("c1", 1_001))

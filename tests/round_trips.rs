@@ -78,6 +78,7 @@ async fn every_rpc_is_one_redis_round_trip() {
         .get_journey_context(pb::GetJourneyContextRequest {
             customer_id: "c1".into(),
             max_events: 50,
+            ..Default::default()
         })
         .await
         .expect("context")

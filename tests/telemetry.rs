@@ -91,6 +91,7 @@ async fn spans_reach_an_otlp_collector() {
         .get_journey_context(journey::pb::GetJourneyContextRequest {
             customer_id: "nobody".into(),
             max_events: 0,
+            ..Default::default()
         })
         .await
         .expect_err("unknown customer");

@@ -97,6 +97,24 @@ impl JourneyService for EchoService {
             "the echo server only answers GetJourneyContext",
         ))
     }
+
+    async fn link_identities(
+        &self,
+        _: Request<pb::LinkIdentitiesRequest>,
+    ) -> Result<Response<pb::LinkIdentitiesResponse>, Status> {
+        Err(Status::unimplemented(
+            "the echo server only answers GetJourneyContext",
+        ))
+    }
+
+    async fn unlink_identity(
+        &self,
+        _: Request<pb::UnlinkIdentityRequest>,
+    ) -> Result<Response<pb::UnlinkIdentityResponse>, Status> {
+        Err(Status::unimplemented(
+            "the echo server only answers GetJourneyContext",
+        ))
+    }
 }
 
 /// A context shaped like the real service's for a seeded customer: events
@@ -141,6 +159,9 @@ fn canned_context(now: i64) -> pb::GetJourneyContextResponse {
         last_customer_interaction: latest_by(pb::Initiator::Customer),
         last_company_contact: latest_by(pb::Initiator::Company),
         contact_counts: Some(pb::ContactCounts::default()),
+        profile_id: population::customer_id(0),
+        identities: Vec::new(),
+        merges: Vec::new(),
         events,
     }
 }

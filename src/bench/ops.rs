@@ -137,6 +137,7 @@ impl Caller {
         let request = pb::GetJourneyContextRequest {
             customer_id: self.random_customer(),
             max_events: READ_EVENTS,
+            ..Default::default()
         };
         Ok(lean::read_events(&mut self.reads, lean::GET_JOURNEY_CONTEXT, request).await?)
     }

@@ -229,6 +229,7 @@ pub fn event(
         initiator: shape.initiator as i32,
         occurred_at: Some(timestamp(at_micros)),
         attributes,
+        identities: Vec::new(),
     }
 }
 

@@ -54,8 +54,12 @@ pub struct AppendArgs {
     #[arg(long, conflicts_with_all = ["customer", "channel", "reason", "event_type"])]
     pub batch: Option<PathBuf>,
     /// The customer's id.
-    #[arg(long, required_unless_present = "batch")]
+    #[arg(long, required_unless_present_any = ["batch", "identities"])]
     pub customer: Option<String>,
+    /// An identity the event carries, as TYPE=VALUE (email=..., phone=...,
+    /// cookie_id=...); repeat for more. Without --customer: an anonymous visitor.
+    #[arg(long = "identity", value_parser = parse_attribute)]
+    pub identities: Vec<(String, String)>,
     /// Channel, e.g. web.
     #[arg(long, required_unless_present = "batch")]
     pub channel: Option<String>,
@@ -85,8 +89,8 @@ pub struct AppendArgs {
 pub struct ContextArgs {
     #[command(flatten)]
     pub target: Target,
-    /// The customer's id.
-    pub customer: String,
+    #[command(flatten)]
+    pub who: CustomerArgs,
     /// How many recent events to show (0: the server's default).
     #[arg(long, default_value_t = 0)]
     pub max_events: u32,
@@ -96,8 +100,8 @@ pub struct ContextArgs {
 pub struct EventsArgs {
     #[command(flatten)]
     pub target: Target,
-    /// The customer's id.
-    pub customer: String,
+    #[command(flatten)]
+    pub who: CustomerArgs,
     /// Only events on this channel; repeat for more.
     #[arg(long = "channel")]
     pub channels: Vec<String>,
@@ -124,9 +128,8 @@ pub struct EventsArgs {
 pub struct CheckArgs {
     #[command(flatten)]
     pub target: Target,
-    /// The customer's id (or use --batch).
-    #[arg(required_unless_present = "batch", conflicts_with = "batch")]
-    pub customer: Option<String>,
+    #[command(flatten)]
+    pub who: CustomerArgs,
     /// Review a list: a CSV file (customer id in the first column) or JSON
     /// Lines ({"customer_id": ...}); prints the over-contacted and unknown ones.
     #[arg(long)]
@@ -149,6 +152,92 @@ pub struct CheckArgs {
     pub reserve: bool,
 }
 
+/// Who a command is about: a customer id, or any identity.
+#[derive(Debug, Clone, Args)]
+pub struct CustomerArgs {
+    /// The customer's id.
+    pub customer: Option<String>,
+    /// Find the customer by email.
+    #[arg(long)]
+    pub email: Option<String>,
+    /// Find the customer by phone number, in any format.
+    #[arg(long)]
+    pub phone: Option<String>,
+    /// Find the customer by any identity, as TYPE=VALUE.
+    #[arg(long = "identity", value_parser = parse_attribute)]
+    pub identity: Option<(String, String)>,
+    /// Name the profile by the profile id the service answered.
+    #[arg(long)]
+    pub profile: Option<String>,
+}
+
+impl CustomerArgs {
+    /// The reference to send, or `None` when no customer was named.
+    pub fn to_ref(&self) -> Result<Option<pb::CustomerRef>, String> {
+        use pb::customer_ref::Ref;
+        let identity = |kind: &str, value: &str| {
+            Ref::Identity(pb::Identity {
+                r#type: kind.to_string(),
+                value: value.to_string(),
+            })
+        };
+        let mut given = Vec::new();
+        if let Some(c) = &self.customer {
+            given.push(Ref::CustomerId(c.clone()));
+        }
+        if let Some(e) = &self.email {
+            given.push(identity("email", e));
+        }
+        if let Some(p) = &self.phone {
+            given.push(identity("phone", p));
+        }
+        if let Some((k, v)) = &self.identity {
+            given.push(identity(k, v));
+        }
+        if let Some(p) = &self.profile {
+            given.push(Ref::ProfileId(p.clone()));
+        }
+        match given.len() {
+            0 => Ok(None),
+            1 => Ok(given.pop().map(|r| pb::CustomerRef { r#ref: Some(r) })),
+            _ => Err(
+                "name the customer one way: CUSTOMER, --email, --phone, --identity or --profile"
+                    .into(),
+            ),
+        }
+    }
+
+    fn required(&self) -> Result<pb::CustomerRef, Box<dyn std::error::Error>> {
+        self.to_ref()?.ok_or_else(|| {
+            "name the customer: CUSTOMER, --email, --phone, --identity or --profile".into()
+        })
+    }
+}
+
+/// `journey link`: declares that identities belong to one person.
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// An identity as TYPE=VALUE (customer_id=c1, email=..., phone=..., cookie_id=...); at least two.
+    #[arg(long = "identity", value_parser = parse_attribute, required = true, num_args = 1)]
+    pub identities: Vec<(String, String)>,
+}
+
+/// `journey unlink`: removes a wrongly linked identity from a profile.
+#[derive(Debug, Args)]
+pub struct UnlinkArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The profile's customer id, or the profile id with --profile.
+    pub customer: Option<String>,
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// The identity to remove, as TYPE=VALUE.
+    #[arg(long = "remove", value_parser = parse_attribute)]
+    pub remove: (String, String),
+}
+
 fn parse_attribute(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -161,6 +250,7 @@ fn parse_attribute(s: &str) -> Result<(String, String), String> {
 struct EventLine {
     #[serde(default)]
     event_id: String,
+    #[serde(default)]
     customer_id: String,
     #[serde(default)]
     session_id: String,
@@ -172,6 +262,16 @@ struct EventLine {
     occurred_at: Option<DateTime<Utc>>,
     #[serde(default)]
     attributes: HashMap<String, String>,
+    #[serde(default)]
+    identities: Vec<IdentityLine>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityLine {
+    #[serde(rename = "type")]
+    kind: String,
+    value: String,
 }
 
 impl From<EventLine> for pb::Event {
@@ -190,6 +290,14 @@ impl From<EventLine> for pb::Event {
                 line.occurred_at.unwrap_or_else(Utc::now),
             ))),
             attributes: line.attributes,
+            identities: line
+                .identities
+                .into_iter()
+                .map(|i| pb::Identity {
+                    r#type: i.kind,
+                    value: i.value,
+                })
+                .collect(),
         }
     }
 }
@@ -245,6 +353,14 @@ pub async fn append(args: AppendArgs) -> CliResult {
             .map_or(pb::Initiator::Unspecified, Into::into) as i32,
         occurred_at: Some(to_timestamp(Micros::from_datetime(at))),
         attributes: args.attributes.into_iter().collect(),
+        identities: args
+            .identities
+            .into_iter()
+            .map(|(k, v)| pb::Identity {
+                r#type: k,
+                value: v,
+            })
+            .collect(),
     };
     let response = client
         .append_event(pb::AppendEventRequest { event: Some(event) })
@@ -259,8 +375,9 @@ pub async fn context(args: ContextArgs) -> CliResult {
     let mut client = connect(&args.target).await?;
     let response = client
         .get_journey_context(pb::GetJourneyContextRequest {
-            customer_id: args.customer,
+            customer: Some(args.who.required()?),
             max_events: args.max_events,
+            ..Default::default()
         })
         .await
         .map_err(status_error)?
@@ -271,11 +388,13 @@ pub async fn context(args: ContextArgs) -> CliResult {
 
 pub async fn events(args: EventsArgs) -> CliResult {
     let mut client = connect(&args.target).await?;
+    let customer = args.who.required()?;
     let mut token = args.page_token.clone();
     loop {
         let response = client
             .list_events(pb::ListEventsRequest {
-                customer_id: args.customer.clone(),
+                customer: Some(customer.clone()),
+                customer_id: String::new(),
                 start_time: args.since.map(|t| to_timestamp(Micros::from_datetime(t))),
                 end_time: args.until.map(|t| to_timestamp(Micros::from_datetime(t))),
                 channels: args.channels.clone(),
@@ -336,6 +455,9 @@ pub async fn check(args: CheckArgs) -> CliResult {
     let mut client = connect(&args.target).await?;
     let at = args.at.map(|t| to_timestamp(Micros::from_datetime(t)));
     if let Some(path) = &args.batch {
+        if args.who.to_ref()?.is_some() {
+            return Err("--batch reviews a list: name no customer beside it".into());
+        }
         let ids = read_customer_list(path)?;
         let (mut flagged, mut reviewed) = (0usize, 0usize);
         // The server takes up to 10,000 customers a call by default.
@@ -343,6 +465,7 @@ pub async fn check(args: CheckArgs) -> CliResult {
             let results = client
                 .check_contact_frequency_batch(pb::CheckContactBatchRequest {
                     customer_ids: chunk.to_vec(),
+                    customers: Vec::new(),
                     channel: args.channel.clone(),
                     reason: args.reason.clone(),
                     campaign_id: args.campaign.clone(),
@@ -366,7 +489,8 @@ pub async fn check(args: CheckArgs) -> CliResult {
     }
     let response = client
         .check_contact_frequency(pb::CheckContactRequest {
-            customer_id: args.customer.unwrap_or_default(),
+            customer: Some(args.who.required()?),
+            customer_id: String::new(),
             channel: args.channel,
             reason: args.reason,
             campaign_id: args.campaign,
@@ -378,5 +502,56 @@ pub async fn check(args: CheckArgs) -> CliResult {
         .map_err(status_error)?
         .into_inner();
     output::check(&response, args.target.json);
+    Ok(())
+}
+
+pub async fn link(args: LinkArgs) -> CliResult {
+    let mut client = connect(&args.target).await?;
+    let identities = args
+        .identities
+        .into_iter()
+        .map(|(k, v)| pb::Identity {
+            r#type: k,
+            value: v,
+        })
+        .collect();
+    let response = client
+        .link_identities(pb::LinkIdentitiesRequest { identities })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    output::linked(&response, args.target.json);
+    Ok(())
+}
+
+pub async fn unlink(args: UnlinkArgs) -> CliResult {
+    let mut client = connect(&args.target).await?;
+    let who = CustomerArgs {
+        customer: args.customer,
+        email: None,
+        phone: None,
+        identity: None,
+        profile: args.profile,
+    };
+    let (kind, value) = args.remove;
+    client
+        .unlink_identity(pb::UnlinkIdentityRequest {
+            customer: Some(who.required()?),
+            identity: Some(pb::Identity {
+                r#type: kind.clone(),
+                value: value.clone(),
+            }),
+            customer_id: String::new(),
+        })
+        .await
+        .map_err(status_error)?;
+    if args.target.json {
+        println!(
+            "{}",
+            serde_json::json!({"unlinked": {"type": kind, "value": value}})
+        );
+    } else {
+        println!("unlinked {kind}={value}");
+    }
     Ok(())
 }

@@ -119,8 +119,24 @@ pub fn context(r: &pb::GetJourneyContextResponse, as_json: bool) {
                 })
             })
             .collect();
+        let identities: Vec<Value> = r
+            .identities
+            .iter()
+            .map(|l| {
+                let i = l.identity.clone().unwrap_or_default();
+                json!({"type": i.r#type, "value": i.value, "first_seen": instant(&l.first_seen), "first_channel": l.first_channel})
+            })
+            .collect();
+        let merges: Vec<Value> = r
+            .merges
+            .iter()
+            .map(|m| json!({"from_profile_id": m.from_profile_id, "at": instant(&m.at)}))
+            .collect();
         let doc = json!({
             "customer_id": r.customer_id,
+            "profile_id": r.profile_id,
+            "identities": identities,
+            "merges": merges,
             "total_events": r.total_events,
             "first_seen": instant(&r.first_seen),
             "last_seen": instant(&r.last_seen),
@@ -133,6 +149,9 @@ pub fn context(r: &pb::GetJourneyContextResponse, as_json: bool) {
         return;
     }
     println!("customer     {}", r.customer_id);
+    if r.profile_id != r.customer_id {
+        println!("profile      {}", r.profile_id);
+    }
     println!("events held  {}", r.total_events);
     println!("first seen   {}", instant(&r.first_seen));
     println!("last seen    {}", instant(&r.last_seen));
@@ -306,5 +325,19 @@ fn humanize_seconds(s: i64) -> String {
         format!("{}h", s / 3_600)
     } else {
         format!("{s}s")
+    }
+}
+
+pub fn linked(r: &pb::LinkIdentitiesResponse, as_json: bool) {
+    if as_json {
+        println!(
+            "{}",
+            json!({"profile_id": r.profile_id, "merged_profile_ids": r.merged_profile_ids})
+        );
+        return;
+    }
+    println!("profile {}", r.profile_id);
+    for merged in &r.merged_profile_ids {
+        println!("  merged {merged}");
     }
 }

@@ -43,12 +43,16 @@ impl CustomerSummary {
 
     /// Counts a newly stored event.
     pub fn record(&mut self, event: &Event) {
-        let at = event.occurred_at;
+        self.record_parts(&event.channel, event.initiator, event.occurred_at);
+    }
+
+    /// Counts a newly stored event given by its parts.
+    pub fn record_parts(&mut self, channel: &str, initiator: Initiator, at: Micros) {
         self.first_seen = Some(self.first_seen.map_or(at, |s| s.min(at)));
         self.last_seen = Some(self.last_seen.map_or(at, |s| s.max(at)));
         self.total_events += 1;
-        let channel = self.channels.entry(event.channel.clone()).or_default();
-        match event.initiator {
+        let channel = self.channels.entry(channel.to_string()).or_default();
+        match initiator {
             Initiator::Customer => channel.customer_initiated += 1,
             Initiator::Company => channel.company_initiated += 1,
         }

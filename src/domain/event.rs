@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fmt};
 
-use super::{taxonomy::Taxonomy, DomainError, Micros};
+use super::{identity::Identity, taxonomy::Taxonomy, DomainError, Micros};
 
 /// Who started an interaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,6 +42,10 @@ pub struct EventLimits {
     /// Events older than this are outside retention and refused: they would
     /// be trimmed by the very write that stored them.
     pub retention_micros: i64,
+    /// Most identities one event (or one link request) may carry.
+    pub max_identities: usize,
+    /// Region phone numbers without a country code are read in.
+    pub phone_region: phonenumber::country::Id,
 }
 
 impl Default for EventLimits {
@@ -54,6 +58,8 @@ impl Default for EventLimits {
             max_event_bytes: 16 * 1024,
             max_future_skew_micros: 5 * 60 * Micros::PER_SECOND,
             retention_micros: 90 * 86_400 * Micros::PER_SECOND,
+            max_identities: 20,
+            phone_region: phonenumber::country::Id::US,
         }
     }
 }
@@ -62,14 +68,47 @@ impl Default for EventLimits {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CustomerId(String);
 
+/// Profile ids of anonymous profiles (created for events that carry
+/// identities but no customer id) start with this; customer ids may not.
+pub const ANONYMOUS_PREFIX: char = '~';
+
 impl CustomerId {
-    /// Checks `value` as the content of `field`.
+    /// Checks `value` as a customer id given in `field`.
     pub fn parse(field: &str, value: &str, limits: &EventLimits) -> Result<Self, DomainError> {
+        if value.starts_with(ANONYMOUS_PREFIX) {
+            return Err(DomainError::invalid(
+                field,
+                format!(
+                    "customer ids may not start with {ANONYMOUS_PREFIX:?} (anonymous profiles do)"
+                ),
+            ));
+        }
+        Self::profile(field, value, limits)
+    }
+
+    /// Checks `value` as a profile id (a customer id or an anonymous
+    /// profile's id) given in `field`.
+    pub fn profile(field: &str, value: &str, limits: &EventLimits) -> Result<Self, DomainError> {
         if value.is_empty() {
             return Err(DomainError::invalid(field, "required"));
         }
         check_text(field, value, limits.max_id_bytes)?;
         Ok(Self(value.to_string()))
+    }
+
+    /// A profile id read back from a store or an identity that was
+    /// checked when it came in.
+    pub fn from_trusted(value: &str) -> Self {
+        Self(value.to_string())
+    }
+
+    /// The id of a new anonymous profile; `unique` is a fresh ULID.
+    pub fn anonymous(unique: &str) -> Self {
+        Self(format!("{ANONYMOUS_PREFIX}{unique}"))
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.0.starts_with(ANONYMOUS_PREFIX)
     }
 
     pub fn as_str(&self) -> &str {
@@ -115,13 +154,21 @@ pub struct RawEvent {
     /// `None` when the producer sent no timestamp.
     pub occurred_at: Option<Micros>,
     pub attributes: BTreeMap<String, String>,
+    /// Identities as sent: (type, value).
+    pub identities: Vec<(String, String)>,
 }
 
 /// An event that passed every rule: what the stores hold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub event_id: EventId,
-    pub customer_id: CustomerId,
+    /// `None` for an anonymous visitor known only by its identities.
+    pub customer_id: Option<CustomerId>,
+    /// Other identities the event carries, normalised, without duplicates.
+    pub identities: Vec<Identity>,
+    /// The profile the event is stored under: its customer id, until
+    /// identity resolution places it (see `is_placed`).
+    pub profile: CustomerId,
     pub session_id: String,
     pub channel: String,
     pub reason: String,
@@ -130,6 +177,9 @@ pub struct Event {
     pub occurred_at: Micros,
     pub attributes: BTreeMap<String, String>,
 }
+
+/// The identity type that stands for the customer id.
+pub const CUSTOMER_ID_IDENTITY: &str = "customer_id";
 
 /// The attribute that carries the customer's IANA time zone, used for
 /// quiet hours of the contact policy.
@@ -155,6 +205,21 @@ impl Event {
         })
     }
 
+    /// Whether the event has a profile to be stored under: an anonymous
+    /// event is placed by identity resolution before it is stored.
+    pub fn is_placed(&self) -> bool {
+        self.profile.as_str() != ANONYMOUS_PREFIX.to_string()
+    }
+
+    /// Every identity of the event, its customer id first.
+    pub fn all_identities(&self) -> Vec<Identity> {
+        let customer = self.customer_id.iter().map(|c| Identity {
+            kind: CUSTOMER_ID_IDENTITY.to_string(),
+            value: c.to_string(),
+        });
+        customer.chain(self.identities.iter().cloned()).collect()
+    }
+
     /// The customer's time zone, when the event states one.
     pub fn timezone(&self) -> Option<&str> {
         self.attributes.get(TIMEZONE_ATTRIBUTE).map(String::as_str)
@@ -177,7 +242,7 @@ impl RawEvent {
         limits: &EventLimits,
         now: Micros,
     ) -> Result<(Event, Leniency), DomainError> {
-        let customer_id = CustomerId::parse("customer_id", &self.customer_id, limits)?;
+        let (customer_id, identities) = self.identities_of(taxonomy, limits)?;
         if self.event_id.is_empty() {
             return Err(DomainError::invalid("event_id", "required"));
         }
@@ -220,9 +285,14 @@ impl RawEvent {
             self.initiator,
             &self.attributes,
         )?;
+        let profile = customer_id
+            .clone()
+            .unwrap_or_else(|| CustomerId(ANONYMOUS_PREFIX.to_string()));
         let event = Event {
             event_id: EventId(self.event_id),
             customer_id,
+            identities,
+            profile,
             session_id: self.session_id,
             channel: self.channel,
             reason: self.reason,
@@ -239,6 +309,54 @@ impl RawEvent {
         ))
     }
 
+    /// The customer id and the other identities, checked and normalised.
+    /// An identity of type `customer_id` stands for the customer id.
+    fn identities_of(
+        &self,
+        taxonomy: &Taxonomy,
+        limits: &EventLimits,
+    ) -> Result<(Option<CustomerId>, Vec<Identity>), DomainError> {
+        if self.identities.len() > limits.max_identities {
+            return Err(DomainError::TooMany {
+                field: "identities".into(),
+                got: self.identities.len(),
+                max: limits.max_identities,
+            });
+        }
+        let mut customer_id = match self.customer_id.as_str() {
+            "" => None,
+            id => Some(CustomerId::parse("customer_id", id, limits)?),
+        };
+        let mut identities: Vec<Identity> = Vec::with_capacity(self.identities.len());
+        for (i, (kind, value)) in self.identities.iter().enumerate() {
+            let field = format!("identities[{i}]");
+            let identity = taxonomy.identity(&field, kind, value, limits.phone_region)?;
+            if identity.kind == CUSTOMER_ID_IDENTITY {
+                let id = CustomerId::parse(&format!("{field}.value"), &identity.value, limits)?;
+                match &customer_id {
+                    Some(given) if *given != id => {
+                        return Err(DomainError::invalid(
+                            format!("{field}.value"),
+                            format!("{id} differs from the event's customer_id {given}"),
+                        ))
+                    }
+                    _ => customer_id = Some(id),
+                }
+                continue;
+            }
+            if !identities.contains(&identity) {
+                identities.push(identity);
+            }
+        }
+        if customer_id.is_none() && identities.is_empty() {
+            return Err(DomainError::invalid(
+                "customer_id",
+                "required when the event carries no identity",
+            ));
+        }
+        Ok((customer_id, identities))
+    }
+
     /// The bytes the event carries: ids, names, attribute keys and values.
     fn content_bytes(&self) -> usize {
         let texts = [
@@ -252,6 +370,11 @@ impl RawEvent {
         texts.iter().map(|s| s.len()).sum::<usize>()
             + self
                 .attributes
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+            + self
+                .identities
                 .iter()
                 .map(|(k, v)| k.len() + v.len())
                 .sum::<usize>()
@@ -390,7 +513,12 @@ mod tests {
     #[test]
     fn a_good_event_passes() {
         let event = check(raw()).expect("valid");
-        assert_eq!(event.customer_id.as_str(), "c1");
+        assert_eq!(
+            event.customer_id.as_ref().map(CustomerId::as_str),
+            Some("c1")
+        );
+        assert_eq!(event.profile.as_str(), "c1");
+        assert!(event.is_placed());
         assert_eq!(event.initiator, Initiator::Customer);
     }
 
@@ -495,6 +623,65 @@ mod tests {
             }),
             "attributes.extra"
         );
+    }
+
+    #[test]
+    fn identities_are_normalised_and_may_replace_the_customer_id() {
+        let ids = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let anonymous = RawEvent {
+            customer_id: String::new(),
+            identities: ids(&[
+                ("cookie_id", " ck1 "),
+                ("email", "Ann@X.org"),
+                ("cookie_id", "ck1"),
+            ]),
+            ..raw()
+        };
+        let event = check(anonymous).expect("valid");
+        assert_eq!(event.customer_id, None);
+        assert!(!event.is_placed());
+        let values: Vec<&str> = event.identities.iter().map(|i| i.value.as_str()).collect();
+        assert_eq!(values, ["ck1", "ann@x.org"]);
+        let by_identity = RawEvent {
+            customer_id: String::new(),
+            identities: ids(&[("customer_id", "c9")]),
+            ..raw()
+        };
+        let event = check(by_identity).expect("valid");
+        assert_eq!(event.profile.as_str(), "c9");
+        assert!(event.identities.is_empty());
+        let clash = RawEvent {
+            identities: ids(&[("customer_id", "c9")]),
+            ..raw()
+        };
+        assert_eq!(field_of(clash), "identities[0].value");
+        let none = RawEvent {
+            customer_id: String::new(),
+            ..raw()
+        };
+        assert_eq!(field_of(none), "customer_id");
+        let many = RawEvent {
+            identities: (0..21)
+                .map(|i| ("cookie_id".to_string(), format!("c{i}")))
+                .collect(),
+            ..raw()
+        };
+        assert_eq!(field_of(many), "identities");
+        let bad = RawEvent {
+            identities: ids(&[("phone", "call me")]),
+            ..raw()
+        };
+        assert_eq!(field_of(bad), "identities[0].value");
+        let reserved = RawEvent {
+            customer_id: "~x".into(),
+            ..raw()
+        };
+        assert_eq!(field_of(reserved), "customer_id");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod context;
 pub mod error;
 pub mod event;
 pub mod identity;
+pub mod profile;
 pub mod taxonomy;
 pub mod time;
 
@@ -17,5 +18,7 @@ pub use contact_policy::{
 pub use context::{ChannelActivity, CustomerSummary};
 pub use error::DomainError;
 pub use event::{CustomerId, Event, EventId, EventLimits, Initiator, RawEvent};
+pub use identity::Identity;
+pub use profile::{LinkedIdentity, MergeRecord, MergeRules};
 pub use taxonomy::{ChannelClass, Taxonomy, TaxonomyMode};
 pub use time::Micros;

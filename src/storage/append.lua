@@ -1,5 +1,7 @@
--- Appends events to one customer's timeline, atomically, and applies
--- retention. Every key is the customer's (one hash tag, one cluster slot).
+-- Appends events to one profile's timeline, atomically, and applies
+-- retention. Every key is the profile's (one hash tag, one cluster slot).
+-- The same script takes in a merged profile's events ("merge mode"), so a
+-- merge counts events exactly as appends do.
 --
 -- KEYS[1] timeline  ZSET  score = occurred_at (µs), member = encoded event
 -- KEYS[2] ids       HASH  event_id -> initiator digit .. channel
@@ -9,19 +11,94 @@
 --                         (event_id first, see codec::pack_contact)
 -- KEYS[5] cids      HASH  event_id -> packed contact; field "" holds the
 --                         contact version (bumped on every new contact)
+-- KEYS[6] idents    HASH  type US value -> first seen (µs) US first channel
+-- KEYS[7] merges    HASH  absorbed profile id -> merge instant (µs)
+-- KEYS[8] alias     STRING "done:<survivor>" or "pending:<survivor>" once
+--                          this profile is merged away
 -- ARGV[1] cutoff (µs): events older than this are removed
 -- ARGV[2] max events (and contacts) held
--- ARGV[3] ttl (ms) for all keys
--- ARGV[4..] per event: score, event_id, channel, initiator ("1" customer,
---           "2" company), encoded event, packed contact ("" unless the
---           company initiated it), timezone attribute ("" if none)
--- Returns one integer per event: 1 stored, 0 duplicate.
-local timeline, ids, summary, contacts, cids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+-- ARGV[3] ttl (ms) for all keys but the alias
+-- ARGV[4] number of events, ARGV[5] number of identity entries,
+-- ARGV[6] number of reservations
+-- ARGV[7] merge mode: the absorbed profile id ("" for a plain append)
+-- ARGV[8] merge instant (µs); ARGV[9] unique identity types joined by US;
+-- ARGV[10] most identities a profile may hold; ARGV[11] the absorbed
+--          profile's first seen ("" if none)
+-- then per event (8): score, event_id, channel, initiator ("1" customer,
+--   "2" company), encoded event, packed contact ("" unless the company
+--   initiated it), timezone attribute ("" if none), identities (type US
+--   value, joined by RS)
+-- then per identity entry (2): type US value, first seen US channel
+-- then per reservation (2): score, packed contact
+-- Returns the alias (a string) when the profile was merged away, writing
+-- nothing; {"refused", reason} when a merge would break a rule; otherwise
+-- one integer per event: 1 stored, 0 duplicate.
+local timeline, ids, summary, contacts, cids, idents, merges, alias =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local US, RS = '\31', '\30'
+
+local redirect = redis.call('GET', alias)
+if redirect then
+  return redirect
+end
+
 -- Instants stay strings: Lua turns a number back into text with 14
 -- significant digits, which would lose microseconds.
 local cutoff = ARGV[1]
 local max_events = tonumber(ARGV[2])
 local ttl = ARGV[3]
+local n_events, n_idents, n_reservations = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local merging = ARGV[7]
+local first_event = 12
+local first_ident = first_event + 8 * n_events
+local first_reservation = first_ident + 2 * n_idents
+
+local function split(s, sep)
+  local parts = {}
+  local start = 1
+  while true do
+    local at = string.find(s, sep, start, true)
+    if not at then
+      parts[#parts + 1] = string.sub(s, start)
+      return parts
+    end
+    parts[#parts + 1] = string.sub(s, start, at - 1)
+    start = at + 1
+  end
+end
+
+-- Merge mode: refuse, before any write, a merge that would give the
+-- profile two values of a unique type or too many identities.
+if merging ~= '' then
+  local unique = {}
+  for _, kind in ipairs(split(ARGV[9], US)) do
+    if kind ~= '' then unique[kind] = {} end
+  end
+  local all, count = {}, 0
+  local function consider(packed)
+    if all[packed] then return end
+    all[packed] = true
+    count = count + 1
+    local sep = string.find(packed, US, 1, true)
+    if not sep then return end
+    local kind, value = string.sub(packed, 1, sep - 1), string.sub(packed, sep + 1)
+    if unique[kind] then unique[kind][value] = true end
+  end
+  for _, packed in ipairs(redis.call('HKEYS', idents)) do consider(packed) end
+  for i = first_ident, first_reservation - 1, 2 do consider(ARGV[i]) end
+  for kind, values in pairs(unique) do
+    local held = {}
+    for value in pairs(values) do held[#held + 1] = value end
+    if #held > 1 then
+      table.sort(held)
+      return {'refused', kind .. ' is unique per profile but the profiles hold ' .. table.concat(held, ' and ')}
+    end
+  end
+  if count > tonumber(ARGV[10]) then
+    return {'refused', 'the merged profile would hold ' .. count ..
+      ' identities, more than the limit of ' .. ARGV[10]}
+  end
+end
 
 local function max_field(field, value)
   local current = tonumber(redis.call('HGET', summary, field))
@@ -67,7 +144,7 @@ local function forget(body)
 end
 
 local function contact_id_of(packed)
-  local sep = string.find(packed, '\31', 1, true)
+  local sep = string.find(packed, US, 1, true)
   return sep and string.sub(packed, 1, sep - 1) or packed
 end
 
@@ -78,10 +155,24 @@ local function forget_contacts(members)
   end
 end
 
+local function record_identity(packed, seen)
+  local current = redis.call('HGET', idents, packed)
+  if not current then
+    redis.call('HSET', idents, packed, seen)
+    return
+  end
+  -- The earliest sighting wins (a merge may bring an earlier one).
+  local sep = string.find(current, US, 1, true)
+  local new_sep = string.find(seen, US, 1, true)
+  if sep and new_sep and tonumber(string.sub(seen, 1, new_sep - 1)) < tonumber(string.sub(current, 1, sep - 1)) then
+    redis.call('HSET', idents, packed, seen)
+  end
+end
+
 local result = {}
-for i = 4, #ARGV, 7 do
+for i = first_event, first_ident - 1, 8 do
   local score, id, channel, initiator, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local contact, tz = ARGV[i + 5], ARGV[i + 6]
+  local contact, tz, event_identities = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
   if redis.call('HSETNX', ids, id, initiator .. channel) == 0 then
     result[#result + 1] = 0
   else
@@ -108,8 +199,30 @@ for i = 4, #ARGV, 7 do
     if tz ~= '' and max_field('tzt', at) then
       redis.call('HSET', summary, 'tz', tz)
     end
+    if event_identities ~= '' then
+      for _, packed in ipairs(split(event_identities, RS)) do
+        record_identity(packed, score .. US .. channel)
+      end
+    end
     result[#result + 1] = 1
   end
+end
+
+for i = first_ident, first_reservation - 1, 2 do
+  record_identity(ARGV[i], ARGV[i + 1])
+end
+for i = first_reservation, first_reservation + 2 * n_reservations - 1, 2 do
+  local packed = ARGV[i + 1]
+  local id = contact_id_of(packed)
+  if not redis.call('HGET', cids, id) then
+    redis.call('ZADD', contacts, ARGV[i], packed)
+    redis.call('HSET', cids, id, packed)
+  end
+end
+if merging ~= '' then
+  redis.call('HSET', merges, merging, ARGV[8])
+  redis.call('HINCRBY', cids, '', 1)
+  if ARGV[11] ~= '' then min_field('first', ARGV[11]) end
 end
 
 local old = redis.call('ZRANGEBYSCORE', timeline, '-inf', '(' .. cutoff)
@@ -134,7 +247,7 @@ if contact_excess > 0 then
   redis.call('ZREMRANGEBYRANK', contacts, 0, contact_excess - 1)
 end
 
-for _, key in ipairs(KEYS) do
-  redis.call('PEXPIRE', key, ttl)
+for k = 1, 7 do
+  if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('PEXPIRE', KEYS[k], ttl) end
 end
 return result

@@ -22,7 +22,11 @@ pub fn encode(event: &Event) -> EncodedEvent {
     let (seconds, nanos) = event.occurred_at.to_parts();
     let message = pb::Event {
         event_id: event.event_id.to_string(),
-        customer_id: event.customer_id.to_string(),
+        customer_id: event
+            .customer_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
         session_id: event.session_id.clone(),
         channel: event.channel.clone(),
         reason: event.reason.clone(),
@@ -33,6 +37,14 @@ pub fn encode(event: &Event) -> EncodedEvent {
             .attributes
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        identities: event
+            .identities
+            .iter()
+            .map(|i| pb::Identity {
+                r#type: i.kind.clone(),
+                value: i.value.clone(),
+            })
             .collect(),
     };
     EncodedEvent(Bytes::from(message.encode_to_vec()))

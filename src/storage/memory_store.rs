@@ -5,49 +5,28 @@
 //! events it holds in all so memory stays bounded.
 
 use std::{
-    collections::{hash_map::Entry as MapEntry, BTreeMap, HashMap, HashSet},
-    ops::Bound,
+    collections::{hash_map::Entry as MapEntry, HashMap, HashSet},
     sync::Mutex,
 };
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
 use super::{
-    codec, AppendOutcome, ContactHistory, ContextSnapshot, EncodedEvent, Retention, StorageError,
-    TimelinePage, TimelineQuery, TimelineStore,
+    memory_timeline::Timeline, AppendOutcome, ContactHistory, ContextSnapshot, MergeOutcome,
+    Retention, StorageError, TimelinePage, TimelineQuery, TimelineStore,
 };
-use crate::domain::{Contact, CustomerId, CustomerSummary, Event, Initiator, Micros};
-
-/// Sort key of a timeline entry: what a Redis sorted set orders by.
-type Key = (Micros, Bytes);
-
-#[derive(Debug)]
-struct Meta {
-    event_id: String,
-    channel: String,
-    initiator: Initiator,
-}
-
-#[derive(Debug, Default)]
-struct Timeline {
-    entries: BTreeMap<Key, Meta>,
-    ids: HashSet<String>,
-    summary: CustomerSummary,
-    last_customer: Option<(Micros, Bytes)>,
-    last_company: Option<(Micros, Bytes)>,
-    /// The contact index, by event (or reservation) id.
-    contacts: HashMap<String, Contact>,
-    contact_version: u64,
-    /// The latest `timezone` attribute, with the instant of its event.
-    timezone: Option<(Micros, String)>,
-    /// The customer is forgotten after this instant without a write.
-    expires_at: Micros,
-}
+use crate::domain::{
+    event::CUSTOMER_ID_IDENTITY, Contact, CustomerId, Event, Identity, LinkedIdentity, MergeRules,
+    Micros,
+};
 
 #[derive(Debug, Default)]
 struct State {
     customers: HashMap<CustomerId, Timeline>,
+    /// Merged profiles: absorbed id -> survivor id.
+    aliases: HashMap<CustomerId, CustomerId>,
+    /// The identity index (customer_id identities name their profile).
+    index: HashMap<Identity, CustomerId>,
     total_events: usize,
 }
 
@@ -57,16 +36,18 @@ struct State {
 pub struct MemoryStore {
     state: Mutex<State>,
     retention: Retention,
+    rules: MergeRules,
     max_total_events: usize,
 }
 
 impl MemoryStore {
     /// A store that keeps at most `max_total_events` events across all
     /// customers; appends beyond that are refused with `StorageError::Full`.
-    pub fn new(retention: Retention, max_total_events: usize) -> Self {
+    pub fn new(retention: Retention, rules: MergeRules, max_total_events: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
             retention,
+            rules,
             max_total_events,
         }
     }
@@ -79,13 +60,27 @@ impl MemoryStore {
 }
 
 impl State {
+    /// The profile an id leads to: itself, or the survivor of its merges.
+    fn follow(&self, profile: &CustomerId) -> CustomerId {
+        let mut current = profile.clone();
+        // Merges point at survivors that were alive then, so chains are
+        // short; the bound only guards against a cycle.
+        for _ in 0..32 {
+            match self.aliases.get(&current) {
+                Some(next) => current = next.clone(),
+                None => break,
+            }
+        }
+        current
+    }
+
     /// The customer's timeline if it has not expired; an expired one is
     /// dropped here, as Redis drops an expired key on access.
     fn live(&mut self, customer: &CustomerId, now: Micros) -> Option<&mut Timeline> {
         let expired = self.customers.get(customer)?.expires_at <= now;
         if expired {
             if let Some(gone) = self.customers.remove(customer) {
-                self.total_events -= gone.entries.len();
+                self.total_events -= gone.held();
             }
             return None;
         }
@@ -97,175 +92,11 @@ impl State {
         self.customers.retain(|_, t| {
             let keep = t.expires_at > now;
             if !keep {
-                freed += t.entries.len();
+                freed += t.held();
             }
             keep
         });
         self.total_events -= freed;
-    }
-}
-
-impl Timeline {
-    fn store(&mut self, event: &Event) -> AppendOutcome {
-        if !self.ids.insert(event.event_id.to_string()) {
-            return AppendOutcome::Duplicate;
-        }
-        let encoded = codec::encode(event).0;
-        let at = event.occurred_at;
-        let last = match event.initiator {
-            Initiator::Customer => &mut self.last_customer,
-            Initiator::Company => &mut self.last_company,
-        };
-        if last.as_ref().is_none_or(|(t, _)| at > *t) {
-            *last = Some((at, encoded.clone()));
-        }
-        self.entries.insert(
-            (at, encoded),
-            Meta {
-                event_id: event.event_id.to_string(),
-                channel: event.channel.clone(),
-                initiator: event.initiator,
-            },
-        );
-        self.summary.record(event);
-        if let Some(contact) = event.as_contact() {
-            // A reservation with this id becomes the contact itself.
-            self.contacts.insert(contact.event_id.clone(), contact);
-            self.contact_version += 1;
-        }
-        if let Some(tz) = event.timezone() {
-            if self.timezone.as_ref().is_none_or(|(t, _)| at > *t) {
-                self.timezone = Some((at, tz.to_string()));
-            }
-        }
-        AppendOutcome::Stored
-    }
-
-    /// Whether any event is held: a customer known only by a reservation
-    /// has no journey context.
-    fn has_events(&self) -> bool {
-        self.summary.first_seen.is_some()
-    }
-
-    fn contact_history(&self, since: Micros) -> ContactHistory {
-        let mut contacts: Vec<Contact> = self
-            .contacts
-            .values()
-            .filter(|c| c.at >= since)
-            .cloned()
-            .collect();
-        contacts.sort_by(|a, b| (a.at, &a.event_id).cmp(&(b.at, &b.event_id)));
-        ContactHistory {
-            known: true,
-            contacts,
-            timezone: self.timezone.as_ref().map(|(_, tz)| tz.clone()),
-            version: self.contact_version,
-        }
-    }
-
-    /// Applies retention to the contact index: the same age and count
-    /// limits as the timeline.
-    fn trim_contacts(&mut self, retention: &Retention, now: Micros) {
-        let cutoff = now.saturating_sub_micros(retention.max_age_micros);
-        self.contacts.retain(|_, c| c.at >= cutoff);
-        if self.contacts.len() > retention.max_events {
-            let mut by_age: Vec<(Micros, String)> = self
-                .contacts
-                .values()
-                .map(|c| (c.at, c.event_id.clone()))
-                .collect();
-            by_age.sort();
-            let excess = self.contacts.len() - retention.max_events;
-            for (_, id) in by_age.into_iter().take(excess) {
-                self.contacts.remove(&id);
-            }
-        }
-    }
-
-    /// Applies retention; returns how many events it removed.
-    fn trim(&mut self, retention: &Retention, now: Micros) -> usize {
-        let cutoff = now.saturating_sub_micros(retention.max_age_micros);
-        let mut removed = 0;
-        loop {
-            let held = self.entries.len();
-            let Some(entry) = self.entries.first_entry() else {
-                break;
-            };
-            if entry.key().0 >= cutoff && held <= retention.max_events {
-                break;
-            }
-            let meta = entry.remove();
-            self.ids.remove(&meta.event_id);
-            self.summary.forget(&meta.channel, meta.initiator);
-            removed += 1;
-        }
-        removed
-    }
-
-    fn snapshot(&self, max_events: usize) -> ContextSnapshot {
-        ContextSnapshot {
-            events: self
-                .entries
-                .keys()
-                .rev()
-                .take(max_events)
-                .map(|(_, bytes)| EncodedEvent(bytes.clone()))
-                .collect(),
-            summary: self.summary.clone(),
-            last_customer_interaction: self
-                .last_customer
-                .as_ref()
-                .map(|(_, b)| EncodedEvent(b.clone())),
-            last_company_contact: self
-                .last_company
-                .as_ref()
-                .map(|(_, b)| EncodedEvent(b.clone())),
-            contacts: Vec::new(),
-        }
-    }
-
-    fn page(&self, query: &TimelineQuery) -> Result<TimelinePage, StorageError> {
-        let upper = upper_bound(query);
-        let lower = match query.start {
-            Some(start) => Bound::Included((start, Bytes::new())),
-            None => Bound::Unbounded,
-        };
-        if matches!((&lower, &upper), (Bound::Included(lo), Bound::Excluded(hi)) if lo >= hi) {
-            return Ok(TimelinePage {
-                events: Vec::new(),
-                next: None,
-            });
-        }
-        let mut events: Vec<EncodedEvent> = self
-            .entries
-            .range((lower, upper))
-            .rev()
-            .filter(|(_, meta)| query.keeps_event(&meta.channel, Some(meta.initiator)))
-            .take(query.limit + 1)
-            .map(|((_, bytes), _)| EncodedEvent(bytes.clone()))
-            .collect();
-        let next = if events.len() > query.limit {
-            events.truncate(query.limit);
-            events.last().map(codec::cursor_after).transpose()?
-        } else {
-            None
-        };
-        Ok(TimelinePage { events, next })
-    }
-}
-
-/// The exclusive upper end of a page: the cursor or the end time, whichever
-/// comes first going back in time.
-fn upper_bound(query: &TimelineQuery) -> Bound<Key> {
-    let cursor = query
-        .after
-        .as_ref()
-        .map(|c| (c.occurred_at, codec::id_prefix(&c.event_id)));
-    let end = query.end.map(|end| (end, Bytes::new()));
-    match (cursor, end) {
-        (Some(c), Some(e)) => Bound::Excluded(c.min(e)),
-        (Some(k), None) | (None, Some(k)) => Bound::Excluded(k),
-        (None, None) => Bound::Unbounded,
     }
 }
 
@@ -293,8 +124,9 @@ impl TimelineStore for MemoryStore {
         let mut outcomes = Vec::with_capacity(events.len());
         let mut touched = HashSet::new();
         for event in events {
-            state.live(&event.customer_id, wall);
-            let timeline = match state.customers.entry(event.customer_id.clone()) {
+            let profile = state.follow(&event.profile);
+            state.live(&profile, wall);
+            let timeline = match state.customers.entry(profile.clone()) {
                 MapEntry::Occupied(o) => o.into_mut(),
                 MapEntry::Vacant(v) => v.insert(Timeline::default()),
             };
@@ -303,11 +135,11 @@ impl TimelineStore for MemoryStore {
             if outcome == AppendOutcome::Stored {
                 state.total_events += 1;
             }
-            touched.insert(&event.customer_id);
+            touched.insert(profile);
             outcomes.push(outcome);
         }
         for customer in touched {
-            if let Some(timeline) = state.customers.get_mut(customer) {
+            if let Some(timeline) = state.customers.get_mut(&customer) {
                 let removed = timeline.trim(&self.retention, now);
                 timeline.trim_contacts(&self.retention, now);
                 state.total_events -= removed;
@@ -323,19 +155,21 @@ impl TimelineStore for MemoryStore {
         contacts_since: Micros,
     ) -> Result<Option<ContextSnapshot>, StorageError> {
         let mut state = self.lock();
+        let profile = state.follow(customer);
         Ok(state
-            .live(customer, Micros::now())
+            .live(&profile, Micros::now())
             .filter(|t| t.has_events())
             .map(|t| ContextSnapshot {
                 contacts: t.contact_history(contacts_since).contacts,
-                ..t.snapshot(max_events)
+                ..t.snapshot(max_events, profile.clone())
             }))
     }
 
     async fn list(&self, query: &TimelineQuery) -> Result<Option<TimelinePage>, StorageError> {
         let mut state = self.lock();
+        let profile = state.follow(&query.customer);
         state
-            .live(&query.customer, Micros::now())
+            .live(&profile, Micros::now())
             .filter(|t| t.has_events())
             .map(|t| t.page(query))
             .transpose()
@@ -351,8 +185,9 @@ impl TimelineStore for MemoryStore {
         Ok(customers
             .iter()
             .map(|c| {
+                let profile = state.follow(c);
                 state
-                    .live(c, wall)
+                    .live(&profile, wall)
                     .map(|t| t.contact_history(since))
                     .unwrap_or_default()
             })
@@ -368,8 +203,9 @@ impl TimelineStore for MemoryStore {
     ) -> Result<bool, StorageError> {
         let wall = Micros::now();
         let mut state = self.lock();
-        state.live(customer, wall);
-        let timeline = state.customers.entry(customer.clone()).or_default();
+        let profile = state.follow(customer);
+        state.live(&profile, wall);
+        let timeline = state.customers.entry(profile).or_default();
         if timeline.contact_version != expected_version {
             return Ok(false);
         }
@@ -383,7 +219,173 @@ impl TimelineStore for MemoryStore {
         Ok(true)
     }
 
+    async fn resolve(
+        &self,
+        identities: &[Identity],
+    ) -> Result<Vec<Option<CustomerId>>, StorageError> {
+        let state = self.lock();
+        Ok(identities
+            .iter()
+            .map(|identity| {
+                if identity.kind == CUSTOMER_ID_IDENTITY {
+                    return Some(customer_profile(identity));
+                }
+                state.index.get(identity).cloned()
+            })
+            .collect())
+    }
+
+    async fn canonical(&self, profile: &CustomerId) -> Result<Option<CustomerId>, StorageError> {
+        let mut state = self.lock();
+        let profile = state.follow(profile);
+        let held = state.live(&profile, Micros::now()).is_some();
+        Ok(held.then_some(profile))
+    }
+
+    async fn identities(&self, profile: &CustomerId) -> Result<Vec<LinkedIdentity>, StorageError> {
+        let mut state = self.lock();
+        let profile = state.follow(profile);
+        Ok(state
+            .live(&profile, Micros::now())
+            .map(|t| t.identities())
+            .unwrap_or_default())
+    }
+
+    async fn link(
+        &self,
+        profile: &CustomerId,
+        identities: &[Identity],
+        at: Micros,
+    ) -> Result<Vec<CustomerId>, StorageError> {
+        let wall = Micros::now();
+        let mut state = self.lock();
+        let profile = state.follow(profile);
+        let mut owners = Vec::with_capacity(identities.len());
+        let mut linked = Vec::new();
+        for identity in identities {
+            if identity.kind == CUSTOMER_ID_IDENTITY {
+                owners.push(customer_profile(identity));
+                continue;
+            }
+            let owner = state
+                .index
+                .entry(identity.clone())
+                .or_insert_with(|| profile.clone())
+                .clone();
+            if owner == profile {
+                linked.push(identity.clone());
+            }
+            owners.push(owner);
+        }
+        state.live(&profile, wall);
+        let timeline = state.customers.entry(profile).or_default();
+        timeline.record_identities(&linked, at);
+        timeline.expires_at = timeline
+            .expires_at
+            .max(wall.saturating_add_micros(self.retention.max_age_micros));
+        Ok(owners)
+    }
+
+    async fn merge(
+        &self,
+        survivor: &CustomerId,
+        absorbed: &CustomerId,
+        at: Micros,
+    ) -> Result<MergeOutcome, StorageError> {
+        let wall = Micros::now();
+        let mut state = self.lock();
+        let (survivor, absorbed) = (state.follow(survivor), state.follow(absorbed));
+        if survivor == absorbed {
+            return Ok(MergeOutcome::AlreadyOne);
+        }
+        state.live(&survivor, wall);
+        state.live(&absorbed, wall);
+        let mut identities: Vec<Identity> = Vec::new();
+        for profile in [&survivor, &absorbed] {
+            identities.push(customer_identity(profile));
+            if let Some(t) = state.customers.get(profile) {
+                identities.extend(t.identity_set().cloned());
+            }
+        }
+        identities.retain(|i| !i.value.is_empty());
+        if let Some(reason) = self.rules.conflict(&identities) {
+            return Ok(MergeOutcome::Refused(reason));
+        }
+        let gone = state.customers.remove(&absorbed).unwrap_or_default();
+        let moved: Vec<Identity> = gone.identity_set().cloned().collect();
+        let before = gone.held();
+        let timeline = state.customers.entry(survivor.clone()).or_default();
+        let added = timeline.absorb(
+            gone,
+            crate::domain::MergeRecord {
+                from: absorbed.clone(),
+                at,
+            },
+        );
+        let removed = timeline.trim(&self.retention, at);
+        timeline.trim_contacts(&self.retention, at);
+        timeline.expires_at = timeline
+            .expires_at
+            .max(wall.saturating_add_micros(self.retention.max_age_micros));
+        // Events already held by the survivor were counted twice until now.
+        state.total_events = state.total_events + added - before - removed;
+        for identity in moved {
+            if state.index.get(&identity) == Some(&absorbed) {
+                state.index.insert(identity, survivor.clone());
+            }
+        }
+        state.aliases.insert(absorbed, survivor);
+        Ok(MergeOutcome::Merged)
+    }
+
+    async fn unlink(
+        &self,
+        profile: &CustomerId,
+        identity: &Identity,
+    ) -> Result<bool, StorageError> {
+        let mut state = self.lock();
+        let profile = state.follow(profile);
+        if identity.kind == CUSTOMER_ID_IDENTITY {
+            // The customer id of a merged profile stops leading here.
+            let id = customer_profile(identity);
+            let was = state.aliases.get(&id).map(|s| state.follow(s)) == Some(profile.clone());
+            if was {
+                state.aliases.remove(&id);
+            }
+            if let Some(t) = state.customers.get_mut(&profile) {
+                t.forget_identity(identity);
+            }
+            return Ok(was);
+        }
+        let linked_here = state.index.get(identity) == Some(&profile);
+        if linked_here {
+            state.index.remove(identity);
+        }
+        let recorded = state
+            .customers
+            .get_mut(&profile)
+            .is_some_and(|t| t.forget_identity(identity));
+        Ok(linked_here || recorded)
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         Ok(())
+    }
+}
+
+/// The profile a customer id names.
+fn customer_profile(identity: &Identity) -> CustomerId {
+    CustomerId::from_trusted(&identity.value)
+}
+
+/// A profile's own customer id as an identity (empty for anonymous ones).
+fn customer_identity(profile: &CustomerId) -> Identity {
+    Identity {
+        kind: CUSTOMER_ID_IDENTITY.to_string(),
+        value: if profile.is_anonymous() {
+            String::new()
+        } else {
+            profile.to_string()
+        },
     }
 }

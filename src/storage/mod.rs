@@ -9,6 +9,10 @@
 pub mod codec;
 pub mod error;
 pub mod memory_store;
+mod memory_timeline;
+pub mod profiles;
+mod redis_keys;
+mod redis_profiles;
 pub mod redis_store;
 
 use std::collections::BTreeSet;
@@ -16,7 +20,10 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::domain::{Contact, CustomerId, CustomerSummary, Event, Initiator, Micros};
+use crate::domain::{
+    Contact, CustomerId, CustomerSummary, Event, Identity, Initiator, LinkedIdentity, MergeRecord,
+    Micros,
+};
 
 pub use error::StorageError;
 pub use memory_store::MemoryStore;
@@ -64,6 +71,22 @@ pub struct ContextSnapshot {
     pub last_company_contact: Option<EncodedEvent>,
     /// Contacts (company events and reservations) since the asked instant.
     pub contacts: Vec<Contact>,
+    /// The profile read: the one asked for, or the one it was merged into.
+    pub profile: CustomerId,
+    pub identities: Vec<LinkedIdentity>,
+    pub merges: Vec<MergeRecord>,
+}
+
+/// What became of a merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// The absorbed profile's events, contacts and identities are now the
+    /// survivor's; the absorbed id leads to the survivor.
+    Merged,
+    /// Both ids already lead to the same profile.
+    AlreadyOne,
+    /// The merge would break a rule; nothing changed.
+    Refused(String),
 }
 
 /// What the contact policy needs to know of one customer.
@@ -128,8 +151,10 @@ pub struct TimelinePage {
 #[async_trait]
 pub trait TimelineStore: Send + Sync + 'static {
     /// Appends events (of any customers) and answers one outcome per event,
-    /// in order. An event id already stored for the same customer, earlier
-    /// or in the same call, is a duplicate and writes nothing. Retention is
+    /// in order. Each goes to the profile `event.profile` leads to (its
+    /// survivor, once merged), with its identities recorded there. An event
+    /// id already stored in that profile, earlier or in the same call, is a
+    /// duplicate and writes nothing. Retention is
     /// applied, with `now` as the clock, to each customer written. On the
     /// Redis backend this is one round trip and atomic per customer.
     async fn append(
@@ -175,6 +200,52 @@ pub trait TimelineStore: Send + Sync + 'static {
     /// pages are never repeated, and none is skipped unless it lands in a
     /// part of the timeline the client already passed. One round trip.
     async fn list(&self, query: &TimelineQuery) -> Result<Option<TimelinePage>, StorageError>;
+
+    /// The profile each identity is linked to, without following merges.
+    /// A `customer_id` identity names its profile directly. One round trip.
+    async fn resolve(
+        &self,
+        identities: &[Identity],
+    ) -> Result<Vec<Option<CustomerId>>, StorageError>;
+
+    /// The profile an id leads to now (following merges, completing any
+    /// merge left half done), or `None` when nothing is held under it.
+    async fn canonical(&self, profile: &CustomerId) -> Result<Option<CustomerId>, StorageError>;
+
+    /// The identities of the profile an id leads to.
+    async fn identities(&self, profile: &CustomerId) -> Result<Vec<LinkedIdentity>, StorageError>;
+
+    /// Links each identity not linked yet to `profile`, recording it on
+    /// the profile; answers, for each, the profile it is linked to after
+    /// the call (another one if it was linked before). `customer_id`
+    /// identities are not linked this way: their profile is their value.
+    async fn link(
+        &self,
+        profile: &CustomerId,
+        identities: &[Identity],
+        at: Micros,
+    ) -> Result<Vec<CustomerId>, StorageError>;
+
+    /// Merges `absorbed` into `survivor`: events (each once: event ids
+    /// still deduplicate), summaries, contacts, identities and merge
+    /// history move, and the absorbed id and identities lead to the
+    /// survivor from then on. Idempotent; a reader never sees a half-moved
+    /// timeline, and a merge interrupted halfway is completed by the next
+    /// operation on the absorbed profile. Refused, changing nothing, when
+    /// the store's merge rules would be broken.
+    /// The store's merge rules (`merge` and its recovery apply them).
+    async fn merge(
+        &self,
+        survivor: &CustomerId,
+        absorbed: &CustomerId,
+        at: Micros,
+    ) -> Result<MergeOutcome, StorageError>;
+
+    /// Removes an identity from a profile going forward: it no longer
+    /// leads there, events already stored stay. Answers whether it was
+    /// linked to the profile.
+    async fn unlink(&self, profile: &CustomerId, identity: &Identity)
+        -> Result<bool, StorageError>;
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StorageError>;

@@ -15,48 +15,32 @@ use bytes::Bytes;
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
     io::tcp::TcpSettings,
-    IntoConnectionInfo, Pipeline, Script,
+    IntoConnectionInfo, Pipeline, Script, ScriptInvocation,
 };
 
 use super::{
-    codec, AppendOutcome, ContactHistory, ContextSnapshot, Cursor, EncodedEvent, Retention,
+    codec,
+    redis_keys::{packed_identity, Keys},
+    AppendOutcome, ContactHistory, ContextSnapshot, Cursor, EncodedEvent, MergeOutcome, Retention,
     StorageError, TimelinePage, TimelineQuery, TimelineStore,
 };
 use crate::domain::{
-    ChannelActivity, Contact, CustomerId, CustomerSummary, Event, Initiator, Micros,
+    event::CUSTOMER_ID_IDENTITY, ChannelActivity, Contact, CustomerId, CustomerSummary, Event,
+    Identity, Initiator, LinkedIdentity, MergeRecord, MergeRules, Micros,
 };
 
 const APPEND_SCRIPT: &str = include_str!("append.lua");
 const RESERVE_SCRIPT: &str = include_str!("reserve.lua");
+const CAS_SCRIPT: &str = include_str!("cas.lua");
+
+/// How many merges a read or write follows before giving up: merges point
+/// at a survivor that was alive then, so real chains are short.
+pub(super) const MAX_HOPS: usize = 16;
 
 /// Customers per round trip when reading many contact histories: large
 /// enough that a 10,000-customer list takes ten round trips, small enough
 /// that one reply stays a few megabytes.
 const CUSTOMERS_PER_ROUND_TRIP: usize = 1_000;
-
-/// The three keys of one customer. The id goes inside the hash tag as it
-/// is: the suffixes after `}:` are fixed and contain no `}`, so no two
-/// customers' keys can be equal, whatever characters the ids hold.
-struct Keys {
-    timeline: String,
-    ids: String,
-    summary: String,
-    contacts: String,
-    contact_ids: String,
-}
-
-impl Keys {
-    fn of(customer: &CustomerId) -> Self {
-        let tag = format!("journey:{{{customer}}}");
-        Self {
-            timeline: format!("{tag}:tl"),
-            ids: format!("{tag}:ids"),
-            summary: format!("{tag}:sum"),
-            contacts: format!("{tag}:contacts"),
-            contact_ids: format!("{tag}:cids"),
-        }
-    }
-}
 
 /// Settings of the connection to Redis.
 #[derive(Debug, Clone)]
@@ -68,17 +52,23 @@ pub struct RedisSettings {
 }
 
 pub struct RedisStore {
-    conn: ConnectionManager,
-    append_script: Script,
+    pub(super) conn: ConnectionManager,
+    pub(super) append_script: Script,
     reserve_script: Script,
-    retention: Retention,
+    pub(super) cas_script: Script,
+    pub(super) retention: Retention,
+    pub(super) rules: MergeRules,
 }
 
 impl RedisStore {
     /// A store on the Redis at `settings.url`. The URL is checked now; the
     /// connection is made on first use and remade after a failure, so the
     /// service can start (and report NOT_SERVING) while Redis is down.
-    pub fn open(settings: &RedisSettings, retention: Retention) -> Result<Self, StorageError> {
+    pub fn open(
+        settings: &RedisSettings,
+        retention: Retention,
+        rules: MergeRules,
+    ) -> Result<Self, StorageError> {
         let info = settings
             .url
             .as_str()
@@ -98,14 +88,59 @@ impl RedisStore {
             conn,
             append_script: Script::new(APPEND_SCRIPT),
             reserve_script: Script::new(RESERVE_SCRIPT),
+            cas_script: Script::new(CAS_SCRIPT),
             retention,
+            rules,
         })
+    }
+
+    /// The append script's call on a profile, with the header filled in
+    /// and no event yet (see append.lua for the layout).
+    pub(super) fn append_call<'a>(
+        &'a self,
+        keys: &Keys,
+        now: Micros,
+        shape: CallShape,
+    ) -> ScriptInvocation<'a> {
+        let cutoff = now.saturating_sub_micros(self.retention.max_age_micros);
+        let ttl_ms = (self.retention.max_age_micros / 1_000).max(1);
+        let mut call = self.append_script.prepare_invoke();
+        for key in keys.data() {
+            call.key(key);
+        }
+        call.key(&keys.alias)
+            .arg(cutoff.0)
+            .arg(self.retention.max_events)
+            .arg(ttl_ms)
+            .arg(shape.events)
+            .arg(shape.identities)
+            .arg(shape.reservations);
+        match shape.merge {
+            None => {
+                call.arg("").arg("").arg("").arg(0).arg("");
+            }
+            Some(merge) => {
+                let unique: Vec<&str> =
+                    self.rules.unique_types.iter().map(String::as_str).collect();
+                call.arg(merge.from.as_str())
+                    .arg(merge.at.0)
+                    .arg(unique.join("\u{1f}"))
+                    .arg(self.rules.max_identities)
+                    .arg(
+                        merge
+                            .first_seen
+                            .map(|m| m.0.to_string())
+                            .unwrap_or_default(),
+                    );
+            }
+        }
+        call
     }
 
     /// Sends a pipeline of script calls, loading the script and sending
     /// again if Redis lost it (a restart or `SCRIPT FLUSH`). NOSCRIPT fails
     /// every call of the pipeline before any write, so resending is safe.
-    async fn query_scripts<T: redis::FromRedisValue>(
+    pub(super) async fn query_scripts<T: redis::FromRedisValue>(
         &self,
         script: &Script,
         pipe: &Pipeline,
@@ -131,70 +166,66 @@ impl TimelineStore for RedisStore {
         events: &[Event],
         now: Micros,
     ) -> Result<Vec<AppendOutcome>, StorageError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One script call per customer, in order of first appearance.
-        let mut groups: Vec<(&CustomerId, Vec<usize>)> = Vec::new();
+        let mut outcomes = vec![AppendOutcome::Stored; events.len()];
+        // Events by target profile, in order of first appearance.
+        let mut pending: Vec<(CustomerId, Vec<usize>)> = Vec::new();
         let mut group_of: HashMap<&CustomerId, usize> = HashMap::new();
         for (i, event) in events.iter().enumerate() {
-            let g = *group_of.entry(&event.customer_id).or_insert_with(|| {
-                groups.push((&event.customer_id, Vec::new()));
-                groups.len() - 1
+            let g = *group_of.entry(&event.profile).or_insert_with(|| {
+                pending.push((event.profile.clone(), Vec::new()));
+                pending.len() - 1
             });
-            groups[g].1.push(i);
+            pending[g].1.push(i);
         }
-        let cutoff = now.saturating_sub_micros(self.retention.max_age_micros);
-        let ttl_ms = (self.retention.max_age_micros / 1_000).max(1);
-        let mut pipe = redis::pipe();
-        for (customer, indices) in &groups {
-            let keys = Keys::of(customer);
-            let mut call = self.append_script.prepare_invoke();
-            call.key(&keys.timeline)
-                .key(&keys.ids)
-                .key(&keys.summary)
-                .key(&keys.contacts)
-                .key(&keys.contact_ids)
-                .arg(cutoff.0)
-                .arg(self.retention.max_events)
-                .arg(ttl_ms);
-            for &i in indices {
-                let event = &events[i];
-                call.arg(event.occurred_at.0)
-                    .arg(event.event_id.as_str())
-                    .arg(event.channel.as_str())
-                    .arg(match event.initiator {
-                        Initiator::Customer => "1",
-                        Initiator::Company => "2",
-                    })
-                    .arg(codec::encode(event).0.as_ref())
-                    .arg(
-                        event
-                            .as_contact()
-                            .map(|c| codec::pack_contact(&c))
-                            .unwrap_or_default(),
-                    )
-                    .arg(event.timezone().unwrap_or_default());
+        // One pipeline for all profiles; a profile merged away answers its
+        // alias instead, and its events go again to the survivor.
+        for _ in 0..MAX_HOPS {
+            if pending.is_empty() {
+                return Ok(outcomes);
             }
-            pipe.invoke_script(&call);
-        }
-        let replies: Vec<Vec<i64>> = self.query_scripts(&self.append_script, &pipe).await?;
-        let mut outcomes = vec![AppendOutcome::Stored; events.len()];
-        for ((_, indices), reply) in groups.iter().zip(replies) {
-            if reply.len() != indices.len() {
-                return Err(StorageError::Corrupt(format!(
-                    "append script answered {} outcomes for {} events",
-                    reply.len(),
-                    indices.len()
-                )));
+            let mut pipe = redis::pipe();
+            for (profile, indices) in &pending {
+                let keys = Keys::of(profile);
+                let shape = CallShape {
+                    events: indices.len(),
+                    ..CallShape::default()
+                };
+                let mut call = self.append_call(&keys, now, shape);
+                for &i in indices {
+                    EventArgs::of_event(&events[i]).push(&mut call);
+                }
+                pipe.invoke_script(&call);
             }
-            for (&i, stored) in indices.iter().zip(reply) {
-                if stored == 0 {
-                    outcomes[i] = AppendOutcome::Duplicate;
+            let replies: Vec<redis::Value> = self.query_scripts(&self.append_script, &pipe).await?;
+            let mut redirected = Vec::new();
+            for ((profile, indices), reply) in pending.into_iter().zip(replies) {
+                match AppendReply::parse(reply)? {
+                    AppendReply::Outcomes(stored) if stored.len() == indices.len() => {
+                        for (&i, stored) in indices.iter().zip(stored) {
+                            if stored == 0 {
+                                outcomes[i] = AppendOutcome::Duplicate;
+                            }
+                        }
+                    }
+                    AppendReply::Outcomes(stored) => {
+                        return Err(StorageError::Corrupt(format!(
+                            "append script answered {} outcomes for {} events",
+                            stored.len(),
+                            indices.len()
+                        )))
+                    }
+                    AppendReply::Merged => {
+                        let survivor = self.follow(&profile).await?;
+                        redirected.push((survivor, indices));
+                    }
+                    AppendReply::Refused(reason) => return Err(StorageError::Corrupt(reason)),
                 }
             }
+            pending = redirected;
         }
-        Ok(outcomes)
+        Err(StorageError::Corrupt(
+            "merges kept moving the profile".into(),
+        ))
     }
 
     async fn context(
@@ -203,27 +234,46 @@ impl TimelineStore for RedisStore {
         max_events: usize,
         contacts_since: Micros,
     ) -> Result<Option<ContextSnapshot>, StorageError> {
-        let keys = Keys::of(customer);
-        let stop = max_events.saturating_sub(1) as i64;
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZREVRANGE").arg(&keys.timeline).arg(0).arg(stop);
-        pipe.cmd("HGETALL").arg(&keys.summary);
-        pipe.cmd("ZCARD").arg(&keys.timeline);
-        contacts_since_cmd(&mut pipe, &keys, contacts_since);
-        let mut conn = self.conn.clone();
-        let (mut members, fields, held, contacts): (
-            Vec<Bytes>,
-            HashMap<String, Bytes>,
-            u64,
-            Vec<(String, f64)>,
-        ) = pipe.query_async(&mut conn).await?;
-        if fields.is_empty() && held == 0 {
-            return Ok(None);
+        let mut profile = customer.clone();
+        for _ in 0..MAX_HOPS {
+            let keys = Keys::of(&profile);
+            let stop = max_events.saturating_sub(1) as i64;
+            let mut pipe = redis::pipe();
+            pipe.cmd("GET").arg(&keys.alias);
+            pipe.cmd("ZREVRANGE").arg(&keys.timeline).arg(0).arg(stop);
+            pipe.cmd("HGETALL").arg(&keys.summary);
+            pipe.cmd("ZCARD").arg(&keys.timeline);
+            contacts_since_cmd(&mut pipe, &keys, contacts_since);
+            pipe.cmd("HGETALL").arg(&keys.idents);
+            pipe.cmd("HGETALL").arg(&keys.merges);
+            let mut conn = self.conn.clone();
+            #[allow(clippy::type_complexity)]
+            let (alias, mut members, fields, held, contacts, idents, merges): (
+                Option<String>,
+                Vec<Bytes>,
+                HashMap<String, Bytes>,
+                u64,
+                Vec<(String, f64)>,
+                HashMap<String, String>,
+                HashMap<String, String>,
+            ) = pipe.query_async(&mut conn).await?;
+            if alias.is_some() {
+                profile = self.follow(&profile).await?;
+                continue;
+            }
+            if fields.is_empty() && held == 0 {
+                return Ok(None);
+            }
+            members.truncate(max_events);
+            let mut snapshot = snapshot_from(members, fields, held, profile);
+            snapshot.contacts = unpack_contacts(contacts)?;
+            snapshot.identities = unpack_identities(idents);
+            snapshot.merges = unpack_merges(merges);
+            return Ok(Some(snapshot));
         }
-        members.truncate(max_events);
-        let mut snapshot = snapshot_from(members, fields, held);
-        snapshot.contacts = unpack_contacts(contacts)?;
-        Ok(Some(snapshot))
+        Err(StorageError::Corrupt(
+            "merges kept moving the profile".into(),
+        ))
     }
 
     async fn contacts(
@@ -241,6 +291,7 @@ impl TimelineStore for RedisStore {
             }
             for customer in chunk {
                 let keys = Keys::of(customer);
+                pipe.cmd("GET").arg(&keys.alias);
                 pipe.cmd("EXISTS").arg(&keys.summary).arg(&keys.contacts);
                 pipe.cmd("HGET").arg(&keys.summary).arg("tz");
                 pipe.cmd("HGET").arg(&keys.contact_ids).arg("");
@@ -249,16 +300,25 @@ impl TimelineStore for RedisStore {
             let mut conn = self.conn.clone();
             let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
             let mut replies = replies.into_iter();
-            for _ in chunk {
+            for customer in chunk {
                 let mut next = || {
                     replies
                         .next()
                         .ok_or_else(|| StorageError::Corrupt("short pipeline reply".into()))
                 };
+                let alias: Option<String> = parse(next()?)?;
                 let exists: u64 = parse(next()?)?;
                 let timezone: Option<String> = parse(next()?)?;
                 let version: Option<u64> = parse(next()?)?;
                 let contacts: Vec<(String, f64)> = parse(next()?)?;
+                if alias.is_some() {
+                    // Merged away: read the survivor (rare, so one by one).
+                    let survivor = self.follow(customer).await?;
+                    let mut read =
+                        Box::pin(self.contacts(std::slice::from_ref(&survivor), since)).await?;
+                    histories.push(read.pop().unwrap_or_default());
+                    continue;
+                }
                 histories.push(ContactHistory {
                     known: exists > 0,
                     contacts: unpack_contacts(contacts)?,
@@ -277,11 +337,12 @@ impl TimelineStore for RedisStore {
         expected_version: u64,
         _now: Micros,
     ) -> Result<bool, StorageError> {
-        let keys = Keys::of(customer);
+        let keys = Keys::of(&self.follow(customer).await?);
         let ttl_ms = (self.retention.max_age_micros / 1_000).max(1);
         let mut call = self.reserve_script.prepare_invoke();
         call.key(&keys.contacts)
             .key(&keys.contact_ids)
+            .key(&keys.alias)
             .arg(expected_version)
             .arg(contact.at.0)
             .arg(&contact.event_id)
@@ -290,14 +351,87 @@ impl TimelineStore for RedisStore {
         let mut pipe = redis::pipe();
         pipe.invoke_script(&call);
         let (recorded,): (i64,) = self.query_scripts(&self.reserve_script, &pipe).await?;
+        // -1: merged away since the read; the caller reads and decides again.
         Ok(recorded == 1)
     }
 
     async fn list(&self, query: &TimelineQuery) -> Result<Option<TimelinePage>, StorageError> {
+        let mut query = query.clone();
+        for _ in 0..MAX_HOPS {
+            match self.list_once(&query).await? {
+                Listed::Page(page) => return Ok(page),
+                Listed::Merged => query.customer = self.follow(&query.customer).await?,
+            }
+        }
+        Err(StorageError::Corrupt(
+            "merges kept moving the profile".into(),
+        ))
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(Into::into)
+    }
+
+    async fn resolve(
+        &self,
+        identities: &[Identity],
+    ) -> Result<Vec<Option<CustomerId>>, StorageError> {
+        self.resolve_identities(identities).await
+    }
+
+    async fn canonical(&self, profile: &CustomerId) -> Result<Option<CustomerId>, StorageError> {
+        self.canonical_profile(profile).await
+    }
+
+    async fn identities(&self, profile: &CustomerId) -> Result<Vec<LinkedIdentity>, StorageError> {
+        self.profile_identities(profile).await
+    }
+
+    async fn link(
+        &self,
+        profile: &CustomerId,
+        identities: &[Identity],
+        at: Micros,
+    ) -> Result<Vec<CustomerId>, StorageError> {
+        self.link_identities(profile, identities, at).await
+    }
+
+    async fn merge(
+        &self,
+        survivor: &CustomerId,
+        absorbed: &CustomerId,
+        at: Micros,
+    ) -> Result<MergeOutcome, StorageError> {
+        self.merge_profiles(survivor, absorbed, at).await
+    }
+
+    async fn unlink(
+        &self,
+        profile: &CustomerId,
+        identity: &Identity,
+    ) -> Result<bool, StorageError> {
+        self.unlink_identity(profile, identity).await
+    }
+}
+
+/// What one attempt at a page found.
+enum Listed {
+    Page(Option<TimelinePage>),
+    Merged,
+}
+
+impl RedisStore {
+    async fn list_once(&self, query: &TimelineQuery) -> Result<Listed, StorageError> {
         let keys = Keys::of(&query.customer);
         let (upper, tie) = upper_bound(query);
         let lower = query.start.map_or("-inf".to_string(), |s| s.0.to_string());
         let mut pipe = redis::pipe();
+        pipe.cmd("EXISTS").arg(&keys.alias);
         pipe.cmd("EXISTS").arg(&keys.summary);
         // Events at the cursor's own instant that sort below it.
         if let Some((at, _)) = &tie {
@@ -319,10 +453,13 @@ impl TimelineStore for RedisStore {
         }
         let mut conn = self.conn.clone();
         let mut replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-        let exists: bool = redis::from_redis_value(replies.remove(0))
-            .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let merged: bool = parse(replies.remove(0))?;
+        if merged {
+            return Ok(Listed::Merged);
+        }
+        let exists: bool = parse(replies.remove(0))?;
         if !exists {
-            return Ok(None);
+            return Ok(Listed::Page(None));
         }
         let mut candidates: Vec<Bytes> = Vec::new();
         if let Some((at, prefix)) = &tie {
@@ -359,16 +496,7 @@ impl TimelineStore for RedisStore {
         } else {
             None
         };
-        Ok(Some(TimelinePage { events, next }))
-    }
-
-    async fn ping(&self) -> Result<(), StorageError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(Into::into)
+        Ok(Listed::Page(Some(TimelinePage { events, next })))
     }
 }
 
@@ -381,12 +509,12 @@ fn contacts_since_cmd(pipe: &mut Pipeline, keys: &Keys, since: Micros) {
         .arg("WITHSCORES");
 }
 
-fn parse<T: redis::FromRedisValue>(value: redis::Value) -> Result<T, StorageError> {
+pub(super) fn parse<T: redis::FromRedisValue>(value: redis::Value) -> Result<T, StorageError> {
     redis::from_redis_value(value).map_err(|e| StorageError::Corrupt(e.to_string()))
 }
 
 /// Contact index entries with their scores, oldest first.
-fn unpack_contacts(entries: Vec<(String, f64)>) -> Result<Vec<Contact>, StorageError> {
+pub(super) fn unpack_contacts(entries: Vec<(String, f64)>) -> Result<Vec<Contact>, StorageError> {
     entries
         .into_iter()
         // Scores are whole microseconds below 2^53, exact in an f64.
@@ -416,6 +544,7 @@ fn snapshot_from(
     members: Vec<Bytes>,
     mut fields: HashMap<String, Bytes>,
     held: u64,
+    profile: CustomerId,
 ) -> ContextSnapshot {
     let micros = |v: &Bytes| {
         std::str::from_utf8(v)
@@ -449,5 +578,197 @@ fn snapshot_from(
         last_customer_interaction: fields.remove("lc").map(EncodedEvent),
         last_company_contact: fields.remove("lk").map(EncodedEvent),
         contacts: Vec::new(),
+        profile,
+        identities: Vec::new(),
+        merges: Vec::new(),
     }
+}
+
+/// A profile's identities hash: `type US value` -> `first seen US channel`.
+pub(super) fn unpack_identities(idents: HashMap<String, String>) -> Vec<LinkedIdentity> {
+    let mut linked: Vec<LinkedIdentity> = idents
+        .into_iter()
+        .filter_map(|(packed, seen)| {
+            let (kind, value) = packed.split_once('\u{1f}')?;
+            let (at, channel) = seen.split_once('\u{1f}').unwrap_or((seen.as_str(), ""));
+            Some(LinkedIdentity {
+                identity: Identity {
+                    kind: kind.to_string(),
+                    value: value.to_string(),
+                },
+                first_seen: Micros(at.parse().ok()?),
+                first_channel: channel.to_string(),
+            })
+        })
+        .collect();
+    linked.sort_by(|a, b| a.identity.cmp(&b.identity));
+    linked
+}
+
+fn unpack_merges(merges: HashMap<String, String>) -> Vec<MergeRecord> {
+    let mut records: Vec<MergeRecord> = merges
+        .into_iter()
+        .filter_map(|(from, at)| {
+            Some(MergeRecord {
+                from: CustomerId::from_trusted(&from),
+                at: Micros(at.parse().ok()?),
+            })
+        })
+        .collect();
+    records.sort_by_key(|m| m.at);
+    records
+}
+
+/// How many of each part an append-script call carries.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct CallShape<'a> {
+    pub events: usize,
+    pub identities: usize,
+    pub reservations: usize,
+    pub merge: Option<MergeArgs<'a>>,
+}
+
+/// The merge-mode arguments of an append-script call.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MergeArgs<'a> {
+    pub from: &'a CustomerId,
+    pub at: Micros,
+    pub first_seen: Option<Micros>,
+}
+
+/// What the append script answered for one profile.
+pub(super) enum AppendReply {
+    Outcomes(Vec<i64>),
+    /// The profile was merged away: nothing was written.
+    Merged,
+    Refused(String),
+}
+
+impl AppendReply {
+    pub(super) fn parse(value: redis::Value) -> Result<Self, StorageError> {
+        match value {
+            redis::Value::Array(items) => {
+                if let Some(redis::Value::BulkString(tag)) = items.first() {
+                    if tag.as_slice() == b"refused" {
+                        let reason: String = items
+                            .get(1)
+                            .cloned()
+                            .map(parse)
+                            .transpose()?
+                            .unwrap_or_default();
+                        return Ok(Self::Refused(reason));
+                    }
+                }
+                Ok(Self::Outcomes(parse(redis::Value::Array(items))?))
+            }
+            other => {
+                parse::<String>(other)?;
+                Ok(Self::Merged)
+            }
+        }
+    }
+}
+
+/// The append script's eight arguments for one event.
+pub(super) struct EventArgs {
+    score: i64,
+    event_id: String,
+    channel: String,
+    initiator: Initiator,
+    body: Bytes,
+    contact: String,
+    timezone: String,
+    identities: String,
+}
+
+impl EventArgs {
+    pub(super) fn of_event(event: &Event) -> Self {
+        Self {
+            score: event.occurred_at.0,
+            event_id: event.event_id.to_string(),
+            channel: event.channel.clone(),
+            initiator: event.initiator,
+            body: codec::encode(event).0,
+            contact: event
+                .as_contact()
+                .map(|c| codec::pack_contact(&c))
+                .unwrap_or_default(),
+            timezone: event.timezone().unwrap_or_default().to_string(),
+            identities: pack_identities(&event.all_identities()),
+        }
+    }
+
+    /// The arguments of an event read back from a profile being merged.
+    pub(super) fn of_stored(body: Bytes) -> Result<Self, StorageError> {
+        let event = codec::decode(&EncodedEvent(body.clone()))?;
+        let initiator = codec::initiator_of(&event).unwrap_or(Initiator::Customer);
+        let at = codec::occurred_at(&event);
+        let campaign = event
+            .attributes
+            .get(crate::domain::event::CAMPAIGN_ATTRIBUTE);
+        let contact = (initiator == Initiator::Company).then(|| {
+            codec::pack_contact(&Contact {
+                at,
+                event_id: event.event_id.clone(),
+                channel: event.channel.clone(),
+                reason: event.reason.clone(),
+                event_type: event.r#type.clone(),
+                campaign_id: campaign.cloned().unwrap_or_default(),
+                reserved: false,
+            })
+        });
+        let mut identities: Vec<Identity> = event
+            .identities
+            .iter()
+            .map(|i| Identity {
+                kind: i.r#type.clone(),
+                value: i.value.clone(),
+            })
+            .collect();
+        if !event.customer_id.is_empty() {
+            identities.insert(
+                0,
+                Identity {
+                    kind: CUSTOMER_ID_IDENTITY.to_string(),
+                    value: event.customer_id.clone(),
+                },
+            );
+        }
+        Ok(Self {
+            score: at.0,
+            event_id: event.event_id.clone(),
+            channel: event.channel.clone(),
+            initiator,
+            body,
+            contact: contact.unwrap_or_default(),
+            timezone: event
+                .attributes
+                .get(crate::domain::event::TIMEZONE_ATTRIBUTE)
+                .cloned()
+                .unwrap_or_default(),
+            identities: pack_identities(&identities),
+        })
+    }
+
+    pub(super) fn push(&self, call: &mut ScriptInvocation<'_>) {
+        call.arg(self.score)
+            .arg(&self.event_id)
+            .arg(&self.channel)
+            .arg(match self.initiator {
+                Initiator::Customer => "1",
+                Initiator::Company => "2",
+            })
+            .arg(self.body.as_ref())
+            .arg(&self.contact)
+            .arg(&self.timezone)
+            .arg(&self.identities);
+    }
+}
+
+fn pack_identities(identities: &[Identity]) -> String {
+    identities
+        .iter()
+        .map(packed_identity)
+        .collect::<Vec<_>>()
+        .join("\u{1e}")
 }

@@ -4,10 +4,15 @@
 --
 -- KEYS[1] contacts  ZSET (see append.lua)
 -- KEYS[2] cids      HASH, field "" = contact version
+-- KEYS[3] alias     STRING, set once the profile is merged away
 -- ARGV[1] expected version, ARGV[2] score (µs), ARGV[3] reservation id,
 -- ARGV[4] packed contact, ARGV[5] ttl (ms)
--- Returns 1 when recorded, 0 when the version moved.
+-- Returns 1 when recorded, 0 when the version moved, -1 when the profile
+-- was merged away (the caller follows the merge and decides again).
 local contacts, cids = KEYS[1], KEYS[2]
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return -1
+end
 local version = tonumber(redis.call('HGET', cids, '')) or 0
 if version ~= tonumber(ARGV[1]) then
   return 0

@@ -64,7 +64,23 @@ impl JourneyApi {
         &self,
         request: pb::CheckContactRequest,
     ) -> Result<pb::CheckContactResponse, ApiError> {
-        let customer = self.customer(&request.customer_id)?;
+        let customer =
+            match self.reference(&request.customer_id, request.customer.as_ref(), "customer")? {
+                super::customers::Named::Profile(profile) => profile,
+                super::customers::Named::Identity(identity) => {
+                    match self
+                        .store
+                        .resolve(std::slice::from_ref(&identity))
+                        .await?
+                        .pop()
+                        .flatten()
+                    {
+                        Some(profile) => profile,
+                        // Nobody holds this identity: an unknown customer.
+                        None => CustomerId::anonymous(&Ulid::new().to_string()),
+                    }
+                }
+            };
         let proposal = self.contact_request(
             &request.channel,
             &request.reason,
@@ -122,20 +138,23 @@ impl JourneyApi {
         request: pb::CheckContactBatchRequest,
     ) -> Result<pb::CheckContactBatchResponse, ApiError> {
         let max = self.limits.max_check_batch;
-        if request.customer_ids.len() > max {
+        let asked = request.customers.len() + request.customer_ids.len();
+        if asked > max {
+            let field = if request.customers.is_empty() {
+                "customer_ids"
+            } else {
+                "customers"
+            };
             return Err(DomainError::TooMany {
-                field: "customer_ids".into(),
-                got: request.customer_ids.len(),
+                field: field.into(),
+                got: asked,
                 max,
             }
             .into());
         }
-        let customers = request
-            .customer_ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| CustomerId::parse(&format!("customer_ids[{i}]"), id, &self.limits.event))
-            .collect::<Result<Vec<_>, _>>()?;
+        let customers = self
+            .batch_profiles(&request.customers, &request.customer_ids)
+            .await?;
         let proposal = self.contact_request(
             &request.channel,
             &request.reason,
@@ -163,6 +182,53 @@ impl JourneyApi {
     }
 }
 
+impl JourneyApi {
+    /// The profiles of a batch, in order: references first, then plain
+    /// ids. Identities are resolved in one round trip; one that leads
+    /// nowhere gets a fresh anonymous id, so it answers "not found".
+    async fn batch_profiles(
+        &self,
+        refs: &[pb::CustomerRef],
+        ids: &[String],
+    ) -> Result<Vec<CustomerId>, ApiError> {
+        use super::customers::Named;
+        let mut named = Vec::with_capacity(refs.len() + ids.len());
+        for (i, r) in refs.iter().enumerate() {
+            named.push(self.reference("", Some(r), &format!("customers[{i}]"))?);
+        }
+        for (i, id) in ids.iter().enumerate() {
+            named.push(Named::Profile(CustomerId::parse(
+                &format!("customer_ids[{i}]"),
+                id,
+                &self.limits.event,
+            )?));
+        }
+        let identities: Vec<_> = named
+            .iter()
+            .filter_map(|n| match n {
+                Named::Identity(identity) => Some(identity.clone()),
+                Named::Profile(_) => None,
+            })
+            .collect();
+        let mut resolved = if identities.is_empty() {
+            Vec::new()
+        } else {
+            self.store.resolve(&identities).await?
+        }
+        .into_iter();
+        Ok(named
+            .into_iter()
+            .map(|n| match n {
+                Named::Profile(profile) => profile,
+                Named::Identity(_) => resolved
+                    .next()
+                    .flatten()
+                    .unwrap_or_else(|| CustomerId::anonymous(&Ulid::new().to_string())),
+            })
+            .collect())
+    }
+}
+
 fn answer(
     customer: &CustomerId,
     found: bool,
@@ -187,7 +253,12 @@ fn answer(
         next_allowed_at: decision.next_allowed_at.map(convert::to_timestamp),
         counts: Some(contact_counts(&decision.counts)),
         found,
-        customer_id: customer.to_string(),
+        // An identity that led nowhere has no profile to name.
+        customer_id: if !found && customer.is_anonymous() {
+            String::new()
+        } else {
+            customer.to_string()
+        },
         quiet_hours: decision.quiet_hours,
         reservation_id,
         timezone: decision.timezone.name().to_string(),

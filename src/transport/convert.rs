@@ -2,7 +2,10 @@
 //! types. Field paths in errors are relative to the message converted.
 
 use crate::{
-    domain::{CustomerSummary, DomainError, Initiator, Micros, RawEvent, Taxonomy},
+    domain::{
+        CustomerSummary, DomainError, Initiator, LinkedIdentity, MergeRecord, Micros, RawEvent,
+        Taxonomy,
+    },
     pb,
     storage::EncodedEvent,
     wire::{self, WireEvent},
@@ -25,6 +28,11 @@ pub fn raw_event(event: pb::Event) -> Result<RawEvent, DomainError> {
         reason: event.reason,
         event_type: event.r#type,
         attributes: event.attributes.into_iter().collect(),
+        identities: event
+            .identities
+            .into_iter()
+            .map(|i| (i.r#type, i.value))
+            .collect(),
     })
 }
 
@@ -88,4 +96,22 @@ pub fn channel_summaries(
             last_interaction_at: activity.last_at.map(to_timestamp),
         })
         .collect()
+}
+
+pub fn linked_identity(linked: &LinkedIdentity) -> wire::LinkedIdentity {
+    wire::LinkedIdentity {
+        identity: Some(wire::Identity {
+            r#type: linked.identity.kind.clone(),
+            value: linked.identity.value.clone(),
+        }),
+        first_seen: Some(to_timestamp(linked.first_seen)),
+        first_channel: linked.first_channel.clone(),
+    }
+}
+
+pub fn merge_record(merge: &MergeRecord) -> wire::Merge {
+    wire::Merge {
+        from_profile_id: merge.from.to_string(),
+        at: Some(to_timestamp(merge.at)),
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod contact;
 pub mod convert;
+pub mod customers;
 pub mod page_token;
 pub mod service;
 pub mod status;

@@ -16,9 +16,9 @@ use ulid::Ulid;
 use super::{contact, convert, page_token, status::ApiError};
 use crate::{
     domain::{
-        ContactPolicy, CustomerId, DomainError, Event, EventLimits, Micros, Taxonomy, TaxonomyMode,
+        ContactPolicy, DomainError, Event, EventLimits, MergeRules, Micros, Taxonomy, TaxonomyMode,
     },
-    storage::{AppendOutcome, TimelineQuery, TimelineStore},
+    storage::{profiles, AppendOutcome, TimelineQuery, TimelineStore},
     wire::{self as pb, journey_service_server::JourneyService, WireEvent},
 };
 
@@ -57,6 +57,7 @@ pub struct JourneyApi {
     pub(super) store: Arc<dyn TimelineStore>,
     pub(super) taxonomy: Arc<Taxonomy>,
     pub(super) policy: SharedPolicy,
+    pub(super) rules: MergeRules,
     pub(super) limits: ApiLimits,
     /// Names outside the taxonomy accepted in lenient mode, since start.
     unknown_names: AtomicU64,
@@ -67,12 +68,14 @@ impl JourneyApi {
         store: Arc<dyn TimelineStore>,
         taxonomy: Arc<Taxonomy>,
         policy: SharedPolicy,
+        rules: MergeRules,
         limits: ApiLimits,
     ) -> Self {
         Self {
             store,
             taxonomy,
             policy,
+            rules,
             limits,
             unknown_names: AtomicU64::new(0),
         }
@@ -106,8 +109,16 @@ impl JourneyApi {
         Ok(event)
     }
 
-    pub(super) fn customer(&self, customer_id: &str) -> Result<CustomerId, DomainError> {
-        CustomerId::parse("customer_id", customer_id, &self.limits.event)
+    /// Places events that carry identities in the profiles they lead to
+    /// (the others are placed by their customer id already).
+    async fn place(&self, events: &mut [Event]) -> Result<(), ApiError> {
+        for event in events
+            .iter_mut()
+            .filter(|e| !e.identities.is_empty() || !e.is_placed())
+        {
+            profiles::place(self.store.as_ref(), &self.rules, event, Self::new_profile).await?;
+        }
+        Ok(())
     }
 
     /// A requested number of events: 0 means the default.
@@ -146,7 +157,10 @@ impl JourneyService for JourneyApi {
         let event = self
             .accept(request.into_inner().event, Micros::now())
             .map_err(|e| e.within("event"))?;
-        tracing::Span::current().record("customer", event.customer_id.as_str());
+        let mut events = [event];
+        self.place(&mut events).await?;
+        let [event] = events;
+        tracing::Span::current().record("customer", event.profile.as_str());
         let outcomes = self
             .store
             .append(std::slice::from_ref(&event), Micros::now())
@@ -195,6 +209,7 @@ impl JourneyService for JourneyApi {
                 }),
             }
         }
+        self.place(&mut accepted).await?;
         let outcomes = self.store.append(&accepted, now).await?;
         for (slot, outcome) in slots.into_iter().zip(outcomes) {
             results[slot].outcome = match outcome {
@@ -211,7 +226,9 @@ impl JourneyService for JourneyApi {
         request: Request<pb::GetJourneyContextRequest>,
     ) -> Result<Response<pb::GetJourneyContextResponse>, Status> {
         let request = request.into_inner();
-        let customer = self.customer(&request.customer_id)?;
+        let customer = self
+            .profile_of(&request.customer_id, request.customer.as_ref())
+            .await?;
         let max_events = self.page_size("max_events", request.max_events)?;
         let policy = self.policy.load();
         let now = Micros::now();
@@ -228,7 +245,18 @@ impl JourneyService for JourneyApi {
         let optional = |e: &Option<_>| e.as_ref().map(convert::event);
         Ok(Response::new(pb::GetJourneyContextResponse {
             events: convert::events(&snapshot.events),
-            customer_id: customer.to_string(),
+            customer_id: if snapshot.profile.is_anonymous() {
+                String::new()
+            } else {
+                snapshot.profile.to_string()
+            },
+            profile_id: snapshot.profile.to_string(),
+            identities: snapshot
+                .identities
+                .iter()
+                .map(convert::linked_identity)
+                .collect(),
+            merges: snapshot.merges.iter().map(convert::merge_record).collect(),
             channels: convert::channel_summaries(summary, &self.taxonomy),
             first_seen: summary.first_seen.map(convert::to_timestamp),
             last_seen: summary.last_seen.map(convert::to_timestamp),
@@ -247,7 +275,9 @@ impl JourneyService for JourneyApi {
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
         let request = request.into_inner();
-        let customer = self.customer(&request.customer_id)?;
+        let customer = self
+            .profile_of(&request.customer_id, request.customer.as_ref())
+            .await?;
         let limit = self.page_size("page_size", request.page_size)?;
         let start = request
             .start_time
@@ -308,6 +338,22 @@ impl JourneyService for JourneyApi {
         Ok(Response::new(
             self.check_contact_batch(request.into_inner()).await?,
         ))
+    }
+
+    #[tracing::instrument(skip_all, fields(identities = request.get_ref().identities.len()))]
+    async fn link_identities(
+        &self,
+        request: Request<pb::LinkIdentitiesRequest>,
+    ) -> Result<Response<pb::LinkIdentitiesResponse>, Status> {
+        Ok(Response::new(self.link(request.into_inner()).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn unlink_identity(
+        &self,
+        request: Request<pb::UnlinkIdentityRequest>,
+    ) -> Result<Response<pb::UnlinkIdentityResponse>, Status> {
+        Ok(Response::new(self.unlink(request.into_inner()).await?))
     }
 }
 

@@ -19,6 +19,12 @@ pub enum ApiError {
     /// A reservation lost too many races; the client may retry.
     #[error("{0}")]
     Contention(String),
+    /// A link or unlink that would break a rule of profiles.
+    #[error("{0}")]
+    Conflict(String),
+    /// An identity that is not linked where the request says.
+    #[error("{0}")]
+    NotLinked(String),
 }
 
 impl From<DomainError> for Status {
@@ -58,6 +64,8 @@ impl From<ApiError> for Status {
             ApiError::Storage(e) => e.into(),
             ApiError::UnknownCustomer(_) => Status::not_found(err.to_string()),
             ApiError::Contention(_) => Status::aborted(err.to_string()),
+            ApiError::Conflict(_) => Status::failed_precondition(err.to_string()),
+            ApiError::NotLinked(_) => Status::not_found(err.to_string()),
         }
     }
 }

@@ -24,6 +24,7 @@ pub fn page_view(customer: &str, id: &str, at: i64) -> pb::Event {
         initiator: pb::Initiator::Customer as i32,
         occurred_at: Some(timestamp(at)),
         attributes: HashMap::from([("page".to_string(), "/accounts".to_string())]),
+        identities: Vec::new(),
     }
 }
 
@@ -39,6 +40,7 @@ pub fn campaign_email(customer: &str, id: &str, at: i64) -> pb::Event {
         initiator: pb::Initiator::Company as i32,
         occurred_at: Some(timestamp(at)),
         attributes: HashMap::from([("campaign_id".to_string(), "c42".to_string())]),
+        identities: Vec::new(),
     }
 }
 

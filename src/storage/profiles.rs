@@ -1,0 +1,168 @@
+//! Identity resolution on top of any store: which profile identities lead
+//! to, linking identities as one person's (merging the profiles they lead
+//! to), and placing an incoming event with identities in its profile.
+
+use super::{MergeOutcome, StorageError, TimelineStore};
+use crate::domain::{
+    event::CUSTOMER_ID_IDENTITY, profile::survivor, CustomerId, Event, Identity, MergeRules, Micros,
+};
+
+/// The outcome of linking identities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Linked {
+    /// The profile that holds them all now.
+    pub profile: CustomerId,
+    /// Profiles merged into it by this link.
+    pub merged: Vec<CustomerId>,
+}
+
+/// How often a link retries when another writer linked one of its
+/// identities elsewhere at the same moment.
+const LINK_ROUNDS: usize = 4;
+
+/// Links `identities` as one person's. The profiles they lead to merge into
+/// one survivor (a customer's profile over an anonymous one); identities
+/// not linked yet are linked to it; with none linked and no customer id, a
+/// new anonymous profile (`new_profile`) holds them. A link that would
+/// break the merge rules answers `Err(reason)` and merges nothing.
+pub async fn link(
+    store: &dyn TimelineStore,
+    rules: &MergeRules,
+    identities: &[Identity],
+    at: Micros,
+    new_profile: impl Fn() -> CustomerId,
+) -> Result<Result<Linked, String>, StorageError> {
+    let mut merged = Vec::new();
+    let mut candidates = profiles_of(store, identities).await?;
+    if candidates.is_empty() {
+        candidates.push(new_profile());
+    }
+    for _ in 0..LINK_ROUNDS {
+        let Some(target) = survivor(&candidates).cloned() else {
+            break;
+        };
+        if let Some(reason) = conflict(store, rules, &candidates, identities).await? {
+            tracing::warn!(%reason, "identity link refused");
+            return Ok(Err(reason));
+        }
+        for other in candidates.iter().filter(|c| **c != target) {
+            match store.merge(&target, other, at).await? {
+                MergeOutcome::Merged => merged.push(other.clone()),
+                MergeOutcome::AlreadyOne => {}
+                MergeOutcome::Refused(reason) => return Ok(Err(reason)),
+            }
+        }
+        let owners = store.link(&target, identities, at).await?;
+        let profile = store.canonical(&target).await?.unwrap_or(target);
+        // An identity linked elsewhere at the same moment: merge that too.
+        let mut elsewhere = Vec::new();
+        for owner in owners {
+            let owner = store.canonical(&owner).await?.unwrap_or(owner);
+            if owner != profile && !elsewhere.contains(&owner) {
+                elsewhere.push(owner);
+            }
+        }
+        if elsewhere.is_empty() {
+            return Ok(Ok(Linked { profile, merged }));
+        }
+        candidates = std::iter::once(profile).chain(elsewhere).collect();
+    }
+    Err(StorageError::Corrupt(
+        "identities kept being linked elsewhere; try again".into(),
+    ))
+}
+
+/// Places an event that carries identities: links them with its customer
+/// id and stores the event in the profile they lead to. When the link would
+/// merge two real customers, the event still goes to its customer's profile
+/// (or to the profile its first known identity leads to), keeping only the
+/// identities that lead there or nowhere yet: data is never lost to a
+/// refused merge.
+pub async fn place(
+    store: &dyn TimelineStore,
+    rules: &MergeRules,
+    event: &mut Event,
+    new_profile: impl Fn() -> CustomerId,
+) -> Result<(), StorageError> {
+    if event.identities.is_empty() && event.is_placed() {
+        return Ok(());
+    }
+    let all = event.all_identities();
+    match link(store, rules, &all, event.occurred_at, &new_profile).await? {
+        Ok(linked) => event.profile = linked.profile,
+        Err(reason) => {
+            let fallback = match &event.customer_id {
+                Some(customer) => customer.clone(),
+                None => profiles_of(store, &all)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(&new_profile),
+            };
+            let owners = store
+                .link(&fallback, &event.identities, event.occurred_at)
+                .await?;
+            let kept = event
+                .identities
+                .iter()
+                .zip(owners)
+                .filter(|(_, owner)| *owner == fallback)
+                .map(|(identity, _)| identity.clone())
+                .collect();
+            tracing::warn!(event = %event.event_id, %reason, profile = %fallback,
+                "identities not linked: the event is stored without merging");
+            event.identities = kept;
+            event.profile = fallback;
+        }
+    }
+    Ok(())
+}
+
+/// The distinct profiles identities lead to now. A customer id leads to
+/// its profile even before anything is held under it.
+async fn profiles_of(
+    store: &dyn TimelineStore,
+    identities: &[Identity],
+) -> Result<Vec<CustomerId>, StorageError> {
+    let resolved = store.resolve(identities).await?;
+    let mut profiles: Vec<CustomerId> = Vec::new();
+    for (identity, found) in identities.iter().zip(resolved) {
+        let Some(found) = found else { continue };
+        let profile = match store.canonical(&found).await? {
+            Some(profile) => profile,
+            None if identity.kind == CUSTOMER_ID_IDENTITY => found,
+            None => continue,
+        };
+        if !profiles.contains(&profile) {
+            profiles.push(profile);
+        }
+    }
+    Ok(profiles)
+}
+
+/// Whether merging the profiles and linking the identities would break a
+/// rule, checked on what they hold now (each merge checks again, atomically).
+async fn conflict(
+    store: &dyn TimelineStore,
+    rules: &MergeRules,
+    profiles: &[CustomerId],
+    identities: &[Identity],
+) -> Result<Option<String>, StorageError> {
+    let mut all: Vec<Identity> = identities.to_vec();
+    for profile in profiles {
+        if !profile.is_anonymous() {
+            all.push(Identity {
+                kind: CUSTOMER_ID_IDENTITY.to_string(),
+                value: profile.to_string(),
+            });
+        }
+        all.extend(
+            store
+                .identities(profile)
+                .await?
+                .into_iter()
+                .map(|l| l.identity),
+        );
+    }
+    Ok(rules.conflict(&all))
+}

@@ -1,0 +1,421 @@
+//! Profiles on Redis: the identity index, links, and merges that work on
+//! Redis Cluster when the two profiles live in different slots.
+//!
+//! A merge of profile B into survivor S is a sequence of single-slot steps,
+//! each atomic, each safe to repeat:
+//! 1. fence B: its alias key goes from absent to `pending:S` (compare and
+//!    set). From then on every operation on B first completes the merge.
+//! 2. read all of B (one pipeline in B's slot).
+//! 3. take B into S with the append script in merge mode (S's slot): it
+//!    refuses, before any write, a merge that breaks the unique-type or
+//!    identity-count rules, and otherwise adds B's events (event ids still
+//!    deduplicate, so a repeat adds nothing), contacts, identities and the
+//!    merge record in one atomic step: a reader of S sees all of B or none.
+//! 4. finish B: alias `pending:S` -> `done:S`, B's data keys deleted.
+//! 5. point B's identities in the index at S (compare and set, per key).
+//!
+//! A crash or a lost connection between steps leaves B fenced: the next
+//! read or write of B (or of anything leading to B) runs steps 2 to 5
+//! again, and a refusal at step 3 lifts the fence (rolls back). Readers of
+//! B never see a half-moved timeline: B is whole until step 4, and S
+//! changes in one step. Two racing merges of the same profiles pick the
+//! same survivor (see `domain::profile::survivor`) and meet at the fence.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use super::{
+    redis_keys::{index_key, packed_identity, Keys},
+    redis_store::{
+        parse, unpack_identities, AppendReply, CallShape, EventArgs, MergeArgs, RedisStore,
+        MAX_HOPS,
+    },
+    MergeOutcome, StorageError,
+};
+use crate::domain::{event::CUSTOMER_ID_IDENTITY, CustomerId, Identity, LinkedIdentity, Micros};
+
+/// What a merge reads of the absorbed profile: events, contact index
+/// entries with scores, identities, first seen.
+type AbsorbedProfile = (
+    Vec<Bytes>,
+    Vec<(String, f64)>,
+    HashMap<String, String>,
+    Option<i64>,
+);
+
+/// What an alias key holds.
+enum Alias {
+    None,
+    Pending(CustomerId),
+    Done(CustomerId),
+}
+
+impl Alias {
+    fn parse(value: &str) -> Self {
+        if let Some(s) = value.strip_prefix("pending:") {
+            Self::Pending(CustomerId::from_trusted(s))
+        } else if let Some(s) = value.strip_prefix("done:") {
+            Self::Done(CustomerId::from_trusted(s))
+        } else {
+            Self::None
+        }
+    }
+}
+
+/// The profile a customer id names.
+fn customer_profile(identity: &Identity) -> CustomerId {
+    CustomerId::from_trusted(&identity.value)
+}
+
+/// A profile's own customer id as an identity, if it has one.
+fn own_identity(profile: &CustomerId) -> Option<Identity> {
+    (!profile.is_anonymous()).then(|| Identity {
+        kind: CUSTOMER_ID_IDENTITY.to_string(),
+        value: profile.to_string(),
+    })
+}
+
+impl RedisStore {
+    /// Compare-and-set of a string key (see cas.lua): answers whether it
+    /// was set, and otherwise what the key held.
+    async fn cas(
+        &self,
+        key: &str,
+        expected: &str,
+        new: &str,
+        also_delete: &[&str],
+    ) -> Result<Result<(), String>, StorageError> {
+        let mut call = self.cas_script.prepare_invoke();
+        call.key(key);
+        for k in also_delete {
+            call.key(*k);
+        }
+        call.arg(expected).arg(new);
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&call);
+        let (reply,): (redis::Value,) = self.query_scripts(&self.cas_script, &pipe).await?;
+        match reply {
+            redis::Value::Int(1) => Ok(Ok(())),
+            other => Ok(Err(parse::<String>(other)?)),
+        }
+    }
+
+    async fn alias(&self, profile: &CustomerId) -> Result<Alias, StorageError> {
+        let mut conn = self.conn.clone();
+        let value: Option<String> = redis::cmd("GET")
+            .arg(Keys::of(profile).alias)
+            .query_async(&mut conn)
+            .await?;
+        Ok(value.map_or(Alias::None, |v| Alias::parse(&v)))
+    }
+
+    /// The profile an id leads to now, completing merges left pending.
+    pub(super) async fn follow(&self, profile: &CustomerId) -> Result<CustomerId, StorageError> {
+        let mut current = profile.clone();
+        for _ in 0..MAX_HOPS {
+            match self.alias(&current).await? {
+                Alias::None => return Ok(current),
+                Alias::Done(next) => current = next,
+                Alias::Pending(survivor) => {
+                    Box::pin(self.complete_merge(&current, &survivor, Micros::now())).await?;
+                    // Completed or rolled back: look again.
+                }
+            }
+        }
+        Err(StorageError::Corrupt(format!(
+            "profile {profile} leads through too many merges"
+        )))
+    }
+
+    pub(super) async fn canonical_profile(
+        &self,
+        profile: &CustomerId,
+    ) -> Result<Option<CustomerId>, StorageError> {
+        let profile = self.follow(profile).await?;
+        let keys = Keys::of(&profile);
+        let mut conn = self.conn.clone();
+        let held: u64 = redis::cmd("EXISTS")
+            .arg(&keys.summary)
+            .arg(&keys.idents)
+            .arg(&keys.contacts)
+            .query_async(&mut conn)
+            .await?;
+        Ok((held > 0).then_some(profile))
+    }
+
+    pub(super) async fn resolve_identities(
+        &self,
+        identities: &[Identity],
+    ) -> Result<Vec<Option<CustomerId>>, StorageError> {
+        let mut pipe = redis::pipe();
+        for identity in identities {
+            pipe.cmd("GET").arg(index_key(identity));
+        }
+        let mut conn = self.conn.clone();
+        let found: Vec<Option<String>> = if identities.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut conn).await?
+        };
+        Ok(identities
+            .iter()
+            .zip(found)
+            .map(|(identity, found)| {
+                if identity.kind == CUSTOMER_ID_IDENTITY {
+                    Some(customer_profile(identity))
+                } else {
+                    found.map(|p| CustomerId::from_trusted(&p))
+                }
+            })
+            .collect())
+    }
+
+    pub(super) async fn profile_identities(
+        &self,
+        profile: &CustomerId,
+    ) -> Result<Vec<LinkedIdentity>, StorageError> {
+        let profile = self.follow(profile).await?;
+        let mut conn = self.conn.clone();
+        let idents: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(Keys::of(&profile).idents)
+            .query_async(&mut conn)
+            .await?;
+        Ok(unpack_identities(idents))
+    }
+
+    pub(super) async fn link_identities(
+        &self,
+        profile: &CustomerId,
+        identities: &[Identity],
+        at: Micros,
+    ) -> Result<Vec<CustomerId>, StorageError> {
+        let profile = self.follow(profile).await?;
+        // SET NX GET: links the identity if it is free and answers the
+        // profile it had, in one command per identity.
+        let mut pipe = redis::pipe();
+        let mut indexed = Vec::new();
+        for identity in identities.iter().filter(|i| i.kind != CUSTOMER_ID_IDENTITY) {
+            pipe.cmd("SET")
+                .arg(index_key(identity))
+                .arg(profile.as_str())
+                .arg("NX")
+                .arg("GET");
+            indexed.push(identity);
+        }
+        let mut conn = self.conn.clone();
+        let previous: Vec<Option<String>> = if indexed.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut conn).await?
+        };
+        let mut owner_of: HashMap<&Identity, CustomerId> = HashMap::new();
+        let mut recorded = redis::pipe();
+        let keys = Keys::of(&profile);
+        for (identity, previous) in indexed.into_iter().zip(previous) {
+            let owner = previous.map_or_else(|| profile.clone(), |p| CustomerId::from_trusted(&p));
+            if owner == profile {
+                recorded
+                    .cmd("HSETNX")
+                    .arg(&keys.idents)
+                    .arg(packed_identity(identity))
+                    .arg(format!("{}\u{1f}", at.0));
+            }
+            owner_of.insert(identity, owner);
+        }
+        let ttl_ms = (self.retention.max_age_micros / 1_000).max(1);
+        recorded.cmd("PEXPIRE").arg(&keys.idents).arg(ttl_ms);
+        recorded.query_async::<()>(&mut conn).await?;
+        Ok(identities
+            .iter()
+            .map(|identity| {
+                owner_of
+                    .get(identity)
+                    .cloned()
+                    .unwrap_or_else(|| customer_profile(identity))
+            })
+            .collect())
+    }
+
+    pub(super) async fn merge_profiles(
+        &self,
+        survivor: &CustomerId,
+        absorbed: &CustomerId,
+        at: Micros,
+    ) -> Result<MergeOutcome, StorageError> {
+        for _ in 0..MAX_HOPS {
+            let survivor = self.follow(survivor).await?;
+            let absorbed = self.follow(absorbed).await?;
+            if survivor == absorbed {
+                return Ok(MergeOutcome::AlreadyOne);
+            }
+            let fence = format!("pending:{survivor}");
+            match self
+                .cas(&Keys::of(&absorbed).alias, "", &fence, &[])
+                .await?
+            {
+                Ok(()) => {}
+                Err(held) if held == fence => {}
+                // Merged or being merged elsewhere meanwhile: look again.
+                Err(_) => continue,
+            }
+            return self.complete_merge(&absorbed, &survivor, at).await;
+        }
+        Err(StorageError::Corrupt(
+            "merges kept moving the profiles".into(),
+        ))
+    }
+
+    /// Steps 2 to 5 of a merge whose fence (`pending:survivor` on
+    /// `absorbed`) is set. Safe to run again after any failure.
+    async fn complete_merge(
+        &self,
+        absorbed: &CustomerId,
+        survivor: &CustomerId,
+        at: Micros,
+    ) -> Result<MergeOutcome, StorageError> {
+        let from = Keys::of(absorbed);
+        let fence = format!("pending:{survivor}");
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZRANGE").arg(&from.timeline).arg(0).arg(-1);
+        pipe.cmd("ZRANGE")
+            .arg(&from.contacts)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES");
+        pipe.cmd("HGETALL").arg(&from.idents);
+        pipe.cmd("HGET").arg(&from.summary).arg("first");
+        let mut conn = self.conn.clone();
+        let (members, contacts, idents, first): AbsorbedProfile =
+            pipe.query_async(&mut conn).await?;
+
+        let events = members
+            .into_iter()
+            .map(EventArgs::of_stored)
+            .collect::<Result<Vec<_>, _>>()?;
+        let reservations: Vec<(i64, String)> = contacts
+            .into_iter()
+            .filter(|(packed, _)| packed.split('\u{1f}').nth(1) == Some("r"))
+            .map(|(packed, score)| (score as i64, packed))
+            .collect();
+        let mut identities: Vec<(String, String)> = idents.into_iter().collect();
+        for own in [own_identity(absorbed), own_identity(survivor)]
+            .into_iter()
+            .flatten()
+        {
+            identities.push((packed_identity(&own), format!("{}\u{1f}", at.0)));
+        }
+
+        let keys = Keys::of(survivor);
+        let shape = CallShape {
+            events: events.len(),
+            identities: identities.len(),
+            reservations: reservations.len(),
+            merge: Some(MergeArgs {
+                from: absorbed,
+                at,
+                first_seen: first.map(Micros),
+            }),
+        };
+        let mut call = self.append_call(&keys, Micros::now(), shape);
+        for event in &events {
+            event.push(&mut call);
+        }
+        for (packed, seen) in &identities {
+            call.arg(packed).arg(seen);
+        }
+        for (score, packed) in &reservations {
+            call.arg(*score).arg(packed);
+        }
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&call);
+        let (reply,): (redis::Value,) = self.query_scripts(&self.append_script, &pipe).await?;
+        match AppendReply::parse(reply)? {
+            AppendReply::Outcomes(_) => {}
+            AppendReply::Refused(reason) => {
+                // Roll back: lift the fence; nothing else was written. A
+                // failed compare means another worker moved it already.
+                let _ = self.cas(&from.alias, &fence, "", &[]).await?;
+                tracing::warn!(%absorbed, %survivor, %reason, "merge refused");
+                return Ok(MergeOutcome::Refused(reason));
+            }
+            AppendReply::Merged => {
+                // The survivor was merged away meanwhile: move the fence to
+                // where it leads and start over there.
+                let next = self.follow(survivor).await?;
+                if let Err(held) = self
+                    .cas(&from.alias, &fence, &format!("pending:{next}"), &[])
+                    .await?
+                {
+                    return Err(StorageError::Corrupt(format!(
+                        "merge of {absorbed} found the fence changed to {held:?}"
+                    )));
+                }
+                return Box::pin(self.complete_merge(absorbed, &next, at)).await;
+            }
+        }
+
+        let data: Vec<&str> = from.data().to_vec();
+        match self
+            .cas(&from.alias, &fence, &format!("done:{survivor}"), &data)
+            .await?
+        {
+            Ok(()) => {}
+            // Another worker finished this merge first: same result.
+            Err(held) if held == format!("done:{survivor}") => {}
+            Err(held) => {
+                return Err(StorageError::Corrupt(format!(
+                    "merge of {absorbed} into {survivor} found the fence changed to {held:?}"
+                )))
+            }
+        }
+        let mut repoint = redis::pipe();
+        for (packed, _) in &identities {
+            let Some((kind, value)) = packed.split_once('\u{1f}') else {
+                continue;
+            };
+            if kind == CUSTOMER_ID_IDENTITY {
+                continue;
+            }
+            let identity = Identity {
+                kind: kind.to_string(),
+                value: value.to_string(),
+            };
+            let mut call = self.cas_script.prepare_invoke();
+            call.key(index_key(&identity))
+                .arg(absorbed.as_str())
+                .arg(survivor.as_str());
+            repoint.invoke_script(&call);
+        }
+        self.query_scripts::<redis::Value>(&self.cas_script, &repoint)
+            .await?;
+        tracing::info!(%absorbed, %survivor, events = events.len(), "profiles merged");
+        Ok(MergeOutcome::Merged)
+    }
+
+    pub(super) async fn unlink_identity(
+        &self,
+        profile: &CustomerId,
+        identity: &Identity,
+    ) -> Result<bool, StorageError> {
+        let profile = self.follow(profile).await?;
+        let keys = Keys::of(&profile);
+        let mut conn = self.conn.clone();
+        let recorded: i64 = redis::cmd("HDEL")
+            .arg(&keys.idents)
+            .arg(packed_identity(identity))
+            .query_async(&mut conn)
+            .await?;
+        if identity.kind == CUSTOMER_ID_IDENTITY {
+            // The customer id of a merged profile stops leading here.
+            let merged = customer_profile(identity);
+            let done = format!("done:{profile}");
+            let lifted = self.cas(&Keys::of(&merged).alias, &done, "", &[]).await?;
+            return Ok(recorded > 0 || lifted.is_ok());
+        }
+        let unindexed = self
+            .cas(&index_key(identity), profile.as_str(), "", &[])
+            .await?;
+        Ok(recorded > 0 || unindexed.is_ok())
+    }
+}
