@@ -47,10 +47,12 @@ mod cases {
     use std::collections::{BTreeSet, HashSet};
 
     use journey::{
-        domain::{Contact, CustomerId, CustomerSummary, Event, EventLimits, Initiator, Micros},
+        domain::{
+            Contact, CustomerId, CustomerSummary, Event, EventLimits, Identity, Initiator, Micros,
+        },
         storage::{
-            codec, AppendOutcome, ContactHistory, Cursor, EncodedEvent, TimelineQuery,
-            TimelineStore,
+            codec, AppendOutcome, ContactHistory, Cursor, EncodedEvent, MergeOutcome,
+            TimelineQuery, TimelineStore,
         },
     };
 
@@ -565,6 +567,292 @@ mod cases {
         }
     }
 
+    fn identity(kind: &str, value: &str) -> Identity {
+        Identity {
+            kind: kind.into(),
+            value: value.into(),
+        }
+    }
+
+    fn anonymous(id: &str) -> CustomerId {
+        CustomerId::anonymous(id)
+    }
+
+    /// An anonymous visitor's event, placed in `profile`.
+    fn placed(mut event: Event, profile: &CustomerId) -> Event {
+        event.customer_id = None;
+        event.identities.push(identity("device_id", "d1"));
+        event.profile = profile.clone();
+        event
+    }
+
+    pub async fn identities_link_resolve_and_unlink(store: &dyn TimelineStore) {
+        let anon = anonymous("A");
+        let cookie = identity("cookie_id", "ck1");
+        assert_eq!(
+            store
+                .resolve(std::slice::from_ref(&cookie))
+                .await
+                .expect("resolve"),
+            vec![None]
+        );
+        let owners = store
+            .link(&anon, std::slice::from_ref(&cookie), Micros(T0))
+            .await
+            .expect("link");
+        assert_eq!(owners, vec![anon.clone()]);
+        // Linked already: another profile does not take it.
+        let owners = store
+            .link(&customer("c2"), std::slice::from_ref(&cookie), Micros(T0))
+            .await
+            .expect("link");
+        assert_eq!(owners, vec![anon.clone()]);
+        assert_eq!(
+            store
+                .resolve(std::slice::from_ref(&cookie))
+                .await
+                .expect("resolve"),
+            vec![Some(anon.clone())]
+        );
+        // A customer id names its profile directly.
+        let by_id = store
+            .resolve(&[identity("customer_id", "c9")])
+            .await
+            .expect("resolve");
+        assert_eq!(by_id, vec![Some(customer("c9"))]);
+        assert_eq!(
+            store.canonical(&anon).await.expect("canonical"),
+            Some(anon.clone())
+        );
+        assert_eq!(
+            store
+                .canonical(&customer("nobody"))
+                .await
+                .expect("canonical"),
+            None
+        );
+        let linked = store.identities(&anon).await.expect("identities");
+        assert_eq!(linked.len(), 1);
+        assert_eq!(linked[0].identity, cookie);
+        assert!(store.unlink(&anon, &cookie).await.expect("unlink"));
+        assert_eq!(
+            store
+                .resolve(std::slice::from_ref(&cookie))
+                .await
+                .expect("resolve"),
+            vec![None]
+        );
+        assert!(!store.unlink(&anon, &cookie).await.expect("unlink"));
+    }
+
+    pub async fn a_merge_moves_everything_once(store: &dyn TimelineStore) {
+        let anon = anonymous("A");
+        let c1 = customer("c1");
+        let mut web = domain_event("c1", "e1", "web", Initiator::Customer, T0);
+        web.identities.push(identity("email", "ann@x.org"));
+        let mine = vec![
+            web,
+            domain_event("c1", "shared", "web", Initiator::Customer, T0 + 1),
+        ];
+        let theirs = vec![
+            placed(company("x", "e3", "email", T0 + 2, "c42"), &anon),
+            placed(
+                domain_event("x", "shared", "web", Initiator::Customer, T0 + 1),
+                &anon,
+            ),
+            placed(
+                domain_event("x", "e4", "chat", Initiator::Customer, T0 - 5),
+                &anon,
+            ),
+        ];
+        store.append(&mine, now()).await.expect("append");
+        store.append(&theirs, now()).await.expect("append");
+        store
+            .link(&anon, &[identity("cookie_id", "ck1")], Micros(T0))
+            .await
+            .expect("link");
+
+        assert_eq!(
+            store
+                .merge(&c1, &anon, Micros(T0 + 9))
+                .await
+                .expect("merge"),
+            MergeOutcome::Merged
+        );
+        let snap = store
+            .context(&c1, 50, Micros(0))
+            .await
+            .expect("ctx")
+            .expect("found");
+        let mut got = ids(&snap.events);
+        got.sort();
+        assert_eq!(got, ["e1", "e3", "e4", "shared"], "each event once");
+        let unique: Vec<&Event> = mine
+            .iter()
+            .chain(theirs[..1].iter())
+            .chain(theirs[2..].iter())
+            .collect();
+        let reference = CustomerSummary::from_events(unique.iter().copied());
+        assert_eq!(snap.summary, reference);
+        assert_eq!(snap.profile, c1);
+        assert_eq!(snap.merges.len(), 1);
+        assert_eq!(snap.merges[0].from, anon);
+        let kinds: Vec<String> = snap
+            .identities
+            .iter()
+            .map(|l| l.identity.to_string())
+            .collect();
+        assert!(kinds.contains(&"cookie_id:ck1".to_string()), "{kinds:?}");
+        assert!(kinds.contains(&"email:ann@x.org".to_string()), "{kinds:?}");
+        let email = snap
+            .identities
+            .iter()
+            .find(|l| l.identity.kind == "email")
+            .expect("email");
+        assert_eq!(
+            (email.first_seen, email.first_channel.as_str()),
+            (Micros(T0), "web")
+        );
+        // The absorbed id, its identities and its contacts lead to c1.
+        let via_old = store
+            .context(&anon, 50, Micros(0))
+            .await
+            .expect("ctx")
+            .expect("found");
+        assert_eq!(via_old.profile, c1);
+        let cookie = store
+            .resolve(&[identity("cookie_id", "ck1")])
+            .await
+            .expect("resolve");
+        let owner = cookie[0].clone().expect("linked");
+        assert_eq!(
+            store.canonical(&owner).await.expect("canonical"),
+            Some(c1.clone())
+        );
+        let h = history(store, "c1", 0).await;
+        assert_eq!(h.contacts.len(), 1);
+        // Appends to the old id land in the survivor.
+        let late = placed(
+            domain_event("x", "late", "web", Initiator::Customer, T0 + 3),
+            &anon,
+        );
+        store.append(&[late], now()).await.expect("append");
+        let snap = store
+            .context(&c1, 50, Micros(0))
+            .await
+            .expect("ctx")
+            .expect("found");
+        assert_eq!(snap.summary.total_events, 5);
+        // Merging again changes nothing.
+        assert_eq!(
+            store
+                .merge(&c1, &anon, Micros(T0 + 10))
+                .await
+                .expect("merge"),
+            MergeOutcome::AlreadyOne
+        );
+    }
+
+    pub async fn merges_that_break_rules_are_refused(store: &dyn TimelineStore) {
+        let (c1, c2) = (customer("c1"), customer("c2"));
+        store
+            .append(
+                &[domain_event("c1", "e1", "web", Initiator::Customer, T0)],
+                now(),
+            )
+            .await
+            .expect("append");
+        store
+            .append(
+                &[domain_event("c2", "e2", "web", Initiator::Customer, T0)],
+                now(),
+            )
+            .await
+            .expect("append");
+        // Two customer ids: two real customers.
+        let refused = store.merge(&c1, &c2, Micros(T0)).await.expect("merge");
+        assert!(
+            matches!(&refused, MergeOutcome::Refused(r) if r.contains("customer_id")),
+            "{refused:?}"
+        );
+        let snap = store
+            .context(&c2, 10, Micros(0))
+            .await
+            .expect("ctx")
+            .expect("found");
+        assert_eq!(snap.profile, c2, "nothing moved");
+        // Two CRM ids on anonymous profiles.
+        let (a, b) = (anonymous("A"), anonymous("B"));
+        store
+            .link(&a, &[identity("crm_id", "A1")], Micros(T0))
+            .await
+            .expect("link");
+        store
+            .link(&b, &[identity("crm_id", "B2")], Micros(T0))
+            .await
+            .expect("link");
+        let refused = store.merge(&a, &b, Micros(T0)).await.expect("merge");
+        assert!(
+            matches!(&refused, MergeOutcome::Refused(r) if r.contains("crm_id") && r.contains("A1 and B2")),
+            "{refused:?}"
+        );
+        // Too many identities (the fixture allows 6).
+        let (x, y) = (anonymous("X"), anonymous("Y"));
+        let cookies = |p: &str| {
+            (0..4)
+                .map(|i| identity("cookie_id", &format!("{p}{i}")))
+                .collect::<Vec<_>>()
+        };
+        store
+            .link(&x, &cookies("x"), Micros(T0))
+            .await
+            .expect("link");
+        store
+            .link(&y, &cookies("y"), Micros(T0))
+            .await
+            .expect("link");
+        let refused = store.merge(&x, &y, Micros(T0)).await.expect("merge");
+        assert!(
+            matches!(&refused, MergeOutcome::Refused(r) if r.contains("limit of 6")),
+            "{refused:?}"
+        );
+        assert_eq!(store.canonical(&y).await.expect("canonical"), Some(y));
+    }
+
+    pub async fn racing_merges_end_in_one_profile(store: &dyn TimelineStore) {
+        let c1 = customer("c1");
+        let anon = anonymous("A");
+        store
+            .append(
+                &[domain_event("c1", "e1", "web", Initiator::Customer, T0)],
+                now(),
+            )
+            .await
+            .expect("append");
+        let theirs: Vec<Event> = (0..20)
+            .map(|i| {
+                placed(
+                    domain_event("x", &format!("a{i}"), "chat", Initiator::Customer, T0 + i),
+                    &anon,
+                )
+            })
+            .collect();
+        store.append(&theirs, now()).await.expect("append");
+        let (one, two) = tokio::join!(
+            store.merge(&c1, &anon, Micros(T0)),
+            store.merge(&c1, &anon, Micros(T0))
+        );
+        let outcomes = [one.expect("merge"), two.expect("merge")];
+        assert!(outcomes.contains(&MergeOutcome::Merged), "{outcomes:?}");
+        let snap = store
+            .context(&c1, 100, Micros(0))
+            .await
+            .expect("ctx")
+            .expect("found");
+        assert_eq!(snap.summary.total_events, 21);
+        assert_eq!(snap.events.len(), 21);
+    }
+
     pub async fn retention_trims_contacts(store: &dyn TimelineStore) {
         // The fixture keeps 10 events and 5 hours.
         let events: Vec<Event> = (0..14)
@@ -626,6 +914,10 @@ macro_rules! conformance {
             conformance!(@case reservations_are_compare_and_set, roomy, $fixture);
             conformance!(@case many_histories_come_back_in_order, roomy, $fixture);
             conformance!(@case retention_trims_contacts, retention, $fixture);
+            conformance!(@case identities_link_resolve_and_unlink, roomy, $fixture);
+            conformance!(@case a_merge_moves_everything_once, roomy, $fixture);
+            conformance!(@case merges_that_break_rules_are_refused, roomy, $fixture);
+            conformance!(@case racing_merges_end_in_one_profile, roomy, $fixture);
         }
     };
     (@case $case:ident, $retention:ident, $fixture:path) => {

@@ -317,7 +317,7 @@ impl RedisStore {
                 first_seen: first.map(Micros),
             }),
         };
-        let mut call = self.append_call(&keys, Micros::now(), shape);
+        let mut call = self.append_call(&keys, at, shape);
         for event in &events {
             event.push(&mut call);
         }
@@ -370,6 +370,7 @@ impl RedisStore {
             }
         }
         let mut repoint = redis::pipe();
+        let mut repointed = 0;
         for (packed, _) in &identities {
             let Some((kind, value)) = packed.split_once('\u{1f}') else {
                 continue;
@@ -386,9 +387,12 @@ impl RedisStore {
                 .arg(absorbed.as_str())
                 .arg(survivor.as_str());
             repoint.invoke_script(&call);
+            repointed += 1;
         }
-        self.query_scripts::<redis::Value>(&self.cas_script, &repoint)
-            .await?;
+        if repointed > 0 {
+            self.query_scripts::<redis::Value>(&self.cas_script, &repoint)
+                .await?;
+        }
         tracing::info!(%absorbed, %survivor, events = events.len(), "profiles merged");
         Ok(MergeOutcome::Merged)
     }

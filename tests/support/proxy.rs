@@ -16,6 +16,17 @@ use tokio::{
 pub struct CountingProxy {
     pub port: u16,
     round_trips: Arc<AtomicU64>,
+    faults: Arc<Faults>,
+}
+
+/// A switch that cuts the proxy after a number of round trips, to test
+/// what a connection lost halfway through an operation leaves behind.
+#[derive(Default)]
+struct Faults {
+    /// Round trips still allowed before the cut; negative: no cut planned.
+    budget: std::sync::atomic::AtomicI64,
+    /// While set, connections are closed as soon as they are accepted.
+    down: AtomicBool,
 }
 
 impl CountingProxy {
@@ -23,18 +34,39 @@ impl CountingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         let round_trips = Arc::new(AtomicU64::new(0));
+        let faults = Arc::new(Faults::default());
+        faults.budget.store(-1, Ordering::SeqCst);
         let counter = round_trips.clone();
+        let switch = faults.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if switch.down.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close
+                }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)).await else {
                     continue;
                 };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                tokio::spawn(relay(client, server, counter.clone()));
+                tokio::spawn(relay(client, server, counter.clone(), switch.clone()));
             }
         });
-        Self { port, round_trips }
+        Self {
+            port,
+            round_trips,
+            faults,
+        }
+    }
+
+    /// Lets `n` more round trips through, then cuts every connection and
+    /// refuses new ones until `heal`.
+    pub fn cut_after(&self, n: i64) {
+        self.faults.budget.store(n, Ordering::SeqCst);
+    }
+
+    pub fn heal(&self) {
+        self.faults.budget.store(-1, Ordering::SeqCst);
+        self.faults.down.store(false, Ordering::SeqCst);
     }
 
     pub fn url(&self) -> String {
@@ -46,7 +78,7 @@ impl CountingProxy {
     }
 }
 
-async fn relay(client: TcpStream, server: TcpStream, counter: Arc<AtomicU64>) {
+async fn relay(client: TcpStream, server: TcpStream, counter: Arc<AtomicU64>, faults: Arc<Faults>) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     // True while the last bytes seen went from the server to the client.
@@ -59,8 +91,18 @@ async fn relay(client: TcpStream, server: TcpStream, counter: Arc<AtomicU64>) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            if faults.down.load(Ordering::SeqCst) {
+                break;
+            }
             if answered_up.swap(false, Ordering::SeqCst) {
                 counter.fetch_add(1, Ordering::SeqCst);
+                if faults.budget.load(Ordering::SeqCst) == 0 {
+                    faults.down.store(true, Ordering::SeqCst);
+                    break;
+                }
+                if faults.budget.load(Ordering::SeqCst) > 0 {
+                    faults.budget.fetch_sub(1, Ordering::SeqCst);
+                }
             }
             if server_write.write_all(&buf[..n]).await.is_err() {
                 break;
