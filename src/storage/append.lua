@@ -161,10 +161,13 @@ local function record_identity(packed, seen)
     redis.call('HSET', idents, packed, seen)
     return
   end
-  -- The earliest sighting wins (a merge may bring an earlier one).
+  -- The earliest sighting wins (a merge may bring an earlier one); at the
+  -- same instant an event's channel beats a bare link's empty one.
   local sep = string.find(current, US, 1, true)
   local new_sep = string.find(seen, US, 1, true)
-  if sep and new_sep and tonumber(string.sub(seen, 1, new_sep - 1)) < tonumber(string.sub(current, 1, sep - 1)) then
+  if not (sep and new_sep) then return end
+  local old_at, new_at = tonumber(string.sub(current, 1, sep - 1)), tonumber(string.sub(seen, 1, new_sep - 1))
+  if new_at < old_at or (new_at == old_at and sep == #current and new_sep < #seen) then
     redis.call('HSET', idents, packed, seen)
   end
 end

@@ -81,19 +81,27 @@ impl Timeline {
             }
         }
         for identity in event.all_identities() {
-            self.idents
-                .entry(identity)
-                .or_insert_with(|| (at, event.channel.clone()));
+            self.note_identity(identity, at, &event.channel);
         }
         AppendOutcome::Stored
+    }
+
+    /// Records where an identity was first seen: the earliest sighting
+    /// wins, and at the same instant an event's channel beats a bare link.
+    fn note_identity(&mut self, identity: Identity, at: Micros, channel: &str) {
+        let seen = self
+            .idents
+            .entry(identity)
+            .or_insert((at, channel.to_string()));
+        if at < seen.0 || (at == seen.0 && seen.1.is_empty()) {
+            *seen = (at, channel.to_string());
+        }
     }
 
     /// Records identities linked to the profile without an event.
     pub(super) fn record_identities(&mut self, identities: &[Identity], at: Micros) {
         for identity in identities {
-            self.idents
-                .entry(identity.clone())
-                .or_insert_with(|| (at, String::new()));
+            self.note_identity(identity.clone(), at, "");
         }
     }
 
@@ -149,10 +157,7 @@ impl Timeline {
             }
         }
         for (identity, (at, channel)) in other.idents {
-            let mine = self.idents.entry(identity).or_insert((at, channel.clone()));
-            if at < mine.0 {
-                *mine = (at, channel);
-            }
+            self.note_identity(identity, at, &channel);
         }
         self.merges.extend(other.merges);
         self.merges.push(record);

@@ -1,0 +1,537 @@
+//! Identity stitching end to end over gRPC, on the memory store and on a
+//! per-test redis-server: lookups by any identifier, links that merge
+//! profiles, the unique-type rule, racing conflicting links, unlinking and
+//! bad input.
+
+mod support;
+
+use journey::config::{ServeConfig, StoreUrl};
+use support::{journey_server::JourneyServer, redis_server::RedisServer};
+
+pub struct Api {
+    pub server: JourneyServer,
+    pub redis: Option<RedisServer>,
+}
+
+/// Phone numbers without a country code are read as French here.
+fn config() -> ServeConfig {
+    ServeConfig {
+        phone_region: "FR".into(),
+        ..ServeConfig::default()
+    }
+}
+
+pub async fn memory_api() -> Api {
+    Api {
+        server: JourneyServer::start(config()).await,
+        redis: None,
+    }
+}
+
+pub async fn redis_api() -> Api {
+    let redis = RedisServer::start();
+    let server = JourneyServer::start(ServeConfig {
+        store: StoreUrl::Redis(redis.url()),
+        ..config()
+    })
+    .await;
+    Api {
+        server,
+        redis: Some(redis),
+    }
+}
+
+mod cases {
+    use journey::pb::{self, customer_ref::Ref, journey_service_client::JourneyServiceClient};
+    use tonic::{transport::Channel, Code};
+    use tonic_types::StatusExt;
+
+    use crate::support::events::{base_micros, campaign_email, page_view};
+
+    type Client = JourneyServiceClient<Channel>;
+
+    fn id(kind: &str, value: &str) -> pb::Identity {
+        pb::Identity {
+            r#type: kind.into(),
+            value: value.into(),
+        }
+    }
+
+    fn by(kind: &str, value: &str) -> Option<pb::CustomerRef> {
+        Some(pb::CustomerRef {
+            r#ref: Some(Ref::Identity(id(kind, value))),
+        })
+    }
+
+    async fn context(
+        client: &mut Client,
+        customer: Option<pb::CustomerRef>,
+    ) -> Result<pb::GetJourneyContextResponse, tonic::Status> {
+        client
+            .get_journey_context(pb::GetJourneyContextRequest {
+                customer,
+                max_events: 100,
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn append(client: &mut Client, events: Vec<pb::Event>) {
+        let results = client
+            .append_events(pb::AppendEventsRequest { events })
+            .await
+            .expect("append")
+            .into_inner()
+            .results;
+        assert!(
+            results.iter().all(|r| r.outcome() == pb::Outcome::Stored),
+            "{results:?}"
+        );
+    }
+
+    async fn link(
+        client: &mut Client,
+        identities: Vec<pb::Identity>,
+    ) -> Result<pb::LinkIdentitiesResponse, tonic::Status> {
+        client
+            .link_identities(pb::LinkIdentitiesRequest { identities })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    fn anonymous(mut event: pb::Event, identities: Vec<pb::Identity>) -> pb::Event {
+        event.customer_id.clear();
+        event.identities = identities;
+        event
+    }
+
+    fn bad_field(status: &tonic::Status) -> String {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        status
+            .get_error_details()
+            .bad_request()
+            .expect("BadRequest")
+            .field_violations[0]
+            .field
+            .clone()
+    }
+
+    pub async fn a_phone_in_any_format_reaches_the_email_profile(mut client: Client) {
+        let t = base_micros();
+        // An anonymous visitor known by an email address.
+        append(
+            &mut client,
+            vec![anonymous(
+                page_view("", "v1", t),
+                vec![id("email", " Ann@Example.org ")],
+            )],
+        )
+        .await;
+        let ctx = context(&mut client, by("email", "ann@example.org"))
+            .await
+            .expect("by email");
+        assert!(
+            ctx.profile_id.starts_with('~'),
+            "anonymous profile {}",
+            ctx.profile_id
+        );
+        assert_eq!(ctx.customer_id, "");
+        assert_eq!(ctx.total_events, 1);
+        assert_eq!(
+            context(&mut client, by("phone", "06 12 34 56 78"))
+                .await
+                .expect_err("not linked yet")
+                .code(),
+            Code::NotFound
+        );
+        // A call-center CRM match ties the email and the phone together.
+        let linked = link(
+            &mut client,
+            vec![
+                id("email", "ANN@example.org"),
+                id("phone", "+33 6 12 34 56 78"),
+            ],
+        )
+        .await
+        .expect("link");
+        assert_eq!(linked.profile_id, ctx.profile_id);
+        for written in [
+            "06 12 34 56 78",
+            "+33612345678",
+            "0033 6 12 34 56 78",
+            "06.12.34.56.78",
+        ] {
+            let found = context(&mut client, by("phone", written))
+                .await
+                .expect(written);
+            assert_eq!(found.profile_id, ctx.profile_id, "{written}");
+            assert_eq!(found.events[0].event_id, "v1");
+        }
+        let phone = ctx_identity(
+            &context(&mut client, by("phone", "0612345678"))
+                .await
+                .expect("ctx"),
+            "phone",
+        );
+        assert_eq!(phone.identity.expect("identity").value, "+33612345678");
+        assert_eq!(phone.first_channel, "");
+        let email = ctx_identity(
+            &context(&mut client, by("email", "ann@example.org"))
+                .await
+                .expect("ctx"),
+            "email",
+        );
+        assert_eq!(email.first_channel, "web");
+        // Other RPCs take the same references.
+        let check = client
+            .check_contact_frequency(pb::CheckContactRequest {
+                customer: by("phone", "06 12 34 56 78"),
+                channel: "sms".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("check")
+            .into_inner();
+        assert!(check.found);
+        let page = client
+            .list_events(pb::ListEventsRequest {
+                customer: by("email", "ann@example.org"),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        assert_eq!(page.events.len(), 1);
+    }
+
+    fn ctx_identity(ctx: &pb::GetJourneyContextResponse, kind: &str) -> pb::LinkedIdentity {
+        ctx.identities
+            .iter()
+            .find(|l| l.identity.as_ref().is_some_and(|i| i.r#type == kind))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} identity in {:?}", ctx.identities))
+    }
+
+    pub async fn a_login_merges_the_cookie_profile_into_the_customer(mut client: Client) {
+        let t = base_micros();
+        append(
+            &mut client,
+            vec![
+                page_view("c1", "e1", t),
+                page_view("c1", "shared", t + 1),
+                campaign_email("c1", "m1", t + 2),
+            ],
+        )
+        .await;
+        let cookie = vec![id("cookie_id", "ck-1")];
+        append(
+            &mut client,
+            vec![
+                anonymous(page_view("", "a1", t + 3), cookie.clone()),
+                anonymous(page_view("", "shared", t + 1), cookie.clone()),
+                anonymous(campaign_email("", "a2", t + 4), cookie.clone()),
+            ],
+        )
+        .await;
+        let anon = context(&mut client, by("cookie_id", "ck-1"))
+            .await
+            .expect("cookie profile");
+        assert_eq!(anon.total_events, 3);
+        // The login event carries both: the profiles merge.
+        append(
+            &mut client,
+            vec![{
+                let mut login = page_view("c1", "login", t + 5);
+                login.identities = cookie.clone();
+                login
+            }],
+        )
+        .await;
+        let ctx = context(&mut client, by("cookie_id", "ck-1"))
+            .await
+            .expect("merged");
+        assert_eq!(ctx.profile_id, "c1");
+        assert_eq!(ctx.customer_id, "c1");
+        let mut ids: Vec<&str> = ctx.events.iter().map(|e| e.event_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            ["a1", "a2", "e1", "login", "m1", "shared"],
+            "each event once"
+        );
+        assert_eq!(ctx.total_events, 6);
+        let per_channel: u64 = ctx
+            .channels
+            .iter()
+            .map(|c| c.customer_initiated + c.company_initiated)
+            .sum();
+        assert_eq!(per_channel, ctx.total_events, "per-channel counts add up");
+        let web = ctx
+            .channels
+            .iter()
+            .find(|c| c.channel == "web")
+            .expect("web");
+        assert_eq!((web.customer_initiated, web.company_initiated), (4, 0));
+        assert_eq!(ctx.merges.len(), 1);
+        assert_eq!(ctx.merges[0].from_profile_id, anon.profile_id);
+        assert_eq!(ctx.contact_counts.expect("counts").last_24h, 2);
+        // The old profile id leads to the survivor too.
+        let old = context(
+            &mut client,
+            Some(pb::CustomerRef {
+                r#ref: Some(Ref::ProfileId(anon.profile_id.clone())),
+            }),
+        )
+        .await
+        .expect("old id");
+        assert_eq!(old.profile_id, "c1");
+    }
+
+    pub async fn two_customers_are_never_fused(mut client: Client) {
+        let t = base_micros();
+        append(
+            &mut client,
+            vec![page_view("c1", "e1", t), page_view("c2", "e2", t)],
+        )
+        .await;
+        let refused = link(
+            &mut client,
+            vec![id("customer_id", "c1"), id("customer_id", "c2")],
+        )
+        .await
+        .expect_err("two customers");
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert!(
+            refused.message().contains("customer_id"),
+            "{}",
+            refused.message()
+        );
+        // CRM ids are unique too.
+        link(
+            &mut client,
+            vec![id("customer_id", "c1"), id("crm_id", "CRM-A")],
+        )
+        .await
+        .expect("link");
+        link(
+            &mut client,
+            vec![
+                id("customer_id", "c3"),
+                id("crm_id", "CRM-B"),
+                id("email", "x@y.org"),
+            ],
+        )
+        .await
+        .expect("link");
+        let refused = link(
+            &mut client,
+            vec![id("crm_id", "CRM-A"), id("email", "x@y.org")],
+        )
+        .await
+        .expect_err("two CRM ids");
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert!(
+            refused
+                .message()
+                .contains("crm_id is unique per profile but the profiles hold CRM-A and CRM-B"),
+            "{}",
+            refused.message()
+        );
+        assert_eq!(
+            context(&mut client, by("customer_id", "c2"))
+                .await
+                .expect("c2")
+                .total_events,
+            1
+        );
+    }
+
+    pub async fn racing_conflicting_links_end_in_one_consistent_profile(mut client: Client) {
+        let t = base_micros();
+        append(
+            &mut client,
+            vec![page_view("c1", "e1", t), page_view("c2", "e2", t)],
+        )
+        .await;
+        append(
+            &mut client,
+            vec![anonymous(
+                page_view("", "s1", t + 1),
+                vec![id("device_id", "shared-tablet")],
+            )],
+        )
+        .await;
+        let (mut first, mut second) = (client.clone(), client.clone());
+        let (one, two) = tokio::join!(
+            link(
+                &mut first,
+                vec![id("customer_id", "c1"), id("device_id", "shared-tablet")]
+            ),
+            link(
+                &mut second,
+                vec![id("customer_id", "c2"), id("device_id", "shared-tablet")]
+            ),
+        );
+        let won: Vec<String> = [&one, &two]
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|r| r.profile_id.clone())
+            .collect();
+        assert_eq!(won.len(), 1, "exactly one link wins: {one:?} / {two:?}");
+        let lost = [one, two]
+            .into_iter()
+            .find_map(Result::err)
+            .expect("one refused");
+        assert_eq!(lost.code(), Code::FailedPrecondition);
+        let winner = &won[0];
+        let device = context(&mut client, by("device_id", "shared-tablet"))
+            .await
+            .expect("device");
+        assert_eq!(&device.profile_id, winner);
+        assert_eq!(
+            device.total_events, 2,
+            "the winner holds its event and the tablet's"
+        );
+        let loser = if winner == "c1" { "c2" } else { "c1" };
+        let other = context(&mut client, by("customer_id", loser))
+            .await
+            .expect("loser");
+        assert_eq!((other.profile_id.as_str(), other.total_events), (loser, 1));
+    }
+
+    pub async fn unlink_removes_an_identity_going_forward(mut client: Client) {
+        let t = base_micros();
+        let mut e = page_view("c1", "e1", t);
+        e.identities = vec![id("cookie_id", "wrong")];
+        append(&mut client, vec![e]).await;
+        assert_eq!(
+            context(&mut client, by("cookie_id", "wrong"))
+                .await
+                .expect("linked")
+                .profile_id,
+            "c1"
+        );
+        client
+            .unlink_identity(pb::UnlinkIdentityRequest {
+                customer_id: "c1".into(),
+                identity: Some(id("cookie_id", "wrong")),
+                ..Default::default()
+            })
+            .await
+            .expect("unlink");
+        assert_eq!(
+            context(&mut client, by("cookie_id", "wrong"))
+                .await
+                .expect_err("gone")
+                .code(),
+            Code::NotFound
+        );
+        let ctx = context(&mut client, by("customer_id", "c1"))
+            .await
+            .expect("c1");
+        assert_eq!(ctx.total_events, 1, "events already merged stay");
+        assert!(ctx
+            .identities
+            .iter()
+            .all(|l| l.identity.as_ref().is_some_and(|i| i.r#type != "cookie_id")));
+        let again = client
+            .unlink_identity(pb::UnlinkIdentityRequest {
+                customer_id: "c1".into(),
+                identity: Some(id("cookie_id", "wrong")),
+                ..Default::default()
+            })
+            .await
+            .expect_err("not linked");
+        assert_eq!(again.code(), Code::NotFound);
+        let own = client
+            .unlink_identity(pb::UnlinkIdentityRequest {
+                customer_id: "c1".into(),
+                identity: Some(id("customer_id", "c1")),
+                ..Default::default()
+            })
+            .await
+            .expect_err("own id");
+        assert_eq!(own.code(), Code::FailedPrecondition);
+    }
+
+    pub async fn bad_identities_are_refused(mut client: Client) {
+        let t = base_micros();
+        let with = |ids: Vec<pb::Identity>| anonymous(page_view("", "x", t), ids);
+        let cases = vec![
+            ("event.identities[0].type", with(vec![id("fax", "1")])),
+            ("event.identities[0].value", with(vec![id("email", "")])),
+            (
+                "event.identities[0].value",
+                with(vec![id("phone", "call me")]),
+            ),
+            (
+                "event.identities[1].value",
+                with(vec![id("cookie_id", "ok"), id("email", "not-an-email")]),
+            ),
+            (
+                "event.identities",
+                with((0..21).map(|i| id("cookie_id", &i.to_string())).collect()),
+            ),
+            ("event.customer_id", with(vec![])),
+        ];
+        for (field, event) in cases {
+            let status = client
+                .append_event(pb::AppendEventRequest { event: Some(event) })
+                .await
+                .expect_err(field);
+            assert_eq!(bad_field(&status), field);
+        }
+        let too_many = link(
+            &mut client,
+            (0..21).map(|i| id("cookie_id", &i.to_string())).collect(),
+        )
+        .await
+        .expect_err("21");
+        assert_eq!(bad_field(&too_many), "identities");
+        let one = link(&mut client, vec![id("email", "a@b.org")])
+            .await
+            .expect_err("one");
+        assert_eq!(bad_field(&one), "identities");
+        let bad = link(&mut client, vec![id("email", "a@b.org"), id("phone", "12")])
+            .await
+            .expect_err("bad phone");
+        assert_eq!(bad_field(&bad), "identities[1].value");
+        let status = context(&mut client, by("shoe_size", "42"))
+            .await
+            .expect_err("unknown type");
+        assert_eq!(bad_field(&status), "customer.identity.type");
+        let status = context(&mut client, Some(pb::CustomerRef { r#ref: None }))
+            .await
+            .expect_err("empty ref");
+        assert_eq!(bad_field(&status), "customer");
+        // Nothing was stored by the refused events.
+        let status = context(&mut client, by("cookie_id", "ok"))
+            .await
+            .expect_err("nothing stored");
+        assert_eq!(status.code(), Code::NotFound);
+    }
+}
+
+macro_rules! identity_cases {
+    ($backend:ident, $fixture:path) => {
+        mod $backend {
+            identity_cases!(@case a_phone_in_any_format_reaches_the_email_profile, $fixture);
+            identity_cases!(@case a_login_merges_the_cookie_profile_into_the_customer, $fixture);
+            identity_cases!(@case two_customers_are_never_fused, $fixture);
+            identity_cases!(@case racing_conflicting_links_end_in_one_consistent_profile, $fixture);
+            identity_cases!(@case unlink_removes_an_identity_going_forward, $fixture);
+            identity_cases!(@case bad_identities_are_refused, $fixture);
+        }
+    };
+    (@case $case:ident, $fixture:path) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let api = $fixture().await;
+            crate::cases::$case(api.server.client().await).await;
+        }
+    };
+}
+
+identity_cases!(memory, crate::memory_api);
+identity_cases!(redis, crate::redis_api);
