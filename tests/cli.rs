@@ -342,3 +342,60 @@ fn contact_checks_and_policy_reload_on_sighup() {
     assert!(after.starts_with("blocked"), "{after}");
     assert!(served.terminate().success());
 }
+
+#[test]
+fn link_and_look_up_by_phone_or_email() {
+    let served = Served::start(&["--phone-region", "FR"]);
+    let hour_ago = journey::domain::Micros::now()
+        .saturating_sub_micros(3_600_000_000)
+        .to_string();
+    let anonymous = served.ok(&[
+        "append",
+        "--identity",
+        "email=Ann@Example.org",
+        "--channel",
+        "web",
+        "--reason",
+        "check_accounts",
+        "--type",
+        "page_view",
+        "--attr",
+        "page=/",
+        "--at",
+        &hour_ago,
+        "--event-id",
+        "v1",
+    ]);
+    assert_eq!(anonymous.trim(), "stored v1");
+    let linked = served.ok(&[
+        "link",
+        "--identity",
+        "email=ann@example.org",
+        "--identity",
+        "phone=06 12 34 56 78",
+        "--identity",
+        "customer_id=c7",
+    ]);
+    assert!(linked.starts_with("profile c7"), "{linked}");
+    assert!(linked.contains("merged ~"), "{linked}");
+    let by_phone = served.ok(&["context", "--phone", "+33 6 12 34 56 78"]);
+    assert!(by_phone.contains("customer     c7"), "{by_phone}");
+    assert!(
+        by_phone.contains("  phone        +33612345678"),
+        "{by_phone}"
+    );
+    assert!(by_phone.contains("  customer_id  c7"), "{by_phone}");
+    assert!(by_phone.contains("merged in   ~"), "{by_phone}");
+    let by_email: serde_json::Value =
+        serde_json::from_str(&served.ok(&["context", "--email", "ANN@example.org", "--json"]))
+            .expect("json");
+    assert_eq!(by_email["profile_id"], "c7");
+    assert_eq!(by_email["events"][0]["event_id"], "v1");
+    served.ok(&["unlink", "c7", "--remove", "phone=0612345678"]);
+    let gone = served.run(&["context", "--phone", "0612345678"]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
+    let two = served.run(&["context", "c7", "--email", "ann@example.org"]);
+    assert!(String::from_utf8_lossy(&two.stderr).contains("name the customer one way"));
+    assert!(served.terminate().success());
+}

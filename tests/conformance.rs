@@ -704,6 +704,8 @@ mod cases {
             .collect();
         assert!(kinds.contains(&"cookie_id:ck1".to_string()), "{kinds:?}");
         assert!(kinds.contains(&"email:ann@x.org".to_string()), "{kinds:?}");
+        assert!(kinds.contains(&"customer_id:c1".to_string()), "{kinds:?}");
+        assert!(kinds.contains(&"device_id:d1".to_string()), "{kinds:?}");
         let email = snap
             .identities
             .iter()

@@ -161,6 +161,29 @@ pub fn context(r: &pb::GetJourneyContextResponse, as_json: bool) {
     if let Some(e) = &r.last_company_contact {
         println!("last by company   {}", event_line(e));
     }
+    if !r.identities.is_empty() {
+        println!("identities:");
+        for linked in &r.identities {
+            let identity = linked.identity.clone().unwrap_or_default();
+            let channel = match linked.first_channel.as_str() {
+                "" => "link",
+                channel => channel,
+            };
+            println!(
+                "  {:<12} {:<32} first seen {} ({channel})",
+                identity.r#type,
+                identity.value,
+                instant(&linked.first_seen)
+            );
+        }
+    }
+    for merge in &r.merges {
+        println!(
+            "merged in   {} at {}",
+            merge.from_profile_id,
+            instant(&merge.at)
+        );
+    }
     println!();
     println!(
         "{:<14} {:<8} {:>9} {:>8}  last interaction",

@@ -322,6 +322,13 @@ impl TimelineStore for MemoryStore {
                 at,
             },
         );
+        // Both customer ids (if any) are the survivor's identities now.
+        let own: Vec<Identity> = [&survivor, &absorbed]
+            .into_iter()
+            .map(|p| customer_identity(p))
+            .filter(|i| !i.value.is_empty())
+            .collect();
+        timeline.record_identities(&own, at);
         let removed = timeline.trim(&self.retention, at);
         timeline.trim_contacts(&self.retention, at);
         timeline.expires_at = timeline
