@@ -325,7 +325,7 @@ impl TimelineStore for MemoryStore {
         // Both customer ids (if any) are the survivor's identities now.
         let own: Vec<Identity> = [&survivor, &absorbed]
             .into_iter()
-            .map(|p| customer_identity(p))
+            .map(customer_identity)
             .filter(|i| !i.value.is_empty())
             .collect();
         timeline.record_identities(&own, at);
