@@ -7,6 +7,7 @@ pub mod contact_policy;
 pub mod context;
 pub mod error;
 pub mod event;
+pub mod journey;
 pub mod taxonomy;
 pub mod time;
 
