@@ -15,6 +15,8 @@ mod transition;
 
 #[cfg(test)]
 mod population_tests;
+#[cfg(test)]
+mod testkit;
 
 pub use definition::{
     JourneyDefinition, JourneyDefinitions, JourneyError, Step, BUILTIN_TOML, MAX_LOOKBACK_EVENTS,

@@ -410,3 +410,470 @@ fn remember(definition: &JourneyDefinition, state: &mut JourneyState, event: &Ev
         state.recent.remove(0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::journey::testkit::{
+        banking, banking_cancel, banking_step, call, facts, journey, run, MINUTE, T0,
+    };
+    use crate::domain::Initiator;
+
+    fn changes(deltas: &[StatDelta]) -> Vec<String> {
+        deltas.iter().flat_map(StatDelta::counter_fields).collect()
+    }
+
+    fn step_index(state: &JourneyState) -> Option<usize> {
+        state.current_step.as_ref().map(|s| s.index)
+    }
+
+    #[test]
+    fn a_journey_in_order_completes_with_its_duration() {
+        let def = banking();
+        let events: Vec<_> = (0..=6)
+            .map(|s| banking_step(s, &format!("e{s}"), T0 + s as i64 * MINUTE))
+            .collect();
+        let (state, deltas) = run(&def, &events);
+        assert_eq!(state.status, JourneyStatus::Completed);
+        assert_eq!(state.duration_micros(), Some(6 * MINUTE));
+        assert_eq!(state.deadline, None);
+        assert_eq!(state.channels, BTreeSet::from(["web".to_string()]));
+        let fields = changes(&deltas);
+        assert_eq!(
+            fields.iter().filter(|f| f.starts_with("reached:")).count(),
+            7
+        );
+        assert!(fields.contains(&"completed".to_string()));
+        assert!(fields.contains(&"contained".to_string()));
+        assert!(fields.contains(
+            &"seq:completed:signed_in>prompted>verification_started>address_checked>contact_checked>income_checked>completed"
+                .to_string()
+        ));
+        assert!(deltas.iter().all(|d| d.day == Day::of(Micros(T0))));
+    }
+
+    #[test]
+    fn steps_before_the_start_do_not_start_a_journey() {
+        let def = banking();
+        let (state, deltas) = run(
+            &def,
+            &[banking_step(2, "e2", T0), banking_step(6, "e6", T0 + 1)],
+        );
+        assert_eq!(state.status, JourneyStatus::NotStarted);
+        assert!(deltas.is_empty());
+    }
+
+    #[test]
+    fn repeated_step_events_count_once_and_are_not_progress() {
+        let def = banking();
+        let (before, _) = run(
+            &def,
+            &[
+                banking_step(0, "e0", T0),
+                banking_step(1, "e1", T0 + MINUTE),
+            ],
+        );
+        let again = advance(
+            &def,
+            Some(&before),
+            &banking_step(1, "e1b", T0 + 20 * MINUTE),
+        );
+        assert!(again.deltas.is_empty());
+        let after = again.state.unwrap_or(before.clone());
+        assert_eq!(
+            after.deadline, before.deadline,
+            "a repeat does not push the deadline"
+        );
+        assert_eq!(after.step_path, before.step_path);
+    }
+
+    #[test]
+    fn a_duplicate_event_has_no_second_effect() {
+        let def = banking();
+        let (state, _) = run(&def, &[banking_step(0, "e0", T0)]);
+        for event in [
+            banking_step(0, "e0", T0),
+            banking_step(0, "e0", T0 + 5 * MINUTE),
+        ] {
+            assert_eq!(advance(&def, Some(&state), &event), Transition::default());
+        }
+        // After re-entry the old instance's ids are gone, but its events are
+        // older than the new start and change nothing either.
+        let (done, _) = run(
+            &def,
+            &(0..=6)
+                .map(|s| banking_step(s, &format!("e{s}"), T0 + s as i64 * MINUTE))
+                .chain([banking_step(0, "again", T0 + 60 * MINUTE)])
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(done.status, JourneyStatus::InProgress);
+        let replay = advance(&def, Some(&done), &banking_step(3, "e3", T0 + 3 * MINUTE));
+        assert_eq!(replay, Transition::default());
+    }
+
+    #[test]
+    fn the_sweeper_drops_once_at_the_deadline() {
+        let def = banking();
+        let (state, _) = run(
+            &def,
+            &[
+                banking_step(0, "e0", T0),
+                banking_step(1, "e1", T0 + 5 * MINUTE),
+            ],
+        );
+        let deadline = Micros(T0 + 35 * MINUTE);
+        assert_eq!(state.deadline, Some(deadline));
+        assert_eq!(sweep(&def, &state, Micros(deadline.0 - 1)), None);
+        let swept = sweep(&def, &state, deadline).expect("due");
+        let dropped = swept.state.expect("new state");
+        assert_eq!(dropped.status, JourneyStatus::Dropped);
+        assert_eq!(
+            dropped.dropped_at_step.as_ref().map(|s| s.name.as_str()),
+            Some("prompted")
+        );
+        assert_eq!(dropped.drop_cause, Some(DropCause::Inactivity));
+        assert_eq!(dropped.finished_at, Some(deadline));
+        assert_eq!(dropped.last_event_id.as_deref(), Some("e1"));
+        assert_eq!(dropped.deadline, None);
+        assert_eq!(
+            changes(&swept.deltas),
+            [
+                "dropped:prompted",
+                "dropped_by:inactivity",
+                "last:web/personal_data_verification/notification_shown",
+                "seq:dropped:signed_in>prompted"
+            ]
+        );
+        assert_eq!(sweep(&def, &dropped, Micros(deadline.0 + 1)), None);
+    }
+
+    #[test]
+    fn an_event_after_the_deadline_finds_the_journey_dropped() {
+        let def = banking();
+        let late = T0 + 31 * MINUTE;
+        let (state, deltas) = run(
+            &def,
+            &[banking_step(0, "e0", T0), banking_step(1, "e1", late)],
+        );
+        assert_eq!(state.status, JourneyStatus::Dropped);
+        assert_eq!(state.finished_at, Some(Micros(T0 + 30 * MINUTE)));
+        assert!(changes(&deltas).contains(&"dropped:signed_in".to_string()));
+        // The same outcome as a sweeper that ran on time.
+        let (early, _) = run(&def, &[banking_step(0, "e0", T0)]);
+        let swept = sweep(&def, &early, Micros(late))
+            .and_then(|t| t.state)
+            .expect("dropped");
+        let after = advance(&def, Some(&swept), &banking_step(1, "e1", late));
+        assert_eq!(
+            after.state.unwrap_or(swept.clone()).status,
+            JourneyStatus::Dropped
+        );
+        assert!(after.deltas.is_empty());
+    }
+
+    #[test]
+    fn an_abandon_drops_at_the_current_step_unless_stale() {
+        let def = banking();
+        let started = [0, 1, 2].map(|s| banking_step(s, &format!("e{s}"), T0 + s as i64 * MINUTE));
+        let (state, _) = run(&def, &started);
+        let stale = advance(&def, Some(&state), &banking_cancel("x", T0 + MINUTE));
+        assert!(
+            stale.deltas.is_empty(),
+            "an abandon older than the last progress"
+        );
+        let t = advance(&def, Some(&state), &banking_cancel("x", T0 + 3 * MINUTE));
+        let dropped = t.state.expect("changed");
+        assert_eq!(dropped.status, JourneyStatus::Dropped);
+        assert_eq!(dropped.drop_cause, Some(DropCause::Abandon));
+        assert_eq!(dropped.finished_at, Some(Micros(T0 + 3 * MINUTE)));
+        assert_eq!(dropped.last_event_id.as_deref(), Some("e2"));
+        assert_eq!(
+            changes(&t.deltas)[..2],
+            ["dropped:verification_started", "dropped_by:abandon"]
+        );
+    }
+
+    #[test]
+    fn out_of_order_events_fill_gaps_and_never_move_back() {
+        let def = banking();
+        // Step 2's event arrives after step 3's, though it happened before.
+        let events = [
+            banking_step(0, "e0", T0),
+            banking_step(1, "e1", T0 + MINUTE),
+            banking_step(3, "e3", T0 + 3 * MINUTE),
+            banking_step(2, "e2", T0 + 2 * MINUTE),
+        ];
+        let (state, deltas) = run(&def, &events);
+        assert_eq!(step_index(&state), Some(3));
+        let path: Vec<usize> = state.step_path.iter().map(|v| v.step).collect();
+        assert_eq!(path, [0, 1, 2, 3]);
+        let reached: Vec<String> = changes(&deltas)
+            .into_iter()
+            .filter(|f| f.starts_with("reached:"))
+            .collect();
+        assert_eq!(
+            reached.len(),
+            4,
+            "the funnel counts step 2 once, when passed: {reached:?}"
+        );
+        assert_eq!(state.last_progress_at, Some(Micros(T0 + 3 * MINUTE)));
+        // In order, a missing step done after a later one is not progress.
+        let (skipped, _) = run(&def, &events[..3]);
+        let back = advance(
+            &def,
+            Some(&skipped),
+            &banking_step(2, "e2", T0 + 4 * MINUTE),
+        );
+        assert!(back.deltas.is_empty());
+        assert!(!back.state.unwrap_or(skipped).reached(2));
+    }
+
+    #[test]
+    fn finished_journeys_are_final() {
+        let def = banking();
+        let mut events: Vec<_> = [0, 1, 2, 3, 4, 6]
+            .iter()
+            .map(|&s| banking_step(s, &format!("e{s}"), T0 + s as i64 * MINUTE))
+            .collect();
+        let (done, _) = run(&def, &events);
+        assert_eq!(done.status, JourneyStatus::Completed);
+        events.push(banking_step(5, "e5", T0 + 5 * MINUTE));
+        events.push(call("c", T0 + 5 * MINUTE));
+        events.push(banking_cancel("x", T0 + 7 * MINUTE));
+        let (after, deltas) = run(&def, &events);
+        assert_eq!(after.status, JourneyStatus::Completed);
+        assert!(after.offline_switch.is_none());
+        assert_eq!(deltas.len(), run(&def, &events[..6]).1.len());
+    }
+
+    #[test]
+    fn going_offline_is_recorded_once_at_the_step_of_that_instant() {
+        let def = banking();
+        let events = [
+            banking_step(0, "e0", T0),
+            banking_step(1, "e1", T0 + MINUTE),
+            banking_step(2, "e2", T0 + 2 * MINUTE),
+            call("c1", T0 + 3 * MINUTE),
+            call("c2", T0 + 4 * MINUTE),
+            banking_step(3, "e3", T0 + 5 * MINUTE),
+        ];
+        let (state, deltas) = run(&def, &events);
+        let switch = state.offline_switch.as_ref().expect("switched");
+        assert_eq!(switch.step.name, "verification_started");
+        assert_eq!(switch.channel, "call_center");
+        let fields = changes(&deltas);
+        assert_eq!(
+            fields
+                .iter()
+                .filter(|f| f.starts_with("offline:"))
+                .collect::<Vec<_>>(),
+            ["offline:verification_started:call_center"]
+        );
+        assert!(state.channels.contains("call_center"));
+        // A late offline event is placed at the step of its own instant.
+        let mut late = events.to_vec();
+        late.retain(|e| !e.event_id.starts_with('c'));
+        late.push(call("c0", T0 + MINUTE + 1));
+        let (state, _) = run(&def, &late);
+        assert_eq!(
+            state.offline_switch.map(|s| s.step.name),
+            Some("prompted".into())
+        );
+        // A journey started offline cannot switch, nor be contained.
+        let branch_start = facts(
+            "b0",
+            T0,
+            "branch",
+            "check_accounts",
+            "login",
+            Initiator::Customer,
+            &[],
+        );
+        let (offline, _) = run(&banking(), &[branch_start, call("c", T0 + 1)]);
+        assert!(offline.offline_switch.is_none() && !offline.started_online);
+    }
+
+    #[test]
+    fn reentry_starts_a_new_journey_only_when_allowed() {
+        let def = banking();
+        let (completed, _) = run(
+            &def,
+            &(0..=6)
+                .map(|s| banking_step(s, &format!("e{s}"), T0 + s as i64 * MINUTE))
+                .collect::<Vec<_>>(),
+        );
+        let before_end = advance(
+            &def,
+            Some(&completed),
+            &banking_step(0, "r0", T0 + 5 * MINUTE),
+        );
+        assert!(before_end.deltas.is_empty(), "a start older than the end");
+        let again = advance(
+            &def,
+            Some(&completed),
+            &banking_step(0, "r0", T0 + DAY_AND_A_BIT),
+        );
+        let state = again.state.expect("new journey");
+        assert_eq!(state.status, JourneyStatus::InProgress);
+        assert_eq!(state.step_path.len(), 1);
+        assert_eq!(again.deltas[0].day, Day::of(Micros(T0 + DAY_AND_A_BIT)));
+
+        let card = journey("card_activation");
+        let open = |id: &str, at: i64| {
+            facts(
+                id,
+                at,
+                "web",
+                "card_activation",
+                "page_view",
+                Initiator::Customer,
+                &[("page", "/cards/activate")],
+            )
+        };
+        let (dropped, _) = run(&card, &[open("a", T0), open("b", T0 + 2 * 60 * MINUTE)]);
+        assert_eq!(
+            dropped.status,
+            JourneyStatus::Dropped,
+            "no re-entry for cards"
+        );
+        assert!(
+            dropped.recent.is_empty(),
+            "nothing kept once it cannot re-enter"
+        );
+    }
+
+    const DAY_AND_A_BIT: i64 = 25 * 60 * MINUTE;
+
+    #[test]
+    fn the_interactions_before_entering_are_the_latest_distinct_ones() {
+        let def = banking(); // lookback 5
+        let mut events: Vec<_> = (0..7)
+            .map(|i| {
+                let channel = if i % 2 == 0 { "email" } else { "sms" };
+                facts(
+                    &format!("n{i}"),
+                    T0 + i,
+                    channel,
+                    "campaign_offer",
+                    "email_sent",
+                    Initiator::Company,
+                    &[],
+                )
+            })
+            .collect();
+        // Delivered late, but older than the five kept: no effect.
+        events.push(facts(
+            "old",
+            T0 - 1,
+            "branch",
+            "complaint",
+            "branch_visit",
+            Initiator::Customer,
+            &[],
+        ));
+        events.push(banking_step(0, "e0", T0 + MINUTE));
+        let (state, deltas) = run(&def, &events);
+        assert_eq!(state.status, JourneyStatus::InProgress);
+        let pre: Vec<String> = changes(&deltas)
+            .into_iter()
+            .filter(|f| f.starts_with("pre:"))
+            .collect();
+        assert_eq!(
+            pre,
+            [
+                "pre:email/campaign_offer/email_sent",
+                "pre:sms/campaign_offer/email_sent"
+            ]
+        );
+    }
+
+    #[test]
+    fn in_any_order_every_new_step_is_progress() {
+        let loan = journey("loan_application");
+        let form = |id: &str, at: i64, step: &str| {
+            facts(
+                id,
+                at,
+                "web",
+                "purchase",
+                "form_step",
+                Initiator::Customer,
+                &[("form", "loan_application"), ("step", step)],
+            )
+        };
+        let day = 24 * 60 * MINUTE;
+        let events = [
+            form("s", T0, "start"),
+            form("id", T0 + day, "identity"),
+            form("inc", T0 + 2 * day, "income_proof"),
+            // Delivered late: reached, but not the current step.
+            facts(
+                "offer",
+                T0 + day / 2,
+                "web",
+                "purchase",
+                "page_view",
+                Initiator::Customer,
+                &[("page", "/loans/offer")],
+            ),
+        ];
+        let (state, deltas) = run(&loan, &events);
+        assert_eq!(
+            state.current_step.map(|s| s.name),
+            Some("income_proof_uploaded".into())
+        );
+        let fields = changes(&deltas);
+        assert_eq!(
+            fields.iter().filter(|f| f.starts_with("reached:")).count(),
+            4
+        );
+        assert!(fields.contains(&"reached:offer_viewed".to_string()));
+        let sign = facts(
+            "sign",
+            T0 + 3 * day,
+            "web",
+            "purchase",
+            "form_submitted",
+            Initiator::Customer,
+            &[("form", "loan_application")],
+        );
+        let (done, _) = run(&loan, &[events[0].clone(), sign]);
+        assert_eq!(
+            done.status,
+            JourneyStatus::Completed,
+            "completion needs no other step"
+        );
+    }
+
+    #[test]
+    fn nothing_to_write_when_nothing_changes() {
+        let mut def = banking();
+        let (started, _) = run(&def, &[banking_step(0, "e0", T0)]);
+        let unrelated = facts(
+            "u",
+            T0 + 1,
+            "web",
+            "complaint",
+            "logout",
+            Initiator::Customer,
+            &[],
+        );
+        // Banking re-enters, so it keeps the event among the recent ones.
+        assert!(advance(&def, Some(&started), &unrelated).state.is_some());
+        def = journey("card_activation");
+        let (card, _) = run(
+            &def,
+            &[facts(
+                "p",
+                T0,
+                "web",
+                "card_activation",
+                "page_view",
+                Initiator::Customer,
+                &[("page", "/cards/activate")],
+            )],
+        );
+        let t = advance(&def, Some(&card), &unrelated);
+        assert_eq!(t, Transition::default());
+    }
+}
