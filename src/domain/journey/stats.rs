@@ -263,3 +263,47 @@ impl StatsLedger {
         JourneyStats::from_counters(definition, days, top_n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::journey::testkit::banking;
+
+    #[test]
+    fn no_counters_give_zeros_and_no_rates() {
+        let stats = JourneyStats::from_counters(&banking(), [], 5);
+        assert_eq!(stats.entered, 0);
+        assert_eq!(stats.conversion_rate, None);
+        assert_eq!(stats.containment_rate, None);
+        assert_eq!(stats.time_to_complete, None);
+        assert_eq!(stats.steps.len(), 7);
+        assert!(stats.steps.iter().all(|s| s.conversion_to_next.is_none()));
+    }
+
+    #[test]
+    fn days_sum_and_retired_steps_are_left_out() {
+        let day = |pairs: &[(&str, u64)]| -> DayCounters {
+            pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        let monday = day(&[
+            ("entered", 4),
+            ("reached:signed_in", 4),
+            ("reached:prompted", 3),
+            ("reached:gone", 9),
+        ]);
+        let tuesday = day(&[
+            ("entered", 6),
+            ("reached:signed_in", 6),
+            ("reached:prompted", 3),
+            ("completed", 2),
+            ("contained", 1),
+        ]);
+        let stats = JourneyStats::from_counters(&banking(), [&monday, &tuesday], 5);
+        assert_eq!(stats.entered, 10);
+        assert_eq!(stats.steps[0].conversion_to_next, Some(0.6));
+        assert_eq!(stats.conversion_rate, Some(0.2));
+        assert_eq!(stats.containment_rate, Some(0.5));
+        assert_eq!(stats.in_progress, 8);
+        assert!(stats.steps.iter().all(|s| s.name != "gone"));
+    }
+}

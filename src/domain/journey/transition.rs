@@ -572,6 +572,27 @@ mod tests {
     }
 
     #[test]
+    fn a_late_step_does_not_undo_an_inactivity_drop() {
+        // Step 1 happened 20 minutes after the start, but arrives after step
+        // 2, which came 40 minutes after the start: by what was known, the
+        // journey had no progress for 30 minutes, and drops are final.
+        let def = banking();
+        let (state, _) = run(
+            &def,
+            &[
+                banking_step(0, "e0", T0),
+                banking_step(2, "e2", T0 + 40 * MINUTE),
+                banking_step(1, "e1", T0 + 20 * MINUTE),
+            ],
+        );
+        assert_eq!(state.status, JourneyStatus::Dropped);
+        assert_eq!(
+            state.dropped_at_step.map(|s| s.name),
+            Some("signed_in".into())
+        );
+    }
+
+    #[test]
     fn an_abandon_drops_at_the_current_step_unless_stale() {
         let def = banking();
         let started = [0, 1, 2].map(|s| banking_step(s, &format!("e{s}"), T0 + s as i64 * MINUTE));
