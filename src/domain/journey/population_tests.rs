@@ -424,7 +424,7 @@ fn assert_stats_match(actual: &JourneyStats, truths: &[&Truth], top_n: usize) {
 #[test]
 fn stats_from_deltas_equal_the_ground_truth_of_a_generated_population() {
     let definition = banking();
-    let mut rng = Rng(0x6A6F_7572_6E65_79);
+    let mut rng = Rng(0x006A_6F75_726E_6579);
     let customers: Vec<Customer> = (0..CUSTOMERS).map(|i| customer(&mut rng, i)).collect();
     let mut ledger = StatsLedger::default();
     let mut finals: Vec<JourneyState> = Vec::new();

@@ -194,12 +194,19 @@ impl JourneyState {
     /// now: in order, the furthest step reached by then; in any order, the
     /// last step reached by then.
     pub fn step_at(&self, at: Micros, in_order: bool) -> Option<usize> {
-        let by_then = self.step_path.iter().filter(|v| v.at <= at);
         if in_order {
-            by_then.map(|v| v.step).max()
+            self.step_path
+                .iter()
+                .filter(|v| v.at <= at)
+                .map(|v| v.step)
+                .max()
         } else {
-            // The path is sorted by time, so the last one is the latest.
-            by_then.last().map(|v| v.step)
+            // The path is sorted by time: the last one by then is the latest.
+            self.step_path
+                .iter()
+                .rev()
+                .find(|v| v.at <= at)
+                .map(|v| v.step)
         }
     }
 

@@ -100,6 +100,23 @@ pub struct JourneyStats {
 }
 
 impl JourneyStats {
+    /// Statistics of `definition` from deltas of any days (deltas of other
+    /// journeys are skipped): what a store's counters would give.
+    pub fn from_deltas<'a>(
+        definition: &JourneyDefinition,
+        deltas: impl IntoIterator<Item = &'a StatDelta>,
+        top_n: usize,
+    ) -> Self {
+        let mut ledger = StatsLedger::default();
+        ledger.apply_all(
+            deltas
+                .into_iter()
+                .filter(|d| d.journey == definition.name()),
+        );
+        let days = ledger.counters.values();
+        Self::from_counters(definition, days, top_n)
+    }
+
     /// Statistics from the counters of some days of `definition` (any
     /// order; each day once). Top-N lists keep `top_n` entries. Counters of
     /// steps the definition no longer has are left out of `steps`.
@@ -305,5 +322,26 @@ mod tests {
         assert_eq!(stats.containment_rate, Some(0.5));
         assert_eq!(stats.in_progress, 8);
         assert!(stats.steps.iter().all(|s| s.name != "gone"));
+    }
+
+    #[test]
+    fn from_deltas_sums_every_day_of_the_journey() {
+        use crate::domain::journey::testkit::{banking_step, run, MINUTE, T0};
+        let def = banking();
+        let day_two = T0 + 24 * 60 * MINUTE;
+        let (_, mut deltas) = run(
+            &def,
+            &(0..=6)
+                .map(|s| banking_step(s, &format!("a{s}"), T0 + s as i64 * MINUTE))
+                .collect::<Vec<_>>(),
+        );
+        deltas.extend(run(&def, &[banking_step(0, "b0", day_two)]).1);
+        let stats = JourneyStats::from_deltas(&def, &deltas, 5);
+        assert_eq!(
+            (stats.entered, stats.completed, stats.in_progress),
+            (2, 1, 1)
+        );
+        let median = stats.time_to_complete.expect("one completed").median_micros;
+        assert!((median - 6 * MINUTE).abs() as f64 <= 0.045 * (6 * MINUTE) as f64);
     }
 }

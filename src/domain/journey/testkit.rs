@@ -67,7 +67,14 @@ pub fn banking_step(step: usize, id: &str, at: i64) -> EventFacts {
             &[
                 ("form", "personal_data"),
                 ("step", SECTIONS[step - 3]),
-                ("action", if step % 2 == 0 { "modify" } else { "confirm" }),
+                (
+                    "action",
+                    if step.is_multiple_of(2) {
+                        "modify"
+                    } else {
+                        "confirm"
+                    },
+                ),
             ],
         ),
         _ => facts(
