@@ -8,6 +8,7 @@ pub mod context;
 pub mod error;
 pub mod event;
 pub mod identity;
+pub mod journey;
 pub mod profile;
 pub mod taxonomy;
 pub mod time;

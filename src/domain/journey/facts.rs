@@ -1,0 +1,105 @@
+//! What the journey state machine needs to know about one event: its id,
+//! instant, names, channel class, initiator and attributes. Built once per
+//! appended event and shared by every journey definition.
+
+use std::{collections::BTreeMap, fmt};
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{ChannelClass, Event, Initiator, Micros, Taxonomy};
+
+/// The facts of one event, as every journey sees them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventFacts {
+    pub event_id: String,
+    pub at: Micros,
+    pub event_type: String,
+    pub reason: String,
+    pub channel: String,
+    /// `None` for a channel outside the taxonomy (lenient mode): such a
+    /// channel is neither online nor offline.
+    pub channel_class: Option<ChannelClass>,
+    pub initiator: Initiator,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl EventFacts {
+    /// The facts of a stored event; the channel class comes from `taxonomy`.
+    pub fn from_event(event: &Event, taxonomy: &Taxonomy) -> Self {
+        Self {
+            event_id: event.event_id.to_string(),
+            at: event.occurred_at,
+            event_type: event.event_type.clone(),
+            reason: event.reason.clone(),
+            channel: event.channel.clone(),
+            channel_class: taxonomy.channel_class(&event.channel),
+            initiator: event.initiator,
+            attributes: event.attributes.clone(),
+        }
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.channel_class == Some(ChannelClass::Offline)
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.channel_class == Some(ChannelClass::Online)
+    }
+
+    /// The kind of interaction this event is, as the stats count it.
+    pub fn interaction(&self) -> Interaction {
+        Interaction {
+            channel: self.channel.clone(),
+            reason: self.reason.clone(),
+            event_type: self.event_type.clone(),
+        }
+    }
+}
+
+/// A kind of interaction: channel, reason and type, without the instant or
+/// the attributes. The unit of the "what did they do before" figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Interaction {
+    pub channel: String,
+    pub reason: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+}
+
+impl fmt::Display for Interaction {
+    /// `channel/reason/type`, the form stats counters are keyed by.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.channel, self.reason, self.event_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{event::RawEvent, EventLimits};
+
+    #[test]
+    fn facts_carry_the_channel_class_from_the_taxonomy() {
+        let taxonomy = Taxonomy::builtin();
+        let at = Micros(1_763_800_000_000_000);
+        let raw = RawEvent {
+            event_id: "e1".into(),
+            customer_id: "c1".into(),
+            channel: "call_center".into(),
+            reason: "complaint".into(),
+            event_type: "call".into(),
+            occurred_at: Some(at),
+            ..RawEvent::default()
+        };
+        let (event, _) = raw
+            .validate(&taxonomy, &EventLimits::default(), at)
+            .expect("valid event");
+        let facts = EventFacts::from_event(&event, &taxonomy);
+        assert!(facts.is_offline());
+        assert_eq!(facts.initiator, Initiator::Customer);
+        assert_eq!(
+            facts.interaction().to_string(),
+            "call_center/complaint/call"
+        );
+    }
+}

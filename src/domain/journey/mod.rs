@@ -1,0 +1,34 @@
+//! Journeys: definitions (data, checked against the taxonomy), the
+//! per-customer state machine that follows each customer through each
+//! journey as their events are appended, the drop sweeper's rule, and the
+//! statistics kept as per-day counters. Pure domain: no storage, no clock
+//! (the caller passes `now`), no transport.
+
+mod definition;
+mod delta;
+mod facts;
+mod histogram;
+mod matcher;
+mod state;
+mod stats;
+mod transition;
+
+#[cfg(test)]
+mod population_tests;
+#[cfg(test)]
+mod testkit;
+
+pub use definition::{
+    JourneyDefinition, JourneyDefinitions, JourneyError, Step, BUILTIN_TOML, MAX_LOOKBACK_EVENTS,
+};
+pub use delta::{Day, Outcome, StatChange, StatDelta};
+pub use facts::{EventFacts, Interaction};
+pub use histogram::MAX_RELATIVE_ERROR as TIME_TO_COMPLETE_MAX_RELATIVE_ERROR;
+pub use matcher::{AttributeCondition, EventMatcher};
+pub use state::{
+    DropCause, JourneyState, JourneyStatus, OfflineSwitch, RecentInteraction, StepRef, StepVisit,
+};
+pub use stats::{
+    DayCounters, DurationSummary, JourneyStats, Leak, StatsLedger, StepStats, TopEntry,
+};
+pub use transition::{advance, sweep, Transition};

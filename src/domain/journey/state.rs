@@ -1,0 +1,302 @@
+//! One customer's state in one journey: not started, in progress, completed
+//! or dropped, with what the stats need when it finishes. Plain data with
+//! serde, so a store keeps it as JSON (one hash field per journey); the
+//! transitions live in `transition.rs`.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::facts::Interaction;
+use crate::domain::Micros;
+
+/// Where a customer stands in a journey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JourneyStatus {
+    #[default]
+    NotStarted,
+    InProgress,
+    Completed,
+    Dropped,
+}
+
+impl JourneyStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Completed | Self::Dropped)
+    }
+}
+
+/// Why a journey dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropCause {
+    /// No progress within the inactivity timeout.
+    Inactivity,
+    /// An explicit abandon event.
+    Abandon,
+}
+
+impl DropCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inactivity => "inactivity",
+            Self::Abandon => "abandon",
+        }
+    }
+}
+
+/// A step, by its index in the definition and its name (the name makes a
+/// stored state readable and lets stats survive a reordered definition).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StepRef {
+    pub index: usize,
+    pub name: String,
+}
+
+/// The first event that reached a step in the current journey.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepVisit {
+    pub step: usize,
+    #[serde(with = "micros_serde")]
+    pub at: Micros,
+    pub event_id: String,
+}
+
+/// The customer's first move from online to offline channels during the
+/// journey.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflineSwitch {
+    /// The step the customer was at when they went offline.
+    pub step: StepRef,
+    pub channel: String,
+    pub event_id: String,
+    #[serde(with = "micros_serde")]
+    pub at: Micros,
+}
+
+/// One of the customer's latest events, kept for the "interactions before
+/// entering" figure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentInteraction {
+    pub event_id: String,
+    #[serde(with = "micros_serde")]
+    pub at: Micros,
+    pub interaction: Interaction,
+}
+
+/// A customer's state in one journey. The fields of the current (or last)
+/// journey are reset when the customer enters again; `recent` carries over.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct JourneyState {
+    pub journey: String,
+    pub status: JourneyStatus,
+    /// In order: the furthest step reached; in any order: the step reached
+    /// last (by event time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<StepRef>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_micros_serde"
+    )]
+    pub started_at: Option<Micros>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_micros_serde"
+    )]
+    pub last_progress_at: Option<Micros>,
+    /// When the journey completed (its completing event) or dropped (the
+    /// abandon event, or the deadline that passed).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_micros_serde"
+    )]
+    pub finished_at: Option<Micros>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_at_step: Option<StepRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_cause: Option<DropCause>,
+    /// The latest (by time) event that moved the journey: a step reached,
+    /// or the abandon event once dropped by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_id: Option<String>,
+    /// The interaction of `last_event_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_interaction: Option<Interaction>,
+    /// Channels of every event of the customer during the journey.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub channels: BTreeSet<String>,
+    /// The starting event was on an online channel: only then can the
+    /// customer switch to offline, and only then can the journey be
+    /// contained.
+    #[serde(default)]
+    pub started_online: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_switch: Option<OfflineSwitch>,
+    /// The steps reached, each once, sorted by event time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_path: Vec<StepVisit>,
+    /// When an in-progress journey drops unless it progresses: the score of
+    /// the store's deadline index. `None` unless in progress.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_micros_serde"
+    )]
+    pub deadline: Option<Micros>,
+    /// The customer's latest events by time, at most `lookback_events`,
+    /// oldest first. Kept while the customer may still (re)enter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<RecentInteraction>,
+}
+
+impl JourneyState {
+    /// The state of a customer who has not entered `journey`.
+    pub fn not_started(journey: &str) -> Self {
+        Self {
+            journey: journey.to_string(),
+            ..Self::default()
+        }
+    }
+
+    /// Whether `event_id` already had its effect on this state. Every event
+    /// that changed the state is recorded in it (a step visit, the last
+    /// event, the offline switch, the recent events), so a second delivery
+    /// is recognized; an event that changed nothing would change nothing
+    /// again.
+    pub fn has_seen(&self, event_id: &str) -> bool {
+        self.step_path.iter().any(|v| v.event_id == event_id)
+            || self.last_event_id.as_deref() == Some(event_id)
+            || self
+                .offline_switch
+                .as_ref()
+                .is_some_and(|s| s.event_id == event_id)
+            || self.recent.iter().any(|r| r.event_id == event_id)
+    }
+
+    /// How long a completed journey took.
+    pub fn duration_micros(&self) -> Option<i64> {
+        match (self.status, self.started_at, self.finished_at) {
+            (JourneyStatus::Completed, Some(start), Some(end)) => Some(end.0 - start.0),
+            _ => None,
+        }
+    }
+
+    /// Whether `step` has been reached in the current journey.
+    pub fn reached(&self, step: usize) -> bool {
+        self.step_path.iter().any(|v| v.step == step)
+    }
+
+    /// The step the customer was at at instant `at`, from the visits known
+    /// now: in order, the furthest step reached by then; in any order, the
+    /// last step reached by then.
+    pub fn step_at(&self, at: Micros, in_order: bool) -> Option<usize> {
+        if in_order {
+            self.step_path
+                .iter()
+                .filter(|v| v.at <= at)
+                .map(|v| v.step)
+                .max()
+        } else {
+            // The path is sorted by time: the last one by then is the latest.
+            self.step_path
+                .iter()
+                .rev()
+                .find(|v| v.at <= at)
+                .map(|v| v.step)
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serializing plain strings, numbers and maps with string keys
+        // cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+/// `Micros` as a plain integer of microseconds.
+mod micros_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::domain::Micros;
+
+    pub fn serialize<S: Serializer>(at: &Micros, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(at.0)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Micros, D::Error> {
+        i64::deserialize(d).map(Micros)
+    }
+}
+
+/// `Option<Micros>` as an optional integer of microseconds.
+mod opt_micros_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::domain::Micros;
+
+    pub fn serialize<S: Serializer>(at: &Option<Micros>, s: S) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => s.serialize_some(&at.0),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Micros>, D::Error> {
+        Option::<i64>::deserialize(d).map(|v| v.map(Micros))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_round_trips_through_json_and_stays_small() {
+        let state = JourneyState {
+            journey: "j".into(),
+            status: JourneyStatus::InProgress,
+            current_step: Some(StepRef {
+                index: 1,
+                name: "b".into(),
+            }),
+            started_at: Some(Micros(10)),
+            last_progress_at: Some(Micros(20)),
+            deadline: Some(Micros(30)),
+            channels: BTreeSet::from(["web".to_string()]),
+            started_online: true,
+            step_path: vec![
+                StepVisit {
+                    step: 0,
+                    at: Micros(10),
+                    event_id: "e1".into(),
+                },
+                StepVisit {
+                    step: 1,
+                    at: Micros(20),
+                    event_id: "e2".into(),
+                },
+            ],
+            ..JourneyState::not_started("j")
+        };
+        let json = state.to_json();
+        assert_eq!(JourneyState::from_json(&json).expect("parses"), state);
+        assert!(json.contains("\"status\":\"in_progress\""), "{json}");
+        assert!(
+            !json.contains("finished_at"),
+            "none fields are left out: {json}"
+        );
+        let empty = JourneyState::not_started("j").to_json();
+        assert_eq!(
+            empty,
+            r#"{"journey":"j","status":"not_started","started_online":false}"#
+        );
+    }
+}
