@@ -21,6 +21,8 @@
 #   BENCH_REDIS_REQUESTS        requests of each redis-benchmark step (100000)
 #   BENCH_REDIS_TIMEOUT         seconds before a redis-benchmark step is cut (20)
 #   BENCH_OUT                   where the raw results go (a new temp dir)
+#   BENCH_WORKER_THREADS        the service's --worker-threads (1: leaves Redis and
+#                               the load generator a core on a 2-core machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,7 +78,7 @@ PIDS+=("$REDIS_PID")
 wait_for redis-server redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
 
 JOURNEY_PORT=$(free_port)
-RUST_LOG=info "$BIN" serve --listen "127.0.0.1:$JOURNEY_PORT" \
+RUST_LOG=info "$BIN" serve --listen "127.0.0.1:$JOURNEY_PORT" --worker-threads "${BENCH_WORKER_THREADS:-1}" \
   --store "redis://127.0.0.1:$REDIS_PORT/0" 2>"$OUT/serve.log" >/dev/null &
 SERVE_PID=$!
 PIDS+=("$SERVE_PID")
@@ -133,14 +135,16 @@ for rep in $(seq "$REPS"); do
   # numbers, which cannot spell the seeded names bench-c0 .. bench-cN.
   redis_run "zrevrange_$rep" ZREVRANGE 'journey:{bench-c0}:tl' 0 49
   journey_run "append_c${CONC}_$rep" append "$CONC" "$TARGET" "$SERVE_PID,$REDIS_PID"
-  # __rand_int__ is drawn anew for each occurrence, so the three keys of a
+  # __rand_int__ is drawn anew for each occurrence, so the keys of a
   # customer cannot share one random name: one customer per repetition,
   # with a new event id and body each call. max_events is set above the
   # calls made so retention never trims (the service's appends to seeded
   # customers of ~50 events never trim either).
-  redis_run "evalsha_$rep" -r 100000000 EVALSHA "$SHA" 3 \
-    "journey:{bench-raw-$rep}:tl" "journey:{bench-raw-$rep}:ids" "journey:{bench-raw-$rep}:sum" \
-    "$CUTOFF_US" $(( REDIS_N * 2 )) "$TTL_MS" "$NOW_US" "raw-__rand_int__" web 1 "$BODY"
+  K="journey:{bench-raw-$rep}"
+  redis_run "evalsha_$rep" -r 100000000 EVALSHA "$SHA" 8 \
+    "$K:tl" "$K:ids" "$K:sum" "$K:contacts" "$K:cids" "$K:idents" "$K:merges" "$K:alias" \
+    "$CUTOFF_US" $(( REDIS_N * 2 )) "$TTL_MS" 1 0 0 '' '' '' 0 '' \
+    "$NOW_US" "raw-__rand_int__" web 1 "$BODY" '' '' "customer_id"$'\x1f'"bench-raw-$rep"
   journey_run "context_c1_$rep" context 1 "$TARGET" "$SERVE_PID,$REDIS_PID"
   journey_run "echo_c1_$rep" echo 1 "$ECHO_ADDR" "$ECHO_PID"
   journey_run "append_batch_c${BATCH_CONC}_$rep" append-batch "$BATCH_CONC" "$TARGET" "$SERVE_PID,$REDIS_PID"

@@ -1,8 +1,10 @@
 //! `journey bench echo-server`: the gRPC-only ceiling. It implements the
-//! same `JourneyService` with the same server settings as `journey serve`,
-//! but answers GetJourneyContext from memory with a context built once (50
-//! events of ~300 bytes and their summary), so a run against it measures
-//! tonic, HTTP/2 and prost alone. The other RPCs answer UNIMPLEMENTED.
+//! same `JourneyService` with the same server settings and the same
+//! server-side schema (`wire`: events as their encoded bytes) as `journey
+//! serve`, but answers GetJourneyContext from memory with a context built
+//! once (50 events of ~300 bytes and their summary), so a run against it
+//! measures tonic, HTTP/2 and prost alone: no store, no decoding. The other
+//! RPCs answer UNIMPLEMENTED.
 
 use std::{collections::BTreeMap, future::Future, time::Duration};
 
@@ -13,11 +15,15 @@ use tonic::{
 };
 
 use super::{error::BenchError, population};
+use prost::Message;
+
 use crate::{
     config::ServeConfig,
     domain::{Micros, Taxonomy},
-    pb::{
-        self, journey_service_server::JourneyService, journey_service_server::JourneyServiceServer,
+    pb,
+    wire::{
+        self,
+        journey_service_server::{JourneyService, JourneyServiceServer},
     },
 };
 
@@ -25,13 +31,17 @@ use crate::{
 const CONTEXT_EVENTS: u64 = 50;
 
 pub struct EchoService {
-    context: pb::GetJourneyContextResponse,
+    context: wire::GetJourneyContextResponse,
 }
 
 impl EchoService {
     pub fn new() -> Self {
+        // Decoded into the server-side schema, the events stay as bytes:
+        // each answer clones reference-counted buffers, as the real service
+        // answers with the bytes its store returns.
+        let bytes = canned_context(Micros::now().0).encode_to_vec();
         Self {
-            context: canned_context(Micros::now().0),
+            context: wire::GetJourneyContextResponse::decode(bytes.as_slice()).unwrap_or_default(),
         }
     }
 }
@@ -46,8 +56,8 @@ impl Default for EchoService {
 impl JourneyService for EchoService {
     async fn append_event(
         &self,
-        _: Request<pb::AppendEventRequest>,
-    ) -> Result<Response<pb::AppendEventResponse>, Status> {
+        _: Request<wire::AppendEventRequest>,
+    ) -> Result<Response<wire::AppendEventResponse>, Status> {
         Err(Status::unimplemented(
             "the echo server only answers GetJourneyContext",
         ))
@@ -55,8 +65,8 @@ impl JourneyService for EchoService {
 
     async fn append_events(
         &self,
-        _: Request<pb::AppendEventsRequest>,
-    ) -> Result<Response<pb::AppendEventsResponse>, Status> {
+        _: Request<wire::AppendEventsRequest>,
+    ) -> Result<Response<wire::AppendEventsResponse>, Status> {
         Err(Status::unimplemented(
             "the echo server only answers GetJourneyContext",
         ))
@@ -64,8 +74,8 @@ impl JourneyService for EchoService {
 
     async fn get_journey_context(
         &self,
-        _: Request<pb::GetJourneyContextRequest>,
-    ) -> Result<Response<pb::GetJourneyContextResponse>, Status> {
+        _: Request<wire::GetJourneyContextRequest>,
+    ) -> Result<Response<wire::GetJourneyContextResponse>, Status> {
         // A clone, because tonic takes the message by value; the real
         // service builds a fresh one per call too.
         Ok(Response::new(self.context.clone()))
@@ -73,8 +83,8 @@ impl JourneyService for EchoService {
 
     async fn list_events(
         &self,
-        _: Request<pb::ListEventsRequest>,
-    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        _: Request<wire::ListEventsRequest>,
+    ) -> Result<Response<wire::ListEventsResponse>, Status> {
         Err(Status::unimplemented(
             "the echo server only answers GetJourneyContext",
         ))
@@ -82,8 +92,8 @@ impl JourneyService for EchoService {
 
     async fn check_contact_frequency(
         &self,
-        _: Request<pb::CheckContactRequest>,
-    ) -> Result<Response<pb::CheckContactResponse>, Status> {
+        _: Request<wire::CheckContactRequest>,
+    ) -> Result<Response<wire::CheckContactResponse>, Status> {
         Err(Status::unimplemented(
             "the echo server only answers GetJourneyContext",
         ))
@@ -91,8 +101,8 @@ impl JourneyService for EchoService {
 
     async fn check_contact_frequency_batch(
         &self,
-        _: Request<pb::CheckContactBatchRequest>,
-    ) -> Result<Response<pb::CheckContactBatchResponse>, Status> {
+        _: Request<wire::CheckContactBatchRequest>,
+    ) -> Result<Response<wire::CheckContactBatchResponse>, Status> {
         Err(Status::unimplemented(
             "the echo server only answers GetJourneyContext",
         ))
@@ -100,8 +110,8 @@ impl JourneyService for EchoService {
 
     async fn link_identities(
         &self,
-        _: Request<pb::LinkIdentitiesRequest>,
-    ) -> Result<Response<pb::LinkIdentitiesResponse>, Status> {
+        _: Request<wire::LinkIdentitiesRequest>,
+    ) -> Result<Response<wire::LinkIdentitiesResponse>, Status> {
         Err(Status::unimplemented(
             "the echo server only answers GetJourneyContext",
         ))
@@ -109,8 +119,8 @@ impl JourneyService for EchoService {
 
     async fn unlink_identity(
         &self,
-        _: Request<pb::UnlinkIdentityRequest>,
-    ) -> Result<Response<pb::UnlinkIdentityResponse>, Status> {
+        _: Request<wire::UnlinkIdentityRequest>,
+    ) -> Result<Response<wire::UnlinkIdentityResponse>, Status> {
         Err(Status::unimplemented(
             "the echo server only answers GetJourneyContext",
         ))
@@ -190,8 +200,6 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use prost::Message;
-
     use super::*;
 
     #[test]

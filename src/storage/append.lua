@@ -100,15 +100,6 @@ if merging ~= '' then
   end
 end
 
-local function max_field(field, value)
-  local current = tonumber(redis.call('HGET', summary, field))
-  if current == nil or tonumber(value) > current then
-    redis.call('HSET', summary, field, value)
-    return true
-  end
-  return false
-end
-
 local function min_field(field, value)
   local current = tonumber(redis.call('HGET', summary, field))
   if current == nil or tonumber(value) < current then
@@ -179,18 +170,28 @@ for i = first_event, first_ident - 1, 8 do
   if redis.call('HSETNX', ids, id, initiator .. channel) == 0 then
     result[#result + 1] = 0
   else
-    local at = score
     redis.call('ZADD', timeline, score, body)
-    min_field('first', at)
-    max_field('last', at)
-    max_field('t:' .. channel, at)
-    if initiator == '1' then
-      redis.call('HINCRBY', summary, 'c:' .. channel, 1)
-      if max_field('lct', at) then redis.call('HSET', summary, 'lc', body) end
-    else
-      redis.call('HINCRBY', summary, 'k:' .. channel, 1)
-      if max_field('lkt', at) then redis.call('HSET', summary, 'lk', body) end
+    -- The summary's instants in one read and one write.
+    local latest = initiator == '1' and 'lct' or 'lkt'
+    local held = redis.call('HMGET', summary, 'first', 'last', 't:' .. channel, latest, 'tzt')
+    local at = tonumber(score)
+    local changes = {}
+    local function later(i) return held[i] == false or at > tonumber(held[i]) end
+    if held[1] == false or at < tonumber(held[1]) then
+      changes[#changes + 1] = 'first'; changes[#changes + 1] = score
     end
+    if later(2) then changes[#changes + 1] = 'last'; changes[#changes + 1] = score end
+    if later(3) then changes[#changes + 1] = 't:' .. channel; changes[#changes + 1] = score end
+    if later(4) then
+      changes[#changes + 1] = latest; changes[#changes + 1] = score
+      changes[#changes + 1] = initiator == '1' and 'lc' or 'lk'; changes[#changes + 1] = body
+    end
+    if tz ~= '' and later(5) then
+      changes[#changes + 1] = 'tzt'; changes[#changes + 1] = score
+      changes[#changes + 1] = 'tz'; changes[#changes + 1] = tz
+    end
+    if #changes > 0 then redis.call('HSET', summary, unpack(changes)) end
+    redis.call('HINCRBY', summary, (initiator == '1' and 'c:' or 'k:') .. channel, 1)
     if contact ~= '' then
       -- A reservation made under this id becomes the contact itself.
       local reserved = redis.call('HGET', cids, id)
@@ -198,9 +199,6 @@ for i = first_event, first_ident - 1, 8 do
       redis.call('ZADD', contacts, score, contact)
       redis.call('HSET', cids, id, contact)
       redis.call('HINCRBY', cids, '', 1)
-    end
-    if tz ~= '' and max_field('tzt', at) then
-      redis.call('HSET', summary, 'tz', tz)
     end
     if event_identities ~= '' then
       for _, packed in ipairs(split(event_identities, RS)) do
@@ -250,7 +248,8 @@ if contact_excess > 0 then
   redis.call('ZREMRANGEBYRANK', contacts, 0, contact_excess - 1)
 end
 
+-- PEXPIRE on a key that does not exist does nothing.
 for k = 1, 7 do
-  if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('PEXPIRE', KEYS[k], ttl) end
+  redis.call('PEXPIRE', KEYS[k], ttl)
 end
 return result
