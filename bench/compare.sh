@@ -148,6 +148,11 @@ for rep in $(seq "$REPS"); do
   journey_run "context_c1_$rep" context 1 "$TARGET" "$SERVE_PID,$REDIS_PID"
   journey_run "echo_c1_$rep" echo 1 "$ECHO_ADDR" "$ECHO_PID"
   journey_run "append_batch_c${BATCH_CONC}_$rep" append-batch "$BATCH_CONC" "$TARGET" "$SERVE_PID,$REDIS_PID"
+  journey_run "check_c${CONC}_$rep" check "$CONC" "$TARGET" "$SERVE_PID,$REDIS_PID"
+  # A check reads one customer's contact index in a MULTI/EXEC with four
+  # small reads beside it; redis-benchmark sends one command, so the
+  # baseline is the index read alone (a faster baseline: a stricter ratio).
+  redis_run "contacts_raw_$rep" ZRANGEBYSCORE 'journey:{bench-c0}:contacts' "$CUTOFF_US" +inf WITHSCORES
 done
 
 # Medians over the repetitions, and the ratios the targets are stated in.
@@ -172,6 +177,8 @@ APPEND_CPU=$(json_median "append_c${CONC}_*.json" ".cpu_us_per_rpc[\"$SERVE_PID\
 EVALSHA=$(csv_median "evalsha_*.csv")
 BATCH_EPS=$(json_median "append_batch_c${BATCH_CONC}_*.json" .events_per_s)
 BATCH_RPS=$(json_median "append_batch_c${BATCH_CONC}_*.json" .rps)
+CHECK16=$(json_median "check_c${CONC}_*.json" .rps)
+CONTACTS_RAW=$(csv_median "contacts_raw_*.csv")
 ERRORS=$(for f in "$OUT"/*.json; do jq .errors "$f"; done | awk '{ s += $1 } END { print s + 0 }')
 
 row() { # name measured baseline op goal unit: the goal is on measured / baseline
@@ -198,6 +205,7 @@ row "context c1 p50 vs echo c1 p50" "$CTX1_P50" "$ECHO1_P50" "<=" 1.3 µs
 row "service CPU per context vs echo CPU per RPC" "$CTX_CPU" "$ECHO_CPU" "<=" 1.25 µs
 row "AppendEvent c$CONC vs raw EVALSHA c$CONC (rps)" "$APPEND16" "$EVALSHA" ">=" 0.6 rps
 abs_row "AppendEvents of 100, c$BATCH_CONC" "$BATCH_EPS" ">=" 100000 "events/s"
+row "CheckContactFrequency c$CONC vs raw contact-index read c$CONC (rps)" "$CHECK16" "$CONTACTS_RAW" ">=" 0.4 rps
 echo
 printf 'other medians: AppendEvents %.0f batches/s; CPU µs per context RPC: redis-server %.1f, load generator %.1f; service CPU µs per AppendEvent %.1f\n' \
   "$BATCH_RPS" "$CTX_REDIS_CPU" "$CTX_BENCH_CPU" "$APPEND_CPU"

@@ -62,6 +62,7 @@ async fn seeds_and_runs_every_scenario_without_errors() {
         Scenario::AppendBatch,
         Scenario::Context,
         Scenario::List,
+        Scenario::Check,
         Scenario::Mix,
     ] {
         let report = bench::run(&run_args(target.clone(), scenario))

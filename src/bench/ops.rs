@@ -71,6 +71,7 @@ impl Caller {
             Op::AppendBatch => self.append_batch().await,
             Op::Context => self.context().await,
             Op::List => self.list().await,
+            Op::Check => self.check().await,
         }
     }
 
@@ -140,6 +141,27 @@ impl Caller {
             ..Default::default()
         };
         Ok(lean::read_events(&mut self.reads, lean::GET_JOURNEY_CONTEXT, request).await?)
+    }
+
+    async fn check(&mut self) -> Result<u64, Failure> {
+        let request = pb::CheckContactRequest {
+            customer_id: self.random_customer(),
+            channel: "email".into(),
+            reason: "campaign_offer".into(),
+            ..Default::default()
+        };
+        let answer = self
+            .client
+            .check_contact_frequency(request)
+            .await?
+            .into_inner();
+        if answer.counts.is_none() {
+            return Err(Failure {
+                code: "BAD_RESPONSE",
+                message: "a check answered no counts".into(),
+            });
+        }
+        Ok(0)
     }
 
     async fn list(&mut self) -> Result<u64, Failure> {

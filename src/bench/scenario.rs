@@ -14,9 +14,11 @@ pub enum Scenario {
     Context,
     /// ListEvents, first page of 50.
     List,
+    /// CheckContactFrequency of an email to a seeded customer.
+    Check,
     /// GetJourneyContext against `journey bench echo-server`.
     Echo,
-    /// 70 % context, 20 % append, 10 % list.
+    /// 70 % context, 20 % append, 10 % contact check.
     Mix,
 }
 
@@ -27,6 +29,7 @@ pub enum Op {
     AppendBatch,
     Context,
     List,
+    Check,
 }
 
 impl Scenario {
@@ -38,7 +41,8 @@ impl Scenario {
             // The echo server answers the same request as the real one.
             Self::Context | Self::Echo => &[(Op::Context, 1)],
             Self::List => &[(Op::List, 1)],
-            Self::Mix => &[(Op::Context, 70), (Op::Append, 20), (Op::List, 10)],
+            Self::Check => &[(Op::Check, 1)],
+            Self::Mix => &[(Op::Context, 70), (Op::Append, 20), (Op::Check, 10)],
         }
     }
 
@@ -76,7 +80,7 @@ mod tests {
         let share = |op| draws.iter().filter(|&&d| d == op).count();
         assert!((6_700..7_300).contains(&share(Op::Context)));
         assert!((1_700..2_300).contains(&share(Op::Append)));
-        assert!((800..1_200).contains(&share(Op::List)));
+        assert!((800..1_200).contains(&share(Op::Check)));
     }
 
     #[test]
