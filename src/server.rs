@@ -148,12 +148,7 @@ pub async fn run(
     let api = JourneyApi::new(store.clone(), taxonomy, policy, rules, config.api_limits());
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    reporter
-        .set_not_serving::<JourneyServiceServer<JourneyApi>>()
-        .await;
+    report(&reporter, ServingStatus::NotServing).await;
     let (stop_health, health_stopped) = watch::channel(false);
     let health_task = tokio::spawn(watch_store_health(
         store,
@@ -184,12 +179,7 @@ pub async fn run(
         // Stop the health task first so it cannot flip the status back.
         let _ = stop_health.send(true);
         let _ = health_task.await;
-        reporter
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        reporter
-            .set_not_serving::<JourneyServiceServer<JourneyApi>>()
-            .await;
+        report(&reporter, ServingStatus::NotServing).await;
     };
     Server::builder()
         .timeout(Duration::from_millis(config.request_timeout_ms))
@@ -240,12 +230,17 @@ async fn watch_store_health(
             tracing::warn!("store unreachable: not serving");
             ServingStatus::NotServing
         };
-        reporter.set_service_status("", status).await;
-        reporter
-            .set_service_status(
-                <JourneyServiceServer<JourneyApi> as tonic::server::NamedService>::NAME,
-                status,
-            )
-            .await;
+        report(&reporter, status).await;
     }
+}
+
+/// Sets the health status of the whole server and of the journey service.
+async fn report(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter
+        .set_service_status(
+            <JourneyServiceServer<JourneyApi> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
 }

@@ -8,26 +8,7 @@ mod support;
 use journey::pb;
 use support::{journey_server::JourneyServer, redis_server::RedisServer};
 
-/// A running server and the redis-server it may use.
-pub struct Api {
-    pub server: JourneyServer,
-    pub redis: Option<RedisServer>,
-}
-
-pub async fn memory_api() -> Api {
-    Api {
-        server: JourneyServer::memory().await,
-        redis: None,
-    }
-}
-
-pub async fn redis_api() -> Api {
-    let redis = RedisServer::start();
-    Api {
-        server: JourneyServer::redis(&redis.url()).await,
-        redis: Some(redis),
-    }
-}
+pub use support::journey_server::{memory_api, redis_api};
 
 mod cases {
     use std::collections::HashMap;

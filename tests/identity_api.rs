@@ -5,13 +5,8 @@
 
 mod support;
 
-use journey::config::{ServeConfig, StoreUrl};
-use support::{journey_server::JourneyServer, redis_server::RedisServer};
-
-pub struct Api {
-    pub server: JourneyServer,
-    pub redis: Option<RedisServer>,
-}
+use journey::config::ServeConfig;
+use support::journey_server::Api;
 
 /// Phone numbers without a country code are read as French here.
 fn config() -> ServeConfig {
@@ -22,23 +17,11 @@ fn config() -> ServeConfig {
 }
 
 pub async fn memory_api() -> Api {
-    Api {
-        server: JourneyServer::start(config()).await,
-        redis: None,
-    }
+    Api::memory_with(config()).await
 }
 
 pub async fn redis_api() -> Api {
-    let redis = RedisServer::start();
-    let server = JourneyServer::start(ServeConfig {
-        store: StoreUrl::Redis(redis.url()),
-        ..config()
-    })
-    .await;
-    Api {
-        server,
-        redis: Some(redis),
-    }
+    Api::redis_with(config()).await
 }
 
 mod cases {

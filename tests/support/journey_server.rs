@@ -80,3 +80,42 @@ impl Drop for JourneyServer {
         }
     }
 }
+
+/// A running server and the redis-server it may use: a test on the Redis
+/// store keeps both alive as long as it holds this.
+pub struct Api {
+    pub server: JourneyServer,
+    pub redis: Option<crate::support::redis_server::RedisServer>,
+}
+
+impl Api {
+    /// The server on the memory store, with `config` otherwise.
+    pub async fn memory_with(config: ServeConfig) -> Self {
+        Self {
+            server: JourneyServer::start(config).await,
+            redis: None,
+        }
+    }
+
+    /// The server on a fresh redis-server, with `config` otherwise.
+    pub async fn redis_with(config: ServeConfig) -> Self {
+        let redis = crate::support::redis_server::RedisServer::start();
+        let server = JourneyServer::start(ServeConfig {
+            store: StoreUrl::Redis(redis.url()),
+            ..config
+        })
+        .await;
+        Self {
+            server,
+            redis: Some(redis),
+        }
+    }
+}
+
+pub async fn memory_api() -> Api {
+    Api::memory_with(ServeConfig::default()).await
+}
+
+pub async fn redis_api() -> Api {
+    Api::redis_with(ServeConfig::default()).await
+}
