@@ -144,6 +144,31 @@ async fn every_rpc_is_one_redis_round_trip() {
     let trips = proxy.round_trips() - before;
     assert!((10..=20).contains(&trips), "batch took {trips} round trips");
 
+    // An event whose identities are all linked to its profile already:
+    // one round trip to resolve them, one to append.
+    let with_cookie = |id: &str| {
+        let mut e = page_view("c1", id, at + 9);
+        e.identities = vec![pb::Identity {
+            r#type: "cookie_id".into(),
+            value: "ck-1".into(),
+        }];
+        pb::AppendEventRequest { event: Some(e) }
+    };
+    client
+        .append_event(with_cookie("k1"))
+        .await
+        .expect("links the cookie");
+    let before = proxy.round_trips();
+    client
+        .append_event(with_cookie("k2"))
+        .await
+        .expect("known cookie");
+    assert_eq!(
+        proxy.round_trips() - before,
+        2,
+        "append with a linked identity"
+    );
+
     // Rejected input never reaches Redis.
     let before = proxy.round_trips();
     let mut bad = page_view("c1", "bad", at);

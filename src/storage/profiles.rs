@@ -88,6 +88,15 @@ pub async fn place(
         return Ok(());
     }
     let all = event.all_identities();
+    // The common case, a known visitor or customer whose identities are
+    // all linked to one profile already: one round trip, nothing to link.
+    let resolved = store.resolve(&all).await?;
+    if let Some(Some(first)) = resolved.first() {
+        if resolved.iter().all(|r| r.as_ref() == Some(first)) {
+            event.profile = first.clone();
+            return Ok(());
+        }
+    }
     match link(store, rules, &all, event.occurred_at, &new_profile).await? {
         Ok(linked) => event.profile = linked.profile,
         Err(reason) => {
