@@ -204,33 +204,27 @@ impl Taxonomy {
     /// Checks that a channel, reason or event type named in a query exists
     /// (in strict mode), with the same error an event would get.
     pub fn check_name(&self, field: &str, kind: NameKind, name: &str) -> Result<(), DomainError> {
-        let (known, names): (bool, Vec<&String>) = match kind {
+        let (label, known, names): (&str, bool, Vec<&String>) = match kind {
             NameKind::Channel => (
+                "channel",
                 self.file.channels.contains_key(name),
                 self.file.channels.keys().collect(),
             ),
             NameKind::Reason => (
+                "reason",
                 self.file.reasons.contains_key(name),
                 self.file.reasons.keys().collect(),
             ),
             NameKind::EventType => (
+                "type",
                 self.file.event_types.contains_key(name),
                 self.file.event_types.keys().collect(),
             ),
         };
-        if known || self.mode == TaxonomyMode::Lenient {
+        if known {
             return Ok(());
         }
-        let label = match kind {
-            NameKind::Channel => "channel",
-            NameKind::Reason => "reason",
-            NameKind::EventType => "type",
-        };
-        let names: Vec<&str> = names.into_iter().map(String::as_str).collect();
-        Err(DomainError::invalid(
-            field,
-            format!("unknown {label} {name:?}; allowed: {}", names.join(", ")),
-        ))
+        self.unknown(field, label, name, names.into_iter())
     }
 
     /// Checks an event's names, initiator and attributes against the taxonomy.
@@ -244,13 +238,13 @@ impl Taxonomy {
     ) -> Result<Checked, DomainError> {
         let mut unknown_names = 0;
         if !self.file.channels.contains_key(channel) {
-            self.unknown("channel", channel, self.file.channels.keys())?;
+            self.unknown("channel", "channel", channel, self.file.channels.keys())?;
             unknown_names += 1;
         }
         let initiator = match self.file.reasons.get(reason) {
             Some(allowed) => settle_initiator(reason, allowed, initiator)?,
             None => {
-                self.unknown("reason", reason, self.file.reasons.keys())?;
+                self.unknown("reason", "reason", reason, self.file.reasons.keys())?;
                 unknown_names += 1;
                 initiator.ok_or_else(|| {
                     DomainError::invalid("initiator", "required for a reason outside the taxonomy")
@@ -260,7 +254,7 @@ impl Taxonomy {
         match self.file.event_types.get(event_type) {
             Some(spec) => check_attributes(event_type, spec, attributes)?,
             None => {
-                self.unknown("type", event_type, self.file.event_types.keys())?;
+                self.unknown("type", "type", event_type, self.file.event_types.keys())?;
                 unknown_names += 1;
             }
         }
@@ -275,6 +269,7 @@ impl Taxonomy {
     fn unknown<'a>(
         &self,
         field: &str,
+        label: &str,
         name: &str,
         allowed: impl Iterator<Item = &'a String>,
     ) -> Result<(), DomainError> {
@@ -284,7 +279,7 @@ impl Taxonomy {
                 let allowed: Vec<&str> = allowed.map(String::as_str).collect();
                 Err(DomainError::invalid(
                     field,
-                    format!("unknown {field} {name:?}; allowed: {}", allowed.join(", ")),
+                    format!("unknown {label} {name:?}; allowed: {}", allowed.join(", ")),
                 ))
             }
         }

@@ -16,7 +16,8 @@ use ulid::Ulid;
 use super::{contact, convert, page_token, status::ApiError};
 use crate::{
     domain::{
-        ContactPolicy, DomainError, Event, EventLimits, MergeRules, Micros, Taxonomy, TaxonomyMode,
+        taxonomy::NameKind, ContactPolicy, DomainError, Event, EventLimits, MergeRules, Micros,
+        Taxonomy,
     },
     storage::{profiles, AppendOutcome, TimelineQuery, TimelineStore},
     wire::{self as pb, journey_service_server::JourneyService, WireEvent},
@@ -135,13 +136,8 @@ impl JourneyApi {
 
     fn channel_filter(&self, channels: Vec<String>) -> Result<BTreeSet<String>, DomainError> {
         for (i, channel) in channels.iter().enumerate() {
-            if self.taxonomy.mode() == TaxonomyMode::Strict && !self.taxonomy.has_channel(channel) {
-                let known: Vec<&str> = self.taxonomy.channels().map(|(n, _)| n).collect();
-                return Err(DomainError::invalid(
-                    format!("channels[{i}]"),
-                    format!("unknown channel {channel:?}; allowed: {}", known.join(", ")),
-                ));
-            }
+            self.taxonomy
+                .check_name(&format!("channels[{i}]"), NameKind::Channel, channel)?;
         }
         Ok(channels.into_iter().collect())
     }
