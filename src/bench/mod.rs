@@ -5,6 +5,7 @@
 //! puts them together; BENCHMARKS.md says what the figures mean.
 
 mod channels;
+mod connections;
 mod cpu;
 pub mod echo_server;
 mod error;
@@ -40,6 +41,8 @@ pub enum BenchCommand {
     Run(RunArgs),
     /// Serve a canned GetJourneyContext from memory: the gRPC-only ceiling.
     EchoServer(EchoArgs),
+    /// Hold many connections open and report the server's resident memory.
+    Connections(connections::ConnectionsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -125,6 +128,10 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
                     report.errors, report.requests
                 );
             }
+        }
+        BenchCommand::Connections(args) => {
+            let report = connections::hold(&args).await?;
+            println!("{}", serde_json::to_string(&report)?);
         }
         BenchCommand::EchoServer(args) => {
             let listener = tokio::net::TcpListener::bind(args.listen)
