@@ -177,6 +177,46 @@ mod cases {
             .expect("check")
             .into_inner();
         assert!(check.found);
+        // An identity nobody holds: a check answers "unknown", a
+        // reservation has no one to belong to.
+        let unknown = client
+            .check_contact_frequency(pb::CheckContactRequest {
+                customer: by("email", "nobody@example.org"),
+                channel: "email".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("check")
+            .into_inner();
+        assert!(unknown.allowed && !unknown.found);
+        assert_eq!(unknown.customer_id, "");
+        let refused = client
+            .check_contact_frequency(pb::CheckContactRequest {
+                customer: by("email", "nobody@example.org"),
+                channel: "email".into(),
+                reserve: true,
+                ..Default::default()
+            })
+            .await
+            .expect_err("no profile to reserve for");
+        assert_eq!(refused.code(), Code::NotFound);
+        let batch = client
+            .check_contact_frequency_batch(pb::CheckContactBatchRequest {
+                customers: vec![
+                    by("phone", "0612345678").expect("ref"),
+                    by("email", "nobody@example.org").expect("ref"),
+                ],
+                customer_ids: vec!["nobody".into()],
+                channel: "email".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("batch")
+            .into_inner()
+            .results;
+        let found: Vec<bool> = batch.iter().map(|r| r.found).collect();
+        assert_eq!(found, [true, false, false]);
+        assert_eq!(batch[0].customer_id, ctx.profile_id);
         let page = client
             .list_events(pb::ListEventsRequest {
                 customer: by("email", "ann@example.org"),

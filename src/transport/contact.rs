@@ -76,7 +76,12 @@ impl JourneyApi {
                         .flatten()
                     {
                         Some(profile) => profile,
-                        // Nobody holds this identity: an unknown customer.
+                        // Nobody holds this identity: a reservation would
+                        // belong to no one, so reserve mode is NOT_FOUND;
+                        // a plain check answers "unknown customer".
+                        None if request.reserve => {
+                            return Err(ApiError::UnknownCustomer(identity.to_string()))
+                        }
                         None => CustomerId::anonymous(&Ulid::new().to_string()),
                     }
                 }
