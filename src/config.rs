@@ -35,6 +35,8 @@ pub enum Command {
     Events(crate::cli::EventsArgs),
     /// May the company contact a customer (or each customer of a list) now?
     Check(crate::cli::CheckArgs),
+    /// Show the journey definitions the server loaded.
+    Journeys(crate::cli::JourneysArgs),
     /// Declare that identities belong to one person (their profiles merge).
     Link(crate::cli::LinkArgs),
     /// Remove a wrongly linked identity from a profile, going forward.
@@ -118,6 +120,9 @@ pub struct ServeConfig {
         default_value_t = 100
     )]
     pub max_identities_per_profile: usize,
+    /// Journey definitions file (TOML); the built-in set when unset. SIGHUP reloads it.
+    #[arg(long, env = "JOURNEY_JOURNEYS")]
+    pub journeys: Option<PathBuf>,
     /// Most customers in one CheckContactFrequencyBatch call.
     #[arg(long, env = "JOURNEY_MAX_CHECK_BATCH", default_value_t = 10_000)]
     pub max_check_batch: usize,

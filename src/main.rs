@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Command::Context(args) => cli::context(args).await,
             Command::Events(args) => cli::events(args).await,
             Command::Check(args) => cli::check(args).await,
+            Command::Journeys(args) => cli::journeys(args).await,
             Command::Link(args) => cli::link(args).await,
             Command::Unlink(args) => cli::unlink(args).await,
             Command::Bench(args) => journey::bench::main(args).await.map_err(Into::into),

@@ -14,10 +14,18 @@ use arc_swap::ArcSwap;
 
 use crate::{
     config::{ServeConfig, StoreUrl},
-    domain::{contact_policy::PolicyError, taxonomy::TaxonomyError, ContactPolicy, Taxonomy},
+    domain::{
+        contact_policy::PolicyError,
+        journey::{JourneyDefinitions, JourneyError},
+        taxonomy::TaxonomyError,
+        ContactPolicy, Taxonomy,
+    },
     pb,
     storage::{redis_store::RedisSettings, MemoryStore, RedisStore, StorageError, TimelineStore},
-    transport::{service::SharedPolicy, JourneyApi},
+    transport::{
+        service::{SharedJourneys, SharedPolicy},
+        JourneyApi,
+    },
     wire::journey_service_server::JourneyServiceServer,
 };
 
@@ -40,6 +48,13 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error("cannot read journey definitions file {path}: {source}")]
+    JourneysFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Journeys(#[from] JourneyError),
     #[error(transparent)]
     Store(#[from] StorageError),
     #[error("gRPC server: {0}")]
@@ -74,16 +89,39 @@ pub fn load_policy(config: &ServeConfig, taxonomy: &Taxonomy) -> Result<ContactP
     }
 }
 
-/// Reloads the contact policy on every SIGHUP. A file that does not load
-/// is reported and the policy in force stays.
-fn reload_policy_on_sighup(config: ServeConfig, taxonomy: Arc<Taxonomy>, policy: SharedPolicy) {
+/// Loads the journey definitions named by the configuration, or the built-in set.
+pub fn load_journeys(
+    config: &ServeConfig,
+    taxonomy: &Taxonomy,
+) -> Result<JourneyDefinitions, ServeError> {
+    match &config.journeys {
+        None => Ok(JourneyDefinitions::builtin(taxonomy)?),
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ServeError::JourneysFile {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            Ok(JourneyDefinitions::from_toml(&text, taxonomy)?)
+        }
+    }
+}
+
+/// Reloads the contact policy and the journey definitions on every SIGHUP.
+/// A file that does not load is reported and the set in force stays.
+fn reload_on_sighup(
+    config: ServeConfig,
+    taxonomy: Arc<Taxonomy>,
+    policy: SharedPolicy,
+    journeys: SharedJourneys,
+) {
     #[cfg(unix)]
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hangups = match signal(SignalKind::hangup()) {
             Ok(s) => s,
             Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGHUP: the contact policy cannot be reloaded");
+                tracing::warn!(error = %err, "cannot listen for SIGHUP: the policy and journeys cannot be reloaded");
                 return;
             }
         };
@@ -97,10 +135,20 @@ fn reload_policy_on_sighup(config: ServeConfig, taxonomy: Arc<Taxonomy>, policy:
                     tracing::error!(error = %err, "contact policy not reloaded; the last good one stays")
                 }
             }
+            match load_journeys(&config, &taxonomy) {
+                Ok(loaded) => {
+                    journeys.store(Arc::new(loaded));
+                    tracing::info!("journey definitions reloaded");
+                }
+                Err(err) => tracing::error!(
+                    error = %err,
+                    "journey definitions not reloaded; the last good ones stay"
+                ),
+            }
         }
     });
     #[cfg(not(unix))]
-    let _ = (config, taxonomy, policy);
+    let _ = (config, taxonomy, policy, journeys);
 }
 
 /// Opens the store named by the configuration.
@@ -142,10 +190,24 @@ pub async fn run(
     config.check().map_err(ServeError::Config)?;
     let taxonomy = Arc::new(load_taxonomy(&config)?);
     let policy: SharedPolicy = Arc::new(ArcSwap::from_pointee(load_policy(&config, &taxonomy)?));
-    reload_policy_on_sighup(config.clone(), taxonomy.clone(), policy.clone());
+    let journeys: SharedJourneys =
+        Arc::new(ArcSwap::from_pointee(load_journeys(&config, &taxonomy)?));
+    reload_on_sighup(
+        config.clone(),
+        taxonomy.clone(),
+        policy.clone(),
+        journeys.clone(),
+    );
     let store = open_store(&config, &taxonomy)?;
     let rules = config.merge_rules(&taxonomy);
-    let api = JourneyApi::new(store.clone(), taxonomy, policy, rules, config.api_limits());
+    let api = JourneyApi::new(
+        store.clone(),
+        taxonomy,
+        policy,
+        journeys,
+        rules,
+        config.api_limits(),
+    );
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     report(&reporter, ServingStatus::NotServing).await;

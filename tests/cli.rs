@@ -385,3 +385,58 @@ fn link_and_look_up_by_phone_or_email() {
     assert!(String::from_utf8_lossy(&two.stderr).contains("name the customer one way"));
     assert!(served.terminate().success());
 }
+
+#[test]
+fn journey_definitions_are_listed_and_reloaded_on_sighup() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("journeys.toml");
+    let journey = |name: &str| {
+        format!(
+            "[[journey]]\nname = \"{name}\"\ninactivity_timeout = \"30m\"\n\n[[journey.step]]\nname = \"opened\"\ntype = \"page_view\"\n\n[[journey.step]]\nname = \"done\"\ntype = \"form_submitted\"\n"
+        )
+    };
+    std::fs::write(&file, journey("first")).expect("write");
+    let served = Served::start(&["--journeys", file.to_str().expect("path")]);
+    let text = served.ok(&["journeys"]);
+    assert!(
+        text.starts_with("first  (steps in order, drop after 30m without progress)"),
+        "{text}"
+    );
+    assert!(text.contains("1. opened (start): type=page_view"), "{text}");
+
+    std::fs::write(&file, journey("second")).expect("write");
+    served.hangup();
+    served.wait_for_log("journey definitions reloaded");
+    let listed: serde_json::Value =
+        serde_json::from_str(&served.ok(&["journeys", "--json"])).expect("json");
+    assert_eq!(listed["journeys"][0]["name"], "second");
+    assert_eq!(listed["journeys"][0]["inactivity_timeout_s"], 1800);
+
+    // A broken file is refused; the last good set stays.
+    std::fs::write(&file, "[[journey]]\nname = \"x\"\n").expect("write");
+    served.hangup();
+    served.wait_for_log("journey definitions not reloaded");
+    let listed: serde_json::Value =
+        serde_json::from_str(&served.ok(&["journeys", "--json"])).expect("json");
+    assert_eq!(listed["journeys"][0]["name"], "second");
+    assert!(served.terminate().success());
+}
+
+#[test]
+fn a_bad_journeys_file_stops_startup_naming_the_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("journeys.toml");
+    let text = "[[journey]]\nname = \"j\"\ninactivity_timeout = \"1h\"\n\n[[journey.step]]\nname = \"s\"\ntype = \"teleport\"\n";
+    std::fs::write(&file, text).expect("write");
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--journeys"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line") && stderr.contains("teleport"),
+        "{stderr}"
+    );
+}

@@ -125,6 +125,15 @@ impl JourneyService for EchoService {
             "the echo server only answers GetJourneyContext",
         ))
     }
+
+    async fn list_journey_definitions(
+        &self,
+        _: Request<wire::ListJourneyDefinitionsRequest>,
+    ) -> Result<Response<wire::ListJourneyDefinitionsResponse>, Status> {
+        Err(Status::unimplemented(
+            "the echo server only answers GetJourneyContext",
+        ))
+    }
 }
 
 /// A context shaped like the real service's for a seeded customer: events

@@ -214,6 +214,13 @@ impl CustomerArgs {
     }
 }
 
+/// `journey journeys`: the journey definitions the server loaded.
+#[derive(Debug, Args)]
+pub struct JourneysArgs {
+    #[command(flatten)]
+    pub target: Target,
+}
+
 /// `journey link`: declares that identities belong to one person.
 #[derive(Debug, Args)]
 pub struct LinkArgs {
@@ -553,5 +560,16 @@ pub async fn unlink(args: UnlinkArgs) -> CliResult {
     } else {
         println!("unlinked {kind}={value}");
     }
+    Ok(())
+}
+
+pub async fn journeys(args: JourneysArgs) -> CliResult {
+    let mut client = connect(&args.target).await?;
+    let response = client
+        .list_journey_definitions(pb::ListJourneyDefinitionsRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    output::journeys(&response, args.target.json);
     Ok(())
 }

@@ -346,6 +346,8 @@ fn humanize_seconds(s: i64) -> String {
         format!("{}d", s / 86_400)
     } else if s % 3_600 == 0 {
         format!("{}h", s / 3_600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
     } else {
         format!("{s}s")
     }
@@ -362,5 +364,91 @@ pub fn linked(r: &pb::LinkIdentitiesResponse, as_json: bool) {
     println!("profile {}", r.profile_id);
     for merged in &r.merged_profile_ids {
         println!("  merged {merged}");
+    }
+}
+
+fn step_text(step: &pb::JourneyStepDefinition) -> String {
+    let mut parts = Vec::new();
+    for (label, values) in [
+        ("type", &step.types),
+        ("reason", &step.reasons),
+        ("channel", &step.channels),
+    ] {
+        if !values.is_empty() {
+            parts.push(format!("{label}={}", values.join("|")));
+        }
+    }
+    if !step.channel_class.is_empty() {
+        parts.push(format!("class={}", step.channel_class));
+    }
+    if step.initiator != 0 {
+        parts.push(format!("by={}", initiator_name(step.initiator)));
+    }
+    let mut attributes: Vec<String> = step
+        .attributes
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    attributes.sort();
+    parts.extend(attributes);
+    parts.join(" ")
+}
+
+pub fn journeys(r: &pb::ListJourneyDefinitionsResponse, as_json: bool) {
+    let step_json = |s: &pb::JourneyStepDefinition| {
+        json!({
+            "name": s.name, "types": s.types, "reasons": s.reasons, "channels": s.channels,
+            "channel_class": s.channel_class, "initiator": initiator_name(s.initiator),
+            "attributes": s.attributes,
+        })
+    };
+    if as_json {
+        let journeys: Vec<Value> = r
+            .journeys
+            .iter()
+            .map(|j| {
+                json!({
+                    "name": j.name, "description": j.description,
+                    "steps": j.steps.iter().map(step_json).collect::<Vec<_>>(),
+                    "start_step": j.start_step, "complete_step": j.complete_step,
+                    "in_order": j.in_order,
+                    "inactivity_timeout_s": j.inactivity_timeout.map_or(0, |d| d.seconds),
+                    "reentry": j.reentry, "lookback_events": j.lookback_events,
+                    "abandon": j.abandon.iter().map(step_json).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", json!({ "journeys": journeys }));
+        return;
+    }
+    for j in &r.journeys {
+        let timeout = j.inactivity_timeout.map_or(0, |d| d.seconds);
+        println!(
+            "{}  ({}, drop after {} without progress{})",
+            j.name,
+            if j.in_order {
+                "steps in order"
+            } else {
+                "steps in any order"
+            },
+            humanize_seconds(timeout),
+            if j.reentry { ", re-entry allowed" } else { "" }
+        );
+        if !j.description.is_empty() {
+            println!("  {}", j.description);
+        }
+        for (i, step) in j.steps.iter().enumerate() {
+            let mark = if step.name == j.start_step {
+                " (start)"
+            } else if step.name == j.complete_step {
+                " (complete)"
+            } else {
+                ""
+            };
+            println!("  {}. {}{mark}: {}", i + 1, step.name, step_text(step));
+        }
+        for abandon in &j.abandon {
+            println!("  abandon on: {}", step_text(abandon));
+        }
     }
 }

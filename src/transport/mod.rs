@@ -4,6 +4,7 @@
 pub mod contact;
 pub mod convert;
 pub mod customers;
+pub mod journeys;
 pub mod page_token;
 pub mod service;
 pub mod status;

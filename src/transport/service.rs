@@ -16,8 +16,8 @@ use ulid::Ulid;
 use super::{contact, convert, page_token, status::ApiError};
 use crate::{
     domain::{
-        taxonomy::NameKind, ContactPolicy, DomainError, Event, EventLimits, MergeRules, Micros,
-        Taxonomy,
+        journey::JourneyDefinitions, taxonomy::NameKind, ContactPolicy, DomainError, Event,
+        EventLimits, MergeRules, Micros, Taxonomy,
     },
     storage::{profiles, AppendOutcome, TimelineQuery, TimelineStore},
     wire::{self as pb, journey_service_server::JourneyService, WireEvent},
@@ -53,11 +53,15 @@ impl Default for ApiLimits {
 /// sees half of an old policy and half of a new one.
 pub type SharedPolicy = Arc<ArcSwap<ContactPolicy>>;
 
+/// The journey definitions in force; replaced whole on reload.
+pub type SharedJourneys = Arc<ArcSwap<JourneyDefinitions>>;
+
 /// The service behind `journey.v1.JourneyService`.
 pub struct JourneyApi {
     pub(super) store: Arc<dyn TimelineStore>,
     pub(super) taxonomy: Arc<Taxonomy>,
     pub(super) policy: SharedPolicy,
+    pub(super) journeys: SharedJourneys,
     pub(super) rules: MergeRules,
     pub(super) limits: ApiLimits,
     /// Names outside the taxonomy accepted in lenient mode, since start.
@@ -69,6 +73,7 @@ impl JourneyApi {
         store: Arc<dyn TimelineStore>,
         taxonomy: Arc<Taxonomy>,
         policy: SharedPolicy,
+        journeys: SharedJourneys,
         rules: MergeRules,
         limits: ApiLimits,
     ) -> Self {
@@ -76,6 +81,7 @@ impl JourneyApi {
             store,
             taxonomy,
             policy,
+            journeys,
             rules,
             limits,
             unknown_names: AtomicU64::new(0),
@@ -350,6 +356,13 @@ impl JourneyService for JourneyApi {
         request: Request<pb::UnlinkIdentityRequest>,
     ) -> Result<Response<pb::UnlinkIdentityResponse>, Status> {
         Ok(Response::new(self.unlink(request.into_inner()).await?))
+    }
+
+    async fn list_journey_definitions(
+        &self,
+        _request: Request<pb::ListJourneyDefinitionsRequest>,
+    ) -> Result<Response<pb::ListJourneyDefinitionsResponse>, Status> {
+        Ok(Response::new(self.journey_definitions()))
     }
 }
 

@@ -98,6 +98,11 @@ impl JourneyDefinition {
     }
 
     /// How many events before the start the "before entering" figure reads.
+    /// The events that drop the journey at once.
+    pub fn abandon_matchers(&self) -> &[EventMatcher] {
+        &self.abandon
+    }
+
     pub fn lookback_events(&self) -> usize {
         self.lookback_events
     }
