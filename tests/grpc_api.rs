@@ -461,7 +461,7 @@ async fn redis_outage_is_reported_and_recovered() {
     let server = JourneyServer::start(journey::config::ServeConfig {
         store: journey::config::StoreUrl::Redis(redis.url()),
         health_interval_ms: 100,
-        redis_timeout_ms: 300,
+        redis_timeout_ms: 2_000,
         ..Default::default()
     })
     .await;

@@ -22,6 +22,7 @@ async fn every_rpc_is_one_redis_round_trip() {
         store: StoreUrl::Redis(proxy.url()),
         // One ping at start (awaited below), then none during the test.
         health_interval_ms: 3_600_000,
+        redis_timeout_ms: 5_000,
         ..ServeConfig::default()
     })
     .await;
