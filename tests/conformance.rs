@@ -88,6 +88,21 @@ mod cases {
         }
     }
 
+    /// The ids of every page from `q` on, following the cursors; each page
+    /// holds at most `q.limit` events.
+    async fn all_pages(store: &dyn TimelineStore, mut q: TimelineQuery) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let page = store.list(&q).await.expect("list").expect("found");
+            assert!(page.events.len() <= q.limit);
+            seen.extend(ids(&page.events));
+            match page.next {
+                Some(next) => q.after = Some(next),
+                None => return seen,
+            }
+        }
+    }
+
     /// A mixed timeline: channels, initiators, out-of-order times and
     /// several events at one instant.
     fn mixed(c: &str, n: usize) -> Vec<Event> {
@@ -289,17 +304,7 @@ mod cases {
     pub async fn pages_cover_the_timeline_once(store: &dyn TimelineStore) {
         let events = mixed("c1", 9);
         store.append(&events, now()).await.expect("append");
-        let mut seen = Vec::new();
-        let mut q = query("c1", 2);
-        loop {
-            let page = store.list(&q).await.expect("list").expect("found");
-            assert!(page.events.len() <= 2);
-            seen.extend(ids(&page.events));
-            match page.next {
-                Some(next) => q.after = Some(next),
-                None => break,
-            }
-        }
+        let seen = all_pages(store, query("c1", 2)).await;
         assert_eq!(seen, expected_order(&events));
     }
 
@@ -312,15 +317,7 @@ mod cases {
         q.initiator = Some(Initiator::Customer);
         q.start = Some(start);
         q.end = Some(end);
-        let mut seen = Vec::new();
-        loop {
-            let page = store.list(&q).await.expect("list").expect("found");
-            seen.extend(ids(&page.events));
-            match page.next {
-                Some(next) => q.after = Some(next),
-                None => break,
-            }
-        }
+        let seen = all_pages(store, q).await;
         let kept: Vec<Event> = events
             .iter()
             .filter(|e| ["web", "chat"].contains(&e.channel.as_str()))
@@ -357,14 +354,7 @@ mod cases {
         let mut seen: Vec<String> = ids(&first.events);
         let mut q = query("c1", 4);
         q.after = first.next;
-        loop {
-            let page = store.list(&q).await.expect("list").expect("found");
-            seen.extend(ids(&page.events));
-            match page.next {
-                Some(next) => q.after = Some(next),
-                None => break,
-            }
-        }
+        seen.extend(all_pages(store, q).await);
         let unique: HashSet<&String> = seen.iter().collect();
         assert_eq!(unique.len(), seen.len(), "no event repeated: {seen:?}");
         for id in expected_order(&events) {

@@ -131,7 +131,7 @@ impl TimelineStore for MemoryStore {
                 MapEntry::Vacant(v) => v.insert(Timeline::default()),
             };
             let outcome = timeline.store(event);
-            timeline.expires_at = expires_at;
+            timeline.keep_until(expires_at);
             if outcome == AppendOutcome::Stored {
                 state.total_events += 1;
             }
@@ -213,9 +213,7 @@ impl TimelineStore for MemoryStore {
             .contacts
             .insert(contact.event_id.clone(), contact.clone());
         timeline.contact_version += 1;
-        timeline.expires_at = timeline
-            .expires_at
-            .max(wall.saturating_add_micros(self.retention.max_age_micros));
+        timeline.keep_until(wall.saturating_add_micros(self.retention.max_age_micros));
         Ok(true)
     }
 
@@ -280,9 +278,7 @@ impl TimelineStore for MemoryStore {
         state.live(&profile, wall);
         let timeline = state.customers.entry(profile).or_default();
         timeline.record_identities(&linked, at);
-        timeline.expires_at = timeline
-            .expires_at
-            .max(wall.saturating_add_micros(self.retention.max_age_micros));
+        timeline.keep_until(wall.saturating_add_micros(self.retention.max_age_micros));
         Ok(owners)
     }
 
@@ -331,9 +327,7 @@ impl TimelineStore for MemoryStore {
         timeline.record_identities(&own, at);
         let removed = timeline.trim(&self.retention, at);
         timeline.trim_contacts(&self.retention, at);
-        timeline.expires_at = timeline
-            .expires_at
-            .max(wall.saturating_add_micros(self.retention.max_age_micros));
+        timeline.keep_until(wall.saturating_add_micros(self.retention.max_age_micros));
         // Events already held by the survivor were counted twice until now.
         state.total_events = state.total_events + added - before - removed;
         for identity in moved {

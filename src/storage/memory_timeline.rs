@@ -161,12 +161,17 @@ impl Timeline {
         }
         self.merges.extend(other.merges);
         self.merges.push(record);
-        self.expires_at = self.expires_at.max(other.expires_at);
+        self.keep_until(other.expires_at);
         added
     }
 
     /// Whether any event is held: a customer known only by a reservation
     /// has no journey context.
+    /// Keeps the customer at least until `at` (writes push expiry later).
+    pub(super) fn keep_until(&mut self, at: Micros) {
+        self.expires_at = self.expires_at.max(at);
+    }
+
     /// How many events are held.
     pub(super) fn held(&self) -> usize {
         self.entries.len()

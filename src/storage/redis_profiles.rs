@@ -28,8 +28,8 @@ use bytes::Bytes;
 use super::{
     redis_keys::{index_key, packed_identity, Keys},
     redis_store::{
-        parse, unpack_identities, AppendReply, CallShape, EventArgs, MergeArgs, RedisStore,
-        MAX_HOPS,
+        merges_kept_moving, parse, unpack_identities, AppendReply, CallShape, EventArgs, MergeArgs,
+        RedisStore, MAX_HOPS,
     },
     MergeOutcome, StorageError,
 };
@@ -223,7 +223,7 @@ impl RedisStore {
             }
             owner_of.insert(identity, owner);
         }
-        let ttl_ms = (self.retention.max_age_micros / 1_000).max(1);
+        let ttl_ms = self.ttl_ms();
         recorded.cmd("PEXPIRE").arg(&keys.idents).arg(ttl_ms);
         recorded.query_async::<()>(&mut conn).await?;
         Ok(identities
@@ -261,9 +261,7 @@ impl RedisStore {
             }
             return self.complete_merge(&absorbed, &survivor, at).await;
         }
-        Err(StorageError::Corrupt(
-            "merges kept moving the profiles".into(),
-        ))
+        Err(merges_kept_moving())
     }
 
     /// Steps 2 to 5 of a merge whose fence (`pending:survivor` on

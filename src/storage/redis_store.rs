@@ -100,6 +100,11 @@ impl RedisStore {
         })
     }
 
+    /// How long a profile's keys live without a write: the retention, in ms.
+    pub(super) fn ttl_ms(&self) -> i64 {
+        (self.retention.max_age_micros / 1_000).max(1)
+    }
+
     /// The append script's call on a profile, with the header filled in
     /// and no event yet (see append.lua for the layout).
     pub(super) fn append_call<'a>(
@@ -109,7 +114,7 @@ impl RedisStore {
         shape: CallShape,
     ) -> ScriptInvocation<'a> {
         let cutoff = now.saturating_sub_micros(self.retention.max_age_micros);
-        let ttl_ms = (self.retention.max_age_micros / 1_000).max(1);
+        let ttl_ms = self.ttl_ms();
         let mut call = self.append_script.prepare_invoke();
         for key in keys.data() {
             call.key(key);
@@ -229,9 +234,7 @@ impl TimelineStore for RedisStore {
             }
             pending = redirected;
         }
-        Err(StorageError::Corrupt(
-            "merges kept moving the profile".into(),
-        ))
+        Err(merges_kept_moving())
     }
 
     async fn context(
@@ -277,9 +280,7 @@ impl TimelineStore for RedisStore {
             snapshot.merges = unpack_merges(merges);
             return Ok(Some(snapshot));
         }
-        Err(StorageError::Corrupt(
-            "merges kept moving the profile".into(),
-        ))
+        Err(merges_kept_moving())
     }
 
     async fn contacts(
@@ -344,7 +345,7 @@ impl TimelineStore for RedisStore {
         _now: Micros,
     ) -> Result<bool, StorageError> {
         let keys = Keys::of(&self.follow(customer).await?);
-        let ttl_ms = (self.retention.max_age_micros / 1_000).max(1);
+        let ttl_ms = self.ttl_ms();
         let mut call = self.reserve_script.prepare_invoke();
         call.key(&keys.contacts)
             .key(&keys.contact_ids)
@@ -369,9 +370,7 @@ impl TimelineStore for RedisStore {
                 Listed::Merged => query.customer = self.follow(&query.customer).await?,
             }
         }
-        Err(StorageError::Corrupt(
-            "merges kept moving the profile".into(),
-        ))
+        Err(merges_kept_moving())
     }
 
     async fn ping(&self) -> Result<(), StorageError> {
@@ -504,6 +503,11 @@ impl RedisStore {
         };
         Ok(Listed::Page(Some(TimelinePage { events, next })))
     }
+}
+
+/// A profile that kept being merged away while an operation followed it.
+pub(super) fn merges_kept_moving() -> StorageError {
+    StorageError::Corrupt("merges kept moving the profile".into())
 }
 
 /// Adds the read of a customer's contacts since `since`, with scores.

@@ -7,9 +7,10 @@ use ulid::Ulid;
 use super::{convert, service::JourneyApi, status::ApiError};
 use crate::{
     domain::{
-        taxonomy::NameKind, Contact, ContactCounts, ContactDecision, ContactRequest, CustomerId,
-        DomainError, Micros, WindowCounts,
+        taxonomy::NameKind, Contact, ContactCounts, ContactDecision, ContactPolicy, ContactRequest,
+        CustomerId, DomainError, Micros, WindowCounts,
     },
+    storage::ContactHistory,
     wire as pb,
 };
 
@@ -60,6 +61,21 @@ impl JourneyApi {
         })
     }
 
+    /// The policy's answer for one customer's history.
+    fn decide(
+        &self,
+        policy: &ContactPolicy,
+        history: &ContactHistory,
+        proposal: &ContactRequest,
+    ) -> ContactDecision {
+        policy.decide(
+            &self.taxonomy,
+            &history.contacts,
+            proposal,
+            history.timezone.as_deref(),
+        )
+    }
+
     pub(super) async fn check_contact(
         &self,
         request: pb::CheckContactRequest,
@@ -102,12 +118,7 @@ impl JourneyApi {
                 .await?
                 .pop()
                 .unwrap_or_default();
-            let decision = policy.decide(
-                &self.taxonomy,
-                &history.contacts,
-                &proposal,
-                history.timezone.as_deref(),
-            );
+            let decision = self.decide(&policy, &history, &proposal);
             if !request.reserve || !decision.allowed {
                 return Ok(answer(&customer, history.known, &decision, String::new()));
             }
@@ -174,12 +185,7 @@ impl JourneyApi {
             .iter()
             .zip(histories)
             .map(|(customer, history)| {
-                let decision = policy.decide(
-                    &self.taxonomy,
-                    &history.contacts,
-                    &proposal,
-                    history.timezone.as_deref(),
-                );
+                let decision = self.decide(&policy, &history, &proposal);
                 answer(customer, history.known, &decision, String::new())
             })
             .collect();
