@@ -123,6 +123,31 @@ pub struct ServeConfig {
     /// Journey definitions file (TOML); the built-in set when unset. SIGHUP reloads it.
     #[arg(long, env = "JOURNEY_JOURNEYS")]
     pub journeys: Option<PathBuf>,
+    /// How long a finished journey stays in GetJourneyContext, in minutes.
+    #[arg(
+        long,
+        env = "JOURNEY_JOURNEY_LOOKBACK_MINUTES",
+        default_value_t = 1_440
+    )]
+    pub journey_lookback_minutes: u32,
+    /// How often the sweeper looks for journeys past their inactivity deadline, in milliseconds.
+    #[arg(
+        long,
+        env = "JOURNEY_JOURNEY_SWEEP_INTERVAL_MS",
+        default_value_t = 1_000
+    )]
+    pub journey_sweep_interval_ms: u64,
+    /// Most journeys one sweeper pass drops (the rest wait for the next pass).
+    #[arg(long, env = "JOURNEY_JOURNEY_SWEEP_BATCH", default_value_t = 1_000)]
+    pub journey_sweep_batch: usize,
+    /// Redis store: customers whose journey states this instance keeps in
+    /// memory, so an append needs no read first (a miss costs a round trip).
+    #[arg(
+        long,
+        env = "JOURNEY_JOURNEY_CACHE_CUSTOMERS",
+        default_value_t = 100_000
+    )]
+    pub journey_cache_customers: usize,
     /// Most customers in one CheckContactFrequencyBatch call.
     #[arg(long, env = "JOURNEY_MAX_CHECK_BATCH", default_value_t = 10_000)]
     pub max_check_batch: usize,
@@ -206,6 +231,9 @@ impl ServeConfig {
             },
             max_batch: self.max_batch,
             max_check_batch: self.max_check_batch,
+            journey_lookback_micros: i64::from(self.journey_lookback_minutes)
+                * 60
+                * Micros::PER_SECOND,
             ..ApiLimits::default()
         }
     }
@@ -243,6 +271,15 @@ impl ServeConfig {
             ("--request-timeout-ms", self.request_timeout_ms),
             ("--max-in-flight", self.max_in_flight as u64),
             ("--health-interval-ms", self.health_interval_ms),
+            (
+                "--journey-sweep-interval-ms",
+                self.journey_sweep_interval_ms,
+            ),
+            ("--journey-sweep-batch", self.journey_sweep_batch as u64),
+            (
+                "--journey-cache-customers",
+                self.journey_cache_customers as u64,
+            ),
         ];
         for (flag, value) in positive {
             if value == 0 {

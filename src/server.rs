@@ -18,10 +18,13 @@ use crate::{
         contact_policy::PolicyError,
         journey::{JourneyDefinitions, JourneyError},
         taxonomy::TaxonomyError,
-        ContactPolicy, Taxonomy,
+        ContactPolicy, Micros, Taxonomy,
     },
     pb,
-    storage::{redis_store::RedisSettings, MemoryStore, RedisStore, StorageError, TimelineStore},
+    storage::{
+        redis_store::RedisSettings, JourneyTracker, MemoryStore, RedisStore, StorageError,
+        TimelineStore,
+    },
     transport::{
         service::{SharedJourneys, SharedPolicy},
         JourneyApi,
@@ -155,6 +158,7 @@ fn reload_on_sighup(
 pub fn open_store(
     config: &ServeConfig,
     taxonomy: &Taxonomy,
+    tracker: JourneyTracker,
 ) -> Result<Arc<dyn TimelineStore>, ServeError> {
     let rules = config.merge_rules(taxonomy);
     Ok(match &config.store {
@@ -163,11 +167,10 @@ pub fn open_store(
                 max_events = config.memory_max_events,
                 "using the in-memory store: nothing is persisted, data is lost on restart"
             );
-            Arc::new(MemoryStore::new(
-                config.retention(),
-                rules,
-                config.memory_max_events,
-            ))
+            Arc::new(
+                MemoryStore::new(config.retention(), rules, config.memory_max_events)
+                    .with_journeys(tracker),
+            )
         }
         StoreUrl::Redis(url) => {
             let settings = RedisSettings {
@@ -175,7 +178,10 @@ pub fn open_store(
                 response_timeout: config.redis_timeout(),
                 connect_timeout: config.redis_timeout(),
             };
-            Arc::new(RedisStore::open(&settings, config.retention(), rules)?)
+            Arc::new(
+                RedisStore::open(&settings, config.retention(), rules)?
+                    .with_journeys(tracker, config.journey_cache_customers),
+            )
         }
     })
 }
@@ -198,7 +204,8 @@ pub async fn run(
         policy.clone(),
         journeys.clone(),
     );
-    let store = open_store(&config, &taxonomy)?;
+    let tracker = JourneyTracker::new(journeys.clone(), taxonomy.clone());
+    let store = open_store(&config, &taxonomy, tracker)?;
     let rules = config.merge_rules(&taxonomy);
     let api = JourneyApi::new(
         store.clone(),
@@ -212,6 +219,12 @@ pub async fn run(
     let (reporter, health_service) = tonic_health::server::health_reporter();
     report(&reporter, ServingStatus::NotServing).await;
     let (stop_health, health_stopped) = watch::channel(false);
+    let sweeper = tokio::spawn(sweep_journeys(
+        store.clone(),
+        Duration::from_millis(config.journey_sweep_interval_ms),
+        config.journey_sweep_batch,
+        health_stopped.clone(),
+    ));
     let health_task = tokio::spawn(watch_store_health(
         store,
         reporter.clone(),
@@ -241,6 +254,7 @@ pub async fn run(
         // Stop the health task first so it cannot flip the status back.
         let _ = stop_health.send(true);
         let _ = health_task.await;
+        let _ = sweeper.await;
         report(&reporter, ServingStatus::NotServing).await;
     };
     Server::builder()
@@ -293,6 +307,44 @@ async fn watch_store_health(
             ServingStatus::NotServing
         };
         report(&reporter, status).await;
+    }
+}
+
+/// Drops journeys past their inactivity deadline, on time, until stopped.
+/// Several instances may sweep one Redis: each drop is written by one of
+/// them only (see `TimelineStore::sweep_journeys`).
+async fn sweep_journeys(
+    store: Arc<dyn TimelineStore>,
+    interval: Duration,
+    batch: usize,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        // A full batch means more are due: go on without waiting.
+        loop {
+            match store.sweep_journeys(Micros::now(), batch).await {
+                Ok(dropped) if dropped > 0 => {
+                    tracing::debug!(dropped, "journeys dropped for inactivity");
+                    if dropped < batch {
+                        break;
+                    }
+                }
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "journey sweep failed; retrying next tick");
+                    break;
+                }
+            }
+            if *stopped.borrow() {
+                return;
+            }
+        }
     }
 }
 

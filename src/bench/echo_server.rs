@@ -134,6 +134,24 @@ impl JourneyService for EchoService {
             "the echo server only answers GetJourneyContext",
         ))
     }
+
+    async fn get_journey_stats(
+        &self,
+        _: Request<wire::GetJourneyStatsRequest>,
+    ) -> Result<Response<wire::GetJourneyStatsResponse>, Status> {
+        Err(Status::unimplemented(
+            "the echo server only answers GetJourneyContext",
+        ))
+    }
+
+    async fn list_journeys(
+        &self,
+        _: Request<wire::ListJourneysRequest>,
+    ) -> Result<Response<wire::ListJourneysResponse>, Status> {
+        Err(Status::unimplemented(
+            "the echo server only answers GetJourneyContext",
+        ))
+    }
 }
 
 /// A context shaped like the real service's for a seeded customer: events
@@ -178,6 +196,7 @@ fn canned_context(now: i64) -> pb::GetJourneyContextResponse {
         last_customer_interaction: latest_by(pb::Initiator::Customer),
         last_company_contact: latest_by(pb::Initiator::Company),
         contact_counts: Some(pb::ContactCounts::default()),
+        journeys: Vec::new(),
         profile_id: population::customer_id(0),
         identities: Vec::new(),
         merges: Vec::new(),

@@ -15,6 +15,8 @@
 -- KEYS[7] merges    HASH  absorbed profile id -> merge instant (µs)
 -- KEYS[8] alias     STRING "done:<survivor>" or "pending:<survivor>" once
 --                          this profile is merged away
+-- KEYS[9] journeys  HASH  journey -> state JSON, "" -> version (see
+--                         journey_writes.lua, prepended to this script)
 -- ARGV[1] cutoff (µs): events older than this are removed
 -- ARGV[2] max events (and contacts) held
 -- ARGV[3] ttl (ms) for all keys but the alias
@@ -23,24 +25,30 @@
 -- ARGV[7] merge mode: the absorbed profile id ("" for a plain append)
 -- ARGV[8] merge instant (µs); ARGV[9] unique identity types joined by US;
 -- ARGV[10] most identities a profile may hold; ARGV[11] the absorbed
---          profile's first seen ("" if none)
+--          profile's first seen ("" if none); ARGV[12] the version of
+--          the journey states the write set was computed from ("": none)
 -- then per event (8): score, event_id, channel, initiator ("1" customer,
 --   "2" company), encoded event, packed contact ("" unless the company
 --   initiated it), timezone attribute ("" if none), identities (type US
 --   value, joined by RS)
 -- then per identity entry (2): type US value, first seen US channel
 -- then per reservation (2): score, packed contact
+-- then the journey write set (journey_writes.lua) unless ARGV[12] is ""
 -- Returns the alias (a string) when the profile was merged away, writing
--- nothing; {"refused", reason} when a merge would break a rule; otherwise
--- one integer per event: 1 stored, 0 duplicate.
-local timeline, ids, summary, contacts, cids, idents, merges, alias =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+-- nothing; {"refused", reason} when a merge would break a rule;
+-- {"stale", fields...} when the journey states moved on, writing nothing;
+-- otherwise one integer per event: 1 stored, 0 duplicate.
+local timeline, ids, summary, contacts, cids, idents, merges, alias, journeys =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local US, RS = '\31', '\30'
 
 local redirect = redis.call('GET', alias)
 if redirect then
   return redirect
 end
+local journey_version = ARGV[12]
+local stale = journeys_stale(journeys, journey_version)
+if stale then return stale end
 
 -- Instants stay strings: Lua turns a number back into text with 14
 -- significant digits, which would lose microseconds.
@@ -49,9 +57,10 @@ local max_events = tonumber(ARGV[2])
 local ttl = ARGV[3]
 local n_events, n_idents, n_reservations = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local merging = ARGV[7]
-local first_event = 12
+local first_event = 13
 local first_ident = first_event + 8 * n_events
 local first_reservation = first_ident + 2 * n_idents
+local first_journey_write = first_reservation + 2 * n_reservations
 
 local function split(s, sep)
   local parts = {}
@@ -248,8 +257,10 @@ if contact_excess > 0 then
   redis.call('ZREMRANGEBYRANK', contacts, 0, contact_excess - 1)
 end
 
+journeys_write(journeys, journey_version, first_journey_write, ttl)
+
 -- PEXPIRE on a key that does not exist does nothing.
-for k = 1, 7 do
+for _, k in ipairs({1, 2, 3, 4, 5, 6, 7, 9}) do
   redis.call('PEXPIRE', KEYS[k], ttl)
 end
 return result

@@ -13,6 +13,10 @@ pub enum StorageError {
     /// The store holds as much as it is allowed to.
     #[error("store full: {0}")]
     Full(String),
+    /// Concurrent writers kept changing what the operation depends on;
+    /// retrying later may succeed.
+    #[error("contention: {0}")]
+    Contention(String),
     /// Stored data that does not decode: a bug or a foreign writer.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -12,12 +12,14 @@ use std::{
 use async_trait::async_trait;
 
 use super::{
-    memory_timeline::Timeline, AppendOutcome, ContactHistory, ContextSnapshot, MergeOutcome,
-    Retention, StorageError, TimelinePage, TimelineQuery, TimelineStore,
+    memory_journeys::JourneyBook, memory_timeline::Timeline, AppendOutcome, ContactHistory,
+    ContextSnapshot, JourneyListPage, JourneyListQuery, JourneyTracker, MergeOutcome, Retention,
+    StorageError, TimelinePage, TimelineQuery, TimelineStore,
 };
 use crate::domain::{
-    event::CUSTOMER_ID_IDENTITY, Contact, CustomerId, Event, Identity, LinkedIdentity, MergeRules,
-    Micros,
+    event::CUSTOMER_ID_IDENTITY,
+    journey::{sweep_due, Day, DayCounters, JourneyUpdate},
+    Contact, CustomerId, Event, Identity, LinkedIdentity, MergeRules, Micros,
 };
 
 #[derive(Debug, Default)]
@@ -28,6 +30,7 @@ struct State {
     /// The identity index (customer_id identities name their profile).
     index: HashMap<Identity, CustomerId>,
     total_events: usize,
+    journeys: JourneyBook,
 }
 
 /// Timelines in memory behind one mutex: every operation is short and never
@@ -38,6 +41,7 @@ pub struct MemoryStore {
     retention: Retention,
     rules: MergeRules,
     max_total_events: usize,
+    tracker: Option<JourneyTracker>,
 }
 
 impl MemoryStore {
@@ -49,7 +53,14 @@ impl MemoryStore {
             retention,
             rules,
             max_total_events,
+            tracker: None,
         }
+    }
+
+    /// Follows customers through the tracker's journeys as events arrive.
+    pub fn with_journeys(mut self, tracker: JourneyTracker) -> Self {
+        self.tracker = Some(tracker);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -85,6 +96,19 @@ impl State {
             return None;
         }
         self.customers.get_mut(customer)
+    }
+
+    /// Writes a profile's journey update: its states, then the indexes.
+    fn apply_journeys(&mut self, profile: &CustomerId, update: JourneyUpdate) {
+        if update.is_empty() {
+            return;
+        }
+        self.journeys.apply(profile, &update);
+        if let Some(timeline) = self.customers.get_mut(profile) {
+            for changed in update.states {
+                timeline.journeys.insert(changed.journey.clone(), changed);
+            }
+        }
     }
 
     fn sweep_expired(&mut self, now: Micros) {
@@ -123,6 +147,7 @@ impl TimelineStore for MemoryStore {
         let expires_at = wall.saturating_add_micros(self.retention.max_age_micros);
         let mut outcomes = Vec::with_capacity(events.len());
         let mut touched = HashSet::new();
+        let mut by_profile: Vec<(CustomerId, Vec<&Event>)> = Vec::new();
         for event in events {
             let profile = state.follow(&event.profile);
             state.live(&profile, wall);
@@ -135,8 +160,22 @@ impl TimelineStore for MemoryStore {
             if outcome == AppendOutcome::Stored {
                 state.total_events += 1;
             }
+            match by_profile.iter_mut().find(|(p, _)| *p == profile) {
+                Some((_, mine)) => mine.push(event),
+                None => by_profile.push((profile.clone(), vec![event])),
+            }
             touched.insert(profile);
             outcomes.push(outcome);
+        }
+        if let Some(tracker) = &self.tracker {
+            let definitions = tracker.definitions();
+            for (profile, mine) in by_profile {
+                let update = match state.customers.get(&profile) {
+                    Some(t) => tracker.track(&definitions, &t.journeys, mine),
+                    None => continue,
+                };
+                state.apply_journeys(&profile, update);
+            }
         }
         for customer in touched {
             if let Some(timeline) = state.customers.get_mut(&customer) {
@@ -367,6 +406,45 @@ impl TimelineStore for MemoryStore {
             .get_mut(&profile)
             .is_some_and(|t| t.forget_identity(identity));
         Ok(linked_here || recorded)
+    }
+
+    async fn journey_counters(
+        &self,
+        journey: &str,
+        days: &[Day],
+    ) -> Result<Vec<DayCounters>, StorageError> {
+        Ok(self.lock().journeys.counters(journey, days))
+    }
+
+    async fn list_journeys(
+        &self,
+        query: &JourneyListQuery,
+    ) -> Result<JourneyListPage, StorageError> {
+        Ok(self.lock().journeys.page(query))
+    }
+
+    async fn sweep_journeys(&self, now: Micros, max: usize) -> Result<usize, StorageError> {
+        let Some(tracker) = &self.tracker else {
+            return Ok(0);
+        };
+        let definitions = tracker.definitions();
+        let mut state = self.lock();
+        let mut dropped = 0;
+        for entry in state.journeys.due(now, max) {
+            let profile = &entry.2;
+            let update = state
+                .live(profile, Micros::now())
+                .map(|t| sweep_due(&definitions, &t.journeys, now))
+                .unwrap_or_default();
+            if update.states.is_empty() {
+                // Expired, merged away, or its journey no longer defined.
+                state.journeys.forget_deadline(&entry);
+                continue;
+            }
+            dropped += update.states.len();
+            state.apply_journeys(profile, update);
+        }
+        Ok(dropped)
     }
 
     async fn ping(&self) -> Result<(), StorageError> {

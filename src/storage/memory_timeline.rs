@@ -14,8 +14,8 @@ use super::{
     TimelinePage, TimelineQuery,
 };
 use crate::domain::{
-    Contact, CustomerId, CustomerSummary, Event, Identity, Initiator, LinkedIdentity, MergeRecord,
-    Micros,
+    journey::JourneyStates, Contact, CustomerId, CustomerSummary, Event, Identity, Initiator,
+    LinkedIdentity, MergeRecord, Micros,
 };
 
 /// Sort key of a timeline entry: what a Redis sorted set orders by.
@@ -43,6 +43,8 @@ pub(super) struct Timeline {
     /// Identities recorded on the profile: first seen, first channel.
     idents: BTreeMap<Identity, (Micros, String)>,
     merges: Vec<MergeRecord>,
+    /// The customer's state in each journey.
+    pub(super) journeys: JourneyStates,
     /// The customer is forgotten after this instant without a write.
     pub(super) expires_at: Micros,
 }
@@ -258,6 +260,7 @@ impl Timeline {
             profile,
             identities: self.identities(),
             merges: self.merges.clone(),
+            journeys: self.journeys.values().cloned().collect(),
         }
     }
 

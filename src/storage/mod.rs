@@ -8,9 +8,12 @@
 
 pub mod codec;
 pub mod error;
+pub mod journeys;
+mod memory_journeys;
 pub mod memory_store;
 mod memory_timeline;
 pub mod profiles;
+mod redis_journeys;
 mod redis_keys;
 mod redis_profiles;
 pub mod redis_store;
@@ -21,11 +24,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::domain::{
+    journey::{Day, DayCounters, JourneyState},
     Contact, CustomerId, CustomerSummary, Event, Identity, Initiator, LinkedIdentity, MergeRecord,
     Micros,
 };
 
 pub use error::StorageError;
+pub use journeys::{JourneyListPage, JourneyListQuery, JourneyTracker, ListingCursor};
 pub use memory_store::MemoryStore;
 pub use redis_store::RedisStore;
 
@@ -75,6 +80,8 @@ pub struct ContextSnapshot {
     pub profile: CustomerId,
     pub identities: Vec<LinkedIdentity>,
     pub merges: Vec<MergeRecord>,
+    /// The customer's state in every journey they have a state in.
+    pub journeys: Vec<JourneyState>,
 }
 
 /// What became of a merge.
@@ -155,8 +162,11 @@ pub trait TimelineStore: Send + Sync + 'static {
     /// survivor, once merged), with its identities recorded there. An event
     /// id already stored in that profile, earlier or in the same call, is a
     /// duplicate and writes nothing. Retention is
-    /// applied, with `now` as the clock, to each customer written. On the
-    /// Redis backend this is one round trip and atomic per customer.
+    /// applied, with `now` as the clock, to each customer written. With a
+    /// journey tracker, the customer's journey states, stat counters,
+    /// listings and deadlines change in the same atomic step. On the Redis
+    /// backend this is one round trip and atomic per customer (two when
+    /// this instance's copy of the customer's journey states is stale).
     async fn append(
         &self,
         events: &[Event],
@@ -246,6 +256,25 @@ pub trait TimelineStore: Send + Sync + 'static {
     /// linked to the profile.
     async fn unlink(&self, profile: &CustomerId, identity: &Identity)
         -> Result<bool, StorageError>;
+
+    /// The stat counters of `journey` for each of `days`, in order (empty
+    /// for a day without any). One round trip.
+    async fn journey_counters(
+        &self,
+        journey: &str,
+        days: &[Day],
+    ) -> Result<Vec<DayCounters>, StorageError>;
+
+    /// A page of a journey listing: the customers in a status (at a step),
+    /// by the instant they entered it. One round trip.
+    async fn list_journeys(
+        &self,
+        query: &JourneyListQuery,
+    ) -> Result<JourneyListPage, StorageError>;
+
+    /// Drops up to `max` journeys whose inactivity deadline is at or before
+    /// `now`, each once however many instances sweep; answers how many.
+    async fn sweep_journeys(&self, now: Micros, max: usize) -> Result<usize, StorageError>;
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StorageError>;

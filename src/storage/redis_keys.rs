@@ -17,6 +17,7 @@ pub(super) struct Keys {
     pub idents: String,
     pub merges: String,
     pub alias: String,
+    pub journeys: String,
 }
 
 impl Keys {
@@ -31,6 +32,7 @@ impl Keys {
             idents: format!("{tag}:idents"),
             merges: format!("{tag}:merges"),
             alias: format!("{tag}:alias"),
+            journeys: format!("{tag}:jny"),
         }
     }
 

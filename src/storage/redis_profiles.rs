@@ -314,6 +314,7 @@ impl RedisStore {
                 at,
                 first_seen: first.map(Micros),
             }),
+            journey_version: None,
         };
         let mut call = self.append_call(&keys, at, shape);
         for event in &events {
@@ -336,6 +337,11 @@ impl RedisStore {
                 let _ = self.cas(&from.alias, &fence, "", &[]).await?;
                 tracing::warn!(%absorbed, %survivor, %reason, "merge refused");
                 return Ok(MergeOutcome::Refused(reason));
+            }
+            AppendReply::Stale(_) => {
+                return Err(StorageError::Corrupt(
+                    "a merge call carried a journey version".into(),
+                ))
             }
             AppendReply::Merged => {
                 // The survivor was merged away meanwhile: move the fence to

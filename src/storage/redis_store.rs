@@ -26,16 +26,22 @@ use redis::{
 
 use super::{
     codec,
+    redis_journeys::{push_write_set, stale_reply, RedisJourneys, StatesCache, VersionedStates},
     redis_keys::{packed_identity, Keys},
-    AppendOutcome, ContactHistory, ContextSnapshot, Cursor, EncodedEvent, MergeOutcome, Retention,
-    StorageError, TimelinePage, TimelineQuery, TimelineStore,
+    AppendOutcome, ContactHistory, ContextSnapshot, Cursor, EncodedEvent, JourneyListPage,
+    JourneyListQuery, JourneyTracker, MergeOutcome, Retention, StorageError, TimelinePage,
+    TimelineQuery, TimelineStore,
 };
 use crate::domain::{
-    event::CUSTOMER_ID_IDENTITY, ChannelActivity, Contact, CustomerId, CustomerSummary, Event,
-    Identity, Initiator, LinkedIdentity, MergeRecord, MergeRules, Micros,
+    event::CUSTOMER_ID_IDENTITY,
+    journey::{Day, DayCounters},
+    ChannelActivity, Contact, CustomerId, CustomerSummary, Event, Identity, Initiator,
+    LinkedIdentity, MergeRecord, MergeRules, Micros,
 };
 
+const JOURNEY_WRITES: &str = include_str!("journey_writes.lua");
 const APPEND_SCRIPT: &str = include_str!("append.lua");
+const SWEEP_SCRIPT: &str = include_str!("sweep.lua");
 const RESERVE_SCRIPT: &str = include_str!("reserve.lua");
 const CAS_SCRIPT: &str = include_str!("cas.lua");
 
@@ -62,8 +68,10 @@ pub struct RedisStore {
     pub(super) append_script: Script,
     reserve_script: Script,
     pub(super) cas_script: Script,
+    pub(super) sweep_script: Script,
     pub(super) retention: Retention,
     pub(super) rules: MergeRules,
+    pub(super) journeys: Option<RedisJourneys>,
 }
 
 impl RedisStore {
@@ -92,12 +100,24 @@ impl RedisStore {
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(Self {
             conn,
-            append_script: Script::new(APPEND_SCRIPT),
+            append_script: Script::new(&format!("{JOURNEY_WRITES}\n{APPEND_SCRIPT}")),
+            sweep_script: Script::new(&format!("{JOURNEY_WRITES}\n{SWEEP_SCRIPT}")),
             reserve_script: Script::new(RESERVE_SCRIPT),
             cas_script: Script::new(CAS_SCRIPT),
             retention,
             rules,
+            journeys: None,
         })
+    }
+
+    /// Follows customers through the tracker's journeys as events arrive,
+    /// caching the journey states of up to `cache_profiles` profiles.
+    pub fn with_journeys(mut self, tracker: JourneyTracker, cache_profiles: usize) -> Self {
+        self.journeys = Some(RedisJourneys {
+            tracker,
+            cache: StatesCache::new(cache_profiles),
+        });
+        self
     }
 
     /// How long a profile's keys live without a write: the retention, in ms.
@@ -120,6 +140,7 @@ impl RedisStore {
             call.key(key);
         }
         call.key(&keys.alias)
+            .key(&keys.journeys)
             .arg(cutoff.0)
             .arg(self.retention.max_events)
             .arg(ttl_ms)
@@ -145,6 +166,10 @@ impl RedisStore {
                     );
             }
         }
+        match shape.journey_version {
+            Some(version) => call.arg(version),
+            None => call.arg(""),
+        };
         call
     }
 
@@ -189,33 +214,57 @@ impl TimelineStore for RedisStore {
             pending[g].1.push(i);
         }
         // One pipeline for all profiles; a profile merged away answers its
-        // alias instead, and its events go again to the survivor.
+        // alias instead, and its events go again to the survivor; one whose
+        // journey states moved on answers them, and its events go again
+        // with transitions computed from those.
+        let tracking = self
+            .journeys
+            .as_ref()
+            .map(|j| (j, j.tracker.definitions()))
+            .filter(|(_, definitions)| !definitions.is_empty());
         for _ in 0..MAX_HOPS {
             if pending.is_empty() {
                 return Ok(outcomes);
             }
             let mut pipe = redis::pipe();
+            let mut planned = Vec::with_capacity(pending.len());
             for (profile, indices) in &pending {
                 let keys = Keys::of(profile);
+                let journey = tracking.as_ref().map(|(journeys, definitions)| {
+                    let prior = journeys.cache.get(profile);
+                    let mine = indices.iter().map(|&i| &events[i]);
+                    let update = journeys.tracker.track(definitions, &prior.states, mine);
+                    (prior, update)
+                });
                 let shape = CallShape {
                     events: indices.len(),
+                    journey_version: journey.as_ref().map(|(prior, _)| prior.version),
                     ..CallShape::default()
                 };
                 let mut call = self.append_call(&keys, now, shape);
                 for &i in indices {
                     EventArgs::of_event(&events[i]).push(&mut call);
                 }
+                if let Some((_, update)) = &journey {
+                    push_write_set(&mut call, profile, update);
+                }
                 pipe.invoke_script(&call);
+                planned.push(journey);
             }
             let replies: Vec<redis::Value> = self.query_scripts(&self.append_script, &pipe).await?;
-            let mut redirected = Vec::new();
-            for ((profile, indices), reply) in pending.into_iter().zip(replies) {
+            let mut again = Vec::new();
+            for (((profile, indices), journey), reply) in
+                pending.into_iter().zip(planned).zip(replies)
+            {
                 match AppendReply::parse(reply)? {
                     AppendReply::Outcomes(stored) if stored.len() == indices.len() => {
                         for (&i, stored) in indices.iter().zip(stored) {
                             if stored == 0 {
                                 outcomes[i] = AppendOutcome::Duplicate;
                             }
+                        }
+                        if let (Some((journeys, _)), Some((prior, update))) = (&tracking, journey) {
+                            journeys.cache.put(&profile, prior.after(&update));
                         }
                     }
                     AppendReply::Outcomes(stored) => {
@@ -227,14 +276,22 @@ impl TimelineStore for RedisStore {
                     }
                     AppendReply::Merged => {
                         let survivor = self.follow(&profile).await?;
-                        redirected.push((survivor, indices));
+                        again.push((survivor, indices));
+                    }
+                    AppendReply::Stale(current) => {
+                        if let Some((journeys, _)) = &tracking {
+                            journeys.cache.put(&profile, current);
+                        }
+                        again.push((profile, indices));
                     }
                     AppendReply::Refused(reason) => return Err(StorageError::Corrupt(reason)),
                 }
             }
-            pending = redirected;
+            pending = again;
         }
-        Err(merges_kept_moving())
+        Err(StorageError::Contention(
+            "the customer's profile or journey states kept changing under the append".into(),
+        ))
     }
 
     async fn context(
@@ -255,9 +312,10 @@ impl TimelineStore for RedisStore {
             contacts_since_cmd(&mut pipe, &keys, contacts_since);
             pipe.cmd("HGETALL").arg(&keys.idents);
             pipe.cmd("HGETALL").arg(&keys.merges);
+            pipe.cmd("HGETALL").arg(&keys.journeys);
             let mut conn = self.conn.clone();
             #[allow(clippy::type_complexity)]
-            let (alias, mut members, fields, held, contacts, idents, merges): (
+            let (alias, mut members, fields, held, contacts, idents, merges, journeys): (
                 Option<String>,
                 Vec<Bytes>,
                 HashMap<String, Bytes>,
@@ -265,6 +323,7 @@ impl TimelineStore for RedisStore {
                 Vec<(String, f64)>,
                 HashMap<String, String>,
                 HashMap<String, String>,
+                Vec<(String, String)>,
             ) = pipe.query_async(&mut conn).await?;
             if alias.is_some() {
                 profile = self.follow(&profile).await?;
@@ -278,6 +337,11 @@ impl TimelineStore for RedisStore {
             snapshot.contacts = unpack_contacts(contacts)?;
             snapshot.identities = unpack_identities(idents);
             snapshot.merges = unpack_merges(merges);
+            let journeys = VersionedStates::parse(journeys)?;
+            snapshot.journeys = journeys.states.values().cloned().collect();
+            if let Some(tracking) = &self.journeys {
+                tracking.cache.put(&snapshot.profile, journeys);
+            }
             return Ok(Some(snapshot));
         }
         Err(merges_kept_moving())
@@ -371,6 +435,25 @@ impl TimelineStore for RedisStore {
             }
         }
         Err(merges_kept_moving())
+    }
+
+    async fn journey_counters(
+        &self,
+        journey: &str,
+        days: &[Day],
+    ) -> Result<Vec<DayCounters>, StorageError> {
+        self.counters_of(journey, days).await
+    }
+
+    async fn list_journeys(
+        &self,
+        query: &JourneyListQuery,
+    ) -> Result<JourneyListPage, StorageError> {
+        self.listing_page(query).await
+    }
+
+    async fn sweep_journeys(&self, now: Micros, max: usize) -> Result<usize, StorageError> {
+        self.sweep(now, max).await
     }
 
     async fn ping(&self) -> Result<(), StorageError> {
@@ -591,6 +674,7 @@ fn snapshot_from(
         profile,
         identities: Vec::new(),
         merges: Vec::new(),
+        journeys: Vec::new(),
     }
 }
 
@@ -636,6 +720,9 @@ pub(super) struct CallShape<'a> {
     pub identities: usize,
     pub reservations: usize,
     pub merge: Option<MergeArgs<'a>>,
+    /// The version of the journey states a write set was computed from;
+    /// `None`: no journey write (the script then skips the check).
+    pub journey_version: Option<u64>,
 }
 
 /// The merge-mode arguments of an append-script call.
@@ -652,12 +739,17 @@ pub(super) enum AppendReply {
     /// The profile was merged away: nothing was written.
     Merged,
     Refused(String),
+    /// The journey states moved on (these are current): nothing was written.
+    Stale(VersionedStates),
 }
 
 impl AppendReply {
     pub(super) fn parse(value: redis::Value) -> Result<Self, StorageError> {
         match value {
             redis::Value::Array(items) => {
+                if let Some(current) = stale_reply(&items) {
+                    return Ok(Self::Stale(current?));
+                }
                 if let Some(redis::Value::BulkString(tag)) = items.first() {
                     if tag.as_slice() == b"refused" {
                         let reason: String = items

@@ -5,7 +5,7 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 
 use crate::{
     domain::{DomainError, Micros},
-    storage::Cursor,
+    storage::{Cursor, ListingCursor},
 };
 
 const VERSION: u8 = 1;
@@ -39,6 +39,33 @@ pub fn decode(token: &str, max_id_bytes: usize) -> Result<Cursor, DomainError> {
     })
 }
 
+const LISTING_VERSION: u8 = 2;
+
+/// A `ListJourneys` token: the instant of the page's last customer and how
+/// many customers at that instant were returned so far.
+pub fn encode_listing(cursor: &ListingCursor) -> String {
+    let mut raw = Vec::with_capacity(17);
+    raw.push(LISTING_VERSION);
+    raw.extend_from_slice(&cursor.at.0.to_be_bytes());
+    raw.extend_from_slice(&(cursor.skip as u64).to_be_bytes());
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+pub fn decode_listing(token: &str) -> Result<ListingCursor, DomainError> {
+    let garbled = || DomainError::invalid(FIELD, "not a page token issued by this service");
+    let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| garbled())?;
+    if raw.len() != 17 || raw[0] != LISTING_VERSION {
+        return Err(garbled());
+    }
+    let at = i64::from_be_bytes(raw[1..9].try_into().map_err(|_| garbled())?);
+    let skip = u64::from_be_bytes(raw[9..17].try_into().map_err(|_| garbled())?);
+    let skip = usize::try_from(skip).map_err(|_| garbled())?;
+    Ok(ListingCursor {
+        at: Micros(at),
+        skip,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,6 +77,25 @@ mod tests {
             event_id: "01JABC".into(),
         };
         assert_eq!(decode(&encode(&cursor), 128), Ok(cursor));
+    }
+
+    #[test]
+    fn listing_round_trip_and_garbage() {
+        let cursor = ListingCursor {
+            at: Micros(1_763_800_000_123_456),
+            skip: 3,
+        };
+        assert_eq!(decode_listing(&encode_listing(&cursor)), Ok(cursor));
+        let event_token = encode(&Cursor {
+            occurred_at: Micros(1),
+            event_id: "x".into(),
+        });
+        for token in ["", "!!!", event_token.as_str()] {
+            assert_eq!(
+                decode_listing(token).expect_err(token).field(),
+                "page_token"
+            );
+        }
     }
 
     #[test]

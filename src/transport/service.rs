@@ -35,6 +35,8 @@ pub struct ApiLimits {
     pub max_page: usize,
     /// Most customers in one CheckContactFrequencyBatch.
     pub max_check_batch: usize,
+    /// How long a finished journey stays in the context.
+    pub journey_lookback_micros: i64,
 }
 
 impl Default for ApiLimits {
@@ -45,6 +47,7 @@ impl Default for ApiLimits {
             default_page: 50,
             max_page: 1_000,
             max_check_batch: 10_000,
+            journey_lookback_micros: 24 * 3_600 * Micros::PER_SECOND,
         }
     }
 }
@@ -268,6 +271,7 @@ impl JourneyService for JourneyApi {
             contact_counts: Some(contact::contact_counts(
                 &policy.counts(&snapshot.contacts, now),
             )),
+            journeys: self.context_journeys(&snapshot.journeys, now),
         }))
     }
 
@@ -363,6 +367,26 @@ impl JourneyService for JourneyApi {
         _request: Request<pb::ListJourneyDefinitionsRequest>,
     ) -> Result<Response<pb::ListJourneyDefinitionsResponse>, Status> {
         Ok(Response::new(self.journey_definitions()))
+    }
+
+    #[tracing::instrument(skip_all, fields(journey = %request.get_ref().journey))]
+    async fn get_journey_stats(
+        &self,
+        request: Request<pb::GetJourneyStatsRequest>,
+    ) -> Result<Response<pb::GetJourneyStatsResponse>, Status> {
+        Ok(Response::new(
+            self.journey_stats(request.into_inner()).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(journey = %request.get_ref().journey))]
+    async fn list_journeys(
+        &self,
+        request: Request<pb::ListJourneysRequest>,
+    ) -> Result<Response<pb::ListJourneysResponse>, Status> {
+        Ok(Response::new(
+            JourneyApi::list_journeys(self, request.into_inner()).await?,
+        ))
     }
 }
 

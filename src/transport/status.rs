@@ -16,6 +16,8 @@ pub enum ApiError {
     Storage(#[from] StorageError),
     #[error("no events are held for customer {0:?}")]
     UnknownCustomer(String),
+    #[error("no journey is defined with the name {0:?}")]
+    UnknownJourney(String),
     /// A reservation lost too many races; the client may retry.
     #[error("{0}")]
     Contention(String),
@@ -52,6 +54,7 @@ impl From<StorageError> for Status {
                 Status::deadline_exceeded("the store did not answer in time")
             }
             StorageError::Full(reason) => Status::resource_exhausted(reason),
+            StorageError::Contention(reason) => Status::aborted(reason),
             StorageError::Corrupt(_) => Status::internal("stored data could not be read"),
         }
     }
@@ -62,7 +65,9 @@ impl From<ApiError> for Status {
         match err {
             ApiError::Domain(e) => e.into(),
             ApiError::Storage(e) => e.into(),
-            ApiError::UnknownCustomer(_) => Status::not_found(err.to_string()),
+            ApiError::UnknownCustomer(_) | ApiError::UnknownJourney(_) => {
+                Status::not_found(err.to_string())
+            }
             ApiError::Contention(_) => Status::aborted(err.to_string()),
             ApiError::Conflict(_) => Status::failed_precondition(err.to_string()),
             ApiError::NotLinked(_) => Status::not_found(err.to_string()),

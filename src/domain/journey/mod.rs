@@ -11,6 +11,7 @@ mod histogram;
 mod matcher;
 mod state;
 mod stats;
+mod tracking;
 mod transition;
 
 #[cfg(test)]
@@ -30,5 +31,9 @@ pub use state::{
 };
 pub use stats::{
     DayCounters, DurationSummary, JourneyStats, Leak, StatsLedger, StepStats, TopEntry,
+};
+pub use tracking::{
+    listings, status_name, sweep_due, track, visible, DeadlineChange, JourneyStates, JourneyUpdate,
+    Listing,
 };
 pub use transition::{advance, sweep, Transition};

@@ -1,0 +1,308 @@
+//! Following one customer through every defined journey: applies a batch of
+//! their events (or a sweep) to all their journey states at once and says
+//! what a store must write in the same atomic step — the changed states,
+//! the stat deltas, the status listings (`ListJourneys`) and the deadline
+//! index (the sweeper's). Pure: the store reads the prior states, calls
+//! this, and writes the update.
+
+use std::collections::BTreeMap;
+
+use super::{
+    definition::JourneyDefinitions,
+    delta::StatDelta,
+    facts::EventFacts,
+    state::{JourneyState, JourneyStatus},
+    transition::{advance, sweep},
+};
+use crate::domain::Micros;
+
+/// A customer's states, by journey name.
+pub type JourneyStates = BTreeMap<String, JourneyState>;
+
+/// A customer's place in one status listing of a journey: the listing of
+/// every customer in that status, or (with `step`) of those at that step.
+/// `at` orders the listing: when the journey started (in progress) or
+/// finished (completed, dropped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub journey: String,
+    pub status: JourneyStatus,
+    pub step: Option<String>,
+    pub at: Micros,
+}
+
+impl Listing {
+    /// The listing's name, unique per journey, status and step: what a
+    /// store keys it by. Journey and step names hold no `:`.
+    pub fn key(&self) -> String {
+        let status = status_name(self.status);
+        match &self.step {
+            None => format!("{}:{status}", self.journey),
+            Some(step) => format!("{}:{status}:{step}", self.journey),
+        }
+    }
+}
+
+/// The name of a status in listing keys.
+pub fn status_name(status: JourneyStatus) -> &'static str {
+    match status {
+        JourneyStatus::NotStarted => "not_started",
+        JourneyStatus::InProgress => "in_progress",
+        JourneyStatus::Completed => "completed",
+        JourneyStatus::Dropped => "dropped",
+    }
+}
+
+/// The listings a state belongs to: none before the journey starts; its
+/// status, and its status at its step (the current step in progress, the
+/// step of the drop).
+pub fn listings(state: &JourneyState) -> Vec<Listing> {
+    let (at, step) = match state.status {
+        JourneyStatus::NotStarted => return Vec::new(),
+        JourneyStatus::InProgress => (state.started_at, state.current_step.as_ref()),
+        JourneyStatus::Completed => (state.finished_at, None),
+        JourneyStatus::Dropped => (state.finished_at, state.dropped_at_step.as_ref()),
+    };
+    let Some(at) = at else {
+        return Vec::new();
+    };
+    let listing = |step: Option<String>| Listing {
+        journey: state.journey.clone(),
+        status: state.status,
+        step,
+        at,
+    };
+    let mut out = vec![listing(None)];
+    if let Some(step) = step {
+        out.push(listing(Some(step.name.clone())));
+    }
+    out
+}
+
+/// A change to the deadline index for one journey of the customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadlineChange {
+    pub journey: String,
+    /// The deadline to remove, if one was indexed.
+    pub old: Option<Micros>,
+    /// The deadline to index, if the journey is (still) in progress.
+    pub new: Option<Micros>,
+}
+
+/// Everything one customer's events (or a sweep) change in the journeys.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JourneyUpdate {
+    /// The states that changed, in their new form.
+    pub states: Vec<JourneyState>,
+    pub deltas: Vec<StatDelta>,
+    /// Listings the customer leaves.
+    pub unlisted: Vec<Listing>,
+    /// Listings the customer joins, or stays in with a new instant.
+    pub listed: Vec<Listing>,
+    pub deadlines: Vec<DeadlineChange>,
+}
+
+impl JourneyUpdate {
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty() && self.deltas.is_empty()
+    }
+
+    /// Records the change of one journey from `before` to `after`.
+    fn record(
+        &mut self,
+        before: Option<&JourneyState>,
+        after: JourneyState,
+        deltas: Vec<StatDelta>,
+    ) {
+        let old = before.map(listings).unwrap_or_default();
+        let new = listings(&after);
+        self.unlisted.extend(
+            old.iter()
+                .filter(|o| !new.iter().any(|n| n.key() == o.key()))
+                .cloned(),
+        );
+        self.listed
+            .extend(new.into_iter().filter(|n| !old.contains(n)));
+        let old_deadline = before.and_then(|s| s.deadline);
+        if old_deadline != after.deadline {
+            self.deadlines.push(DeadlineChange {
+                journey: after.journey.clone(),
+                old: old_deadline,
+                new: after.deadline,
+            });
+        }
+        self.deltas.extend(deltas);
+        self.states.push(after);
+    }
+}
+
+/// Applies a customer's events, in the order given, to their states in
+/// every defined journey. States of journeys no longer defined are left
+/// alone.
+pub fn track(
+    definitions: &JourneyDefinitions,
+    prior: &JourneyStates,
+    events: &[EventFacts],
+) -> JourneyUpdate {
+    let mut update = JourneyUpdate::default();
+    for definition in definitions.iter() {
+        let before = prior.get(definition.name());
+        let mut current: Option<JourneyState> = None;
+        let mut deltas = Vec::new();
+        for event in events {
+            let transition = advance(definition, current.as_ref().or(before), event);
+            deltas.extend(transition.deltas);
+            if let Some(state) = transition.state {
+                current = Some(state);
+            }
+        }
+        if let Some(after) = current {
+            update.record(before, after, deltas);
+        }
+    }
+    update
+}
+
+/// Drops every journey of the customer whose inactivity deadline is at or
+/// before `now`.
+pub fn sweep_due(
+    definitions: &JourneyDefinitions,
+    prior: &JourneyStates,
+    now: Micros,
+) -> JourneyUpdate {
+    let mut update = JourneyUpdate::default();
+    for definition in definitions.iter() {
+        let Some(before) = prior.get(definition.name()) else {
+            continue;
+        };
+        if let Some(transition) = sweep(definition, before, now) {
+            if let Some(after) = transition.state {
+                update.record(Some(before), after, transition.deltas);
+            }
+        }
+    }
+    update
+}
+
+/// The states a reader of the customer's context wants: journeys in
+/// progress, and those finished at or after `finished_since`, of journeys
+/// still defined, most recent activity first.
+pub fn visible<'a>(
+    definitions: &JourneyDefinitions,
+    states: impl IntoIterator<Item = &'a JourneyState>,
+    finished_since: Micros,
+) -> Vec<&'a JourneyState> {
+    let mut shown: Vec<&JourneyState> = states
+        .into_iter()
+        .filter(|s| definitions.get(&s.journey).is_some())
+        .filter(|s| match s.status {
+            JourneyStatus::NotStarted => false,
+            JourneyStatus::InProgress => true,
+            JourneyStatus::Completed | JourneyStatus::Dropped => {
+                s.finished_at.is_some_and(|at| at >= finished_since)
+            }
+        })
+        .collect();
+    shown.sort_by_key(|s| std::cmp::Reverse(s.finished_at.or(s.last_progress_at).or(s.started_at)));
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{
+        journey::testkit::{banking_step, MINUTE as MIN, T0},
+        Taxonomy,
+    };
+
+    fn banking_set() -> JourneyDefinitions {
+        JourneyDefinitions::builtin(&Taxonomy::builtin()).expect("built-in definitions")
+    }
+
+    fn facts_at(id: &str, _step: &str, at: i64) -> EventFacts {
+        banking_step(0, id, T0 + at)
+    }
+
+    #[test]
+    fn a_start_lists_the_customer_in_progress_and_indexes_a_deadline() {
+        let defs = banking_set();
+        let update = track(
+            &defs,
+            &JourneyStates::new(),
+            &[facts_at("e1", "sign_in", 0)],
+        );
+        let state = update
+            .states
+            .iter()
+            .find(|s| s.journey == "personal_data_verification")
+            .expect("banking state");
+        assert_eq!(state.status, JourneyStatus::InProgress);
+        let keys: Vec<String> = update.listed.iter().map(Listing::key).collect();
+        assert!(keys.contains(&"personal_data_verification:in_progress".to_string()));
+        assert!(keys
+            .iter()
+            .any(|k| k.starts_with("personal_data_verification:in_progress:")));
+        assert!(update.unlisted.is_empty());
+        let deadline = update
+            .deadlines
+            .iter()
+            .find(|d| d.journey == "personal_data_verification")
+            .expect("deadline");
+        assert_eq!(deadline.old, None);
+        assert!(deadline.new.is_some());
+    }
+
+    #[test]
+    fn a_sweep_moves_the_customer_from_in_progress_to_dropped_once() {
+        let defs = banking_set();
+        let started = track(
+            &defs,
+            &JourneyStates::new(),
+            &[facts_at("e1", "sign_in", 0)],
+        );
+        let prior: JourneyStates = started
+            .states
+            .into_iter()
+            .map(|s| (s.journey.clone(), s))
+            .collect();
+        let early = sweep_due(&defs, &prior, Micros(T0 + MIN));
+        assert!(early.is_empty(), "nothing is due after a minute");
+        let late = sweep_due(&defs, &prior, Micros(T0 + 365 * 24 * 60 * MIN));
+        let dropped = late
+            .states
+            .iter()
+            .find(|s| s.journey == "personal_data_verification")
+            .expect("dropped state");
+        assert_eq!(dropped.status, JourneyStatus::Dropped);
+        assert!(late
+            .unlisted
+            .iter()
+            .any(|l| l.key() == "personal_data_verification:in_progress"));
+        assert!(late
+            .listed
+            .iter()
+            .any(|l| l.key() == "personal_data_verification:dropped"));
+        assert!(late.deadlines.iter().any(|d| d.new.is_none()));
+        let after: JourneyStates = late
+            .states
+            .into_iter()
+            .map(|s| (s.journey.clone(), s))
+            .collect();
+        let mut merged = prior.clone();
+        merged.extend(after);
+        assert!(sweep_due(&defs, &merged, Micros(T0 + 366 * 24 * 60 * MIN)).is_empty());
+    }
+
+    #[test]
+    fn visible_keeps_active_and_recently_finished_journeys() {
+        let defs = banking_set();
+        let started = track(
+            &defs,
+            &JourneyStates::new(),
+            &[facts_at("e1", "sign_in", 0)],
+        );
+        let shown = visible(&defs, started.states.iter(), Micros(0));
+        assert!(shown.iter().all(|s| s.status == JourneyStatus::InProgress));
+        assert!(!shown.is_empty());
+    }
+}

@@ -1,0 +1,54 @@
+-- Journey writes shared by the append and sweep scripts (prepended to
+-- each). The service computes every journey transition from the states it
+-- last read, and sends the result with the version of those states; a
+-- script writes it only if the version still holds (a compare-and-set), so
+-- the states, their stat counters, listings and deadlines change in the
+-- same atomic step as the events that moved them.
+--
+-- The states hash: journey name -> state JSON; field "" -> version.
+-- The write set, from ARGV[at]: the number of states, then per state
+-- (journey, JSON); the number of index operations, then per operation
+-- (op, key, a, b): "h" HINCRBY key a b, "z" ZADD key a b (score a,
+-- member b), "r" ZREM key b.
+--
+-- The counters, listings and deadline index are global keys (one per
+-- journey and day, per listing, one deadline index), outside the
+-- customer's hash slot: see the README on Redis Cluster.
+
+-- nil when the states are still at `expected` ("" skips the check), else
+-- the reply that sends the current states back: {"stale", fields...}.
+local function journeys_stale(states, expected)
+  if expected == '' then return nil end
+  local version = redis.call('HGET', states, '') or '0'
+  if version ~= expected then
+    return {'stale', redis.call('HGETALL', states)}
+  end
+  return nil
+end
+
+local function journeys_write(states, expected, at, ttl)
+  if expected == '' then return end
+  local n = tonumber(ARGV[at])
+  at = at + 1
+  if n > 0 then
+    local fields = {}
+    for i = at, at + 2 * n - 1 do fields[#fields + 1] = ARGV[i] end
+    fields[#fields + 1] = ''
+    fields[#fields + 1] = tostring(tonumber(expected) + 1)
+    redis.call('HSET', states, unpack(fields))
+    redis.call('PEXPIRE', states, ttl)
+  end
+  at = at + 2 * n
+  local ops = tonumber(ARGV[at])
+  at = at + 1
+  for i = at, at + 4 * ops - 1, 4 do
+    local op, key = ARGV[i], ARGV[i + 1]
+    if op == 'h' then
+      redis.call('HINCRBY', key, ARGV[i + 2], ARGV[i + 3])
+    elseif op == 'z' then
+      redis.call('ZADD', key, ARGV[i + 2], ARGV[i + 3])
+    elseif op == 'r' then
+      redis.call('ZREM', key, ARGV[i + 3])
+    end
+  end
+end

@@ -1,0 +1,114 @@
+//! What the stores share to follow customers through journeys: the
+//! definitions in force (swapped on reload) with the taxonomy that gives
+//! each event its facts, and the types of the journey listing queries.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::domain::{
+    journey::{track, EventFacts, JourneyDefinitions, JourneyStates, JourneyUpdate},
+    CustomerId, Event, Micros, Taxonomy,
+};
+
+/// The journey definitions a store follows customers through. Shared with
+/// the service, which swaps the definitions on reload.
+#[derive(Clone)]
+pub struct JourneyTracker {
+    definitions: Arc<ArcSwap<JourneyDefinitions>>,
+    taxonomy: Arc<Taxonomy>,
+}
+
+impl JourneyTracker {
+    pub fn new(definitions: Arc<ArcSwap<JourneyDefinitions>>, taxonomy: Arc<Taxonomy>) -> Self {
+        Self {
+            definitions,
+            taxonomy,
+        }
+    }
+
+    /// The definitions in force now.
+    pub fn definitions(&self) -> Arc<JourneyDefinitions> {
+        self.definitions.load_full()
+    }
+
+    /// What `events` (of one customer, in order) change in their journeys.
+    pub fn track<'a>(
+        &self,
+        definitions: &JourneyDefinitions,
+        prior: &JourneyStates,
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> JourneyUpdate {
+        let facts: Vec<EventFacts> = events
+            .into_iter()
+            .map(|e| EventFacts::from_event(e, &self.taxonomy))
+            .collect();
+        track(definitions, prior, &facts)
+    }
+}
+
+impl std::fmt::Debug for JourneyTracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JourneyTracker")
+            .field("journeys", &self.definitions.load().len())
+            .finish()
+    }
+}
+
+/// Where a listing page ends: the instant of its last customer and how
+/// many customers at exactly that instant were returned so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListingCursor {
+    pub at: Micros,
+    pub skip: usize,
+}
+
+/// A page of one journey listing (see `Listing::key`).
+#[derive(Debug, Clone)]
+pub struct JourneyListQuery {
+    pub listing: String,
+    /// Inclusive.
+    pub start: Micros,
+    /// Exclusive.
+    pub end: Micros,
+    pub limit: usize,
+    pub after: Option<ListingCursor>,
+}
+
+/// Customers of a listing, oldest first, and where the next page starts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JourneyListPage {
+    pub customers: Vec<(CustomerId, Micros)>,
+    pub next: Option<ListingCursor>,
+}
+
+impl JourneyListQuery {
+    /// Where to start reading: the instant and how many entries at it to skip.
+    pub fn from(&self) -> (Micros, usize) {
+        match self.after {
+            Some(c) if c.at >= self.start => (c.at, c.skip),
+            _ => (self.start, 0),
+        }
+    }
+
+    /// Builds the page from up to `limit + 1` entries read from `from()`.
+    pub fn page(&self, mut entries: Vec<(CustomerId, Micros)>) -> JourneyListPage {
+        let more = entries.len() > self.limit;
+        entries.truncate(self.limit);
+        let next = match (more, entries.last()) {
+            (true, Some(&(_, last))) => {
+                let (from, skipped) = self.from();
+                let here = entries.iter().filter(|(_, at)| *at == last).count();
+                Some(ListingCursor {
+                    at: last,
+                    skip: if last == from { skipped + here } else { here },
+                })
+            }
+            _ => None,
+        };
+        JourneyListPage {
+            customers: entries,
+            next,
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Journeys on the Redis store: the per-profile states hash, the global
+//! stat counters, listings and deadline index, the write set the scripts
+//! apply (see `journey_writes.lua`), this instance's cache of states, and
+//! the reads of `GetJourneyStats`, `ListJourneys` and the sweeper.
+//!
+//! Why a cache: the transitions are Rust (the domain's state machine), so
+//! the service must know a customer's states before the append script
+//! runs. Reading them first would cost a second round trip on every
+//! append; instead the service keeps the states it last wrote or read,
+//! sends the transitions computed from them with their version, and the
+//! script writes only if the version still holds. A miss (another instance
+//! wrote, or this one has not seen the customer since it started) answers
+//! the current states and costs one more round trip.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    num::NonZeroUsize,
+    sync::{Arc, Mutex},
+};
+
+use lru::LruCache;
+use redis::ScriptInvocation;
+
+use super::{
+    redis_store::RedisStore, JourneyListPage, JourneyListQuery, JourneyTracker, StorageError,
+};
+use crate::domain::{
+    journey::{sweep_due, Day, DayCounters, JourneyState, JourneyStates, JourneyUpdate},
+    CustomerId, Micros,
+};
+
+/// The deadline index: member `journey US profile`, score the deadline.
+pub(super) const DEADLINES_KEY: &str = "journey:jdeadlines";
+
+pub(super) fn stats_key(journey: &str, day: Day) -> String {
+    format!("journey:jstats:{journey}:{}", day.0)
+}
+
+pub(super) fn listing_key(listing: &str) -> String {
+    format!("journey:jlist:{listing}")
+}
+
+fn deadline_member(journey: &str, profile: &CustomerId) -> String {
+    format!("{journey}\u{1f}{profile}")
+}
+
+/// What the store needs to follow customers through journeys.
+pub(super) struct RedisJourneys {
+    pub tracker: JourneyTracker,
+    pub cache: StatesCache,
+}
+
+/// A profile's journey states as of one version of its states hash.
+#[derive(Debug, Clone, Default)]
+pub(super) struct VersionedStates {
+    pub version: u64,
+    pub states: JourneyStates,
+}
+
+impl VersionedStates {
+    /// Reads a states hash (`HGETALL`: journey → JSON, "" → version).
+    pub fn parse(fields: impl IntoIterator<Item = (String, String)>) -> Result<Self, StorageError> {
+        let mut read = Self::default();
+        for (field, value) in fields {
+            if field.is_empty() {
+                read.version = value.parse().map_err(|_| {
+                    StorageError::Corrupt(format!("journey states version {value:?}"))
+                })?;
+                continue;
+            }
+            let state = JourneyState::from_json(&value)
+                .map_err(|e| StorageError::Corrupt(format!("journey state of {field:?}: {e}")))?;
+            read.states.insert(field, state);
+        }
+        Ok(read)
+    }
+
+    /// The states after the script wrote `update` on top of these.
+    pub fn after(&self, update: &JourneyUpdate) -> Self {
+        let mut next = self.clone();
+        if !update.states.is_empty() {
+            next.version += 1;
+            for state in &update.states {
+                next.states.insert(state.journey.clone(), state.clone());
+            }
+        }
+        next
+    }
+}
+
+/// The states this instance last wrote or read, per profile, bounded.
+pub(super) struct StatesCache {
+    inner: Mutex<LruCache<CustomerId, Arc<VersionedStates>>>,
+}
+
+impl StatesCache {
+    pub fn new(capacity: usize) -> Self {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            inner: Mutex::new(LruCache::new(capacity)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<CustomerId, Arc<VersionedStates>>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached states, or none at version 0 (what a new customer has).
+    pub fn get(&self, profile: &CustomerId) -> Arc<VersionedStates> {
+        self.lock().get(profile).cloned().unwrap_or_default()
+    }
+
+    /// Keeps `states` unless a newer version is cached already.
+    pub fn put(&self, profile: &CustomerId, states: VersionedStates) {
+        let mut cache = self.lock();
+        if cache
+            .peek(profile)
+            .is_some_and(|held| held.version > states.version)
+        {
+            return;
+        }
+        cache.put(profile.clone(), Arc::new(states));
+    }
+}
+
+/// Appends an update's write set to a script call (the layout of
+/// `journey_writes.lua`).
+pub(super) fn push_write_set(
+    call: &mut ScriptInvocation<'_>,
+    profile: &CustomerId,
+    update: &JourneyUpdate,
+) {
+    call.arg(update.states.len());
+    for state in &update.states {
+        call.arg(&state.journey).arg(state.to_json());
+    }
+    // Counter increments summed per hash and field: a batch often adds to
+    // the same ones.
+    let mut counters: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for delta in &update.deltas {
+        let key = stats_key(&delta.journey, delta.day);
+        for field in delta.counter_fields() {
+            *counters.entry((key.clone(), field)).or_default() += 1;
+        }
+    }
+    let mut ops: Vec<[String; 4]> = Vec::new();
+    let member = profile.to_string();
+    for ((key, field), n) in counters {
+        ops.push(["h".into(), key, field, n.to_string()]);
+    }
+    for listing in &update.unlisted {
+        ops.push([
+            "r".into(),
+            listing_key(&listing.key()),
+            String::new(),
+            member.clone(),
+        ]);
+    }
+    for listing in &update.listed {
+        ops.push([
+            "z".into(),
+            listing_key(&listing.key()),
+            listing.at.0.to_string(),
+            member.clone(),
+        ]);
+    }
+    for change in &update.deadlines {
+        let member = deadline_member(&change.journey, profile);
+        match change.new {
+            Some(at) => ops.push(["z".into(), DEADLINES_KEY.into(), at.0.to_string(), member]),
+            None => ops.push(["r".into(), DEADLINES_KEY.into(), String::new(), member]),
+        }
+    }
+    call.arg(ops.len());
+    for op in &ops {
+        for part in op {
+            call.arg(part);
+        }
+    }
+}
+
+/// Reads a script's `{"stale", fields...}` answer (the journey states moved
+/// on; these are current); `None` for any other reply.
+pub(super) fn stale_reply(items: &[redis::Value]) -> Option<Result<VersionedStates, StorageError>> {
+    match items.first() {
+        Some(redis::Value::BulkString(tag)) if tag.as_slice() == b"stale" => {}
+        _ => return None,
+    }
+    let fields = items.get(1).cloned().unwrap_or(redis::Value::Nil);
+    Some(
+        redis::from_redis_value::<Vec<(String, String)>>(fields)
+            .map_err(|e| StorageError::Corrupt(format!("journey states reply: {e}")))
+            .and_then(VersionedStates::parse),
+    )
+}
+
+impl RedisStore {
+    pub(super) async fn counters_of(
+        &self,
+        journey: &str,
+        days: &[Day],
+    ) -> Result<Vec<DayCounters>, StorageError> {
+        if days.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for &day in days {
+            pipe.cmd("HGETALL").arg(stats_key(journey, day));
+        }
+        let mut conn = self.conn.clone();
+        let days: Vec<HashMap<String, u64>> = pipe.query_async(&mut conn).await?;
+        Ok(days.into_iter().map(|d| d.into_iter().collect()).collect())
+    }
+
+    pub(super) async fn listing_page(
+        &self,
+        query: &JourneyListQuery,
+    ) -> Result<JourneyListPage, StorageError> {
+        let (from, skip) = query.from();
+        let mut conn = self.conn.clone();
+        let entries: Vec<(String, i64)> = redis::cmd("ZRANGE")
+            .arg(listing_key(&query.listing))
+            .arg(from.0)
+            .arg(format!("({}", query.end.0))
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(skip)
+            .arg(query.limit + 1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        let entries = entries
+            .into_iter()
+            .map(|(p, at)| (CustomerId::from_trusted(&p), Micros(at)))
+            .collect();
+        Ok(query.page(entries))
+    }
+
+    /// One sweeper pass: reads the due deadlines, the states of their
+    /// profiles (one round trip each), computes the drops and writes them
+    /// with a compare-and-set per profile (one round trip for all).
+    pub(super) async fn sweep(&self, now: Micros, max: usize) -> Result<usize, StorageError> {
+        let Some(journeys) = &self.journeys else {
+            return Ok(0);
+        };
+        let definitions = journeys.tracker.definitions();
+        let mut conn = self.conn.clone();
+        let due: Vec<String> = redis::cmd("ZRANGE")
+            .arg(DEADLINES_KEY)
+            .arg("-inf")
+            .arg(now.0)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(max)
+            .query_async(&mut conn)
+            .await?;
+        let mut profiles: Vec<(CustomerId, Vec<String>)> = Vec::new();
+        for member in due {
+            let Some((journey, profile)) = member.split_once('\u{1f}') else {
+                continue;
+            };
+            let profile = CustomerId::from_trusted(profile);
+            match profiles.iter_mut().find(|(p, _)| *p == profile) {
+                Some((_, js)) => js.push(journey.to_string()),
+                None => profiles.push((profile, vec![journey.to_string()])),
+            }
+        }
+        if profiles.is_empty() {
+            return Ok(0);
+        }
+        let mut read = redis::pipe();
+        for (profile, _) in &profiles {
+            read.cmd("HGETALL")
+                .arg(super::redis_keys::Keys::of(profile).journeys);
+        }
+        let states: Vec<Vec<(String, String)>> = read.query_async(&mut conn).await?;
+        let mut write = redis::pipe();
+        let mut planned = Vec::new();
+        for ((profile, due_journeys), fields) in profiles.into_iter().zip(states) {
+            let current = VersionedStates::parse(fields)?;
+            let mut update = sweep_due(&definitions, &current.states, now);
+            // Deadlines left behind (a journey no longer defined, a profile
+            // expired or merged away) go, so the sweeper does not read them
+            // again.
+            for journey in &due_journeys {
+                let handled = update.states.iter().any(|s| &s.journey == journey);
+                let live = current
+                    .states
+                    .get(journey)
+                    .and_then(|s| s.deadline)
+                    .filter(|_| definitions.get(journey).is_some());
+                if !handled {
+                    update
+                        .deadlines
+                        .push(crate::domain::journey::DeadlineChange {
+                            journey: journey.clone(),
+                            old: None,
+                            new: live.filter(|d| *d > now),
+                        });
+                }
+            }
+            let keys = super::redis_keys::Keys::of(&profile);
+            let mut call = self.sweep_script.prepare_invoke();
+            call.key(&keys.journeys)
+                .arg(current.version)
+                .arg(self.ttl_ms());
+            push_write_set(&mut call, &profile, &update);
+            write.invoke_script(&call);
+            planned.push((profile, current, update));
+        }
+        let replies: Vec<redis::Value> = self.query_scripts(&self.sweep_script, &write).await?;
+        let mut dropped = 0;
+        for ((profile, current, update), reply) in planned.into_iter().zip(replies) {
+            let stale = match &reply {
+                redis::Value::Array(items) => stale_reply(items),
+                _ => None,
+            };
+            match stale {
+                // Another instance or an append got there first; a journey
+                // still due is seen again on the next pass.
+                Some(fresh) => journeys.cache.put(&profile, fresh?),
+                None => {
+                    dropped += update.states.len();
+                    journeys.cache.put(&profile, current.after(&update));
+                }
+            }
+        }
+        Ok(dropped)
+    }
+}

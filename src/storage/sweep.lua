@@ -1,0 +1,11 @@
+-- Writes a sweep's journey update for one profile (the drops the service
+-- computed), if the profile's journey states are still at the version the
+-- service read: an instance that lost the race to another writes nothing,
+-- so each drop is counted once.
+--
+-- KEYS[1] the profile's journey states hash
+-- ARGV[1] expected version; ARGV[2] ttl (ms); from ARGV[3] the write set
+local stale = journeys_stale(KEYS[1], ARGV[1])
+if stale then return stale end
+journeys_write(KEYS[1], ARGV[1], 3, ARGV[2])
+return {}
