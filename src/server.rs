@@ -319,7 +319,8 @@ async fn sweep_journeys(
     batch: usize,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut ticker = tokio::time::interval(interval);
+    // The first pass comes one interval after start, like every other.
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

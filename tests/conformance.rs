@@ -6,7 +6,10 @@ mod support;
 
 use std::sync::Arc;
 
-use journey::storage::{MemoryStore, RedisStore, Retention, TimelineStore};
+use journey::{
+    domain::{journey::JourneyDefinitions, Taxonomy},
+    storage::{JourneyTracker, MemoryStore, RedisStore, Retention, TimelineStore},
+};
 use support::redis_server::RedisServer;
 
 /// A store under test and whatever must live as long as it.
@@ -22,9 +25,20 @@ pub fn rules() -> journey::domain::MergeRules {
     }
 }
 
+/// The built-in journeys: every case runs with journeys followed, as the
+/// service runs by default.
+pub fn tracker() -> JourneyTracker {
+    let taxonomy = Arc::new(Taxonomy::builtin());
+    let definitions = JourneyDefinitions::builtin(&taxonomy).expect("built-in journeys");
+    JourneyTracker::new(
+        Arc::new(arc_swap::ArcSwap::from_pointee(definitions)),
+        taxonomy,
+    )
+}
+
 pub async fn memory_fixture(retention: Retention) -> Fixture {
     Fixture {
-        store: Arc::new(MemoryStore::new(retention, rules(), 1_000_000)),
+        store: Arc::new(MemoryStore::new(retention, rules(), 1_000_000).with_journeys(tracker())),
         redis: None,
     }
 }
@@ -36,7 +50,9 @@ pub async fn redis_fixture(retention: Retention) -> Fixture {
         response_timeout: std::time::Duration::from_secs(5),
         connect_timeout: std::time::Duration::from_secs(5),
     };
-    let store = RedisStore::open(&settings, retention, rules()).expect("open redis store");
+    let store = RedisStore::open(&settings, retention, rules())
+        .expect("open redis store")
+        .with_journeys(tracker(), 1_000);
     Fixture {
         store: Arc::new(store),
         redis: Some(redis),
@@ -866,6 +882,109 @@ mod cases {
         assert_eq!(h.contacts.len(), 1);
         assert_eq!(h.contacts[0].event_id, "late");
     }
+
+    /// Journeys move with appends (state, listings, counters, deadline),
+    /// and a sweep past the deadline drops one exactly once.
+    pub async fn journeys_follow_appends_and_sweeps(store: &dyn TimelineStore) {
+        use journey::{
+            domain::journey::{
+                testkit::{banking_step, MINUTE},
+                Day, JourneyStatus, Listing,
+            },
+            storage::JourneyListQuery,
+        };
+        let at = T0 + 10 * MINUTE;
+        let step = |n: usize| {
+            let facts = banking_step(n, &format!("s{n}"), at + n as i64 * MINUTE);
+            let raw = journey::domain::RawEvent {
+                event_id: facts.event_id.clone(),
+                customer_id: "j1".into(),
+                channel: facts.channel.clone(),
+                reason: facts.reason.clone(),
+                event_type: facts.event_type.clone(),
+                initiator: Some(facts.initiator),
+                occurred_at: Some(facts.at),
+                attributes: facts.attributes.clone().into_iter().collect(),
+                ..Default::default()
+            };
+            raw.validate(
+                &journey::domain::Taxonomy::builtin(),
+                &EventLimits::default(),
+                facts.at,
+            )
+            .expect("valid")
+            .0
+        };
+        store
+            .append(&[step(0), step(1)], now())
+            .await
+            .expect("append");
+        // The same events again change nothing.
+        store.append(&[step(1)], now()).await.expect("append");
+        let snapshot = store
+            .context(&customer("j1"), 10, Micros(0))
+            .await
+            .expect("context")
+            .expect("found");
+        let state = snapshot
+            .journeys
+            .iter()
+            .find(|s| s.journey == "personal_data_verification")
+            .expect("journey state");
+        assert_eq!(state.status, JourneyStatus::InProgress);
+        assert_eq!(
+            state.current_step.as_ref().map(|s| s.name.as_str()),
+            Some("prompted")
+        );
+        let deadline = state.deadline.expect("deadline");
+        let listing = |status, step: Option<&str>| JourneyListQuery {
+            listing: Listing {
+                journey: "personal_data_verification".into(),
+                status,
+                step: step.map(String::from),
+                at: Micros(0),
+            }
+            .key(),
+            start: Micros(0),
+            end: Micros(i64::MAX),
+            limit: 10,
+            after: None,
+        };
+        let page = store
+            .list_journeys(&listing(JourneyStatus::InProgress, Some("prompted")))
+            .await
+            .expect("list");
+        assert_eq!(page.customers, vec![(customer("j1"), Micros(at))]);
+
+        assert_eq!(
+            store
+                .sweep_journeys(Micros(deadline.0 - 1), 100)
+                .await
+                .expect("sweep"),
+            0
+        );
+        assert_eq!(store.sweep_journeys(deadline, 100).await.expect("sweep"), 1);
+        assert_eq!(store.sweep_journeys(deadline, 100).await.expect("sweep"), 0);
+        let in_progress = store
+            .list_journeys(&listing(JourneyStatus::InProgress, None))
+            .await
+            .expect("list");
+        assert!(in_progress.customers.is_empty());
+        let dropped = store
+            .list_journeys(&listing(JourneyStatus::Dropped, Some("prompted")))
+            .await
+            .expect("list");
+        assert_eq!(dropped.customers, vec![(customer("j1"), deadline)]);
+        let day = Day::of(Micros(at));
+        let counters = store
+            .journey_counters("personal_data_verification", &[Day(day.0 - 1), day])
+            .await
+            .expect("counters");
+        assert!(counters[0].is_empty());
+        assert_eq!(counters[1].get("entered"), Some(&1));
+        assert_eq!(counters[1].get("dropped:prompted"), Some(&1));
+        assert_eq!(counters[1].get("dropped_by:inactivity"), Some(&1));
+    }
 }
 
 /// Stamps every case onto one backend, so a failure names case and backend.
@@ -910,6 +1029,7 @@ macro_rules! conformance {
             conformance!(@case a_merge_moves_everything_once, roomy, $fixture);
             conformance!(@case merges_that_break_rules_are_refused, roomy, $fixture);
             conformance!(@case racing_merges_end_in_one_profile, roomy, $fixture);
+            conformance!(@case journeys_follow_appends_and_sweeps, roomy, $fixture);
         }
     };
     (@case $case:ident, $retention:ident, $fixture:path) => {

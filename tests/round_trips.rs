@@ -8,7 +8,7 @@ use journey::{
     pb,
 };
 use support::{
-    events::{base_micros, campaign_email, page_view},
+    events::{banking_step, base_micros, campaign_email, page_view},
     journey_server::JourneyServer,
     proxy::CountingProxy,
     redis_server::RedisServer,
@@ -22,6 +22,7 @@ async fn every_rpc_is_one_redis_round_trip() {
         store: StoreUrl::Redis(proxy.url()),
         // One ping at start (awaited below), then none during the test.
         health_interval_ms: 3_600_000,
+        journey_sweep_interval_ms: 3_600_000,
         redis_timeout_ms: 5_000,
         ..ServeConfig::default()
     })
@@ -169,6 +170,90 @@ async fn every_rpc_is_one_redis_round_trip() {
         2,
         "append with a linked identity"
     );
+
+    // Journeys: the state moves in the append's own round trip, and the
+    // journey reads are one round trip each.
+    let step = |n: usize| pb::AppendEventRequest {
+        event: Some(banking_step("j1", n, &format!("s{n}"), at + n as i64)),
+    };
+    for n in 0..3 {
+        let check = count("AppendEvent moving a journey");
+        client.append_event(step(n)).await.expect("step");
+        check(&proxy);
+    }
+    let check = count("GetJourneyStats");
+    let stats = client
+        .get_journey_stats(pb::GetJourneyStatsRequest {
+            journey: "personal_data_verification".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("stats")
+        .into_inner();
+    assert_eq!(stats.entered, 1);
+    check(&proxy);
+    let check = count("ListJourneys");
+    let listed = client
+        .list_journeys(pb::ListJourneysRequest {
+            journey: "personal_data_verification".into(),
+            state: pb::JourneyStatus::InProgress as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.customers.len(), 1);
+    check(&proxy);
+
+    // A second instance has not seen j1: its first append finds the states
+    // moved on and goes again (two round trips), then it is warm (one);
+    // the first instance, now behind, pays one extra round trip once.
+    let other = JourneyServer::start(ServeConfig {
+        store: StoreUrl::Redis(proxy.url()),
+        health_interval_ms: 3_600_000,
+        journey_sweep_interval_ms: 3_600_000,
+        redis_timeout_ms: 5_000,
+        ..ServeConfig::default()
+    })
+    .await;
+    let other_channel = other.channel().await;
+    let mut other_health =
+        tonic_health::pb::health_client::HealthClient::new(other_channel.clone());
+    assert!(support::wait_for_health(&mut other_health, "", true).await);
+    let mut other_client = pb::journey_service_client::JourneyServiceClient::new(other_channel);
+    for (n, expected) in [(3, 2), (4, 1)] {
+        let before = proxy.round_trips();
+        other_client.append_event(step(n)).await.expect("step");
+        assert_eq!(
+            proxy.round_trips() - before,
+            expected,
+            "other instance, step {n}"
+        );
+    }
+    for (n, expected) in [(5, 2), (6, 1)] {
+        let before = proxy.round_trips();
+        client.append_event(step(n)).await.expect("step");
+        assert_eq!(
+            proxy.round_trips() - before,
+            expected,
+            "first instance, step {n}"
+        );
+    }
+    let journeys = client
+        .get_journey_context(pb::GetJourneyContextRequest {
+            customer_id: "j1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("context")
+        .into_inner()
+        .journeys;
+    let banking = journeys
+        .iter()
+        .find(|j| j.journey == "personal_data_verification")
+        .expect("banking journey");
+    assert_eq!(banking.state(), pb::JourneyStatus::Completed);
+    assert_eq!(banking.steps_reached.len(), 7, "{banking:?}");
 
     // Rejected input never reaches Redis.
     let before = proxy.round_trips();

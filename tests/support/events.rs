@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use journey::{
-    domain::{Event, EventLimits, Initiator, Micros, RawEvent, Taxonomy},
+    domain::{journey::EventFacts, Event, EventLimits, Initiator, Micros, RawEvent, Taxonomy},
     pb,
 };
 
@@ -74,4 +74,36 @@ pub fn domain_event(
     raw.validate(&Taxonomy::builtin(), &EventLimits::default(), Micros(at))
         .expect("test event is valid")
         .0
+}
+
+/// A generated journey event (`domain::journey::testkit`, `population`) as
+/// a customer's wire event.
+pub fn from_facts(customer: &str, facts: &EventFacts) -> pb::Event {
+    pb::Event {
+        event_id: facts.event_id.clone(),
+        customer_id: customer.to_string(),
+        session_id: String::new(),
+        channel: facts.channel.clone(),
+        reason: facts.reason.clone(),
+        r#type: facts.event_type.clone(),
+        initiator: match facts.initiator {
+            Initiator::Customer => pb::Initiator::Customer,
+            Initiator::Company => pb::Initiator::Company,
+        } as i32,
+        occurred_at: Some(timestamp(facts.at.0)),
+        attributes: facts
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        identities: Vec::new(),
+    }
+}
+
+/// The event that reaches step `step` (0..=6) of the banking example.
+pub fn banking_step(customer: &str, step: usize, id: &str, at: i64) -> pb::Event {
+    from_facts(
+        customer,
+        &journey::domain::journey::testkit::banking_step(step, id, at),
+    )
 }

@@ -14,10 +14,11 @@ mod stats;
 mod tracking;
 mod transition;
 
-#[cfg(test)]
-mod population_tests;
-#[cfg(test)]
-mod testkit;
+// Test support, public for the end-to-end tests: not part of the API.
+#[doc(hidden)]
+pub mod population;
+#[doc(hidden)]
+pub mod testkit;
 
 pub use definition::{
     JourneyDefinition, JourneyDefinitions, JourneyError, Step, BUILTIN_TOML, MAX_LOOKBACK_EVENTS,

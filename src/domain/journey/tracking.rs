@@ -219,18 +219,15 @@ mod tests {
         JourneyDefinitions::builtin(&Taxonomy::builtin()).expect("built-in definitions")
     }
 
-    fn facts_at(id: &str, _step: &str, at: i64) -> EventFacts {
+    /// The banking sign-in `at` µs after T0.
+    fn sign_in(id: &str, at: i64) -> EventFacts {
         banking_step(0, id, T0 + at)
     }
 
     #[test]
     fn a_start_lists_the_customer_in_progress_and_indexes_a_deadline() {
         let defs = banking_set();
-        let update = track(
-            &defs,
-            &JourneyStates::new(),
-            &[facts_at("e1", "sign_in", 0)],
-        );
+        let update = track(&defs, &JourneyStates::new(), &[sign_in("e1", 0)]);
         let state = update
             .states
             .iter()
@@ -255,11 +252,7 @@ mod tests {
     #[test]
     fn a_sweep_moves_the_customer_from_in_progress_to_dropped_once() {
         let defs = banking_set();
-        let started = track(
-            &defs,
-            &JourneyStates::new(),
-            &[facts_at("e1", "sign_in", 0)],
-        );
+        let started = track(&defs, &JourneyStates::new(), &[sign_in("e1", 0)]);
         let prior: JourneyStates = started
             .states
             .into_iter()
@@ -296,11 +289,7 @@ mod tests {
     #[test]
     fn visible_keeps_active_and_recently_finished_journeys() {
         let defs = banking_set();
-        let started = track(
-            &defs,
-            &JourneyStates::new(),
-            &[facts_at("e1", "sign_in", 0)],
-        );
+        let started = track(&defs, &JourneyStates::new(), &[sign_in("e1", 0)]);
         let shown = visible(&defs, started.states.iter(), Micros(0));
         assert!(shown.iter().all(|s| s.status == JourneyStatus::InProgress));
         assert!(!shown.is_empty());

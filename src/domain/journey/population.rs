@@ -1,20 +1,21 @@
-//! The reference test: a seeded population of banking journeys (completers,
-//! droppers at every step by inactivity and by abandon, offline switchers,
-//! repeats, out-of-order deliveries, duplicates, re-entries, customers who
-//! never start) goes through `advance` event by event and `sweep` at the
-//! end; the stats summed from the deltas must equal the figures computed
-//! directly from what the generator knows happened.
+//! A generated population of banking journeys for tests (the unit test
+//! below, and the end-to-end replay through the API on both stores):
+//! completers, droppers at every step by inactivity and by abandon, offline
+//! switchers, repeats, out-of-order deliveries, duplicates, re-entries,
+//! customers who never start. The generator knows what happened, so the
+//! expected figures are computed directly from that truth, without the
+//! state machine, deltas or counters; the stats a run produces must equal
+//! them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    advance, histogram, sweep,
-    testkit::{banking, banking_cancel, banking_step, facts, MINUTE, T0},
-    Day, EventFacts, JourneyState, JourneyStats, Leak, StatsLedger, StepStats, TopEntry,
+    histogram,
+    testkit::{banking_cancel, banking_step, facts, MINUTE},
+    Day, EventFacts, JourneyStats, Leak, StepStats, TopEntry,
 };
 use crate::domain::{Initiator, Micros};
 
-const CUSTOMERS: usize = 800;
 const COMPLETE: usize = 6;
 const TIMEOUT: i64 = 30 * MINUTE;
 const LOOKBACK: usize = 5;
@@ -63,7 +64,7 @@ enum Ending {
 
 /// What the generator knows about one journey it made a customer take.
 #[derive(Debug, Clone)]
-struct Truth {
+pub struct Truth {
     start: i64,
     ending: Ending,
     duration: Option<i64>,
@@ -241,17 +242,78 @@ fn noise(rng: &mut Rng, id: String, at: i64) -> EventFacts {
     }
 }
 
-struct Customer {
+/// One generated customer.
+pub struct Customer {
     /// Every distinct event, in time order.
-    timeline: Vec<EventFacts>,
+    pub timeline: Vec<EventFacts>,
     /// The events as delivered: out of order in places, some twice.
-    delivery: Vec<EventFacts>,
+    pub delivery: Vec<EventFacts>,
     journeys: Vec<Truth>,
 }
 
-fn customer(rng: &mut Rng, index: usize) -> Customer {
+/// Generated customers and the truth of their journeys.
+pub struct Population {
+    pub customers: Vec<Customer>,
+}
+
+impl Population {
+    /// `customers` customers from `seed`, the first starting at `t0` (µs)
+    /// and the next every 5 minutes, so 800 span about three days. Every
+    /// journey ends (completes, is abandoned, or passes its deadline)
+    /// within a day of its customer's start.
+    pub fn generate(customers: usize, seed: u64, t0: i64) -> Self {
+        let mut rng = Rng(seed);
+        Self {
+            customers: (0..customers).map(|i| customer(&mut rng, i, t0)).collect(),
+        }
+    }
+
+    /// The journeys that started on `day`, or all of them.
+    pub fn truths(&self, day: Option<Day>) -> Vec<&Truth> {
+        self.customers
+            .iter()
+            .flat_map(|c| &c.journeys)
+            .filter(|t| day.is_none_or(|d| Day::of(Micros(t.start)) == d))
+            .collect()
+    }
+
+    /// Whether `actual` (of the journeys started on `day`, or all) equals
+    /// the figures computed from the truth: exactly, except time to
+    /// complete, which must be within the histogram's error.
+    pub fn check(
+        &self,
+        actual: &JourneyStats,
+        day: Option<Day>,
+        top_n: usize,
+    ) -> Result<(), String> {
+        let truths = self.truths(day);
+        let mut expected = expected_stats(&truths, top_n);
+        let mut durations: Vec<i64> = truths.iter().filter_map(|t| t.duration).collect();
+        if !durations.is_empty() {
+            let summary = actual
+                .time_to_complete
+                .ok_or("no time to complete, though journeys completed")?;
+            for (q, got) in [(0.5, summary.median_micros), (0.9, summary.p90_micros)] {
+                let exact = exact_quantile(&mut durations, q) as f64;
+                let error = (got as f64 - exact).abs() / exact;
+                if error > histogram::MAX_RELATIVE_ERROR {
+                    return Err(format!("q{q}: {got} vs exact {exact}: error {error}"));
+                }
+            }
+        }
+        expected.time_to_complete = actual.time_to_complete;
+        if *actual != expected {
+            return Err(format!(
+                "stats differ:\n actual {actual:#?}\n expected {expected:#?}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn customer(rng: &mut Rng, index: usize, t0: i64) -> Customer {
     // Starts spread over about three days, so stats span several days.
-    let base = T0 + index as i64 * 5 * MINUTE;
+    let base = t0 + index as i64 * 5 * MINUTE;
     let mut delivery: Vec<EventFacts> = (0..rng.below(9))
         .rev()
         .map(|i| {
@@ -405,99 +467,94 @@ fn exact_quantile(durations: &mut [i64], q: f64) -> i64 {
     durations[rank - 1]
 }
 
-fn assert_stats_match(actual: &JourneyStats, truths: &[&Truth], top_n: usize) {
-    let mut expected = expected_stats(truths, top_n);
-    let mut durations: Vec<i64> = truths.iter().filter_map(|t| t.duration).collect();
-    let summary = actual.time_to_complete.expect("some journeys completed");
-    for (q, got) in [(0.5, summary.median_micros), (0.9, summary.p90_micros)] {
-        let exact = exact_quantile(&mut durations, q) as f64;
-        let error = (got as f64 - exact).abs() / exact;
-        assert!(
-            error <= histogram::MAX_RELATIVE_ERROR,
-            "q{q}: {got} vs exact {exact}: error {error}"
-        );
-    }
-    expected.time_to_complete = actual.time_to_complete;
-    assert_eq!(*actual, expected);
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::journey::{
+        advance, sweep,
+        testkit::{banking, T0},
+        JourneyState, StatsLedger,
+    };
 
-#[test]
-fn stats_from_deltas_equal_the_ground_truth_of_a_generated_population() {
-    let definition = banking();
-    let mut rng = Rng(0x006A_6F75_726E_6579);
-    let customers: Vec<Customer> = (0..CUSTOMERS).map(|i| customer(&mut rng, i)).collect();
-    let mut ledger = StatsLedger::default();
-    let mut finals: Vec<JourneyState> = Vec::new();
-    let mut out_of_order = 0;
-    for c in &customers {
-        let mut state: Option<JourneyState> = None;
-        let mut clock = Micros(i64::MIN);
-        for event in &c.delivery {
-            // A sweeper may or may not have run before this event arrived,
-            // at an instant no later than the latest event seen: the
-            // outcome must not depend on it.
-            if rng.chance(50) {
-                if let Some(swept) = state.as_ref().and_then(|s| sweep(&definition, s, clock)) {
-                    ledger.apply_all(&swept.deltas);
-                    state = swept.state;
+    const CUSTOMERS: usize = 800;
+    const SEED: u64 = 0x006A_6F75_726E_6579;
+
+    #[test]
+    fn stats_from_deltas_equal_the_ground_truth_of_a_generated_population() {
+        let definition = banking();
+        let population = Population::generate(CUSTOMERS, SEED, T0);
+        let customers = &population.customers;
+        let mut rng = Rng(SEED ^ 1);
+        let mut ledger = StatsLedger::default();
+        let mut finals: Vec<JourneyState> = Vec::new();
+        let mut out_of_order = 0;
+        for c in customers {
+            let mut state: Option<JourneyState> = None;
+            let mut clock = Micros(i64::MIN);
+            for event in &c.delivery {
+                // A sweeper may or may not have run before this event arrived,
+                // at an instant no later than the latest event seen: the
+                // outcome must not depend on it.
+                if rng.chance(50) {
+                    if let Some(swept) = state.as_ref().and_then(|s| sweep(&definition, s, clock)) {
+                        ledger.apply_all(&swept.deltas);
+                        state = swept.state;
+                    }
+                }
+                if event.at < clock {
+                    out_of_order += 1;
+                }
+                clock = clock.max(event.at);
+                let transition = advance(&definition, state.as_ref(), event);
+                ledger.apply_all(&transition.deltas);
+                if let Some(next) = transition.state {
+                    // What a store would write and read back.
+                    state = Some(JourneyState::from_json(&next.to_json()).expect("round trip"));
                 }
             }
-            if event.at < clock {
-                out_of_order += 1;
+            if let Some(state) = state {
+                finals.push(state);
             }
-            clock = clock.max(event.at);
-            let transition = advance(&definition, state.as_ref(), event);
-            ledger.apply_all(&transition.deltas);
-            if let Some(next) = transition.state {
-                // What a store would write and read back.
-                state = Some(JourneyState::from_json(&next.to_json()).expect("round trip"));
+            assert!(c.timeline.windows(2).all(|w| w[0].at <= w[1].at));
+        }
+        let end = Micros(T0 + 10 * 24 * 60 * MINUTE);
+        for state in &finals {
+            if let Some(swept) = sweep(&definition, state, end) {
+                ledger.apply_all(&swept.deltas);
+                let dropped = swept.state.expect("dropped");
+                assert!(sweep(&definition, &dropped, end).is_none(), "dropped once");
             }
         }
-        if let Some(state) = state {
-            finals.push(state);
+        let truths = population.truths(None);
+        // The population covers every case the test is about.
+        assert!(out_of_order > 20, "{out_of_order} late deliveries");
+        assert!(customers
+            .iter()
+            .any(|c| c.delivery.len() > c.timeline.len()));
+        assert!(truths.iter().filter(|t| t.offline.is_some()).count() > 50);
+        for step in 0..COMPLETE {
+            for abandon in [false, true] {
+                assert!(truths.iter().any(|t| t.ending
+                    == if abandon {
+                        Ending::Abandoned(step)
+                    } else {
+                        Ending::Inactive(step)
+                    }));
+            }
         }
-        assert!(c.timeline.windows(2).all(|w| w[0].at <= w[1].at));
-    }
-    let end = Micros(T0 + 10 * 24 * 60 * MINUTE);
-    for state in &finals {
-        if let Some(swept) = sweep(&definition, state, end) {
-            ledger.apply_all(&swept.deltas);
-            let dropped = swept.state.expect("dropped");
-            assert!(sweep(&definition, &dropped, end).is_none(), "dropped once");
-        }
-    }
-    let truths: Vec<&Truth> = customers.iter().flat_map(|c| &c.journeys).collect();
-    // The population covers every case the test is about.
-    assert!(out_of_order > 20, "{out_of_order} late deliveries");
-    assert!(customers
-        .iter()
-        .any(|c| c.delivery.len() > c.timeline.len()));
-    assert!(truths.iter().filter(|t| t.offline.is_some()).count() > 50);
-    for step in 0..COMPLETE {
-        for abandon in [false, true] {
-            assert!(truths.iter().any(|t| t.ending
-                == if abandon {
-                    Ending::Abandoned(step)
-                } else {
-                    Ending::Inactive(step)
-                }));
-        }
-    }
 
-    let first = Day::of(Micros(T0 - 60 * MINUTE));
-    let last = Day::of(end);
-    let all = ledger.stats(&definition, first, last, usize::MAX);
-    assert_stats_match(&all, &truths, usize::MAX);
-    assert!(all.entered > 700 && all.completed > 200, "{all:?}");
+        let first = Day::of(Micros(T0 - 60 * MINUTE));
+        let last = Day::of(end);
+        let all = ledger.stats(&definition, first, last, usize::MAX);
+        population.check(&all, None, usize::MAX).expect("all days");
+        assert!(all.entered > 700 && all.completed > 200, "{all:?}");
 
-    // One start day alone: the cohort of journeys that started that day.
-    let day = Day::of(Micros(T0)).0 + 1;
-    let one_day = ledger.stats(&definition, Day(day), Day(day), 3);
-    let that_day: Vec<&Truth> = truths
-        .iter()
-        .copied()
-        .filter(|t| Day::of(Micros(t.start)) == Day(day))
-        .collect();
-    assert!(!that_day.is_empty());
-    assert_stats_match(&one_day, &that_day, 3);
+        // One start day alone: the cohort of journeys that started that day.
+        let day = Day::of(Micros(T0)).0 + 1;
+        let one_day = ledger.stats(&definition, Day(day), Day(day), 3);
+        assert!(!population.truths(Some(Day(day))).is_empty());
+        population
+            .check(&one_day, Some(Day(day)), 3)
+            .expect("one day");
+    }
 }

@@ -1,0 +1,614 @@
+//! End-to-end tests of journeys over gRPC, on the memory store and on a
+//! per-test redis-server: a generated population replayed through the API
+//! gives the stats computed from its truth; the context shows journeys in
+//! progress and finished; listings page; bad requests are refused; and on
+//! Redis, two instances share the work without counting a drop twice.
+
+mod support;
+
+use journey::config::ServeConfig;
+use support::journey_server::Api;
+
+/// A server whose sweeper runs every 50 ms, so tests wait little for drops.
+fn quick_sweeps() -> ServeConfig {
+    ServeConfig {
+        journey_sweep_interval_ms: 50,
+        ..ServeConfig::default()
+    }
+}
+
+pub async fn memory() -> Api {
+    Api::memory_with(quick_sweeps()).await
+}
+
+pub async fn redis() -> Api {
+    Api::redis_with(quick_sweeps()).await
+}
+
+mod cases {
+    use std::{
+        collections::BTreeSet,
+        time::{Duration, Instant},
+    };
+
+    use journey::{
+        domain::{
+            journey::{
+                population::Population, Day, DurationSummary, JourneyStats, Leak, StepStats,
+                TopEntry,
+            },
+            Micros,
+        },
+        pb::{self, journey_service_client::JourneyServiceClient},
+    };
+    use tonic::{transport::Channel, Code};
+    use tonic_types::StatusExt;
+
+    use crate::support::events::{banking_step, from_facts, page_view, timestamp};
+
+    pub type Client = JourneyServiceClient<Channel>;
+    pub const JOURNEY: &str = "personal_data_verification";
+    const MINUTE: i64 = 60_000_000;
+    const DAY: i64 = 24 * 60 * MINUTE;
+
+    fn now() -> i64 {
+        Micros::now().0
+    }
+
+    pub async fn append_all(client: &mut Client, events: Vec<pb::Event>) {
+        let results = client
+            .append_events(pb::AppendEventsRequest { events })
+            .await
+            .expect("append")
+            .into_inner()
+            .results;
+        for r in &results {
+            assert_ne!(r.outcome(), pb::Outcome::Rejected, "{r:?}");
+        }
+    }
+
+    pub async fn stats(
+        client: &mut Client,
+        start: i64,
+        end: i64,
+        top: u32,
+    ) -> pb::GetJourneyStatsResponse {
+        client
+            .get_journey_stats(pb::GetJourneyStatsRequest {
+                journey: JOURNEY.into(),
+                start_time: Some(timestamp(start)),
+                end_time: Some(timestamp(end)),
+                top,
+            })
+            .await
+            .expect("stats")
+            .into_inner()
+    }
+
+    /// Polls the stats until no journey of the range is in progress (the
+    /// sweeper has dropped every timed-out one), for at most 60 s.
+    pub async fn settled(
+        client: &mut Client,
+        start: i64,
+        end: i64,
+        top: u32,
+    ) -> pb::GetJourneyStatsResponse {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = stats(client, start, end, top).await;
+            if s.in_progress == 0 || Instant::now() > deadline {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn micros(d: &Option<prost_types::Duration>) -> i64 {
+        d.as_ref()
+            .map_or(0, |d| d.seconds * 1_000_000 + i64::from(d.nanos) / 1_000)
+    }
+
+    /// The response in domain form, to compare with the population's truth.
+    fn domain_stats(r: &pb::GetJourneyStatsResponse) -> JourneyStats {
+        let top = |entries: &[pb::TopEntry]| {
+            entries
+                .iter()
+                .map(|e| TopEntry {
+                    key: e.key.clone(),
+                    count: e.count,
+                })
+                .collect()
+        };
+        JourneyStats {
+            journey: r.journey.clone(),
+            entered: r.entered,
+            completed: r.completed,
+            dropped: r.dropped,
+            dropped_by_inactivity: r.dropped_by_inactivity,
+            dropped_by_abandon: r.dropped_by_abandon,
+            in_progress: r.in_progress,
+            steps: r
+                .steps
+                .iter()
+                .map(|s| StepStats {
+                    name: s.step.clone(),
+                    reached: s.reached,
+                    dropped_here: s.dropped_here,
+                    offline_switches: s.offline_switches,
+                    conversion_to_next: s.conversion_to_next,
+                })
+                .collect(),
+            conversion_rate: r.conversion_rate,
+            contained: r.contained,
+            containment_rate: r.containment_rate,
+            leaks: r
+                .leaks
+                .iter()
+                .map(|l| Leak {
+                    step: l.step.clone(),
+                    channel: l.channel.clone(),
+                    count: l.count,
+                })
+                .collect(),
+            time_to_complete: r.time_to_complete_p50.is_some().then(|| DurationSummary {
+                median_micros: micros(&r.time_to_complete_p50),
+                p90_micros: micros(&r.time_to_complete_p90),
+                max_relative_error: r.time_to_complete_max_relative_error,
+            }),
+            top_before_entering: top(&r.top_before_entering),
+            top_last_before_drop: top(&r.top_last_before_drop),
+            top_sequences_completed: top(&r.top_sequences_completed),
+            top_sequences_dropped: top(&r.top_sequences_dropped),
+        }
+    }
+
+    /// 400 generated customers (completers, droppers at every step by
+    /// inactivity and abandon, offline switchers, repeats, out-of-order and
+    /// duplicate deliveries, re-entries), starting four days ago, each
+    /// customer's deliveries sent in order in one batch with others'. The
+    /// sweeper drops the journeys whose deadline passed; then the stats
+    /// equal the figures computed from the generator's truth, for all days
+    /// and for one day.
+    pub async fn a_generated_population_replays_to_the_true_stats(mut client: Client) {
+        let t0 = now() - 4 * DAY;
+        let population = Population::generate(400, 0x6a6f75726e6579, t0);
+        let mut batch = Vec::new();
+        for (i, customer) in population.customers.iter().enumerate() {
+            let id = format!("p{i}");
+            batch.extend(customer.delivery.iter().map(|f| from_facts(&id, f)));
+            if batch.len() > 500 {
+                append_all(&mut client, std::mem::take(&mut batch)).await;
+            }
+        }
+        append_all(&mut client, batch).await;
+
+        let (start, end) = (t0 - DAY, now() + DAY);
+        let all = settled(&mut client, start, end, 100).await;
+        assert_eq!(
+            all.in_progress, 0,
+            "the sweeper dropped every timed-out journey"
+        );
+        population
+            .check(&domain_stats(&all), None, 100)
+            .expect("all days");
+        assert!(all.entered > 300 && all.completed > 100, "{all:?}");
+
+        let day = Day(Day::of(Micros(t0)).0 + 1);
+        let one_day = stats(&mut client, day.start().0, Day(day.0 + 1).start().0, 3).await;
+        population
+            .check(&domain_stats(&one_day), Some(day), 3)
+            .expect("one day");
+        assert_eq!(one_day.start_time, Some(timestamp(day.start().0)));
+    }
+
+    fn banking_of(context: &pb::GetJourneyContextResponse) -> Option<&pb::JourneyState> {
+        context.journeys.iter().find(|j| j.journey == JOURNEY)
+    }
+
+    async fn context(client: &mut Client, customer: &str) -> pb::GetJourneyContextResponse {
+        client
+            .get_journey_context(pb::GetJourneyContextRequest {
+                customer_id: customer.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("context")
+            .into_inner()
+    }
+
+    async fn listed(client: &mut Client, state: pb::JourneyStatus, step: &str) -> Vec<String> {
+        client
+            .list_journeys(pb::ListJourneysRequest {
+                journey: JOURNEY.into(),
+                state: state as i32,
+                step: step.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner()
+            .customers
+            .into_iter()
+            .map(|c| c.customer_id)
+            .collect()
+    }
+
+    /// A bot's view: stuck at step 2 since 10 minutes, then the journey
+    /// completes, with its offline switch, and the listings follow.
+    pub async fn the_context_shows_where_the_customer_stands(mut client: Client) {
+        let at = now() - 12 * MINUTE;
+        let mut call = page_view("bob", "call", at + 3 * MINUTE);
+        call.channel = "call_center".into();
+        call.reason = JOURNEY.into();
+        call.r#type = "call".into();
+        call.attributes.clear();
+        append_all(
+            &mut client,
+            vec![
+                page_view("bob", "before", at - MINUTE),
+                banking_step("bob", 0, "s0", at),
+                banking_step("bob", 1, "s1", at + MINUTE),
+                banking_step("bob", 2, "s2", at + 2 * MINUTE),
+                call,
+            ],
+        )
+        .await;
+        let ctx = context(&mut client, "bob").await;
+        let bob = banking_of(&ctx).expect("banking journey in the context");
+        assert_eq!(bob.state(), pb::JourneyStatus::InProgress);
+        assert_eq!(bob.current_step, "verification_started");
+        assert_eq!(bob.started_at, Some(timestamp(at)));
+        assert_eq!(bob.last_progress_at, Some(timestamp(at + 2 * MINUTE)));
+        assert_eq!(bob.last_event_id, "s2");
+        assert_eq!(bob.offline_switch_step, "verification_started");
+        assert_eq!(bob.offline_switch_channel, "call_center");
+        assert_eq!(
+            bob.channels,
+            vec!["call_center".to_string(), "web".to_string()]
+        );
+        assert_eq!(bob.deadline, Some(timestamp(at + 32 * MINUTE)));
+        assert_eq!(
+            listed(&mut client, pb::JourneyStatus::InProgress, "").await,
+            vec!["bob".to_string()]
+        );
+        assert_eq!(
+            listed(
+                &mut client,
+                pb::JourneyStatus::InProgress,
+                "verification_started"
+            )
+            .await,
+            vec!["bob".to_string()]
+        );
+        assert!(
+            listed(&mut client, pb::JourneyStatus::InProgress, "prompted")
+                .await
+                .is_empty()
+        );
+
+        append_all(
+            &mut client,
+            (3..=6)
+                .map(|s| banking_step("bob", s, &format!("s{s}"), at + (3 + s as i64) * MINUTE))
+                .collect(),
+        )
+        .await;
+        let ctx = context(&mut client, "bob").await;
+        let bob = banking_of(&ctx).expect("a finished journey stays in the context");
+        assert_eq!(bob.state(), pb::JourneyStatus::Completed);
+        assert_eq!(bob.finished_at, Some(timestamp(at + 9 * MINUTE)));
+        assert_eq!(micros(&bob.duration), 9 * MINUTE);
+        assert_eq!(bob.deadline, None);
+        assert_eq!(bob.steps_reached.len(), 7);
+        assert!(listed(&mut client, pb::JourneyStatus::InProgress, "")
+            .await
+            .is_empty());
+        assert_eq!(
+            listed(&mut client, pb::JourneyStatus::Completed, "").await,
+            vec!["bob".to_string()]
+        );
+        let s = stats(&mut client, now() - DAY, now() + MINUTE, 5).await;
+        assert_eq!((s.entered, s.completed, s.contained), (1, 1, 0));
+        assert_eq!(s.leaks.len(), 1);
+        assert_eq!(s.leaks[0].channel, "call_center");
+    }
+
+    /// 30 customers dropped at one step, 10 of them at the same instant,
+    /// read 4 at a time: each once, oldest first; a time range narrows.
+    pub async fn listings_page_through_each_customer_once(mut client: Client) {
+        let base = now() - 3 * 60 * MINUTE;
+        let mut events = Vec::new();
+        for i in 0..30 {
+            let at = base + if i < 10 { 0 } else { i as i64 * MINUTE };
+            let c = format!("d{i:02}");
+            events.push(banking_step(&c, 0, "s0", at));
+            events.push(banking_step(&c, 1, "s1", at + 1));
+        }
+        append_all(&mut client, events).await;
+        let _ = settled(&mut client, base - DAY, now() + MINUTE, 5).await;
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        let mut last_at = None;
+        loop {
+            let page = client
+                .list_journeys(pb::ListJourneysRequest {
+                    journey: JOURNEY.into(),
+                    state: pb::JourneyStatus::Dropped as i32,
+                    step: "prompted".into(),
+                    page_size: 4,
+                    page_token: token,
+                    ..Default::default()
+                })
+                .await
+                .expect("page")
+                .into_inner();
+            assert!(page.customers.len() <= 4);
+            for c in &page.customers {
+                let at = c.at.expect("instant");
+                let at = (at.seconds, at.nanos);
+                assert!(last_at.is_none_or(|l| l <= at), "oldest first");
+                last_at = Some(at);
+                seen.push(c.customer_id.clone());
+            }
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        let distinct: BTreeSet<&String> = seen.iter().collect();
+        assert_eq!(seen.len(), 30, "{seen:?}");
+        assert_eq!(distinct.len(), 30);
+
+        // Dropped at the deadline: 30 minutes after the last progress.
+        let narrowed = client
+            .list_journeys(pb::ListJourneysRequest {
+                journey: JOURNEY.into(),
+                state: pb::JourneyStatus::Dropped as i32,
+                start_time: Some(timestamp(base + 30 * MINUTE + 2)),
+                end_time: Some(timestamp(base + 30 * MINUTE + 12 * MINUTE)),
+                ..Default::default()
+            })
+            .await
+            .expect("range")
+            .into_inner();
+        let names: Vec<&str> = narrowed
+            .customers
+            .iter()
+            .map(|c| c.customer_id.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["d10", "d11"],
+            "dropped 40 and 41 minutes after base"
+        );
+    }
+
+    fn bad_field(status: &tonic::Status) -> String {
+        status
+            .get_details_bad_request()
+            .and_then(|b| b.field_violations.first().map(|v| v.field.clone()))
+            .unwrap_or_default()
+    }
+
+    pub async fn bad_journey_requests_are_refused(mut client: Client) {
+        let unknown = client
+            .get_journey_stats(pb::GetJourneyStatsRequest {
+                journey: "no_such_journey".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("unknown journey");
+        assert_eq!(unknown.code(), Code::NotFound);
+        assert!(unknown.message().contains("no_such_journey"));
+
+        let backwards = client
+            .get_journey_stats(pb::GetJourneyStatsRequest {
+                journey: JOURNEY.into(),
+                start_time: Some(timestamp(now())),
+                end_time: Some(timestamp(now() - DAY)),
+                top: 0,
+            })
+            .await
+            .expect_err("end before start");
+        assert_eq!(backwards.code(), Code::InvalidArgument);
+        assert_eq!(bad_field(&backwards), "end_time");
+
+        let too_long = client
+            .get_journey_stats(pb::GetJourneyStatsRequest {
+                journey: JOURNEY.into(),
+                start_time: Some(timestamp(now() - 400 * DAY)),
+                end_time: Some(timestamp(now())),
+                top: 0,
+            })
+            .await
+            .expect_err("range too long");
+        assert_eq!(bad_field(&too_long), "end_time");
+
+        let list = |f: fn(&mut pb::ListJourneysRequest)| {
+            let mut r = pb::ListJourneysRequest {
+                journey: JOURNEY.into(),
+                state: pb::JourneyStatus::Dropped as i32,
+                ..Default::default()
+            };
+            f(&mut r);
+            r
+        };
+        type Change = fn(&mut pb::ListJourneysRequest);
+        let cases: [(Change, Code, &str); 6] = [
+            (|r| r.journey = "nope".into(), Code::NotFound, ""),
+            (|r| r.state = 0, Code::InvalidArgument, "state"),
+            (|r| r.step = "nope".into(), Code::InvalidArgument, "step"),
+            (
+                |r| r.page_token = "garbage".into(),
+                Code::InvalidArgument,
+                "page_token",
+            ),
+            (
+                |r| r.page_size = 100_000,
+                Code::InvalidArgument,
+                "page_size",
+            ),
+            (
+                |r| {
+                    r.start_time = Some(timestamp(1_000_000));
+                    r.end_time = Some(timestamp(1));
+                },
+                Code::InvalidArgument,
+                "end_time",
+            ),
+        ];
+        for (change, code, field) in cases {
+            let err = client
+                .list_journeys(list(change))
+                .await
+                .expect_err("refused");
+            assert_eq!(err.code(), code, "{err:?}");
+            assert_eq!(bad_field(&err), field, "{err:?}");
+        }
+    }
+}
+
+/// Stamps every case onto one backend.
+macro_rules! journey_cases {
+    ($backend:ident, $fixture:path) => {
+        mod $backend {
+            journey_cases!(@case a_generated_population_replays_to_the_true_stats, $fixture);
+            journey_cases!(@case the_context_shows_where_the_customer_stands, $fixture);
+            journey_cases!(@case listings_page_through_each_customer_once, $fixture);
+            journey_cases!(@case bad_journey_requests_are_refused, $fixture);
+        }
+    };
+    (@case $case:ident, $fixture:path) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let api = $fixture().await;
+            crate::cases::$case(api.server.client().await).await;
+        }
+    };
+}
+
+journey_cases!(memory, crate::memory);
+journey_cases!(redis, crate::redis);
+
+/// Two instances on one Redis, both sweeping every 10 ms: 200 journeys
+/// past their deadline are dropped once each, and appends that alternate
+/// between the instances build one state.
+mod two_instances {
+    use std::time::{Duration, Instant};
+
+    use journey::{
+        config::{ServeConfig, StoreUrl},
+        domain::Micros,
+        pb,
+    };
+
+    use crate::{
+        cases::{append_all, stats, JOURNEY},
+        support::{events::banking_step, journey_server::JourneyServer, redis_server::RedisServer},
+    };
+
+    const MINUTE: i64 = 60_000_000;
+
+    async fn instance(redis: &RedisServer) -> JourneyServer {
+        let server = JourneyServer::start(ServeConfig {
+            store: StoreUrl::Redis(redis.url()),
+            redis_timeout_ms: 5_000,
+            request_timeout_ms: 60_000,
+            journey_sweep_interval_ms: 10,
+            journey_sweep_batch: 16,
+            ..ServeConfig::default()
+        })
+        .await;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+        assert!(crate::support::wait_for_health(&mut health, "", true).await);
+        server
+    }
+
+    fn deadlines_left(redis: &RedisServer) -> usize {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "ZCARD", "journey:jdeadlines"])
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a count")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_drop_is_counted_once() {
+        let redis = RedisServer::start();
+        let (a, b) = (instance(&redis).await, instance(&redis).await);
+        let (mut ca, mut cb) = (a.client().await, b.client().await);
+        let at = Micros::now().0 - 2 * 60 * MINUTE;
+        for (client, range) in [(&mut ca, 0..100), (&mut cb, 100..200)] {
+            let events = range
+                .flat_map(|i| {
+                    let c = format!("t{i}");
+                    [
+                        banking_step(&c, 0, "s0", at),
+                        banking_step(&c, 1, "s1", at + MINUTE),
+                    ]
+                })
+                .collect();
+            append_all(client, events).await;
+        }
+        // Both sweepers race over the same deadlines until none is left.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while deadlines_left(&redis) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(deadlines_left(&redis), 0);
+        let s = stats(&mut ca, at - 60 * MINUTE, Micros::now().0 + MINUTE, 5).await;
+        assert_eq!(s.entered, 200);
+        assert_eq!(s.dropped, 200, "{s:?}");
+        assert_eq!(s.dropped_by_inactivity, 200);
+        assert_eq!(s.in_progress, 0);
+        let prompted = s
+            .steps
+            .iter()
+            .find(|st| st.step == "prompted")
+            .expect("step");
+        assert_eq!(prompted.dropped_here, 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_alternating_between_instances_build_one_state() {
+        let redis = RedisServer::start();
+        let (a, b) = (instance(&redis).await, instance(&redis).await);
+        let mut clients = [a.client().await, b.client().await];
+        let at = Micros::now().0 - 10 * MINUTE;
+        for step in 0..=6 {
+            let client = &mut clients[step % 2];
+            client
+                .append_event(pb::AppendEventRequest {
+                    event: Some(banking_step(
+                        "alt",
+                        step,
+                        &format!("s{step}"),
+                        at + step as i64,
+                    )),
+                })
+                .await
+                .expect("append");
+        }
+        let ctx = clients[0]
+            .get_journey_context(pb::GetJourneyContextRequest {
+                customer_id: "alt".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("context")
+            .into_inner();
+        let state = ctx
+            .journeys
+            .iter()
+            .find(|j| j.journey == JOURNEY)
+            .expect("journey");
+        assert_eq!(state.state(), pb::JourneyStatus::Completed);
+        assert_eq!(state.steps_reached.len(), 7, "{state:?}");
+        let s = stats(&mut clients[1], at - MINUTE, Micros::now().0 + MINUTE, 5).await;
+        assert_eq!((s.entered, s.completed), (1, 1));
+        assert!(s.steps.iter().all(|st| st.reached == 1), "{s:?}");
+    }
+}
