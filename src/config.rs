@@ -35,8 +35,12 @@ pub enum Command {
     Events(crate::cli::EventsArgs),
     /// May the company contact a customer (or each customer of a list) now?
     Check(crate::cli::CheckArgs),
-    /// Show the journey definitions the server loaded.
+    /// Show the journey definitions the server loaded, or a customer's journeys.
     Journeys(crate::cli::JourneysArgs),
+    /// Show a journey's funnel and figures over a range of days.
+    Stats(crate::cli::StatsArgs),
+    /// List the customers in a journey status (e.g. dropped at a step), for a campaign.
+    Customers(crate::cli::CustomersArgs),
     /// Declare that identities belong to one person (their profiles merge).
     Link(crate::cli::LinkArgs),
     /// Remove a wrongly linked identity from a profile, going forward.

@@ -34,6 +34,8 @@ fn main() -> ExitCode {
             Command::Events(args) => cli::events(args).await,
             Command::Check(args) => cli::check(args).await,
             Command::Journeys(args) => cli::journeys(args).await,
+            Command::Stats(args) => cli::stats(args).await,
+            Command::Customers(args) => cli::customers(args).await,
             Command::Link(args) => cli::link(args).await,
             Command::Unlink(args) => cli::unlink(args).await,
             Command::Bench(args) => journey::bench::main(args).await.map_err(Into::into),

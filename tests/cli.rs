@@ -440,3 +440,84 @@ fn a_bad_journeys_file_stops_startup_naming_the_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_customers_journeys_stats_funnel_and_listing() {
+    let served = Served::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("events.jsonl");
+    let now = journey::domain::Micros::now().0;
+    let at = |minutes_ago: i64| journey::domain::Micros(now - minutes_ago * 60_000_000).to_string();
+    // Ann is stuck at step 3 since 10 minutes; Bob stopped 2 hours ago and
+    // the sweeper drops him at step 2.
+    let line = |customer: &str, id: &str, step: usize, when: &str| {
+        let mut event = journey::domain::journey::testkit::banking_step(step, id, 0);
+        event.at = journey::domain::Micros(0);
+        serde_json::json!({
+            "event_id": id, "customer_id": customer, "channel": event.channel,
+            "reason": event.reason, "type": event.event_type,
+            "initiator": if event.initiator == journey::domain::Initiator::Customer { "customer" } else { "company" },
+            "occurred_at": when, "attributes": event.attributes,
+        })
+        .to_string()
+    };
+    let lines = [
+        line("ann", "a0", 0, &at(14)),
+        line("ann", "a1", 1, &at(12)),
+        line("ann", "a2", 2, &at(10)),
+        line("bob", "b0", 0, &at(122)),
+        line("bob", "b1", 1, &at(121)),
+    ];
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    let appended = served.ok(&["append", "--batch", file.to_str().expect("path")]);
+    assert!(appended.contains("5 stored"), "{appended}");
+
+    let ann = served.ok(&["journeys", "ann"]);
+    assert!(
+        ann.contains("personal_data_verification: in progress, at verification_started since 10m"),
+        "{ann}"
+    );
+    let context = served.ok(&["context", "ann"]);
+    assert!(context.contains("journeys:"), "{context}");
+
+    // The sweeper (every second by default) drops Bob; poll the funnel.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let stats = loop {
+        let stats: serde_json::Value = serde_json::from_str(&served.ok(&[
+            "stats",
+            "personal_data_verification",
+            "--since",
+            "1d",
+            "--json",
+        ]))
+        .expect("json");
+        if stats["dropped"] == 1 || std::time::Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(stats["entered"], 2, "{stats}");
+    assert_eq!(stats["dropped"], 1, "{stats}");
+    assert_eq!(stats["steps"][1]["step"], "prompted");
+    assert_eq!(stats["steps"][1]["dropped_here"], 1);
+    let funnel = served.ok(&["stats", "personal_data_verification", "--since", "7d"]);
+    assert!(funnel.contains("entered 2"), "{funnel}");
+    assert!(
+        funnel
+            .lines()
+            .any(|l| l.trim_start().starts_with("signed_in") && l.contains('█')),
+        "{funnel}"
+    );
+    let dropped = served.ok(&[
+        "customers",
+        "personal_data_verification",
+        "--state",
+        "dropped",
+        "--step",
+        "prompted",
+    ]);
+    assert!(dropped.trim_end().ends_with("bob"), "{dropped}");
+    let unknown = served.run(&["stats", "no_such_journey"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("NotFound"));
+    assert!(served.terminate().success());
+}

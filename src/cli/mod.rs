@@ -1,8 +1,11 @@
-//! Client subcommands (`append`, `context`, `events`): a person or a script
+//! Client subcommands (`append`, `context`, `events`, `check`, `link`, `journeys`, ...): a person or a script
 //! can use the service without other gRPC tools. Human-readable output by
 //! default, `--json` for machines.
 
+mod journeys;
 mod output;
+
+pub use journeys::{customers, journeys, stats, CustomersArgs, JourneysArgs, StatsArgs};
 
 use std::{collections::HashMap, path::PathBuf};
 
@@ -212,13 +215,6 @@ impl CustomerArgs {
             "name the customer: CUSTOMER, --email, --phone, --identity or --profile".into()
         })
     }
-}
-
-/// `journey journeys`: the journey definitions the server loaded.
-#[derive(Debug, Args)]
-pub struct JourneysArgs {
-    #[command(flatten)]
-    pub target: Target,
 }
 
 /// `journey link`: declares that identities belong to one person.
@@ -560,16 +556,5 @@ pub async fn unlink(args: UnlinkArgs) -> CliResult {
     } else {
         println!("unlinked {kind}={value}");
     }
-    Ok(())
-}
-
-pub async fn journeys(args: JourneysArgs) -> CliResult {
-    let mut client = connect(&args.target).await?;
-    let response = client
-        .list_journey_definitions(pb::ListJourneyDefinitionsRequest {})
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    output::journeys(&response, args.target.json);
     Ok(())
 }

@@ -5,13 +5,13 @@ use serde_json::{json, Value};
 
 use crate::{domain::Micros, pb, transport::convert::timestamp};
 
-fn instant(t: &Option<prost_types::Timestamp>) -> String {
+pub(super) fn instant(t: &Option<prost_types::Timestamp>) -> String {
     t.as_ref()
         .and_then(|t| timestamp("", t).ok())
         .map_or_else(|| "-".to_string(), |m: Micros| m.to_string())
 }
 
-fn initiator_name(value: i32) -> &'static str {
+pub(super) fn initiator_name(value: i32) -> &'static str {
     match pb::Initiator::try_from(value) {
         Ok(pb::Initiator::Customer) => "customer",
         Ok(pb::Initiator::Company) => "company",
@@ -144,6 +144,7 @@ pub fn context(r: &pb::GetJourneyContextResponse, as_json: bool) {
             "last_customer_interaction": r.last_customer_interaction.as_ref().map(event_json),
             "last_company_contact": r.last_company_contact.as_ref().map(event_json),
             "events": r.events.iter().map(event_json).collect::<Vec<_>>(),
+            "journeys": super::journeys::states_json(&r.journeys),
         });
         println!("{doc}");
         return;
@@ -198,6 +199,11 @@ pub fn context(r: &pb::GetJourneyContextResponse, as_json: bool) {
             c.company_initiated,
             instant(&c.last_interaction_at)
         );
+    }
+    if !r.journeys.is_empty() {
+        println!();
+        println!("journeys:");
+        super::journeys::print_state_lines(&r.journeys);
     }
     println!();
     println!("recent events (newest first):");
@@ -341,7 +347,7 @@ pub fn check(r: &pb::CheckContactResponse, as_json: bool) {
     }
 }
 
-fn humanize_seconds(s: i64) -> String {
+pub(super) fn humanize_seconds(s: i64) -> String {
     if s % 86_400 == 0 {
         format!("{}d", s / 86_400)
     } else if s % 3_600 == 0 {
@@ -364,91 +370,5 @@ pub fn linked(r: &pb::LinkIdentitiesResponse, as_json: bool) {
     println!("profile {}", r.profile_id);
     for merged in &r.merged_profile_ids {
         println!("  merged {merged}");
-    }
-}
-
-fn step_text(step: &pb::JourneyStepDefinition) -> String {
-    let mut parts = Vec::new();
-    for (label, values) in [
-        ("type", &step.types),
-        ("reason", &step.reasons),
-        ("channel", &step.channels),
-    ] {
-        if !values.is_empty() {
-            parts.push(format!("{label}={}", values.join("|")));
-        }
-    }
-    if !step.channel_class.is_empty() {
-        parts.push(format!("class={}", step.channel_class));
-    }
-    if step.initiator != 0 {
-        parts.push(format!("by={}", initiator_name(step.initiator)));
-    }
-    let mut attributes: Vec<String> = step
-        .attributes
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    attributes.sort();
-    parts.extend(attributes);
-    parts.join(" ")
-}
-
-pub fn journeys(r: &pb::ListJourneyDefinitionsResponse, as_json: bool) {
-    let step_json = |s: &pb::JourneyStepDefinition| {
-        json!({
-            "name": s.name, "types": s.types, "reasons": s.reasons, "channels": s.channels,
-            "channel_class": s.channel_class, "initiator": initiator_name(s.initiator),
-            "attributes": s.attributes,
-        })
-    };
-    if as_json {
-        let journeys: Vec<Value> = r
-            .journeys
-            .iter()
-            .map(|j| {
-                json!({
-                    "name": j.name, "description": j.description,
-                    "steps": j.steps.iter().map(step_json).collect::<Vec<_>>(),
-                    "start_step": j.start_step, "complete_step": j.complete_step,
-                    "in_order": j.in_order,
-                    "inactivity_timeout_s": j.inactivity_timeout.map_or(0, |d| d.seconds),
-                    "reentry": j.reentry, "lookback_events": j.lookback_events,
-                    "abandon": j.abandon.iter().map(step_json).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        println!("{}", json!({ "journeys": journeys }));
-        return;
-    }
-    for j in &r.journeys {
-        let timeout = j.inactivity_timeout.map_or(0, |d| d.seconds);
-        println!(
-            "{}  ({}, drop after {} without progress{})",
-            j.name,
-            if j.in_order {
-                "steps in order"
-            } else {
-                "steps in any order"
-            },
-            humanize_seconds(timeout),
-            if j.reentry { ", re-entry allowed" } else { "" }
-        );
-        if !j.description.is_empty() {
-            println!("  {}", j.description);
-        }
-        for (i, step) in j.steps.iter().enumerate() {
-            let mark = if step.name == j.start_step {
-                " (start)"
-            } else if step.name == j.complete_step {
-                " (complete)"
-            } else {
-                ""
-            };
-            println!("  {}. {}{mark}: {}", i + 1, step.name, step_text(step));
-        }
-        for abandon in &j.abandon {
-            println!("  abandon on: {}", step_text(abandon));
-        }
     }
 }
