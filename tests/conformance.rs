@@ -985,6 +985,37 @@ mod cases {
         assert_eq!(counters[1].get("dropped:prompted"), Some(&1));
         assert_eq!(counters[1].get("dropped_by:inactivity"), Some(&1));
     }
+
+    /// The context reads the latest 100 contacts and says when there were
+    /// more; the contact history (for checks) still holds them all.
+    pub async fn the_context_reads_the_latest_contacts_only(store: &dyn TimelineStore) {
+        let events: Vec<Event> = (0..120)
+            .map(|i| company("cap", &format!("k{i:03}"), "email", T0 + i as i64, ""))
+            .collect();
+        store.append(&events, now()).await.expect("append");
+        let snapshot = store
+            .context(&customer("cap"), 5, Micros(0))
+            .await
+            .expect("context")
+            .expect("found");
+        assert!(snapshot.contacts_capped);
+        let ids: Vec<&str> = snapshot
+            .contacts
+            .iter()
+            .map(|c| c.event_id.as_str())
+            .collect();
+        assert_eq!(ids.len(), journey::storage::CONTEXT_MAX_CONTACTS);
+        assert_eq!(ids.first(), Some(&"k020"), "oldest of the latest 100 first");
+        assert_eq!(ids.last(), Some(&"k119"));
+        assert_eq!(history(store, "cap", 0).await.contacts.len(), 120);
+        let few = store
+            .context(&customer("cap"), 5, Micros(T0 + 100))
+            .await
+            .expect("context")
+            .expect("found");
+        assert!(!few.contacts_capped);
+        assert_eq!(few.contacts.len(), 20);
+    }
 }
 
 /// Stamps every case onto one backend, so a failure names case and backend.
@@ -1030,6 +1061,7 @@ macro_rules! conformance {
             conformance!(@case merges_that_break_rules_are_refused, roomy, $fixture);
             conformance!(@case racing_merges_end_in_one_profile, roomy, $fixture);
             conformance!(@case journeys_follow_appends_and_sweeps, roomy, $fixture);
+            conformance!(@case the_context_reads_the_latest_contacts_only, roomy, $fixture);
         }
     };
     (@case $case:ident, $retention:ident, $fixture:path) => {

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use super::{
     memory_journeys::JourneyBook, memory_timeline::Timeline, AppendOutcome, ContactHistory,
     ContextSnapshot, JourneyListPage, JourneyListQuery, JourneyTracker, MergeOutcome, Retention,
-    StorageError, TimelinePage, TimelineQuery, TimelineStore,
+    StorageError, TimelinePage, TimelineQuery, TimelineStore, CONTEXT_MAX_CONTACTS,
 };
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY,
@@ -198,9 +198,15 @@ impl TimelineStore for MemoryStore {
         Ok(state
             .live(&profile, Micros::now())
             .filter(|t| t.has_events())
-            .map(|t| ContextSnapshot {
-                contacts: t.contact_history(contacts_since).contacts,
-                ..t.snapshot(max_events, profile.clone())
+            .map(|t| {
+                let mut contacts = t.contact_history(contacts_since).contacts;
+                let capped = contacts.len() > CONTEXT_MAX_CONTACTS;
+                contacts.drain(..contacts.len().saturating_sub(CONTEXT_MAX_CONTACTS));
+                ContextSnapshot {
+                    contacts,
+                    contacts_capped: capped,
+                    ..t.snapshot(max_events, profile.clone())
+                }
             }))
     }
 

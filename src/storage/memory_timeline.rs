@@ -257,6 +257,7 @@ impl Timeline {
                 .as_ref()
                 .map(|(_, b)| EncodedEvent(b.clone())),
             contacts: Vec::new(),
+            contacts_capped: false,
             profile,
             identities: self.identities(),
             merges: self.merges.clone(),

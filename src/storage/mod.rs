@@ -66,6 +66,11 @@ impl Default for Retention {
     }
 }
 
+/// Most contacts a context reads (the latest ones): the context's contact
+/// counts are for people to read, and the bound keeps its cost flat
+/// however often a customer is contacted.
+pub const CONTEXT_MAX_CONTACTS: usize = 100;
+
 /// What `GetJourneyContext` needs from the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContextSnapshot {
@@ -74,8 +79,11 @@ pub struct ContextSnapshot {
     pub summary: CustomerSummary,
     pub last_customer_interaction: Option<EncodedEvent>,
     pub last_company_contact: Option<EncodedEvent>,
-    /// Contacts (company events and reservations) since the asked instant.
+    /// Contacts (company events and reservations) since the asked instant,
+    /// at most the latest `CONTEXT_MAX_CONTACTS`.
     pub contacts: Vec<Contact>,
+    /// There were more contacts than `CONTEXT_MAX_CONTACTS`.
+    pub contacts_capped: bool,
     /// The profile read: the one asked for, or the one it was merged into.
     pub profile: CustomerId,
     pub identities: Vec<LinkedIdentity>,

@@ -30,7 +30,7 @@ use super::{
     redis_keys::{packed_identity, Keys},
     AppendOutcome, ContactHistory, ContextSnapshot, Cursor, EncodedEvent, JourneyListPage,
     JourneyListQuery, JourneyTracker, MergeOutcome, Retention, StorageError, TimelinePage,
-    TimelineQuery, TimelineStore,
+    TimelineQuery, TimelineStore, CONTEXT_MAX_CONTACTS,
 };
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY,
@@ -309,7 +309,16 @@ impl TimelineStore for RedisStore {
             pipe.cmd("ZREVRANGE").arg(&keys.timeline).arg(0).arg(stop);
             pipe.cmd("HGETALL").arg(&keys.summary);
             pipe.cmd("ZCARD").arg(&keys.timeline);
-            contacts_since_cmd(&mut pipe, &keys, contacts_since);
+            // The latest contacts only (newest first), one more than kept
+            // to tell whether there were more.
+            pipe.cmd("ZREVRANGEBYSCORE")
+                .arg(&keys.contacts)
+                .arg("+inf")
+                .arg(contacts_since.0)
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(CONTEXT_MAX_CONTACTS + 1);
             pipe.cmd("HGETALL").arg(&keys.idents);
             pipe.cmd("HGETALL").arg(&keys.merges);
             pipe.cmd("HGETALL").arg(&keys.journeys);
@@ -334,7 +343,11 @@ impl TimelineStore for RedisStore {
             }
             members.truncate(max_events);
             let mut snapshot = snapshot_from(members, fields, held, profile);
-            snapshot.contacts = unpack_contacts(contacts)?;
+            let mut contacts = unpack_contacts(contacts)?;
+            snapshot.contacts_capped = contacts.len() > CONTEXT_MAX_CONTACTS;
+            contacts.truncate(CONTEXT_MAX_CONTACTS);
+            contacts.reverse();
+            snapshot.contacts = contacts;
             snapshot.identities = unpack_identities(idents);
             snapshot.merges = unpack_merges(merges);
             let journeys = VersionedStates::parse(journeys)?;
@@ -671,6 +684,7 @@ fn snapshot_from(
         last_customer_interaction: fields.remove("lc").map(EncodedEvent),
         last_company_contact: fields.remove("lk").map(EncodedEvent),
         contacts: Vec::new(),
+        contacts_capped: false,
         profile,
         identities: Vec::new(),
         merges: Vec::new(),

@@ -296,5 +296,6 @@ pub fn contact_counts(counts: &ContactCounts) -> pb::ContactCounts {
             .iter()
             .map(|(channel, c)| (channel.clone(), window_counts(c)))
             .collect(),
+        capped: false,
     }
 }

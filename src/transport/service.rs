@@ -268,9 +268,10 @@ impl JourneyService for JourneyApi {
             total_events: summary.total_events,
             last_customer_interaction: optional(&snapshot.last_customer_interaction),
             last_company_contact: optional(&snapshot.last_company_contact),
-            contact_counts: Some(contact::contact_counts(
-                &policy.counts(&snapshot.contacts, now),
-            )),
+            contact_counts: Some(pb::ContactCounts {
+                capped: snapshot.contacts_capped,
+                ..contact::contact_counts(&policy.counts(&snapshot.contacts, now))
+            }),
             journeys: self.context_journeys(&snapshot.journeys, now),
         }))
     }
