@@ -75,17 +75,41 @@ impl VersionedStates {
         Ok(read)
     }
 
-    /// The states after the script wrote `update` on top of these.
-    pub fn after(&self, update: &JourneyUpdate) -> Self {
-        let mut next = self.clone();
-        if !update.states.is_empty() {
-            next.version += 1;
-            for state in &update.states {
-                next.states.insert(state.journey.clone(), state.clone());
+    /// The states after the script wrote `changed` (an update's states) on
+    /// top of these; the changed states move in, the others are copied.
+    pub fn after(&self, changed: Vec<JourneyState>) -> Self {
+        if changed.is_empty() {
+            return self.clone();
+        }
+        let mut states: JourneyStates = changed
+            .into_iter()
+            .map(|s| (s.journey.clone(), s))
+            .collect();
+        for (journey, state) in &self.states {
+            if !states.contains_key(journey) {
+                states.insert(journey.clone(), state.clone());
             }
         }
-        next
+        Self {
+            version: self.version + 1,
+            states,
+        }
     }
+}
+
+/// The started journeys of a states hash (`HGETALL`), for a reader: the
+/// states of journeys not started are skipped unparsed.
+pub(super) fn started_states(
+    fields: Vec<(String, String)>,
+) -> Result<Vec<JourneyState>, StorageError> {
+    fields
+        .into_iter()
+        .filter(|(field, json)| !field.is_empty() && !JourneyState::is_not_started_json(json))
+        .map(|(field, json)| {
+            JourneyState::from_json(&json)
+                .map_err(|e| StorageError::Corrupt(format!("journey state of {field:?}: {e}")))
+        })
+        .collect()
 }
 
 /// The states this instance last wrote or read, per profile, bounded.
@@ -322,7 +346,7 @@ impl RedisStore {
                 Some(fresh) => journeys.cache.put(&profile, fresh?),
                 None => {
                     dropped += update.states.len();
-                    journeys.cache.put(&profile, current.after(&update));
+                    journeys.cache.put(&profile, current.after(update.states));
                 }
             }
         }

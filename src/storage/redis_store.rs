@@ -26,7 +26,9 @@ use redis::{
 
 use super::{
     codec,
-    redis_journeys::{push_write_set, stale_reply, RedisJourneys, StatesCache, VersionedStates},
+    redis_journeys::{
+        push_write_set, stale_reply, started_states, RedisJourneys, StatesCache, VersionedStates,
+    },
     redis_keys::{packed_identity, Keys},
     AppendOutcome, ContactHistory, ContextSnapshot, Cursor, EncodedEvent, JourneyListPage,
     JourneyListQuery, JourneyTracker, MergeOutcome, Retention, StorageError, TimelinePage,
@@ -264,7 +266,7 @@ impl TimelineStore for RedisStore {
                             }
                         }
                         if let (Some((journeys, _)), Some((prior, update))) = (&tracking, journey) {
-                            journeys.cache.put(&profile, prior.after(&update));
+                            journeys.cache.put(&profile, prior.after(update.states));
                         }
                     }
                     AppendReply::Outcomes(stored) => {
@@ -350,11 +352,9 @@ impl TimelineStore for RedisStore {
             snapshot.contacts = contacts;
             snapshot.identities = unpack_identities(idents);
             snapshot.merges = unpack_merges(merges);
-            let journeys = VersionedStates::parse(journeys)?;
-            snapshot.journeys = journeys.states.values().cloned().collect();
-            if let Some(tracking) = &self.journeys {
-                tracking.cache.put(&snapshot.profile, journeys);
-            }
+            // Only started journeys are shown; the cache is left to the
+            // writers (a reader's copy would cost more than it saves).
+            snapshot.journeys = started_states(journeys)?;
             return Ok(Some(snapshot));
         }
         Err(merges_kept_moving())

@@ -219,6 +219,17 @@ impl JourneyState {
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }
+
+    /// Whether `to_json` text is of a journey not started, without parsing
+    /// it: a reader that shows only started journeys skips most states
+    /// this way. Relies on `journey` and `status` being the first fields
+    /// serialized, and on journey names holding no `"` (checked at load); a
+    /// unit test pins both.
+    pub fn is_not_started_json(text: &str) -> bool {
+        text.strip_prefix("{\"journey\":\"")
+            .and_then(|rest| rest.split_once('"'))
+            .is_some_and(|(_, rest)| rest.starts_with(",\"status\":\"not_started\""))
+    }
 }
 
 /// `Micros` as a plain integer of microseconds.
@@ -298,5 +309,24 @@ mod tests {
             empty,
             r#"{"journey":"j","status":"not_started","started_online":false}"#
         );
+    }
+
+    #[test]
+    fn a_not_started_state_is_recognised_without_parsing() {
+        let mut state = JourneyState::not_started("pdv-2");
+        state.recent.push(RecentInteraction {
+            event_id: "e1".into(),
+            at: Micros(1),
+            interaction: Interaction {
+                channel: "web".into(),
+                reason: "check_accounts".into(),
+                event_type: "page_view".into(),
+            },
+        });
+        assert!(JourneyState::is_not_started_json(&state.to_json()));
+        state.status = JourneyStatus::InProgress;
+        assert!(!JourneyState::is_not_started_json(&state.to_json()));
+        assert!(!JourneyState::is_not_started_json("{}"));
+        assert!(!JourneyState::is_not_started_json(""));
     }
 }

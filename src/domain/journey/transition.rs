@@ -65,9 +65,14 @@ pub fn advance(
     prior: Option<&JourneyState>,
     event: &EventFacts,
 ) -> Transition {
-    let before = prior
-        .cloned()
-        .unwrap_or_else(|| JourneyState::not_started(definition.name()));
+    let fresh;
+    let before = match prior {
+        Some(prior) => prior,
+        None => {
+            fresh = JourneyState::not_started(definition.name());
+            &fresh
+        }
+    };
     if before.has_seen(&event.event_id) {
         return Transition::default();
     }
@@ -99,7 +104,7 @@ pub fn advance(
     }
     remember(definition, &mut state, event);
     Transition {
-        state: (state != before).then_some(state),
+        state: (state != *before).then_some(state),
         deltas,
     }
 }
