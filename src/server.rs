@@ -319,6 +319,9 @@ async fn sweep_journeys(
     batch: usize,
     mut stopped: watch::Receiver<bool>,
 ) {
+    // Listings and counters are trimmed at most once a minute.
+    const TRIM_EVERY_MICROS: i64 = 60 * Micros::PER_SECOND;
+    let mut next_trim = Micros(0);
     // The first pass comes one interval after start, like every other.
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -326,6 +329,13 @@ async fn sweep_journeys(
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stopped.changed() => return,
+        }
+        let now = Micros::now();
+        if now >= next_trim {
+            next_trim = now.saturating_add_micros(TRIM_EVERY_MICROS);
+            if let Err(err) = store.trim_journeys(now).await {
+                tracing::warn!(error = %err, "journey index trim failed; retrying later");
+            }
         }
         // A full batch means more are due: go on without waiting.
         loop {

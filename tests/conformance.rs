@@ -984,6 +984,27 @@ mod cases {
         assert_eq!(counters[1].get("entered"), Some(&1));
         assert_eq!(counters[1].get("dropped:prompted"), Some(&1));
         assert_eq!(counters[1].get("dropped_by:inactivity"), Some(&1));
+
+        // Listings keep the retention's span (5 hours here): a trim long
+        // after the drop forgets the entry.
+        store
+            .trim_journeys(Micros(deadline.0 + 3_600_000_000))
+            .await
+            .expect("trim");
+        let kept = store
+            .list_journeys(&listing(JourneyStatus::Dropped, None))
+            .await
+            .expect("list");
+        assert_eq!(kept.customers.len(), 1, "within the retention");
+        store
+            .trim_journeys(Micros(deadline.0 + 6 * 3_600_000_000))
+            .await
+            .expect("trim");
+        let trimmed = store
+            .list_journeys(&listing(JourneyStatus::Dropped, Some("prompted")))
+            .await
+            .expect("list");
+        assert!(trimmed.customers.is_empty());
     }
 
     /// The context reads the latest 100 contacts and says when there were

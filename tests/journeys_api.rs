@@ -570,6 +570,19 @@ mod two_instances {
             .find(|st| st.step == "prompted")
             .expect("step");
         assert_eq!(prompted.dropped_here, 200);
+
+        // The day's counters expire 400 days after their last change.
+        let day = journey::domain::journey::Day::of(Micros(at)).0;
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "TTL"])
+            .arg(format!("journey:jstats:{JOURNEY}:{day}"))
+            .output()
+            .expect("redis-cli");
+        let ttl: i64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a ttl");
+        assert!(ttl > 399 * 86_400 && ttl <= 400 * 86_400, "ttl {ttl}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

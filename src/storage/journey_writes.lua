@@ -9,7 +9,7 @@
 -- The write set, from ARGV[at]: the number of states, then per state
 -- (journey, JSON); the number of index operations, then per operation
 -- (op, key, a, b): "h" HINCRBY key a b, "z" ZADD key a b (score a,
--- member b), "r" ZREM key b.
+-- member b), "r" ZREM key b, "e" PEXPIRE key a.
 --
 -- The counters, listings and deadline index are global keys (one per
 -- journey and day, per listing, one deadline index), outside the
@@ -49,6 +49,8 @@ local function journeys_write(states, expected, at, ttl)
       redis.call('ZADD', key, ARGV[i + 2], ARGV[i + 3])
     elseif op == 'r' then
       redis.call('ZREM', key, ARGV[i + 3])
+    elseif op == 'e' then
+      redis.call('PEXPIRE', key, ARGV[i + 2])
     end
   end
 end

@@ -75,6 +75,18 @@ impl JourneyBook {
         self.deadlines.remove(entry);
     }
 
+    /// Forgets listing entries before `listed_before` and counters of days
+    /// before `first_day`.
+    pub(super) fn trim(&mut self, listed_before: Micros, first_day: Day) {
+        self.ledger.forget_before(first_day);
+        for (key, set) in &mut self.listings {
+            let kept = set.split_off(&(listed_before, CustomerId::from_trusted("")));
+            for (_, profile) in std::mem::replace(set, kept) {
+                self.listed_at.remove(&(key.clone(), profile));
+            }
+        }
+    }
+
     pub(super) fn counters(&self, journey: &str, days: &[Day]) -> Vec<DayCounters> {
         days.iter()
             .map(|&day| self.ledger.day(journey, day).cloned().unwrap_or_default())

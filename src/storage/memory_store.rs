@@ -18,7 +18,7 @@ use super::{
 };
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY,
-    journey::{sweep_due, Day, DayCounters, JourneyUpdate},
+    journey::{sweep_due, Day, DayCounters, JourneyUpdate, STATS_KEPT_DAYS},
     Contact, CustomerId, Event, Identity, LinkedIdentity, MergeRules, Micros,
 };
 
@@ -451,6 +451,13 @@ impl TimelineStore for MemoryStore {
             state.apply_journeys(profile, update);
         }
         Ok(dropped)
+    }
+
+    async fn trim_journeys(&self, now: Micros) -> Result<(), StorageError> {
+        let listed_before = now.saturating_sub_micros(self.retention.max_age_micros);
+        let first_day = Day(Day::of(now).0 - STATS_KEPT_DAYS);
+        self.lock().journeys.trim(listed_before, first_day);
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StorageError> {

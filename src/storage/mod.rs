@@ -284,6 +284,11 @@ pub trait TimelineStore: Send + Sync + 'static {
     /// `now`, each once however many instances sweep; answers how many.
     async fn sweep_journeys(&self, now: Micros, max: usize) -> Result<usize, StorageError>;
 
+    /// Bounds the journey indexes: forgets listing entries older than the
+    /// retention (their customers may be gone) and stat counters of days
+    /// more than `STATS_KEPT_DAYS` ago. Called now and then by the sweeper.
+    async fn trim_journeys(&self, now: Micros) -> Result<(), StorageError>;
+
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StorageError>;
 }

@@ -25,9 +25,15 @@ use super::{
     redis_store::RedisStore, JourneyListPage, JourneyListQuery, JourneyTracker, StorageError,
 };
 use crate::domain::{
-    journey::{sweep_due, Day, DayCounters, JourneyState, JourneyStates, JourneyUpdate},
+    journey::{
+        listing_keys, sweep_due, Day, DayCounters, JourneyState, JourneyStates, JourneyUpdate,
+        STATS_KEPT_DAYS,
+    },
     CustomerId, Micros,
 };
+
+/// How long a day's stat counters live after their last change, in ms.
+const STATS_TTL_MS: i64 = STATS_KEPT_DAYS * 86_400_000;
 
 /// The deadline index: member `journey US profile`, score the deadline.
 pub(super) const DEADLINES_KEY: &str = "journey:jdeadlines";
@@ -169,8 +175,14 @@ pub(super) fn push_write_set(
     }
     let mut ops: Vec<[String; 4]> = Vec::new();
     let member = profile.to_string();
+    let mut days = std::collections::BTreeSet::new();
     for ((key, field), n) in counters {
+        days.insert(key.clone());
         ops.push(["h".into(), key, field, n.to_string()]);
+    }
+    // A day's counters live STATS_KEPT_DAYS after their last change.
+    for key in days {
+        ops.push(["e".into(), key, STATS_TTL_MS.to_string(), String::new()]);
     }
     for listing in &update.unlisted {
         ops.push([
@@ -258,6 +270,28 @@ impl RedisStore {
             .map(|(p, at)| (CustomerId::from_trusted(&p), Micros(at)))
             .collect();
         Ok(query.page(entries))
+    }
+
+    /// Forgets listing entries older than the retention, for every listing
+    /// of every defined journey, in one round trip.
+    pub(super) async fn trim(&self, now: Micros) -> Result<(), StorageError> {
+        let Some(journeys) = &self.journeys else {
+            return Ok(());
+        };
+        let cutoff = now.saturating_sub_micros(self.retention.max_age_micros);
+        let mut pipe = redis::pipe();
+        for definition in journeys.tracker.definitions().iter() {
+            for key in listing_keys(definition) {
+                pipe.cmd("ZREMRANGEBYSCORE")
+                    .arg(listing_key(&key))
+                    .arg("-inf")
+                    .arg(format!("({}", cutoff.0))
+                    .ignore();
+            }
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
     }
 
     /// One sweeper pass: reads the due deadlines, the states of their

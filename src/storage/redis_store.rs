@@ -469,6 +469,10 @@ impl TimelineStore for RedisStore {
         self.sweep(now, max).await
     }
 
+    async fn trim_journeys(&self, now: Micros) -> Result<(), StorageError> {
+        self.trim(now).await
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         let mut conn = self.conn.clone();
         redis::cmd("PING")

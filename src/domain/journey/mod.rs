@@ -32,9 +32,10 @@ pub use state::{
 };
 pub use stats::{
     DayCounters, DurationSummary, JourneyStats, Leak, StatsLedger, StepStats, TopEntry,
+    STATS_KEPT_DAYS,
 };
 pub use tracking::{
-    listings, status_name, sweep_due, track, visible, DeadlineChange, JourneyStates, JourneyUpdate,
-    Listing,
+    listing_keys, listings, status_name, sweep_due, track, visible, DeadlineChange, JourneyStates,
+    JourneyUpdate, Listing,
 };
 pub use transition::{advance, sweep, Transition};

@@ -25,6 +25,10 @@ use super::{
     histogram,
 };
 
+/// How long a day's counters are kept: longer than the longest range one
+/// stats call reads (366 days).
+pub const STATS_KEPT_DAYS: i64 = 400;
+
 /// The counters of one journey and one start day: counter field → count.
 /// What a store keeps in one hash.
 pub type DayCounters = BTreeMap<String, u64>;
@@ -256,6 +260,11 @@ impl StatsLedger {
         for delta in deltas {
             self.apply(delta);
         }
+    }
+
+    /// Forgets the counters of days before `first`.
+    pub fn forget_before(&mut self, first: Day) {
+        self.counters.retain(|(_, day), _| *day >= first);
     }
 
     /// The counters of one journey and start day, if any.

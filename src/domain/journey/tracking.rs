@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    definition::JourneyDefinitions,
+    definition::{JourneyDefinition, JourneyDefinitions},
     delta::StatDelta,
     facts::EventFacts,
     state::{JourneyState, JourneyStatus},
@@ -41,6 +41,33 @@ impl Listing {
             Some(step) => format!("{}:{status}:{step}", self.journey),
         }
     }
+}
+
+/// Every listing key a journey can have: each status, and in progress and
+/// dropped at each step (what a store trims by age).
+pub fn listing_keys(definition: &JourneyDefinition) -> Vec<String> {
+    let listing = |status, step: Option<&str>| {
+        Listing {
+            journey: definition.name().to_string(),
+            status,
+            step: step.map(str::to_string),
+            at: Micros(0),
+        }
+        .key()
+    };
+    let mut keys: Vec<String> = [
+        JourneyStatus::InProgress,
+        JourneyStatus::Completed,
+        JourneyStatus::Dropped,
+    ]
+    .into_iter()
+    .map(|status| listing(status, None))
+    .collect();
+    for step in definition.steps() {
+        keys.push(listing(JourneyStatus::InProgress, Some(&step.name)));
+        keys.push(listing(JourneyStatus::Dropped, Some(&step.name)));
+    }
+    keys
 }
 
 /// The name of a status in listing keys.
