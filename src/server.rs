@@ -340,13 +340,14 @@ async fn sweep_journeys(
         // A full batch means more are due: go on without waiting.
         loop {
             match store.sweep_journeys(Micros::now(), batch).await {
-                Ok(dropped) if dropped > 0 => {
-                    tracing::debug!(dropped, "journeys dropped for inactivity");
-                    if dropped < batch {
+                Ok(swept) => {
+                    if swept.dropped > 0 {
+                        tracing::debug!(dropped = swept.dropped, "journeys dropped for inactivity");
+                    }
+                    if swept.due < batch {
                         break;
                     }
                 }
-                Ok(_) => break,
                 Err(err) => {
                     tracing::warn!(error = %err, "journey sweep failed; retrying next tick");
                     break;

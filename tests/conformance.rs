@@ -956,15 +956,15 @@ mod cases {
             .expect("list");
         assert_eq!(page.customers, vec![(customer("j1"), Micros(at))]);
 
-        assert_eq!(
-            store
-                .sweep_journeys(Micros(deadline.0 - 1), 100)
-                .await
-                .expect("sweep"),
-            0
-        );
-        assert_eq!(store.sweep_journeys(deadline, 100).await.expect("sweep"), 1);
-        assert_eq!(store.sweep_journeys(deadline, 100).await.expect("sweep"), 0);
+        let early = store
+            .sweep_journeys(Micros(deadline.0 - 1), 100)
+            .await
+            .expect("sweep");
+        assert_eq!((early.due, early.dropped), (0, 0));
+        let swept = store.sweep_journeys(deadline, 100).await.expect("sweep");
+        assert_eq!((swept.due, swept.dropped), (1, 1));
+        let again = store.sweep_journeys(deadline, 100).await.expect("sweep");
+        assert_eq!((again.due, again.dropped), (0, 0), "dropped once");
         let in_progress = store
             .list_journeys(&listing(JourneyStatus::InProgress, None))
             .await

@@ -524,13 +524,18 @@ mod two_instances {
         server
     }
 
-    fn deadlines_left(redis: &RedisServer) -> usize {
+    /// A command through redis-cli, answering its output.
+    fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
         let out = std::process::Command::new("redis-cli")
-            .args(["-p", &redis.port.to_string(), "ZCARD", "journey:jdeadlines"])
+            .args(["-p", &redis.port.to_string()])
+            .args(args)
             .output()
             .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn deadlines_left(redis: &RedisServer) -> usize {
+        redis_cli(redis, &["ZCARD", "journey:jdeadlines"])
             .parse()
             .expect("a count")
     }
@@ -538,6 +543,14 @@ mod two_instances {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_drop_is_counted_once() {
         let redis = RedisServer::start();
+        // Entries no sweeper can use, at the front of the index and more
+        // than a pass reads (16): they must not stall the sweepers.
+        for i in 0..20 {
+            redis_cli(
+                &redis,
+                &["ZADD", "journey:jdeadlines", "0", &format!("garbage{i}")],
+            );
+        }
         let (a, b) = (instance(&redis).await, instance(&redis).await);
         let (mut ca, mut cb) = (a.client().await, b.client().await);
         let at = Micros::now().0 - 2 * 60 * MINUTE;
@@ -623,5 +636,78 @@ mod two_instances {
         let s = stats(&mut clients[1], at - MINUTE, Micros::now().0 + MINUTE, 5).await;
         assert_eq!((s.entered, s.completed), (1, 1));
         assert!(s.steps.iter().all(|st| st.reached == 1), "{s:?}");
+    }
+
+    /// A customer's journey states hash that expired (here: deleted) under
+    /// an instance that still caches them: the next append rebuilds it
+    /// instead of failing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expired_states_hash_is_rebuilt() {
+        let redis = RedisServer::start();
+        let a = instance(&redis).await;
+        let mut client = a.client().await;
+        let at = Micros::now().0 - 10 * MINUTE;
+        let step = |n: usize, id: &str| pb::AppendEventRequest {
+            event: Some(banking_step("exp", n, id, at + n as i64)),
+        };
+        client.append_event(step(0, "s0")).await.expect("append");
+        assert_eq!(redis_cli(&redis, &["DEL", "journey:{exp}:jny"]), "1");
+        client
+            .append_event(step(1, "s1"))
+            .await
+            .expect("append after expiry");
+        client.append_event(step(0, "again")).await.expect("append");
+        let ctx = client
+            .get_journey_context(pb::GetJourneyContextRequest {
+                customer_id: "exp".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("context")
+            .into_inner();
+        let state = ctx
+            .journeys
+            .iter()
+            .find(|j| j.journey == JOURNEY)
+            .expect("a journey started on the rebuilt hash");
+        assert_eq!(state.last_event_id, "again");
+    }
+
+    /// A merge takes the absorbed profile's journey states away with its
+    /// data, so the sweeper never drops journeys of a profile that is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_merge_removes_the_absorbed_states() {
+        let redis = RedisServer::start();
+        let a = instance(&redis).await;
+        let mut client = a.client().await;
+        let mut visit = banking_step("", 0, "v0", Micros::now().0 - MINUTE);
+        visit.identities = vec![pb::Identity {
+            r#type: "cookie_id".into(),
+            value: "ck-9".into(),
+        }];
+        client
+            .append_event(pb::AppendEventRequest { event: Some(visit) })
+            .await
+            .expect("anonymous visit");
+        let anonymous = redis_cli(&redis, &["KEYS", "journey:{~*}:jny"]);
+        assert!(anonymous.starts_with("journey:{~"), "{anonymous}");
+        let linked = client
+            .link_identities(pb::LinkIdentitiesRequest {
+                identities: vec![
+                    pb::Identity {
+                        r#type: "customer_id".into(),
+                        value: "known".into(),
+                    },
+                    pb::Identity {
+                        r#type: "cookie_id".into(),
+                        value: "ck-9".into(),
+                    },
+                ],
+            })
+            .await
+            .expect("link")
+            .into_inner();
+        assert_eq!(linked.merged_profile_ids.len(), 1, "{linked:?}");
+        assert_eq!(redis_cli(&redis, &["EXISTS", &anonymous]), "0");
     }
 }

@@ -6,8 +6,11 @@
 -- same atomic step as the events that moved them.
 --
 -- The states hash: journey name -> state JSON; field "" -> version.
--- The write set, from ARGV[at]: the number of states, then per state
--- (journey, JSON); the number of index operations, then per operation
+-- The write set, from ARGV[at]: the number of states, then (if any) the
+-- new version, chosen by the service so it knows it without asking (never
+-- reused, even after the hash expires: see VersionedStates::next_version),
+-- then per state (journey, JSON); the number of index operations, then per
+-- operation
 -- (op, key, a, b): "h" HINCRBY key a b, "z" ZADD key a b (score a,
 -- member b), "r" ZREM key b, "e" PEXPIRE key a.
 --
@@ -31,10 +34,9 @@ local function journeys_write(states, expected, at, ttl)
   local n = tonumber(ARGV[at])
   at = at + 1
   if n > 0 then
-    local fields = {}
+    local fields = {'', ARGV[at]}
+    at = at + 1
     for i = at, at + 2 * n - 1 do fields[#fields + 1] = ARGV[i] end
-    fields[#fields + 1] = ''
-    fields[#fields + 1] = tostring(tonumber(expected) + 1)
     redis.call('HSET', states, unpack(fields))
     redis.call('PEXPIRE', states, ttl)
   end

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use super::{
     memory_journeys::JourneyBook, memory_timeline::Timeline, AppendOutcome, ContactHistory,
     ContextSnapshot, JourneyListPage, JourneyListQuery, JourneyTracker, MergeOutcome, Retention,
-    StorageError, TimelinePage, TimelineQuery, TimelineStore, CONTEXT_MAX_CONTACTS,
+    StorageError, Swept, TimelinePage, TimelineQuery, TimelineStore, CONTEXT_MAX_CONTACTS,
 };
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY,
@@ -429,14 +429,15 @@ impl TimelineStore for MemoryStore {
         Ok(self.lock().journeys.page(query))
     }
 
-    async fn sweep_journeys(&self, now: Micros, max: usize) -> Result<usize, StorageError> {
+    async fn sweep_journeys(&self, now: Micros, max: usize) -> Result<Swept, StorageError> {
         let Some(tracker) = &self.tracker else {
-            return Ok(0);
+            return Ok(Swept::default());
         };
         let definitions = tracker.definitions();
         let mut state = self.lock();
+        let due = state.journeys.due(now, max);
         let mut dropped = 0;
-        for entry in state.journeys.due(now, max) {
+        for entry in &due {
             let profile = &entry.2;
             let update = state
                 .live(profile, Micros::now())
@@ -444,13 +445,16 @@ impl TimelineStore for MemoryStore {
                 .unwrap_or_default();
             if update.states.is_empty() {
                 // Expired, merged away, or its journey no longer defined.
-                state.journeys.forget_deadline(&entry);
+                state.journeys.forget_deadline(entry);
                 continue;
             }
             dropped += update.states.len();
             state.apply_journeys(profile, update);
         }
-        Ok(dropped)
+        Ok(Swept {
+            due: due.len(),
+            dropped,
+        })
     }
 
     async fn trim_journeys(&self, now: Micros) -> Result<(), StorageError> {

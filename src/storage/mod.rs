@@ -71,6 +71,15 @@ impl Default for Retention {
 /// however often a customer is contacted.
 pub const CONTEXT_MAX_CONTACTS: usize = 100;
 
+/// What one sweeper pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Deadline entries read: `max` means more may be due.
+    pub due: usize,
+    /// Journeys dropped.
+    pub dropped: usize,
+}
+
 /// What `GetJourneyContext` needs from the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContextSnapshot {
@@ -280,9 +289,9 @@ pub trait TimelineStore: Send + Sync + 'static {
         query: &JourneyListQuery,
     ) -> Result<JourneyListPage, StorageError>;
 
-    /// Drops up to `max` journeys whose inactivity deadline is at or before
-    /// `now`, each once however many instances sweep; answers how many.
-    async fn sweep_journeys(&self, now: Micros, max: usize) -> Result<usize, StorageError>;
+    /// Reads up to `max` entries of the deadline index at or before `now`
+    /// and drops their journeys, each once however many instances sweep.
+    async fn sweep_journeys(&self, now: Micros, max: usize) -> Result<Swept, StorageError>;
 
     /// Bounds the journey indexes: forgets listing entries older than the
     /// retention (their customers may be gone) and stat counters of days

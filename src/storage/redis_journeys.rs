@@ -22,7 +22,7 @@ use lru::LruCache;
 use redis::ScriptInvocation;
 
 use super::{
-    redis_store::RedisStore, JourneyListPage, JourneyListQuery, JourneyTracker, StorageError,
+    redis_store::RedisStore, JourneyListPage, JourneyListQuery, JourneyTracker, StorageError, Swept,
 };
 use crate::domain::{
     journey::{
@@ -81,9 +81,20 @@ impl VersionedStates {
         Ok(read)
     }
 
-    /// The states after the script wrote `changed` (an update's states) on
-    /// top of these; the changed states move in, the others are copied.
-    pub fn after(&self, changed: Vec<JourneyState>) -> Self {
+    /// The version a write on top of these states gets: the next one, or,
+    /// for a profile with no states (new, or its hash expired), a random
+    /// one, so a version is never reused and an instance that cached the
+    /// states from before an expiry cannot match a new hash by chance.
+    pub fn next_version(&self) -> u64 {
+        match self.version {
+            0 => fastrand::u64(1..u64::MAX / 2),
+            v => v + 1,
+        }
+    }
+
+    /// The states after the script wrote `changed` (an update's states) at
+    /// `version`; the changed states move in, the others are copied.
+    pub fn after(&self, changed: Vec<JourneyState>, version: u64) -> Self {
         if changed.is_empty() {
             return self.clone();
         }
@@ -96,24 +107,24 @@ impl VersionedStates {
                 states.insert(journey.clone(), state.clone());
             }
         }
-        Self {
-            version: self.version + 1,
-            states,
-        }
+        Self { version, states }
     }
 }
 
 /// The started journeys of a states hash (`HGETALL`), for a reader: the
 /// states of journeys not started are skipped unparsed.
-pub(super) fn started_states(
-    fields: Vec<(String, String)>,
-) -> Result<Vec<JourneyState>, StorageError> {
+/// One unreadable state is left out (and logged) rather than failing the
+/// whole context.
+pub(super) fn started_states(fields: Vec<(String, String)>) -> Vec<JourneyState> {
     fields
         .into_iter()
         .filter(|(field, json)| !field.is_empty() && !JourneyState::is_not_started_json(json))
-        .map(|(field, json)| {
-            JourneyState::from_json(&json)
-                .map_err(|e| StorageError::Corrupt(format!("journey state of {field:?}: {e}")))
+        .filter_map(|(field, json)| match JourneyState::from_json(&json) {
+            Ok(state) => Some(state),
+            Err(err) => {
+                tracing::error!(journey = %field, error = %err, "journey state unreadable; left out of the context");
+                None
+            }
         })
         .collect()
 }
@@ -140,16 +151,15 @@ impl StatesCache {
         self.lock().get(profile).cloned().unwrap_or_default()
     }
 
-    /// Keeps `states` unless a newer version is cached already.
+    /// Keeps `states` as this instance's copy. Two calls racing on one
+    /// profile may leave the older copy: the next write then finds it stale
+    /// and reads the current one (a round trip, never a wrong write).
     pub fn put(&self, profile: &CustomerId, states: VersionedStates) {
-        let mut cache = self.lock();
-        if cache
-            .peek(profile)
-            .is_some_and(|held| held.version > states.version)
-        {
-            return;
-        }
-        cache.put(profile.clone(), Arc::new(states));
+        self.put_shared(profile, Arc::new(states));
+    }
+
+    pub fn put_shared(&self, profile: &CustomerId, states: Arc<VersionedStates>) {
+        self.lock().put(profile.clone(), states);
     }
 }
 
@@ -159,8 +169,12 @@ pub(super) fn push_write_set(
     call: &mut ScriptInvocation<'_>,
     profile: &CustomerId,
     update: &JourneyUpdate,
+    version: u64,
 ) {
     call.arg(update.states.len());
+    if !update.states.is_empty() {
+        call.arg(version);
+    }
     for state in &update.states {
         call.arg(&state.journey).arg(state.to_json());
     }
@@ -297,9 +311,9 @@ impl RedisStore {
     /// One sweeper pass: reads the due deadlines, the states of their
     /// profiles (one round trip each), computes the drops and writes them
     /// with a compare-and-set per profile (one round trip for all).
-    pub(super) async fn sweep(&self, now: Micros, max: usize) -> Result<usize, StorageError> {
+    pub(super) async fn sweep(&self, now: Micros, max: usize) -> Result<Swept, StorageError> {
         let Some(journeys) = &self.journeys else {
-            return Ok(0);
+            return Ok(Swept::default());
         };
         let definitions = journeys.tracker.definitions();
         let mut conn = self.conn.clone();
@@ -313,30 +327,52 @@ impl RedisStore {
             .arg(max)
             .query_async(&mut conn)
             .await?;
+        let read_count = due.len();
+        // Entries that cannot be swept leave the index, so they never
+        // hold the front of it: malformed members, unreadable profiles.
+        let mut unsweepable: Vec<String> = Vec::new();
         let mut profiles: Vec<(CustomerId, Vec<String>)> = Vec::new();
+        let mut index_of: HashMap<CustomerId, usize> = HashMap::new();
         for member in due {
             let Some((journey, profile)) = member.split_once('\u{1f}') else {
+                unsweepable.push(member);
                 continue;
             };
             let profile = CustomerId::from_trusted(profile);
-            match profiles.iter_mut().find(|(p, _)| *p == profile) {
-                Some((_, js)) => js.push(journey.to_string()),
-                None => profiles.push((profile, vec![journey.to_string()])),
-            }
+            let at = *index_of.entry(profile.clone()).or_insert_with(|| {
+                profiles.push((profile, Vec::new()));
+                profiles.len() - 1
+            });
+            profiles[at].1.push(journey.to_string());
         }
-        if profiles.is_empty() {
-            return Ok(0);
+        if profiles.is_empty() && unsweepable.is_empty() {
+            return Ok(Swept {
+                due: read_count,
+                dropped: 0,
+            });
         }
         let mut read = redis::pipe();
         for (profile, _) in &profiles {
             read.cmd("HGETALL")
                 .arg(super::redis_keys::Keys::of(profile).journeys);
         }
-        let states: Vec<Vec<(String, String)>> = read.query_async(&mut conn).await?;
+        let states: Vec<Vec<(String, String)>> = if profiles.is_empty() {
+            Vec::new()
+        } else {
+            read.query_async(&mut conn).await?
+        };
         let mut write = redis::pipe();
         let mut planned = Vec::new();
         for ((profile, due_journeys), fields) in profiles.into_iter().zip(states) {
-            let current = VersionedStates::parse(fields)?;
+            // One unreadable profile must not stop the sweeper for all.
+            let current = match VersionedStates::parse(fields) {
+                Ok(current) => current,
+                Err(err) => {
+                    tracing::error!(profile = %profile, error = %err, "journey states unreadable; its deadlines are dropped unswept");
+                    unsweepable.extend(due_journeys.iter().map(|j| deadline_member(j, &profile)));
+                    continue;
+                }
+            };
             let mut update = sweep_due(&definitions, &current.states, now);
             // Deadlines left behind (a journey no longer defined, a profile
             // expired or merged away) go, so the sweeper does not read them
@@ -363,13 +399,28 @@ impl RedisStore {
             call.key(&keys.journeys)
                 .arg(current.version)
                 .arg(self.ttl_ms());
-            push_write_set(&mut call, &profile, &update);
+            let version = current.next_version();
+            push_write_set(&mut call, &profile, &update, version);
             write.invoke_script(&call);
-            planned.push((profile, current, update));
+            planned.push((profile, current, update, version));
+        }
+        if !unsweepable.is_empty() {
+            // Rare (a bug or a foreign writer): a round trip of its own.
+            let _: i64 = redis::cmd("ZREM")
+                .arg(DEADLINES_KEY)
+                .arg(&unsweepable)
+                .query_async(&mut conn)
+                .await?;
+        }
+        if planned.is_empty() {
+            return Ok(Swept {
+                due: read_count,
+                dropped: 0,
+            });
         }
         let replies: Vec<redis::Value> = self.query_scripts(&self.sweep_script, &write).await?;
         let mut dropped = 0;
-        for ((profile, current, update), reply) in planned.into_iter().zip(replies) {
+        for ((profile, current, update, version), reply) in planned.into_iter().zip(replies) {
             let stale = match &reply {
                 redis::Value::Array(items) => stale_reply(items),
                 _ => None,
@@ -377,13 +428,21 @@ impl RedisStore {
             match stale {
                 // Another instance or an append got there first; a journey
                 // still due is seen again on the next pass.
-                Some(fresh) => journeys.cache.put(&profile, fresh?),
+                Some(Ok(fresh)) => journeys.cache.put(&profile, fresh),
+                Some(Err(err)) => {
+                    tracing::error!(profile = %profile, error = %err, "journey states unreadable; not swept")
+                }
                 None => {
                     dropped += update.states.len();
-                    journeys.cache.put(&profile, current.after(update.states));
+                    journeys
+                        .cache
+                        .put(&profile, current.after(update.states, version));
                 }
             }
         }
-        Ok(dropped)
+        Ok(Swept {
+            due: read_count,
+            dropped,
+        })
     }
 }

@@ -359,7 +359,10 @@ impl RedisStore {
             }
         }
 
-        let data: Vec<&str> = from.data().to_vec();
+        // The absorbed profile's journey states go with its data: they are
+        // not carried over (README), and left behind they would be swept.
+        let mut data: Vec<&str> = from.data().to_vec();
+        data.push(&from.journeys);
         match self
             .cas(&from.alias, &fence, &format!("done:{survivor}"), &data)
             .await?

@@ -14,7 +14,7 @@
 //! not enough to carry a second client; the larger gain the profile points
 //! to is a reply reader that writes members straight into the response.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -31,7 +31,7 @@ use super::{
     },
     redis_keys::{packed_identity, Keys},
     AppendOutcome, ContactHistory, ContextSnapshot, Cursor, EncodedEvent, JourneyListPage,
-    JourneyListQuery, JourneyTracker, MergeOutcome, Retention, StorageError, TimelinePage,
+    JourneyListQuery, JourneyTracker, MergeOutcome, Retention, StorageError, Swept, TimelinePage,
     TimelineQuery, TimelineStore, CONTEXT_MAX_CONTACTS,
 };
 use crate::domain::{
@@ -206,11 +206,13 @@ impl TimelineStore for RedisStore {
     ) -> Result<Vec<AppendOutcome>, StorageError> {
         let mut outcomes = vec![AppendOutcome::Stored; events.len()];
         // Events by target profile, in order of first appearance.
-        let mut pending: Vec<(CustomerId, Vec<usize>)> = Vec::new();
+        // Per profile: its events, and the journey states a retry must
+        // start from (those the script answered), if any.
+        let mut pending: Vec<(CustomerId, Vec<usize>, Option<Arc<VersionedStates>>)> = Vec::new();
         let mut group_of: HashMap<&CustomerId, usize> = HashMap::new();
         for (i, event) in events.iter().enumerate() {
             let g = *group_of.entry(&event.profile).or_insert_with(|| {
-                pending.push((event.profile.clone(), Vec::new()));
+                pending.push((event.profile.clone(), Vec::new(), None));
                 pending.len() - 1
             });
             pending[g].1.push(i);
@@ -230,32 +232,33 @@ impl TimelineStore for RedisStore {
             }
             let mut pipe = redis::pipe();
             let mut planned = Vec::with_capacity(pending.len());
-            for (profile, indices) in &pending {
+            for (profile, indices, fresh) in &mut pending {
                 let keys = Keys::of(profile);
                 let journey = tracking.as_ref().map(|(journeys, definitions)| {
-                    let prior = journeys.cache.get(profile);
+                    let prior = fresh.take().unwrap_or_else(|| journeys.cache.get(profile));
                     let mine = indices.iter().map(|&i| &events[i]);
                     let update = journeys.tracker.track(definitions, &prior.states, mine);
-                    (prior, update)
+                    let version = prior.next_version();
+                    (prior, update, version)
                 });
                 let shape = CallShape {
                     events: indices.len(),
-                    journey_version: journey.as_ref().map(|(prior, _)| prior.version),
+                    journey_version: journey.as_ref().map(|(prior, _, _)| prior.version),
                     ..CallShape::default()
                 };
                 let mut call = self.append_call(&keys, now, shape);
-                for &i in indices {
+                for &i in indices.iter() {
                     EventArgs::of_event(&events[i]).push(&mut call);
                 }
-                if let Some((_, update)) = &journey {
-                    push_write_set(&mut call, profile, update);
+                if let Some((_, update, version)) = &journey {
+                    push_write_set(&mut call, profile, update, *version);
                 }
                 pipe.invoke_script(&call);
                 planned.push(journey);
             }
             let replies: Vec<redis::Value> = self.query_scripts(&self.append_script, &pipe).await?;
             let mut again = Vec::new();
-            for (((profile, indices), journey), reply) in
+            for (((profile, indices, _), journey), reply) in
                 pending.into_iter().zip(planned).zip(replies)
             {
                 match AppendReply::parse(reply)? {
@@ -265,8 +268,12 @@ impl TimelineStore for RedisStore {
                                 outcomes[i] = AppendOutcome::Duplicate;
                             }
                         }
-                        if let (Some((journeys, _)), Some((prior, update))) = (&tracking, journey) {
-                            journeys.cache.put(&profile, prior.after(update.states));
+                        if let (Some((journeys, _)), Some((prior, update, version))) =
+                            (&tracking, journey)
+                        {
+                            journeys
+                                .cache
+                                .put(&profile, prior.after(update.states, version));
                         }
                     }
                     AppendReply::Outcomes(stored) => {
@@ -278,13 +285,16 @@ impl TimelineStore for RedisStore {
                     }
                     AppendReply::Merged => {
                         let survivor = self.follow(&profile).await?;
-                        again.push((survivor, indices));
+                        again.push((survivor, indices, None));
                     }
                     AppendReply::Stale(current) => {
+                        // The script's answer is the truth, whatever the
+                        // cache held (even a hash that expired meanwhile).
+                        let current = Arc::new(current);
                         if let Some((journeys, _)) = &tracking {
-                            journeys.cache.put(&profile, current);
+                            journeys.cache.put_shared(&profile, current.clone());
                         }
-                        again.push((profile, indices));
+                        again.push((profile, indices, Some(current)));
                     }
                     AppendReply::Refused(reason) => return Err(StorageError::Corrupt(reason)),
                 }
@@ -354,7 +364,7 @@ impl TimelineStore for RedisStore {
             snapshot.merges = unpack_merges(merges);
             // Only started journeys are shown; the cache is left to the
             // writers (a reader's copy would cost more than it saves).
-            snapshot.journeys = started_states(journeys)?;
+            snapshot.journeys = started_states(journeys);
             return Ok(Some(snapshot));
         }
         Err(merges_kept_moving())
@@ -465,7 +475,7 @@ impl TimelineStore for RedisStore {
         self.listing_page(query).await
     }
 
-    async fn sweep_journeys(&self, now: Micros, max: usize) -> Result<usize, StorageError> {
+    async fn sweep_journeys(&self, now: Micros, max: usize) -> Result<Swept, StorageError> {
         self.sweep(now, max).await
     }
 
