@@ -60,6 +60,7 @@ async fn seeds_and_runs_every_scenario_without_errors() {
     for scenario in [
         Scenario::Append,
         Scenario::AppendBatch,
+        Scenario::AppendIdentity,
         Scenario::Context,
         Scenario::List,
         Scenario::Check,

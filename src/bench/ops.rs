@@ -68,6 +68,7 @@ impl Caller {
     pub async fn call(&mut self, op: Op) -> Result<u64, Failure> {
         match op {
             Op::Append => self.append().await,
+            Op::AppendIdentity => self.append_identity().await,
             Op::AppendBatch => self.append_batch().await,
             Op::Context => self.context().await,
             Op::List => self.list().await,
@@ -88,8 +89,23 @@ impl Caller {
         population::customer_id(self.rng.u64(0..self.customers))
     }
 
+    /// A new event carrying the customer's cookie id: resolved (and linked
+    /// the first time) before the append.
+    async fn append_identity(&mut self) -> Result<u64, Failure> {
+        let mut event = self.new_event();
+        event.identities = vec![pb::Identity {
+            r#type: "cookie_id".into(),
+            value: format!("ck-{}", event.customer_id),
+        }];
+        self.send_append(event).await
+    }
+
     async fn append(&mut self) -> Result<u64, Failure> {
         let event = self.new_event();
+        self.send_append(event).await
+    }
+
+    async fn send_append(&mut self, event: pb::Event) -> Result<u64, Failure> {
         let request = pb::AppendEventRequest { event: Some(event) };
         let response = self.client.append_event(request).await?.into_inner();
         if response.duplicate {

@@ -10,6 +10,9 @@ pub enum Scenario {
     Append,
     /// AppendEvents of 100 new events of random customers.
     AppendBatch,
+    /// AppendEvent of one new event that also carries the customer's
+    /// cookie id (linked on its first use): the identity path.
+    AppendIdentity,
     /// GetJourneyContext with max_events 50.
     Context,
     /// ListEvents, first page of 50.
@@ -27,6 +30,7 @@ pub enum Scenario {
 pub enum Op {
     Append,
     AppendBatch,
+    AppendIdentity,
     Context,
     List,
     Check,
@@ -38,6 +42,7 @@ impl Scenario {
         match self {
             Self::Append => &[(Op::Append, 1)],
             Self::AppendBatch => &[(Op::AppendBatch, 1)],
+            Self::AppendIdentity => &[(Op::AppendIdentity, 1)],
             // The echo server answers the same request as the real one.
             Self::Context | Self::Echo => &[(Op::Context, 1)],
             Self::List => &[(Op::List, 1)],

@@ -148,6 +148,7 @@ impl TimelineStore for MemoryStore {
         let mut outcomes = Vec::with_capacity(events.len());
         let mut touched = HashSet::new();
         let mut by_profile: Vec<(CustomerId, Vec<&Event>)> = Vec::new();
+        let mut group_of: HashMap<CustomerId, usize> = HashMap::new();
         for event in events {
             let profile = state.follow(&event.profile);
             state.live(&profile, wall);
@@ -160,10 +161,11 @@ impl TimelineStore for MemoryStore {
             if outcome == AppendOutcome::Stored {
                 state.total_events += 1;
             }
-            match by_profile.iter_mut().find(|(p, _)| *p == profile) {
-                Some((_, mine)) => mine.push(event),
-                None => by_profile.push((profile.clone(), vec![event])),
-            }
+            let group = *group_of.entry(profile.clone()).or_insert_with(|| {
+                by_profile.push((profile.clone(), Vec::new()));
+                by_profile.len() - 1
+            });
+            by_profile[group].1.push(event);
             touched.insert(profile);
             outcomes.push(outcome);
         }
