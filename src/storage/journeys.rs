@@ -7,7 +7,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::domain::{
-    journey::{track, EventFacts, JourneyDefinitions, JourneyStates, JourneyUpdate},
+    journey::{
+        track, EventFacts, JourneyDefinitions, JourneyStates, JourneyUpdate, RecentInteraction,
+    },
     CustomerId, Event, Micros, Taxonomy,
 };
 
@@ -37,13 +39,14 @@ impl JourneyTracker {
         &self,
         definitions: &JourneyDefinitions,
         prior: &JourneyStates,
+        recent: &[RecentInteraction],
         events: impl IntoIterator<Item = &'a Event>,
     ) -> JourneyUpdate {
         let facts: Vec<EventFacts> = events
             .into_iter()
             .map(|e| EventFacts::from_event(e, &self.taxonomy))
             .collect();
-        track(definitions, prior, &facts)
+        track(definitions, prior, recent, &facts)
     }
 }
 

@@ -108,6 +108,9 @@ impl State {
             for changed in update.states {
                 timeline.journeys.insert(changed.journey.clone(), changed);
             }
+            if let Some(recent) = update.recent {
+                timeline.journey_recent = recent;
+            }
         }
     }
 
@@ -173,7 +176,7 @@ impl TimelineStore for MemoryStore {
             let definitions = tracker.definitions();
             for (profile, mine) in by_profile {
                 let update = match state.customers.get(&profile) {
-                    Some(t) => tracker.track(&definitions, &t.journeys, mine),
+                    Some(t) => tracker.track(&definitions, &t.journeys, &t.journey_recent, mine),
                     None => continue,
                 };
                 state.apply_journeys(&profile, update);

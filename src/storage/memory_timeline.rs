@@ -14,8 +14,9 @@ use super::{
     TimelinePage, TimelineQuery,
 };
 use crate::domain::{
-    journey::JourneyStates, Contact, CustomerId, CustomerSummary, Event, Identity, Initiator,
-    LinkedIdentity, MergeRecord, Micros,
+    journey::{JourneyStates, RecentInteraction},
+    Contact, CustomerId, CustomerSummary, Event, Identity, Initiator, LinkedIdentity, MergeRecord,
+    Micros,
 };
 
 /// Sort key of a timeline entry: what a Redis sorted set orders by.
@@ -43,8 +44,10 @@ pub(super) struct Timeline {
     /// Identities recorded on the profile: first seen, first channel.
     idents: BTreeMap<Identity, (Micros, String)>,
     merges: Vec<MergeRecord>,
-    /// The customer's state in each journey.
+    /// The customer's state in each journey, and their latest interactions
+    /// (shared by the journeys, see `domain::journey::tracking`).
     pub(super) journeys: JourneyStates,
+    pub(super) journey_recent: Vec<RecentInteraction>,
     /// The customer is forgotten after this instant without a write.
     pub(super) expires_at: Micros,
 }

@@ -27,7 +27,7 @@ use super::{
 use crate::domain::{
     journey::{
         listing_keys, sweep_due, Day, DayCounters, JourneyState, JourneyStates, JourneyUpdate,
-        STATS_KEPT_DAYS,
+        RecentInteraction, STATS_KEPT_DAYS,
     },
     CustomerId, Micros,
 };
@@ -56,11 +56,16 @@ pub(super) struct RedisJourneys {
     pub cache: StatesCache,
 }
 
+/// The field of the states hash that holds the customer's latest
+/// interactions (journey names cannot start with `~`).
+const RECENT_FIELD: &str = "~recent";
+
 /// A profile's journey states as of one version of its states hash.
 #[derive(Debug, Clone, Default)]
 pub(super) struct VersionedStates {
     pub version: u64,
     pub states: JourneyStates,
+    pub recent: Vec<RecentInteraction>,
 }
 
 impl VersionedStates {
@@ -72,6 +77,11 @@ impl VersionedStates {
                 read.version = value.parse().map_err(|_| {
                     StorageError::Corrupt(format!("journey states version {value:?}"))
                 })?;
+                continue;
+            }
+            if field == RECENT_FIELD {
+                read.recent = serde_json::from_str(&value)
+                    .map_err(|e| StorageError::Corrupt(format!("recent interactions: {e}")))?;
                 continue;
             }
             let state = JourneyState::from_json(&value)
@@ -92,10 +102,16 @@ impl VersionedStates {
         }
     }
 
-    /// The states after the script wrote `changed` (an update's states) at
-    /// `version`; the changed states move in, the others are copied.
-    pub fn after(&self, changed: Vec<JourneyState>, version: u64) -> Self {
-        if changed.is_empty() {
+    /// The states after the script wrote an update's states and recent
+    /// interactions at `version`; the changed parts move in, the others
+    /// are copied.
+    pub fn after(
+        &self,
+        changed: Vec<JourneyState>,
+        recent: Option<Vec<RecentInteraction>>,
+        version: u64,
+    ) -> Self {
+        if changed.is_empty() && recent.is_none() {
             return self.clone();
         }
         let mut states: JourneyStates = changed
@@ -107,7 +123,11 @@ impl VersionedStates {
                 states.insert(journey.clone(), state.clone());
             }
         }
-        Self { version, states }
+        Self {
+            version,
+            states,
+            recent: recent.unwrap_or_else(|| self.recent.clone()),
+        }
     }
 }
 
@@ -118,7 +138,9 @@ impl VersionedStates {
 pub(super) fn started_states(fields: Vec<(String, String)>) -> Vec<JourneyState> {
     fields
         .into_iter()
-        .filter(|(field, json)| !field.is_empty() && !JourneyState::is_not_started_json(json))
+        .filter(|(field, json)| {
+            !field.is_empty() && field != RECENT_FIELD && !JourneyState::is_not_started_json(json)
+        })
         .filter_map(|(field, json)| match JourneyState::from_json(&json) {
             Ok(state) => Some(state),
             Err(err) => {
@@ -171,12 +193,18 @@ pub(super) fn push_write_set(
     update: &JourneyUpdate,
     version: u64,
 ) {
-    call.arg(update.states.len());
-    if !update.states.is_empty() {
+    let fields = update.states.len() + usize::from(update.recent.is_some());
+    call.arg(fields);
+    if fields > 0 {
         call.arg(version);
     }
     for state in &update.states {
         call.arg(&state.journey).arg(state.to_json());
+    }
+    if let Some(recent) = &update.recent {
+        // Serializing plain strings and numbers cannot fail.
+        call.arg(RECENT_FIELD)
+            .arg(serde_json::to_string(recent).unwrap_or_default());
     }
     // Counter increments summed per hash and field: a batch often adds to
     // the same ones.
@@ -436,7 +464,7 @@ impl RedisStore {
                     dropped += update.states.len();
                     journeys
                         .cache
-                        .put(&profile, current.after(update.states, version));
+                        .put(&profile, current.after(update.states, None, version));
                 }
             }
         }

@@ -237,7 +237,10 @@ impl TimelineStore for RedisStore {
                 let journey = tracking.as_ref().map(|(journeys, definitions)| {
                     let prior = fresh.take().unwrap_or_else(|| journeys.cache.get(profile));
                     let mine = indices.iter().map(|&i| &events[i]);
-                    let update = journeys.tracker.track(definitions, &prior.states, mine);
+                    let update =
+                        journeys
+                            .tracker
+                            .track(definitions, &prior.states, &prior.recent, mine);
                     let version = prior.next_version();
                     (prior, update, version)
                 });
@@ -273,7 +276,7 @@ impl TimelineStore for RedisStore {
                         {
                             journeys
                                 .cache
-                                .put(&profile, prior.after(update.states, version));
+                                .put(&profile, prior.after(update.states, update.recent, version));
                         }
                     }
                     AppendReply::Outcomes(stored) => {

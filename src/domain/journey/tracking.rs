@@ -4,6 +4,13 @@
 //! the stat deltas, the status listings (`ListJourneys`) and the deadline
 //! index (the sweeper's). Pure: the store reads the prior states, calls
 //! this, and writes the update.
+//!
+//! The customer's latest interactions (what the "before entering" figure
+//! reads) are kept once per customer, not once per journey: a journey that
+//! may still be entered would hold exactly the latest `lookback_events` of
+//! them, so they are handed to `advance` inside its state and taken out
+//! again before the state is stored. An event that matches no step then
+//! changes one small list instead of every journey's state.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +18,7 @@ use super::{
     definition::{JourneyDefinition, JourneyDefinitions},
     delta::StatDelta,
     facts::EventFacts,
-    state::{JourneyState, JourneyStatus},
+    state::{JourneyState, JourneyStatus, RecentInteraction},
     transition::{advance, sweep},
 };
 use crate::domain::Micros;
@@ -119,8 +126,10 @@ pub struct DeadlineChange {
 /// Everything one customer's events (or a sweep) change in the journeys.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JourneyUpdate {
-    /// The states that changed, in their new form.
+    /// The states that changed, in their new form (without `recent`).
     pub states: Vec<JourneyState>,
+    /// The customer's latest interactions, when they changed.
+    pub recent: Option<Vec<RecentInteraction>>,
     pub deltas: Vec<StatDelta>,
     /// Listings the customer leaves.
     pub unlisted: Vec<Listing>,
@@ -131,7 +140,7 @@ pub struct JourneyUpdate {
 
 impl JourneyUpdate {
     pub fn is_empty(&self) -> bool {
-        self.states.is_empty() && self.deltas.is_empty()
+        self.states.is_empty() && self.deltas.is_empty() && self.recent.is_none()
     }
 
     /// Records the change of one journey from `before` to `after`.
@@ -164,30 +173,110 @@ impl JourneyUpdate {
 }
 
 /// Applies a customer's events, in the order given, to their states in
-/// every defined journey. States of journeys no longer defined are left
-/// alone.
+/// every defined journey, with `recent` the customer's latest interactions.
+/// States of journeys no longer defined are left alone.
 pub fn track(
     definitions: &JourneyDefinitions,
     prior: &JourneyStates,
+    recent: &[RecentInteraction],
     events: &[EventFacts],
 ) -> JourneyUpdate {
-    let mut update = JourneyUpdate::default();
-    for definition in definitions.iter() {
-        let before = prior.get(definition.name());
-        let mut current: Option<JourneyState> = None;
-        let mut deltas = Vec::new();
-        for event in events {
-            let transition = advance(definition, current.as_ref().or(before), event);
-            deltas.extend(transition.deltas);
-            if let Some(state) = transition.state {
-                current = Some(state);
+    let capacity = definitions
+        .iter()
+        .map(|d| d.lookback_events())
+        .max()
+        .unwrap_or(0);
+    let mut shared = recent.to_vec();
+    let mut current: Vec<Option<JourneyState>> = vec![None; definitions.len()];
+    let mut deltas: Vec<Vec<StatDelta>> = vec![Vec::new(); definitions.len()];
+    for event in events {
+        for (i, definition) in definitions.iter().enumerate() {
+            let stored = current[i].as_ref().or_else(|| prior.get(definition.name()));
+            // Outside a journey, an event that cannot start one changes
+            // only the interactions kept, which live outside the state:
+            // skip the state machine (most events take this path).
+            let in_progress = stored.is_some_and(|s| s.status == JourneyStatus::InProgress);
+            if !in_progress && !could_start(definition, event) {
+                continue;
+            }
+            let state = stored
+                .cloned()
+                .unwrap_or_else(|| JourneyState::not_started(definition.name()));
+            let before = with_recent(definition, state, &shared);
+            let transition = advance(definition, Some(&before), event);
+            deltas[i].extend(transition.deltas);
+            if let Some(mut after) = transition.state {
+                after.recent.clear();
+                current[i] = Some(after);
             }
         }
-        if let Some(after) = current {
-            update.record(before, after, deltas);
+        remember(&mut shared, capacity, event);
+    }
+    let mut update = JourneyUpdate::default();
+    for ((definition, after), deltas) in definitions.iter().zip(current).zip(deltas) {
+        let before = prior.get(definition.name());
+        let unchanged = match (&after, before) {
+            (None, _) => true,
+            (Some(after), Some(before)) => after == before,
+            // Nothing stored and still not started: nothing to store.
+            (Some(after), None) => *after == JourneyState::not_started(definition.name()),
+        };
+        match after {
+            Some(after) if !unchanged => update.record(before, after, deltas),
+            _ => update.deltas.extend(deltas),
         }
     }
+    if shared.as_slice() != recent {
+        update.recent = Some(shared);
+    }
     update
+}
+
+/// Whether `event` reaches the start step without abandoning: the only way
+/// into a journey (see `transition::advance`).
+fn could_start(definition: &JourneyDefinition, event: &EventFacts) -> bool {
+    definition
+        .matching_steps(event)
+        .any(|i| i == definition.start_index())
+        && !definition.is_abandon(event)
+}
+
+/// A stored state with the interactions it would hold if it kept its own:
+/// the latest `lookback_events` while the journey may still be entered.
+fn with_recent(
+    definition: &JourneyDefinition,
+    mut state: JourneyState,
+    shared: &[RecentInteraction],
+) -> JourneyState {
+    let may_enter = state.status == JourneyStatus::NotStarted || definition.reentry();
+    if may_enter {
+        let keep = definition.lookback_events().min(shared.len());
+        state.recent = shared[shared.len() - keep..].to_vec();
+    }
+    state
+}
+
+/// Keeps the customer's latest `capacity` interactions by time, each once
+/// (the rule `advance` applies to a state's own list).
+fn remember(recent: &mut Vec<RecentInteraction>, capacity: usize, event: &EventFacts) {
+    if capacity == 0 || recent.iter().any(|r| r.event_id == event.event_id) {
+        return;
+    }
+    let position = recent.partition_point(|r| r.at <= event.at);
+    if position == 0 && recent.len() >= capacity {
+        return;
+    }
+    recent.insert(
+        position,
+        RecentInteraction {
+            event_id: event.event_id.clone(),
+            at: event.at,
+            interaction: event.interaction(),
+        },
+    );
+    while recent.len() > capacity {
+        recent.remove(0);
+    }
 }
 
 /// Drops every journey of the customer whose inactivity deadline is at or
@@ -254,7 +343,7 @@ mod tests {
     #[test]
     fn a_start_lists_the_customer_in_progress_and_indexes_a_deadline() {
         let defs = banking_set();
-        let update = track(&defs, &JourneyStates::new(), &[sign_in("e1", 0)]);
+        let update = track(&defs, &JourneyStates::new(), &[], &[sign_in("e1", 0)]);
         let state = update
             .states
             .iter()
@@ -279,7 +368,7 @@ mod tests {
     #[test]
     fn a_sweep_moves_the_customer_from_in_progress_to_dropped_once() {
         let defs = banking_set();
-        let started = track(&defs, &JourneyStates::new(), &[sign_in("e1", 0)]);
+        let started = track(&defs, &JourneyStates::new(), &[], &[sign_in("e1", 0)]);
         let prior: JourneyStates = started
             .states
             .into_iter()
@@ -314,9 +403,36 @@ mod tests {
     }
 
     #[test]
+    fn an_event_that_starts_nothing_changes_only_the_shared_interactions() {
+        let defs = banking_set();
+        let noise = crate::domain::journey::testkit::facts(
+            "n1",
+            T0,
+            "email",
+            "campaign_offer",
+            "email_sent",
+            crate::domain::Initiator::Company,
+            &[],
+        );
+        let update = track(&defs, &JourneyStates::new(), &[], &[noise]);
+        assert!(update.states.is_empty(), "{:?}", update.states);
+        assert!(update.deltas.is_empty());
+        let recent = update.recent.expect("the interaction is kept");
+        assert_eq!(recent.len(), 1);
+        // A start then reads it as "before entering", and the stored state
+        // does not carry its own copy.
+        let started = track(&defs, &JourneyStates::new(), &recent, &[sign_in("e1", 1)]);
+        assert!(started.states.iter().all(|s| s.recent.is_empty()));
+        assert!(started.deltas.iter().any(|d| matches!(
+            &d.change,
+            crate::domain::journey::StatChange::PreEntry { interactions } if interactions.len() == 1
+        )));
+    }
+
+    #[test]
     fn visible_keeps_active_and_recently_finished_journeys() {
         let defs = banking_set();
-        let started = track(&defs, &JourneyStates::new(), &[sign_in("e1", 0)]);
+        let started = track(&defs, &JourneyStates::new(), &[], &[sign_in("e1", 0)]);
         let shown = visible(&defs, started.states.iter(), Micros(0));
         assert!(shown.iter().all(|s| s.status == JourneyStatus::InProgress));
         assert!(!shown.is_empty());
