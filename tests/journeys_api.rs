@@ -201,11 +201,11 @@ mod cases {
         assert_eq!(one_day.start_time, Some(timestamp(day.start().0)));
     }
 
-    fn banking_of(context: &pb::GetJourneyContextResponse) -> Option<&pb::JourneyState> {
+    pub fn banking_of(context: &pb::GetJourneyContextResponse) -> Option<&pb::JourneyState> {
         context.journeys.iter().find(|j| j.journey == JOURNEY)
     }
 
-    async fn context(client: &mut Client, customer: &str) -> pb::GetJourneyContextResponse {
+    pub async fn context(client: &mut Client, customer: &str) -> pb::GetJourneyContextResponse {
         client
             .get_journey_context(pb::GetJourneyContextRequest {
                 customer_id: customer.into(),
@@ -503,7 +503,7 @@ mod two_instances {
     };
 
     use crate::{
-        cases::{append_all, stats, JOURNEY},
+        cases::{append_all, banking_of, context, stats, JOURNEY},
         support::{events::banking_step, journey_server::JourneyServer, redis_server::RedisServer},
     };
 
@@ -618,19 +618,8 @@ mod two_instances {
                 .await
                 .expect("append");
         }
-        let ctx = clients[0]
-            .get_journey_context(pb::GetJourneyContextRequest {
-                customer_id: "alt".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("context")
-            .into_inner();
-        let state = ctx
-            .journeys
-            .iter()
-            .find(|j| j.journey == JOURNEY)
-            .expect("journey");
+        let ctx = context(&mut clients[0], "alt").await;
+        let state = banking_of(&ctx).expect("journey");
         assert_eq!(state.state(), pb::JourneyStatus::Completed);
         assert_eq!(state.steps_reached.len(), 7, "{state:?}");
         let s = stats(&mut clients[1], at - MINUTE, Micros::now().0 + MINUTE, 5).await;
@@ -657,19 +646,8 @@ mod two_instances {
             .await
             .expect("append after expiry");
         client.append_event(step(0, "again")).await.expect("append");
-        let ctx = client
-            .get_journey_context(pb::GetJourneyContextRequest {
-                customer_id: "exp".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("context")
-            .into_inner();
-        let state = ctx
-            .journeys
-            .iter()
-            .find(|j| j.journey == JOURNEY)
-            .expect("a journey started on the rebuilt hash");
+        let ctx = context(&mut client, "exp").await;
+        let state = banking_of(&ctx).expect("a journey started on the rebuilt hash");
         assert_eq!(state.last_event_id, "again");
     }
 
