@@ -14,13 +14,16 @@ use support::{
     redis_server::RedisServer,
 };
 
-#[tokio::test]
-async fn every_rpc_is_one_redis_round_trip() {
-    let redis = RedisServer::start();
-    let proxy = CountingProxy::start(redis.port).await;
+/// A server whose Redis traffic goes through `proxy`, ready (its one
+/// health ping done), with no periodic Redis work during the test.
+async fn instance(
+    proxy: &CountingProxy,
+) -> (
+    JourneyServer,
+    pb::journey_service_client::JourneyServiceClient<tonic::transport::Channel>,
+) {
     let server = JourneyServer::start(ServeConfig {
         store: StoreUrl::Redis(proxy.url()),
-        // One ping at start (awaited below), then none during the test.
         health_interval_ms: 3_600_000,
         journey_sweep_interval_ms: 3_600_000,
         redis_timeout_ms: 5_000,
@@ -30,7 +33,15 @@ async fn every_rpc_is_one_redis_round_trip() {
     let channel = server.channel().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     assert!(support::wait_for_health(&mut health, "", true).await);
-    let mut client = pb::journey_service_client::JourneyServiceClient::new(channel);
+    let client = pb::journey_service_client::JourneyServiceClient::new(channel);
+    (server, client)
+}
+
+#[tokio::test]
+async fn every_rpc_is_one_redis_round_trip() {
+    let redis = RedisServer::start();
+    let proxy = CountingProxy::start(redis.port).await;
+    let (_server, mut client) = instance(&proxy).await;
     let at = base_micros();
 
     // Warm-up: the first append loads the script (EVALSHA answered by
@@ -208,19 +219,7 @@ async fn every_rpc_is_one_redis_round_trip() {
     // A second instance has not seen j1: its first append finds the states
     // moved on and goes again (two round trips), then it is warm (one);
     // the first instance, now behind, pays one extra round trip once.
-    let other = JourneyServer::start(ServeConfig {
-        store: StoreUrl::Redis(proxy.url()),
-        health_interval_ms: 3_600_000,
-        journey_sweep_interval_ms: 3_600_000,
-        redis_timeout_ms: 5_000,
-        ..ServeConfig::default()
-    })
-    .await;
-    let other_channel = other.channel().await;
-    let mut other_health =
-        tonic_health::pb::health_client::HealthClient::new(other_channel.clone());
-    assert!(support::wait_for_health(&mut other_health, "", true).await);
-    let mut other_client = pb::journey_service_client::JourneyServiceClient::new(other_channel);
+    let (_other, mut other_client) = instance(&proxy).await;
     for (n, expected) in [(3, 2), (4, 1)] {
         let before = proxy.round_trips();
         other_client.append_event(step(n)).await.expect("step");
