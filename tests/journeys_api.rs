@@ -424,6 +424,17 @@ mod cases {
             .expect_err("range too long");
         assert_eq!(bad_field(&too_long), "end_time");
 
+        let too_many = client
+            .get_journey_stats(pb::GetJourneyStatsRequest {
+                journey: JOURNEY.into(),
+                top: 101,
+                ..Default::default()
+            })
+            .await
+            .expect_err("top too large");
+        assert_eq!(too_many.code(), Code::InvalidArgument);
+        assert_eq!(bad_field(&too_many), "top");
+
         let list = |f: fn(&mut pb::ListJourneysRequest)| {
             let mut r = pb::ListJourneysRequest {
                 journey: JOURNEY.into(),

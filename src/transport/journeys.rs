@@ -3,7 +3,11 @@
 //! counters; ListJourneys pages through a status listing; the context
 //! shows the customer's active and recently finished journeys.
 
-use super::{convert, page_token, service::JourneyApi, status::ApiError};
+use super::{
+    convert, page_token,
+    service::{count_or_default, JourneyApi},
+    status::ApiError,
+};
 use crate::{
     domain::{
         journey::{
@@ -129,15 +133,7 @@ impl JourneyApi {
             )
             .into());
         }
-        let top = match request.top as usize {
-            0 => DEFAULT_TOP,
-            n if n > MAX_TOP => {
-                return Err(
-                    DomainError::invalid("top", format!("at most {MAX_TOP} entries")).into(),
-                )
-            }
-            n => n,
-        };
+        let top = count_or_default("top", request.top, DEFAULT_TOP, MAX_TOP)?;
         let days: Vec<Day> = Day::range(first, last).collect();
         let counters = self
             .store
@@ -192,15 +188,12 @@ impl JourneyApi {
         if end <= start {
             return Err(DomainError::invalid("end_time", "must be after start_time").into());
         }
-        let limit = match request.page_size as usize {
-            0 => DEFAULT_LIST_PAGE,
-            n if n > MAX_LIST_PAGE => {
-                return Err(
-                    DomainError::invalid("page_size", format!("at most {MAX_LIST_PAGE}")).into(),
-                )
-            }
-            n => n,
-        };
+        let limit = count_or_default(
+            "page_size",
+            request.page_size,
+            DEFAULT_LIST_PAGE,
+            MAX_LIST_PAGE,
+        )?;
         let after = match request.page_token.as_str() {
             "" => None,
             token => Some(page_token::decode_listing(token)?),

@@ -133,14 +133,7 @@ impl JourneyApi {
 
     /// A requested number of events: 0 means the default.
     fn page_size(&self, field: &str, asked: u32) -> Result<usize, DomainError> {
-        match asked as usize {
-            0 => Ok(self.limits.default_page),
-            n if n > self.limits.max_page => Err(DomainError::invalid(
-                field,
-                format!("{n} is out of range [1, {}]", self.limits.max_page),
-            )),
-            n => Ok(n),
-        }
+        count_or_default(field, asked, self.limits.default_page, self.limits.max_page)
     }
 
     fn channel_filter(&self, channels: Vec<String>) -> Result<BTreeSet<String>, DomainError> {
@@ -402,4 +395,21 @@ fn given_event_id(event: &WireEvent) -> String {
     <IdOnly as prost::Message>::decode(event.0.clone())
         .map(|e| e.event_id)
         .unwrap_or_default()
+}
+
+/// A requested count: 0 (unset) means `default`; above `max` is refused.
+pub(super) fn count_or_default(
+    field: &str,
+    asked: u32,
+    default: usize,
+    max: usize,
+) -> Result<usize, DomainError> {
+    match asked as usize {
+        0 => Ok(default),
+        n if n > max => Err(DomainError::invalid(
+            field,
+            format!("{n} is out of range [1, {max}]"),
+        )),
+        n => Ok(n),
+    }
 }
