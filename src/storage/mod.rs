@@ -13,9 +13,11 @@ mod memory_journeys;
 pub mod memory_store;
 mod memory_timeline;
 pub mod profiles;
+mod redis_conn;
 mod redis_journeys;
 mod redis_keys;
 mod redis_profiles;
+mod redis_replies;
 pub mod redis_store;
 
 use std::collections::BTreeSet;

@@ -18,6 +18,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use bytes::Bytes;
 use lru::LruCache;
 use redis::ScriptInvocation;
 
@@ -131,22 +132,29 @@ impl VersionedStates {
     }
 }
 
-/// The started journeys of a states hash (`HGETALL`), for a reader: the
-/// states of journeys not started are skipped unparsed.
-/// One unreadable state is left out (and logged) rather than failing the
-/// whole context.
-pub(super) fn started_states(fields: Vec<(String, String)>) -> Vec<JourneyState> {
-    fields
+/// The started journeys among states read by journey name (`HMGET`);
+/// a state that does not read is logged and left out.
+pub(super) fn started_states<'a>(
+    states: impl IntoIterator<Item = (&'a str, Option<Bytes>)>,
+) -> Vec<JourneyState> {
+    states
         .into_iter()
-        .filter(|(field, json)| {
-            !field.is_empty() && field != RECENT_FIELD && !JourneyState::is_not_started_json(json)
-        })
-        .filter_map(|(field, json)| match JourneyState::from_json(&json) {
-            Ok(state) => Some(state),
-            Err(err) => {
-                tracing::error!(journey = %field, error = %err, "journey state unreadable; left out of the context");
+        .filter_map(|(journey, json)| {
+            let json = json?;
+            let read = std::str::from_utf8(&json)
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    if JourneyState::is_not_started_json(text) {
+                        return Ok(None);
+                    }
+                    JourneyState::from_json(text)
+                        .map(Some)
+                        .map_err(|e| e.to_string())
+                });
+            read.unwrap_or_else(|error| {
+                tracing::error!(%journey, %error, "journey state unreadable; left out of the context");
                 None
-            }
+            })
         })
         .collect()
 }

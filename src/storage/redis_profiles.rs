@@ -27,9 +27,10 @@ use bytes::Bytes;
 
 use super::{
     redis_keys::{index_key, packed_identity, Keys},
+    redis_replies as replies,
     redis_store::{
-        merges_kept_moving, parse, unpack_identities, AppendReply, CallShape, EventArgs, MergeArgs,
-        RedisStore, MAX_HOPS,
+        merges_kept_moving, parse, AppendReply, CallShape, EventArgs, MergeArgs, RedisStore,
+        MAX_HOPS,
     },
     MergeOutcome, StorageError,
 };
@@ -181,7 +182,9 @@ impl RedisStore {
             .arg(Keys::of(&profile).idents)
             .query_async(&mut conn)
             .await?;
-        Ok(unpack_identities(idents))
+        Ok(replies::identities(
+            idents.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+        ))
     }
 
     pub(super) async fn link_identities(

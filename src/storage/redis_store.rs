@@ -26,10 +26,12 @@ use redis::{
 
 use super::{
     codec,
+    redis_conn::{Frames, LeanConnection},
     redis_journeys::{
         push_write_set, stale_reply, started_states, RedisJourneys, StatesCache, VersionedStates,
     },
     redis_keys::{packed_identity, Keys},
+    redis_replies::{self as replies, SummaryHash},
     AppendOutcome, ContactHistory, ContextSnapshot, Cursor, EncodedEvent, JourneyListPage,
     JourneyListQuery, JourneyTracker, MergeOutcome, Retention, StorageError, Swept, TimelinePage,
     TimelineQuery, TimelineStore, CONTEXT_MAX_CONTACTS,
@@ -37,8 +39,7 @@ use super::{
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY,
     journey::{Day, DayCounters},
-    ChannelActivity, Contact, CustomerId, CustomerSummary, Event, Identity, Initiator,
-    LinkedIdentity, MergeRecord, MergeRules, Micros,
+    Contact, CustomerId, Event, Identity, Initiator, LinkedIdentity, MergeRules, Micros,
 };
 
 const JOURNEY_WRITES: &str = include_str!("journey_writes.lua");
@@ -67,6 +68,8 @@ pub struct RedisSettings {
 
 pub struct RedisStore {
     pub(super) conn: ConnectionManager,
+    /// The hot paths' connection (see `redis_conn`).
+    pub(super) lean: LeanConnection,
     pub(super) append_script: Script,
     reserve_script: Script,
     pub(super) cas_script: Script,
@@ -92,6 +95,7 @@ impl RedisStore {
             .map_err(|e| StorageError::Unavailable(format!("bad Redis URL: {e}")))?;
         // Nagle's algorithm only adds latency to request/response traffic,
         // and redis-rs 1.x leaves TCP_NODELAY off.
+        let lean = LeanConnection::new(&info, settings.connect_timeout, settings.response_timeout)?;
         let tcp = TcpSettings::default().set_nodelay(true);
         let client = redis::Client::open(info.set_tcp_settings(tcp))?;
         let config = ConnectionManagerConfig::new()
@@ -102,6 +106,7 @@ impl RedisStore {
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(Self {
             conn,
+            lean,
             append_script: Script::new(&format!("{JOURNEY_WRITES}\n{APPEND_SCRIPT}")),
             sweep_script: Script::new(&format!("{JOURNEY_WRITES}\n{SWEEP_SCRIPT}")),
             reserve_script: Script::new(RESERVE_SCRIPT),
@@ -315,6 +320,13 @@ impl TimelineStore for RedisStore {
         max_events: usize,
         contacts_since: Micros,
     ) -> Result<Option<ContextSnapshot>, StorageError> {
+        // Only the defined journeys' states are read: the hash also holds
+        // the recent interactions and the version, which a context skips.
+        let definitions = self
+            .journeys
+            .as_ref()
+            .map(|j| j.tracker.definitions())
+            .filter(|d| !d.is_empty());
         let mut profile = customer.clone();
         for _ in 0..MAX_HOPS {
             let keys = Keys::of(&profile);
@@ -336,39 +348,54 @@ impl TimelineStore for RedisStore {
                 .arg(CONTEXT_MAX_CONTACTS + 1);
             pipe.cmd("HGETALL").arg(&keys.idents);
             pipe.cmd("HGETALL").arg(&keys.merges);
-            pipe.cmd("HGETALL").arg(&keys.journeys);
-            let mut conn = self.conn.clone();
-            #[allow(clippy::type_complexity)]
-            let (alias, mut members, fields, held, contacts, idents, merges, journeys): (
-                Option<String>,
-                Vec<Bytes>,
-                HashMap<String, Bytes>,
-                u64,
-                Vec<(String, f64)>,
-                HashMap<String, String>,
-                HashMap<String, String>,
-                Vec<(String, String)>,
-            ) = pipe.query_async(&mut conn).await?;
-            if alias.is_some() {
+            if let Some(definitions) = &definitions {
+                let read = pipe.cmd("HMGET").arg(&keys.journeys);
+                for definition in definitions.iter() {
+                    read.arg(definition.name());
+                }
+            }
+            let mut replies = Frames::new(self.lean.query(&pipe).await?);
+            if replies.bulk()?.is_some() {
                 profile = self.follow(&profile).await?;
                 continue;
             }
+            let mut members = replies.bulks()?;
+            let fields = replies.pairs()?;
+            let held = replies.int()?.max(0) as u64;
             if fields.is_empty() && held == 0 {
                 return Ok(None);
             }
             members.truncate(max_events);
-            let mut snapshot = snapshot_from(members, fields, held, profile);
-            let mut contacts = unpack_contacts(contacts)?;
-            snapshot.contacts_capped = contacts.len() > CONTEXT_MAX_CONTACTS;
+            let mut contacts = replies::contacts(replies.pairs()?)?;
+            let capped = contacts.len() > CONTEXT_MAX_CONTACTS;
             contacts.truncate(CONTEXT_MAX_CONTACTS);
             contacts.reverse();
-            snapshot.contacts = contacts;
-            snapshot.identities = unpack_identities(idents);
-            snapshot.merges = unpack_merges(merges);
+            let identities = replies::identities(replies::as_slices(&replies.pairs()?));
+            let merges = replies::merges(replies::as_slices(&replies.pairs()?));
             // Only started journeys are shown; the cache is left to the
             // writers (a reader's copy would cost more than it saves).
-            snapshot.journeys = started_states(journeys);
-            return Ok(Some(snapshot));
+            let journeys = match &definitions {
+                Some(definitions) => started_states(
+                    definitions
+                        .iter()
+                        .map(|d| d.name())
+                        .zip(replies.bulks_or_nil()?),
+                ),
+                None => Vec::new(),
+            };
+            let summary = SummaryHash::read(fields, held);
+            return Ok(Some(ContextSnapshot {
+                events: members.into_iter().map(EncodedEvent).collect(),
+                summary: summary.summary,
+                last_customer_interaction: summary.last_customer_interaction,
+                last_company_contact: summary.last_company_contact,
+                contacts,
+                contacts_capped: capped,
+                profile,
+                identities,
+                merges,
+                journeys,
+            }));
         }
         Err(merges_kept_moving())
     }
@@ -394,20 +421,13 @@ impl TimelineStore for RedisStore {
                 pipe.cmd("HGET").arg(&keys.contact_ids).arg("");
                 contacts_since_cmd(&mut pipe, &keys, since);
             }
-            let mut conn = self.conn.clone();
-            let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-            let mut replies = replies.into_iter();
+            let mut replies = Frames::new(self.lean.query(&pipe).await?);
             for customer in chunk {
-                let mut next = || {
-                    replies
-                        .next()
-                        .ok_or_else(|| StorageError::Corrupt("short pipeline reply".into()))
-                };
-                let alias: Option<String> = parse(next()?)?;
-                let exists: u64 = parse(next()?)?;
-                let timezone: Option<String> = parse(next()?)?;
-                let version: Option<u64> = parse(next()?)?;
-                let contacts: Vec<(String, f64)> = parse(next()?)?;
+                let alias = replies.bulk()?;
+                let exists = replies.int()?;
+                let timezone = replies.bulk()?;
+                let version = replies.bulk()?;
+                let contacts = replies.pairs()?;
                 if alias.is_some() {
                     // Merged away: read the survivor (rare, so one by one).
                     let survivor = self.follow(customer).await?;
@@ -418,9 +438,16 @@ impl TimelineStore for RedisStore {
                 }
                 histories.push(ContactHistory {
                     known: exists > 0,
-                    contacts: unpack_contacts(contacts)?,
-                    timezone,
-                    version: version.unwrap_or(0),
+                    contacts: replies::contacts(contacts)?,
+                    timezone: timezone
+                        .map(|tz| replies::text(&tz).map(str::to_string))
+                        .transpose()?,
+                    version: match version {
+                        None => 0,
+                        Some(v) => replies::text(&v)?.parse().map_err(|_| {
+                            StorageError::Corrupt("contact version is not a number".into())
+                        })?,
+                    },
                 });
             }
         }
@@ -636,15 +663,6 @@ pub(super) fn parse<T: redis::FromRedisValue>(value: redis::Value) -> Result<T, 
     redis::from_redis_value(value).map_err(|e| StorageError::Corrupt(e.to_string()))
 }
 
-/// Contact index entries with their scores, oldest first.
-pub(super) fn unpack_contacts(entries: Vec<(String, f64)>) -> Result<Vec<Contact>, StorageError> {
-    entries
-        .into_iter()
-        // Scores are whole microseconds below 2^53, exact in an f64.
-        .map(|(packed, score)| codec::unpack_contact(Micros(score as i64), &packed))
-        .collect()
-}
-
 /// The exclusive upper score of the main range, and, when a cursor sits
 /// above the end time, the cursor's instant and id prefix: members at that
 /// very instant are read apart and kept when they sort below the cursor.
@@ -661,87 +679,6 @@ fn upper_bound(query: &TimelineQuery) -> (String, Option<(Micros, Bytes)>) {
         (None, Some(end)) => (format!("({}", end.0), None),
         (None, None) => ("+inf".to_string(), None),
     }
-}
-
-fn snapshot_from(
-    members: Vec<Bytes>,
-    mut fields: HashMap<String, Bytes>,
-    held: u64,
-    profile: CustomerId,
-) -> ContextSnapshot {
-    let micros = |v: &Bytes| {
-        std::str::from_utf8(v)
-            .ok()
-            .and_then(|s| s.parse::<i64>().ok())
-            .map(Micros)
-    };
-    let mut summary = CustomerSummary {
-        total_events: held,
-        first_seen: fields.get("first").and_then(micros),
-        last_seen: fields.get("last").and_then(micros),
-        ..CustomerSummary::default()
-    };
-    for (field, value) in &fields {
-        let Some((kind, channel)) = field.split_once(':') else {
-            continue;
-        };
-        let activity: &mut ChannelActivity =
-            summary.channels.entry(channel.to_string()).or_default();
-        let count = || micros(value).map_or(0, |m| m.0.max(0) as u64);
-        match kind {
-            "c" => activity.customer_initiated = count(),
-            "k" => activity.company_initiated = count(),
-            "t" => activity.last_at = micros(value),
-            _ => {}
-        }
-    }
-    ContextSnapshot {
-        events: members.into_iter().map(EncodedEvent).collect(),
-        summary,
-        last_customer_interaction: fields.remove("lc").map(EncodedEvent),
-        last_company_contact: fields.remove("lk").map(EncodedEvent),
-        contacts: Vec::new(),
-        contacts_capped: false,
-        profile,
-        identities: Vec::new(),
-        merges: Vec::new(),
-        journeys: Vec::new(),
-    }
-}
-
-/// A profile's identities hash: `type US value` -> `first seen US channel`.
-pub(super) fn unpack_identities(idents: HashMap<String, String>) -> Vec<LinkedIdentity> {
-    let mut linked: Vec<LinkedIdentity> = idents
-        .into_iter()
-        .filter_map(|(packed, seen)| {
-            let (kind, value) = packed.split_once('\u{1f}')?;
-            let (at, channel) = seen.split_once('\u{1f}').unwrap_or((seen.as_str(), ""));
-            Some(LinkedIdentity {
-                identity: Identity {
-                    kind: kind.to_string(),
-                    value: value.to_string(),
-                },
-                first_seen: Micros(at.parse().ok()?),
-                first_channel: channel.to_string(),
-            })
-        })
-        .collect();
-    linked.sort_by(|a, b| a.identity.cmp(&b.identity));
-    linked
-}
-
-fn unpack_merges(merges: HashMap<String, String>) -> Vec<MergeRecord> {
-    let mut records: Vec<MergeRecord> = merges
-        .into_iter()
-        .filter_map(|(from, at)| {
-            Some(MergeRecord {
-                from: CustomerId::from_trusted(&from),
-                at: Micros(at.parse().ok()?),
-            })
-        })
-        .collect();
-    records.sort_by_key(|m| m.at);
-    records
 }
 
 /// How many of each part an append-script call carries.

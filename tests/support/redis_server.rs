@@ -12,14 +12,21 @@ pub struct RedisServer {
     child: Child,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// `requirepass`, when the server asks for one.
+    password: Option<String>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with_password(None)
+    }
+
+    /// A server that refuses clients without this password (`requirepass`).
+    pub fn start_with_password(password: Option<&str>) -> Self {
         // The port is free when asked but could be taken before
         // redis-server binds it: retry with another port in that case.
         for _ in 0..5 {
-            if let Some(server) = Self::try_start() {
+            if let Some(server) = Self::try_start_on(free_port(), password) {
                 return server;
             }
         }
@@ -29,21 +36,21 @@ impl RedisServer {
     /// Starts a server on a given port (to bring a killed one back).
     pub fn start_on(port: u16) -> Self {
         for _ in 0..50 {
-            if let Some(server) = Self::try_start_on(port) {
+            if let Some(server) = Self::try_start_on(port, None) {
                 return server;
             }
         }
         panic!("could not start redis-server on port {port}");
     }
 
-    fn try_start() -> Option<Self> {
-        Self::try_start_on(free_port())
-    }
-
-    fn try_start_on(port: u16) -> Option<Self> {
+    fn try_start_on(port: u16, password: Option<&str>) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("redis.log");
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(password) = password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -54,7 +61,12 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (see README)");
-        let mut server = Self { child, port, dir };
+        let mut server = Self {
+            child,
+            port,
+            dir,
+            password: password.map(str::to_string),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = server.child.try_wait() {
@@ -70,7 +82,15 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        self.url_with_db(0)
+    }
+
+    /// The URL of one of the server's databases, with its password if any.
+    pub fn url_with_db(&self, db: u32) -> String {
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}/{db}", self.port),
+            None => format!("redis://127.0.0.1:{}/{db}", self.port),
+        }
     }
 
     fn ping(&self) -> bool {

@@ -1,0 +1,154 @@
+//! The store's connections to Redis as a user configures them: a password
+//! and a database number in the URL, a wrong password, and reads that come
+//! back after Redis restarts. Each test starts its own redis-server.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use journey::{
+    config::{ServeConfig, StoreUrl},
+    pb,
+};
+use support::{
+    events::{base_micros, campaign_email, page_view},
+    journey_server::JourneyServer,
+    redis_server::RedisServer,
+};
+use tonic::{transport::Channel, Code};
+
+type Client = pb::journey_service_client::JourneyServiceClient<Channel>;
+
+async fn server_on(url: String) -> JourneyServer {
+    JourneyServer::start(ServeConfig {
+        store: StoreUrl::Redis(url),
+        redis_timeout_ms: 5_000,
+        health_interval_ms: 100,
+        ..ServeConfig::default()
+    })
+    .await
+}
+
+async fn context(
+    client: &mut Client,
+    customer: &str,
+) -> Result<pb::GetJourneyContextResponse, tonic::Status> {
+    client
+        .get_journey_context(pb::GetJourneyContextRequest {
+            customer_id: customer.into(),
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn a_password_and_a_database_in_the_url_are_used_by_every_path() {
+    let redis = RedisServer::start_with_password(Some("s3cret"));
+    let server = server_on(redis.url_with_db(3)).await;
+    let mut client = server.client().await;
+    let at = base_micros();
+    client
+        .append_events(pb::AppendEventsRequest {
+            events: vec![
+                page_view("c1", "e1", at),
+                campaign_email("c1", "e2", at + 1),
+            ],
+        })
+        .await
+        .expect("append");
+
+    let read = context(&mut client, "c1").await.expect("context");
+    assert_eq!(read.events.len(), 2);
+    assert_eq!(read.contact_counts.map(|c| c.last_30d), Some(1));
+    let page = client
+        .list_events(pb::ListEventsRequest {
+            customer_id: "c1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(page.events.len(), 2);
+    let check = client
+        .check_contact_frequency(pb::CheckContactRequest {
+            customer_id: "c1".into(),
+            channel: "email".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("check")
+        .into_inner();
+    assert!(check.found);
+    assert_eq!(check.counts.map(|c| c.last_30d), Some(1));
+
+    // Everything went to database 3, nothing to database 0.
+    let mut conn = redis.connection();
+    let exists = |conn: &mut redis::Connection| -> bool {
+        redis::cmd("EXISTS")
+            .arg("journey:{c1}:tl")
+            .query(conn)
+            .expect("EXISTS")
+    };
+    assert!(!exists(&mut conn), "nothing in database 0");
+    redis::cmd("SELECT")
+        .arg(3)
+        .query::<()>(&mut conn)
+        .expect("SELECT");
+    assert!(exists(&mut conn), "the timeline is in database 3");
+}
+
+#[tokio::test]
+async fn a_wrong_password_answers_unavailable_without_detail() {
+    let redis = RedisServer::start_with_password(Some("s3cret"));
+    let server = server_on(format!("redis://:wrong@127.0.0.1:{}/0", redis.port)).await;
+    let mut client = server.client().await;
+    let status = context(&mut client, "c1").await.expect_err("refused");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(!status.message().contains("wrong"), "{status:?}");
+    assert!(!status.message().contains("127.0.0.1"), "{status:?}");
+}
+
+#[tokio::test]
+async fn reads_come_back_after_redis_restarts() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let server = server_on(redis.url()).await;
+    let mut client = server.client().await;
+    client
+        .append_event(pb::AppendEventRequest {
+            event: Some(page_view("c1", "e1", base_micros())),
+        })
+        .await
+        .expect("append");
+    assert_eq!(
+        context(&mut client, "c1")
+            .await
+            .expect("context")
+            .events
+            .len(),
+        1
+    );
+
+    redis.kill();
+    let status = context(&mut client, "c1").await.expect_err("Redis is down");
+    assert!(
+        matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded),
+        "{status:?}"
+    );
+
+    // A new, empty Redis on the same port: once the read reaches it, the
+    // customer is unknown (NOT_FOUND), which only Redis can answer.
+    let _back = RedisServer::start_on(port);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let last = loop {
+        let status = context(&mut client, "c1")
+            .await
+            .expect_err("nothing stored any more");
+        if status.code() == Code::NotFound || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(last.code(), Code::NotFound, "{last:?}");
+}
