@@ -24,6 +24,9 @@
 #   BENCH_OUT                   where the raw results go (a new temp dir)
 #   BENCH_WORKER_THREADS        the service's --worker-threads (1: leaves Redis and
 #                               the load generator a core on a 2-core machine)
+#   BENCH_REDIS_CONF            settings file for the redis-server started here
+#                               (deploy/redis-journey.conf, the recommended
+#                               settings; '' for Redis's defaults)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,8 +74,10 @@ wait_for() {
   exit 1
 }
 
+REDIS_CONF=${BENCH_REDIS_CONF-deploy/redis-journey.conf}
 REDIS_PORT=$(free_port)
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+# The settings file first: the command-line options after it win.
+redis-server ${REDIS_CONF:+"$REDIS_CONF"} --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
   --dir "$OUT" --logfile "$OUT/redis.log" &
 REDIS_PID=$!
 PIDS+=("$REDIS_PID")
@@ -93,7 +98,7 @@ ECHO_ADDR=$(sed -n 's/.*listening on //p' "$OUT/echo.log" | head -1)
 TARGET=127.0.0.1:$JOURNEY_PORT
 
 echo "# journey bench compare: $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), nproc $(nproc)"
-echo "# redis 127.0.0.1:$REDIS_PORT (pid $REDIS_PID), journey $TARGET (pid $SERVE_PID), echo $ECHO_ADDR (pid $ECHO_PID)"
+echo "# redis 127.0.0.1:$REDIS_PORT (pid $REDIS_PID, settings: ${REDIS_CONF:-defaults}), journey $TARGET (pid $SERVE_PID), echo $ECHO_ADDR (pid $ECHO_PID)"
 echo "# raw results in $OUT; load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on these cores skews every figure)"
 "$BIN" bench seed --target "$TARGET" --customers "$CUSTOMERS" \
   --events-per-customer "$EVENTS" | tee "$OUT/seed.txt"

@@ -414,3 +414,67 @@ macro_rules! contact_cases {
 
 contact_cases!(memory, crate::memory_api);
 contact_cases!(redis, crate::redis_api);
+
+/// Contact entries written before entries held their instant (kind `e`/`r`,
+/// the instant only in the score) still count, in the context and in a
+/// check, each at its score.
+#[tokio::test]
+async fn redis_contact_entries_without_their_instant_still_count() {
+    use journey::{domain::Micros, pb};
+
+    let api = redis_api().await;
+    let mut client = api.server.client().await;
+    let now = Micros::now().0;
+    let hour = 3_600_000_000;
+    client
+        .append_event(pb::AppendEventRequest {
+            event: Some(support::events::page_view("c1", "p1", now - hour)),
+        })
+        .await
+        .expect("append");
+    let redis = api.redis.as_ref().expect("redis fixture");
+    let mut conn = redis.connection();
+    // Two days and 10 days old, in the layout of earlier versions.
+    for (id, age) in [("old1", 2 * 24 * hour), ("old2", 10 * 24 * hour)] {
+        let packed = format!("{id}\u{1f}e\u{1f}email\u{1f}campaign_offer\u{1f}email_sent\u{1f}");
+        ::redis::pipe()
+            .cmd("ZADD")
+            .arg("journey:{c1}:contacts")
+            .arg(now - age)
+            .arg(&packed)
+            .cmd("HSET")
+            .arg("journey:{c1}:cids")
+            .arg(id)
+            .arg(&packed)
+            .query::<()>(&mut conn)
+            .expect("write legacy entries");
+    }
+
+    let context = client
+        .get_journey_context(pb::GetJourneyContextRequest {
+            customer_id: "c1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("context")
+        .into_inner();
+    let counts = context.contact_counts.expect("counts");
+    assert_eq!(
+        (counts.last_24h, counts.last_7d, counts.last_30d),
+        (0, 1, 2)
+    );
+    let check = client
+        .check_contact_frequency(pb::CheckContactRequest {
+            customer_id: "c1".into(),
+            channel: "email".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("check")
+        .into_inner();
+    let counts = check.counts.expect("counts");
+    assert_eq!(
+        (counts.last_24h, counts.last_7d, counts.last_30d),
+        (0, 1, 2)
+    );
+}

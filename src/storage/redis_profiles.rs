@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::{
+    codec,
     redis_keys::{index_key, packed_identity, Keys},
     redis_replies as replies,
     redis_store::{
@@ -296,7 +297,7 @@ impl RedisStore {
             .collect::<Result<Vec<_>, _>>()?;
         let reservations: Vec<(i64, String)> = contacts
             .into_iter()
-            .filter(|(packed, _)| packed.split('\u{1f}').nth(1) == Some("r"))
+            .filter(|(packed, _)| codec::is_reservation(packed))
             .map(|(packed, score)| (score as i64, packed))
             .collect();
         let mut identities: Vec<(String, String)> = idents.into_iter().collect();

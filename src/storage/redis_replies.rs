@@ -92,11 +92,25 @@ impl SummaryHash {
     }
 }
 
-/// Contact index entries (member, score), in the order given.
-pub(super) fn contacts(entries: Vec<(Bytes, Bytes)>) -> Result<Vec<Contact>, StorageError> {
+/// Contact index entries read without their scores, in the order given;
+/// `None` when one was written without its instant, so the read must be
+/// made again with scores (`scored_contacts`).
+pub(super) fn timed_contacts(members: &[Bytes]) -> Result<Option<Vec<Contact>>, StorageError> {
+    if members.iter().any(|m| codec::needs_score(m)) {
+        return Ok(None);
+    }
+    members
+        .iter()
+        .map(|packed| codec::unpack_contact(text(packed)?, None))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// Contact index entries with their scores (`WITHSCORES`), in the order given.
+pub(super) fn scored_contacts(entries: Vec<(Bytes, Bytes)>) -> Result<Vec<Contact>, StorageError> {
     entries
         .iter()
-        .map(|(packed, score)| codec::unpack_contact(score_micros(score)?, text(packed)?))
+        .map(|(packed, score)| codec::unpack_contact(text(packed)?, Some(score_micros(score)?)))
         .collect()
 }
 

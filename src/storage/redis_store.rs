@@ -336,16 +336,7 @@ impl TimelineStore for RedisStore {
             pipe.cmd("ZREVRANGE").arg(&keys.timeline).arg(0).arg(stop);
             pipe.cmd("HGETALL").arg(&keys.summary);
             pipe.cmd("ZCARD").arg(&keys.timeline);
-            // The latest contacts only (newest first), one more than kept
-            // to tell whether there were more.
-            pipe.cmd("ZREVRANGEBYSCORE")
-                .arg(&keys.contacts)
-                .arg("+inf")
-                .arg(contacts_since.0)
-                .arg("WITHSCORES")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(CONTEXT_MAX_CONTACTS + 1);
+            latest_contacts_cmd(&mut pipe, &keys, contacts_since, false);
             pipe.cmd("HGETALL").arg(&keys.idents);
             pipe.cmd("HGETALL").arg(&keys.merges);
             if let Some(definitions) = &definitions {
@@ -366,7 +357,10 @@ impl TimelineStore for RedisStore {
                 return Ok(None);
             }
             members.truncate(max_events);
-            let mut contacts = replies::contacts(replies.pairs()?)?;
+            let mut contacts = match replies::timed_contacts(&replies.bulks()?)? {
+                Some(contacts) => contacts,
+                None => self.latest_scored_contacts(&keys, contacts_since).await?,
+            };
             let capped = contacts.len() > CONTEXT_MAX_CONTACTS;
             contacts.truncate(CONTEXT_MAX_CONTACTS);
             contacts.reverse();
@@ -407,49 +401,15 @@ impl TimelineStore for RedisStore {
     ) -> Result<Vec<ContactHistory>, StorageError> {
         let mut histories = Vec::with_capacity(customers.len());
         for chunk in customers.chunks(CUSTOMERS_PER_ROUND_TRIP) {
-            let mut pipe = redis::pipe();
-            if chunk.len() == 1 {
-                // One customer: read it in MULTI/EXEC so the version goes
-                // with the contacts read (reserve mode relies on it).
-                pipe.atomic();
-            }
-            for customer in chunk {
-                let keys = Keys::of(customer);
-                pipe.cmd("GET").arg(&keys.alias);
-                pipe.cmd("EXISTS").arg(&keys.summary).arg(&keys.contacts);
-                pipe.cmd("HGET").arg(&keys.summary).arg("tz");
-                pipe.cmd("HGET").arg(&keys.contact_ids).arg("");
-                contacts_since_cmd(&mut pipe, &keys, since);
-            }
-            let mut replies = Frames::new(self.lean.query(&pipe).await?);
-            for customer in chunk {
-                let alias = replies.bulk()?;
-                let exists = replies.int()?;
-                let timezone = replies.bulk()?;
-                let version = replies.bulk()?;
-                let contacts = replies.pairs()?;
-                if alias.is_some() {
-                    // Merged away: read the survivor (rare, so one by one).
-                    let survivor = self.follow(customer).await?;
-                    let mut read =
-                        Box::pin(self.contacts(std::slice::from_ref(&survivor), since)).await?;
-                    histories.push(read.pop().unwrap_or_default());
-                    continue;
-                }
-                histories.push(ContactHistory {
-                    known: exists > 0,
-                    contacts: replies::contacts(contacts)?,
-                    timezone: timezone
-                        .map(|tz| replies::text(&tz).map(str::to_string))
-                        .transpose()?,
-                    version: match version {
-                        None => 0,
-                        Some(v) => replies::text(&v)?.parse().map_err(|_| {
-                            StorageError::Corrupt("contact version is not a number".into())
-                        })?,
-                    },
-                });
-            }
+            let read = match self.contact_histories(chunk, since, false).await? {
+                Some(read) => read,
+                // Entries written without their instant: read with scores.
+                None => self
+                    .contact_histories(chunk, since, true)
+                    .await?
+                    .ok_or_else(|| StorageError::Corrupt("contact entries need scores".into()))?,
+            };
+            histories.extend(read);
         }
         Ok(histories)
     }
@@ -571,6 +531,80 @@ enum Listed {
 }
 
 impl RedisStore {
+    /// The context's contact read again, with scores: for entries written
+    /// before contact entries held their instant (one more round trip).
+    async fn latest_scored_contacts(
+        &self,
+        keys: &Keys,
+        since: Micros,
+    ) -> Result<Vec<Contact>, StorageError> {
+        let mut pipe = redis::pipe();
+        latest_contacts_cmd(&mut pipe, keys, since, true);
+        replies::scored_contacts(Frames::new(self.lean.query(&pipe).await?).pairs()?)
+    }
+
+    /// The contact histories of a chunk of customers, in one round trip;
+    /// `None` when an entry needs its score and `scores` is off.
+    async fn contact_histories(
+        &self,
+        chunk: &[CustomerId],
+        since: Micros,
+        scores: bool,
+    ) -> Result<Option<Vec<ContactHistory>>, StorageError> {
+        let mut pipe = redis::pipe();
+        if chunk.len() == 1 {
+            // One customer: read it in MULTI/EXEC so the version goes
+            // with the contacts read (reserve mode relies on it).
+            pipe.atomic();
+        }
+        for customer in chunk {
+            let keys = Keys::of(customer);
+            pipe.cmd("GET").arg(&keys.alias);
+            pipe.cmd("EXISTS").arg(&keys.summary).arg(&keys.contacts);
+            pipe.cmd("HGET").arg(&keys.summary).arg("tz");
+            pipe.cmd("HGET").arg(&keys.contact_ids).arg("");
+            contacts_since_cmd(&mut pipe, &keys, since, scores);
+        }
+        let mut replies = Frames::new(self.lean.query(&pipe).await?);
+        let mut histories = Vec::with_capacity(chunk.len());
+        for customer in chunk {
+            let alias = replies.bulk()?;
+            let exists = replies.int()?;
+            let timezone = replies.bulk()?;
+            let version = replies.bulk()?;
+            let contacts = if scores {
+                replies::scored_contacts(replies.pairs()?)?
+            } else {
+                match replies::timed_contacts(&replies.bulks()?)? {
+                    Some(contacts) => contacts,
+                    None => return Ok(None),
+                }
+            };
+            if alias.is_some() {
+                // Merged away: read the survivor (rare, so one by one).
+                let survivor = self.follow(customer).await?;
+                let mut read =
+                    Box::pin(self.contacts(std::slice::from_ref(&survivor), since)).await?;
+                histories.push(read.pop().unwrap_or_default());
+                continue;
+            }
+            histories.push(ContactHistory {
+                known: exists > 0,
+                contacts,
+                timezone: timezone
+                    .map(|tz| replies::text(&tz).map(str::to_string))
+                    .transpose()?,
+                version: match version {
+                    None => 0,
+                    Some(v) => replies::text(&v)?.parse().map_err(|_| {
+                        StorageError::Corrupt("contact version is not a number".into())
+                    })?,
+                },
+            });
+        }
+        Ok(Some(histories))
+    }
+
     async fn list_once(&self, query: &TimelineQuery) -> Result<Listed, StorageError> {
         let keys = Keys::of(&query.customer);
         let (upper, tie) = upper_bound(query);
@@ -650,13 +684,30 @@ pub(super) fn merges_kept_moving() -> StorageError {
     StorageError::Corrupt("merges kept moving the profile".into())
 }
 
-/// Adds the read of a customer's contacts since `since`, with scores.
-fn contacts_since_cmd(pipe: &mut Pipeline, keys: &Keys, since: Micros) {
-    pipe.cmd("ZRANGEBYSCORE")
+/// Adds the read of a customer's contacts since `since`, oldest first.
+fn contacts_since_cmd(pipe: &mut Pipeline, keys: &Keys, since: Micros, scores: bool) {
+    let read = pipe
+        .cmd("ZRANGEBYSCORE")
         .arg(&keys.contacts)
         .arg(since.0)
+        .arg("+inf");
+    if scores {
+        read.arg("WITHSCORES");
+    }
+}
+
+/// Adds the read of a customer's latest contacts since `since` (newest
+/// first): one more than a context keeps, to tell whether there were more.
+fn latest_contacts_cmd(pipe: &mut Pipeline, keys: &Keys, since: Micros, scores: bool) {
+    let read = pipe
+        .cmd("ZREVRANGEBYSCORE")
+        .arg(&keys.contacts)
         .arg("+inf")
-        .arg("WITHSCORES");
+        .arg(since.0);
+    if scores {
+        read.arg("WITHSCORES");
+    }
+    read.arg("LIMIT").arg(0).arg(CONTEXT_MAX_CONTACTS + 1);
 }
 
 pub(super) fn parse<T: redis::FromRedisValue>(value: redis::Value) -> Result<T, StorageError> {
