@@ -21,13 +21,3 @@ pub enum StorageError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
-
-impl From<redis::RedisError> for StorageError {
-    fn from(err: redis::RedisError) -> Self {
-        if err.is_timeout() {
-            Self::Timeout(err.to_string())
-        } else {
-            Self::Unavailable(err.to_string())
-        }
-    }
-}

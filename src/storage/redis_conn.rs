@@ -1,8 +1,9 @@
-//! A lean, multiplexed connection to Redis for the hot paths (context,
-//! page, contact check, append): pipelines go out as packed bytes, replies
-//! come back as `redis-protocol` frames whose bulk strings are zero-copy
-//! slices of the read buffer, so an event read from Redis reaches the gRPC
-//! response without being copied or parsed into owned values on the way.
+//! The store's connection to Redis: one multiplexed socket, pipelines out
+//! as packed bytes, replies back as `redis-protocol` frames whose bulk
+//! strings are zero-copy slices of the read buffer, so an event read from
+//! Redis reaches the gRPC response without being copied or parsed into
+//! owned values on the way. The hot paths read frames directly (`Frames`);
+//! the others parse them with redis-rs's `FromRedisValue` (`query_as`).
 //!
 //! Why not redis-rs for these paths: a profile of GetJourneyContext (50
 //! events of ~300 B, BENCHMARKS.md) put a third of the service's CPU in
@@ -11,8 +12,8 @@
 //! fred, whose frames are zero-copy too, saved only ~12 % of client CPU in
 //! the same measurement (`examples/redis_clients.rs`): its command routing
 //! costs what the frames save. Commands are still built with redis-rs's
-//! `Pipeline` (its packing is cheap), and the store's other paths keep
-//! redis-rs's `ConnectionManager`.
+//! `Pipeline`, `Cmd` and `Script` (their packing is cheap, and scripts keep
+//! their SHA there).
 //!
 //! One writer task batches every request waiting into one `write`; one
 //! reader task decodes replies and hands each request its frames, in the
@@ -23,7 +24,7 @@
 use std::{collections::VecDeque, time::Duration};
 
 use bytes::{Bytes, BytesMut};
-use redis::{ConnectionAddr, ConnectionInfo};
+use redis::{ConnectionAddr, ConnectionInfo, FromRedisValue};
 use redis_protocol::resp2::{
     decode::decode_bytes_mut,
     types::{BytesFrame, Resp2Frame},
@@ -72,7 +73,7 @@ struct Target {
 
 /// A shared connection: clone the store, not this; calls from many tasks
 /// are pipelined on one socket.
-pub(super) struct LeanConnection {
+pub(super) struct RedisConnection {
     target: Target,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -82,7 +83,7 @@ pub(super) struct LeanConnection {
     current: Mutex<Option<mpsc::UnboundedSender<Request>>>,
 }
 
-impl LeanConnection {
+impl RedisConnection {
     /// A connection to the Redis `info` names; it connects on first use.
     /// Only TCP addresses are supported (the service's URLs are
     /// `redis://host:port/db`).
@@ -117,11 +118,72 @@ impl LeanConnection {
     /// Sends a pipeline and answers one frame per command (for a
     /// transaction: the frames of the `EXEC` reply). An error reply of a
     /// command stays in its place as `BytesFrame::Error`.
-    pub async fn query(&self, pipe: &redis::Pipeline) -> Result<Vec<BytesFrame>, StorageError> {
+    pub fn query(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> impl std::future::Future<Output = Result<Vec<BytesFrame>, StorageError>> + Send + '_ {
+        // Packed now, so the future does not hold the pipeline.
         let packed = Bytes::from(pipe.get_packed_pipeline());
-        if pipe.is_transaction() {
+        let (commands, transaction) = (pipe.len(), pipe.is_transaction());
+        async move { self.query_packed(packed, commands, transaction).await }
+    }
+
+    /// A pipeline's replies parsed as redis-rs parses a pipeline's (a
+    /// tuple or a `Vec`, one item per command); an error reply fails it.
+    pub async fn query_as<T: FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StorageError> {
+        let frames = self.query(pipe).await?;
+        parse_as(redis::Value::Array(values(frames)?))
+    }
+
+    /// One command's reply parsed as `T`; an error reply fails it.
+    pub fn cmd_as<T: FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> impl std::future::Future<Output = Result<T, StorageError>> + Send + '_ {
+        let packed = Bytes::from(cmd.get_packed_command());
+        async move {
+            let frames = self.send(packed, 1).await?;
+            let value = values(frames)?
+                .pop()
+                .ok_or_else(|| StorageError::Corrupt("no reply".into()))?;
+            parse_as(value)
+        }
+    }
+
+    /// A pipeline of `script`'s calls, parsed as `T`. When Redis lost the
+    /// script (a restart, `SCRIPT FLUSH`) it is loaded and the pipeline
+    /// sent again: NOSCRIPT fails each call before it writes anything.
+    pub async fn query_scripts<T: FromRedisValue>(
+        &self,
+        script: &LuaScript,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StorageError> {
+        let packed = Bytes::from(pipe.get_packed_pipeline());
+        let (commands, transaction) = (pipe.len(), pipe.is_transaction());
+        let mut frames = self
+            .query_packed(packed.clone(), commands, transaction)
+            .await?;
+        if frames.iter().any(is_noscript) {
+            let _: String = self
+                .cmd_as(redis::cmd("SCRIPT").arg("LOAD").arg(&script.source))
+                .await?;
+            frames = self.query_packed(packed, commands, transaction).await?;
+        }
+        parse_as(redis::Value::Array(values(frames)?))
+    }
+
+    async fn query_packed(
+        &self,
+        packed: Bytes,
+        commands: usize,
+        transaction: bool,
+    ) -> Result<Vec<BytesFrame>, StorageError> {
+        if transaction {
             // MULTI, one QUEUED per command, then EXEC with the replies.
-            let mut frames = self.send(packed, pipe.len() + 2).await?;
+            let mut frames = self.send(packed, commands + 2).await?;
             match frames.pop() {
                 Some(BytesFrame::Array(replies)) => Ok(replies),
                 Some(BytesFrame::Error(e)) => Err(StorageError::Unavailable(format!(
@@ -130,7 +192,7 @@ impl LeanConnection {
                 _ => Err(StorageError::Unavailable("transaction aborted".into())),
             }
         } else {
-            self.send(packed, pipe.len()).await
+            self.send(packed, commands).await
         }
     }
 
@@ -431,4 +493,89 @@ fn unexpected(wanted: &str, got: &BytesFrame) -> StorageError {
         "expected {wanted} in a reply, got {:?}",
         got.kind()
     ))
+}
+
+/// A Lua script with its source, to load it again when Redis lost it.
+pub(super) struct LuaScript {
+    script: redis::Script,
+    source: String,
+}
+
+impl LuaScript {
+    pub fn new(source: String) -> Self {
+        Self {
+            script: redis::Script::new(&source),
+            source,
+        }
+    }
+
+    /// A call to add to a pipeline (`Pipeline::invoke_script`), by SHA.
+    pub fn prepare_invoke(&self) -> redis::ScriptInvocation<'_> {
+        self.script.prepare_invoke()
+    }
+}
+
+fn is_noscript(frame: &BytesFrame) -> bool {
+    matches!(frame, BytesFrame::Error(e) if e.starts_with("NOSCRIPT"))
+}
+
+fn parse_as<T: FromRedisValue>(value: redis::Value) -> Result<T, StorageError> {
+    redis::from_redis_value(value).map_err(|e| StorageError::Corrupt(e.to_string()))
+}
+
+/// Frames as redis-rs values; the first error reply fails them all, as a
+/// redis-rs pipeline does.
+fn values(frames: Vec<BytesFrame>) -> Result<Vec<redis::Value>, StorageError> {
+    frames.into_iter().map(to_value).collect()
+}
+
+fn to_value(frame: BytesFrame) -> Result<redis::Value, StorageError> {
+    Ok(match frame {
+        BytesFrame::SimpleString(s) => match std::str::from_utf8(&s) {
+            Ok("OK") => redis::Value::Okay,
+            Ok(text) => redis::Value::SimpleString(text.to_string()),
+            Err(_) => redis::Value::BulkString(s.to_vec()),
+        },
+        BytesFrame::BulkString(b) => redis::Value::BulkString(b.to_vec()),
+        BytesFrame::Integer(i) => redis::Value::Int(i),
+        BytesFrame::Array(items) => redis::Value::Array(values(items)?),
+        BytesFrame::Null => redis::Value::Nil,
+        BytesFrame::Error(e) => {
+            return Err(StorageError::Unavailable(format!("Redis answered: {e}")))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_become_the_values_redis_rs_parses() {
+        let frames = vec![
+            BytesFrame::SimpleString(Bytes::from_static(b"OK")),
+            BytesFrame::BulkString(Bytes::from_static(b"v")),
+            BytesFrame::Integer(3),
+            BytesFrame::Null,
+            BytesFrame::Array(vec![BytesFrame::Integer(1), BytesFrame::Integer(2)]),
+        ];
+        let parsed: ((), String, i64, Option<String>, Vec<i64>) =
+            parse_as(redis::Value::Array(values(frames).expect("no error"))).expect("parses");
+        assert_eq!(parsed.1, "v");
+        assert_eq!(parsed.2, 3);
+        assert_eq!(parsed.3, None);
+        assert_eq!(parsed.4, vec![1, 2]);
+    }
+
+    #[test]
+    fn an_error_reply_fails_the_pipeline_and_noscript_is_told_apart() {
+        let noscript = BytesFrame::Error("NOSCRIPT No matching script".into());
+        assert!(is_noscript(&noscript));
+        assert!(!is_noscript(&BytesFrame::Error("WRONGTYPE".into())));
+        let nested = BytesFrame::Array(vec![BytesFrame::Integer(1), noscript]);
+        assert!(matches!(
+            values(vec![nested]),
+            Err(StorageError::Unavailable(_))
+        ));
+    }
 }

@@ -293,8 +293,7 @@ impl RedisStore {
         for &day in days {
             pipe.cmd("HGETALL").arg(stats_key(journey, day));
         }
-        let mut conn = self.conn.clone();
-        let days: Vec<HashMap<String, u64>> = pipe.query_async(&mut conn).await?;
+        let days: Vec<HashMap<String, u64>> = self.conn.query_as(&pipe).await?;
         Ok(days.into_iter().map(|d| d.into_iter().collect()).collect())
     }
 
@@ -303,17 +302,19 @@ impl RedisStore {
         query: &JourneyListQuery,
     ) -> Result<JourneyListPage, StorageError> {
         let (from, skip) = query.from();
-        let mut conn = self.conn.clone();
-        let entries: Vec<(String, i64)> = redis::cmd("ZRANGE")
-            .arg(listing_key(&query.listing))
-            .arg(from.0)
-            .arg(format!("({}", query.end.0))
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(skip)
-            .arg(query.limit + 1)
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
+        let entries: Vec<(String, i64)> = self
+            .conn
+            .cmd_as(
+                redis::cmd("ZRANGE")
+                    .arg(listing_key(&query.listing))
+                    .arg(from.0)
+                    .arg(format!("({}", query.end.0))
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(skip)
+                    .arg(query.limit + 1)
+                    .arg("WITHSCORES"),
+            )
             .await?;
         let entries = entries
             .into_iter()
@@ -339,8 +340,7 @@ impl RedisStore {
                     .ignore();
             }
         }
-        let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await?;
+        self.conn.query_as::<()>(&pipe).await?;
         Ok(())
     }
 
@@ -352,16 +352,18 @@ impl RedisStore {
             return Ok(Swept::default());
         };
         let definitions = journeys.tracker.definitions();
-        let mut conn = self.conn.clone();
-        let due: Vec<String> = redis::cmd("ZRANGE")
-            .arg(DEADLINES_KEY)
-            .arg("-inf")
-            .arg(now.0)
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(max)
-            .query_async(&mut conn)
+        let due: Vec<String> = self
+            .conn
+            .cmd_as(
+                redis::cmd("ZRANGE")
+                    .arg(DEADLINES_KEY)
+                    .arg("-inf")
+                    .arg(now.0)
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(max),
+            )
             .await?;
         let read_count = due.len();
         // Entries that cannot be swept leave the index, so they never
@@ -395,7 +397,7 @@ impl RedisStore {
         let states: Vec<Vec<(String, String)>> = if profiles.is_empty() {
             Vec::new()
         } else {
-            read.query_async(&mut conn).await?
+            self.conn.query_as(&read).await?
         };
         let mut write = redis::pipe();
         let mut planned = Vec::new();
@@ -442,10 +444,9 @@ impl RedisStore {
         }
         if !unsweepable.is_empty() {
             // Rare (a bug or a foreign writer): a round trip of its own.
-            let _: i64 = redis::cmd("ZREM")
-                .arg(DEADLINES_KEY)
-                .arg(&unsweepable)
-                .query_async(&mut conn)
+            let _: i64 = self
+                .conn
+                .cmd_as(redis::cmd("ZREM").arg(DEADLINES_KEY).arg(&unsweepable))
                 .await?;
         }
         if planned.is_empty() {

@@ -40,7 +40,7 @@ use crate::domain::{event::CUSTOMER_ID_IDENTITY, CustomerId, Identity, LinkedIde
 /// What a merge reads of the absorbed profile: events, contact index
 /// entries with scores, identities, first seen.
 type AbsorbedProfile = (
-    Vec<Bytes>,
+    Vec<Vec<u8>>,
     Vec<(String, f64)>,
     HashMap<String, String>,
     Option<i64>,
@@ -104,10 +104,9 @@ impl RedisStore {
     }
 
     async fn alias(&self, profile: &CustomerId) -> Result<Alias, StorageError> {
-        let mut conn = self.conn.clone();
-        let value: Option<String> = redis::cmd("GET")
-            .arg(Keys::of(profile).alias)
-            .query_async(&mut conn)
+        let value: Option<String> = self
+            .conn
+            .cmd_as(redis::cmd("GET").arg(Keys::of(profile).alias))
             .await?;
         Ok(value.map_or(Alias::None, |v| Alias::parse(&v)))
     }
@@ -136,12 +135,14 @@ impl RedisStore {
     ) -> Result<Option<CustomerId>, StorageError> {
         let profile = self.follow(profile).await?;
         let keys = Keys::of(&profile);
-        let mut conn = self.conn.clone();
-        let held: u64 = redis::cmd("EXISTS")
-            .arg(&keys.summary)
-            .arg(&keys.idents)
-            .arg(&keys.contacts)
-            .query_async(&mut conn)
+        let held: u64 = self
+            .conn
+            .cmd_as(
+                redis::cmd("EXISTS")
+                    .arg(&keys.summary)
+                    .arg(&keys.idents)
+                    .arg(&keys.contacts),
+            )
             .await?;
         Ok((held > 0).then_some(profile))
     }
@@ -154,11 +155,10 @@ impl RedisStore {
         for identity in identities {
             pipe.cmd("GET").arg(index_key(identity));
         }
-        let mut conn = self.conn.clone();
         let found: Vec<Option<String>> = if identities.is_empty() {
             Vec::new()
         } else {
-            pipe.query_async(&mut conn).await?
+            self.conn.query_as(&pipe).await?
         };
         Ok(identities
             .iter()
@@ -178,10 +178,9 @@ impl RedisStore {
         profile: &CustomerId,
     ) -> Result<Vec<LinkedIdentity>, StorageError> {
         let profile = self.follow(profile).await?;
-        let mut conn = self.conn.clone();
-        let idents: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(Keys::of(&profile).idents)
-            .query_async(&mut conn)
+        let idents: HashMap<String, String> = self
+            .conn
+            .cmd_as(redis::cmd("HGETALL").arg(Keys::of(&profile).idents))
             .await?;
         Ok(replies::identities(
             idents.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
@@ -207,11 +206,10 @@ impl RedisStore {
                 .arg("GET");
             indexed.push(identity);
         }
-        let mut conn = self.conn.clone();
         let previous: Vec<Option<String>> = if indexed.is_empty() {
             Vec::new()
         } else {
-            pipe.query_async(&mut conn).await?
+            self.conn.query_as(&pipe).await?
         };
         let mut owner_of: HashMap<&Identity, CustomerId> = HashMap::new();
         let mut recorded = redis::pipe();
@@ -229,7 +227,7 @@ impl RedisStore {
         }
         let ttl_ms = self.ttl_ms();
         recorded.cmd("PEXPIRE").arg(&keys.idents).arg(ttl_ms);
-        recorded.query_async::<()>(&mut conn).await?;
+        self.conn.query_as::<()>(&recorded).await?;
         Ok(identities
             .iter()
             .map(|identity| {
@@ -287,13 +285,11 @@ impl RedisStore {
             .arg("WITHSCORES");
         pipe.cmd("HGETALL").arg(&from.idents);
         pipe.cmd("HGET").arg(&from.summary).arg("first");
-        let mut conn = self.conn.clone();
-        let (members, contacts, idents, first): AbsorbedProfile =
-            pipe.query_async(&mut conn).await?;
+        let (members, contacts, idents, first): AbsorbedProfile = self.conn.query_as(&pipe).await?;
 
         let events = members
             .into_iter()
-            .map(EventArgs::of_stored)
+            .map(|member| EventArgs::of_stored(Bytes::from(member)))
             .collect::<Result<Vec<_>, _>>()?;
         let reservations: Vec<(i64, String)> = contacts
             .into_iter()
@@ -415,11 +411,13 @@ impl RedisStore {
     ) -> Result<bool, StorageError> {
         let profile = self.follow(profile).await?;
         let keys = Keys::of(&profile);
-        let mut conn = self.conn.clone();
-        let recorded: i64 = redis::cmd("HDEL")
-            .arg(&keys.idents)
-            .arg(packed_identity(identity))
-            .query_async(&mut conn)
+        let recorded: i64 = self
+            .conn
+            .cmd_as(
+                redis::cmd("HDEL")
+                    .arg(&keys.idents)
+                    .arg(packed_identity(identity)),
+            )
             .await?;
         if identity.kind == CUSTOMER_ID_IDENTITY {
             // The customer id of a merged profile stops leading here.

@@ -8,25 +8,20 @@
 //! All of a customer's keys share the `{<customer_id>}` hash tag, so every
 //! script and pipeline touches one Redis Cluster slot per customer.
 //!
-//! The client is redis-rs (a reconnecting multiplexed connection). fred,
-//! whose replies are zero-copy frames, was measured on the context pipeline
-//! (`examples/redis_clients.rs`, BENCHMARKS.md): ~12 % less client CPU,
-//! not enough to carry a second client; the larger gain the profile points
-//! to is a reply reader that writes members straight into the response.
+//! Every call goes through one multiplexed connection (`redis_conn`) whose
+//! replies are zero-copy frames: the hot reads (context, page, contacts)
+//! take events straight from them; the rest parse them with redis-rs's
+//! `FromRedisValue`. redis-rs still builds the commands and scripts.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::{
-    aio::{ConnectionManager, ConnectionManagerConfig},
-    io::tcp::TcpSettings,
-    IntoConnectionInfo, Pipeline, Script, ScriptInvocation,
-};
+use redis::{IntoConnectionInfo, Pipeline, ScriptInvocation};
 
 use super::{
     codec,
-    redis_conn::{Frames, LeanConnection},
+    redis_conn::{Frames, LuaScript, RedisConnection},
     redis_journeys::{
         push_write_set, stale_reply, started_states, RedisJourneys, StatesCache, VersionedStates,
     },
@@ -67,13 +62,12 @@ pub struct RedisSettings {
 }
 
 pub struct RedisStore {
-    pub(super) conn: ConnectionManager,
-    /// The hot paths' connection (see `redis_conn`).
-    pub(super) lean: LeanConnection,
-    pub(super) append_script: Script,
-    reserve_script: Script,
-    pub(super) cas_script: Script,
-    pub(super) sweep_script: Script,
+    /// One multiplexed connection for every call (see `redis_conn`).
+    pub(super) conn: RedisConnection,
+    pub(super) append_script: LuaScript,
+    reserve_script: LuaScript,
+    pub(super) cas_script: LuaScript,
+    pub(super) sweep_script: LuaScript,
     pub(super) retention: Retention,
     pub(super) rules: MergeRules,
     pub(super) journeys: Option<RedisJourneys>,
@@ -93,24 +87,14 @@ impl RedisStore {
             .as_str()
             .into_connection_info()
             .map_err(|e| StorageError::Unavailable(format!("bad Redis URL: {e}")))?;
-        // Nagle's algorithm only adds latency to request/response traffic,
-        // and redis-rs 1.x leaves TCP_NODELAY off.
-        let lean = LeanConnection::new(&info, settings.connect_timeout, settings.response_timeout)?;
-        let tcp = TcpSettings::default().set_nodelay(true);
-        let client = redis::Client::open(info.set_tcp_settings(tcp))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(settings.response_timeout))
-            .set_connection_timeout(Some(settings.connect_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn =
+            RedisConnection::new(&info, settings.connect_timeout, settings.response_timeout)?;
         Ok(Self {
             conn,
-            lean,
-            append_script: Script::new(&format!("{JOURNEY_WRITES}\n{APPEND_SCRIPT}")),
-            sweep_script: Script::new(&format!("{JOURNEY_WRITES}\n{SWEEP_SCRIPT}")),
-            reserve_script: Script::new(RESERVE_SCRIPT),
-            cas_script: Script::new(CAS_SCRIPT),
+            append_script: LuaScript::new(format!("{JOURNEY_WRITES}\n{APPEND_SCRIPT}")),
+            sweep_script: LuaScript::new(format!("{JOURNEY_WRITES}\n{SWEEP_SCRIPT}")),
+            reserve_script: LuaScript::new(RESERVE_SCRIPT.to_string()),
+            cas_script: LuaScript::new(CAS_SCRIPT.to_string()),
             retention,
             rules,
             journeys: None,
@@ -180,25 +164,13 @@ impl RedisStore {
         call
     }
 
-    /// Sends a pipeline of script calls, loading the script and sending
-    /// again if Redis lost it (a restart or `SCRIPT FLUSH`). NOSCRIPT fails
-    /// every call of the pipeline before any write, so resending is safe.
+    /// Sends a pipeline of `script`'s calls (see `RedisConnection::query_scripts`).
     pub(super) async fn query_scripts<T: redis::FromRedisValue>(
         &self,
-        script: &Script,
+        script: &LuaScript,
         pipe: &Pipeline,
     ) -> Result<T, StorageError> {
-        let mut conn = self.conn.clone();
-        match pipe.query_async(&mut conn).await {
-            Ok(value) => Ok(value),
-            Err(err)
-                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-            {
-                script.prepare_invoke().load_async(&mut conn).await?;
-                Ok(pipe.query_async(&mut conn).await?)
-            }
-            Err(err) => Err(err.into()),
-        }
+        self.conn.query_scripts(script, pipe).await
     }
 }
 
@@ -345,7 +317,7 @@ impl TimelineStore for RedisStore {
                     read.arg(definition.name());
                 }
             }
-            let mut replies = Frames::new(self.lean.query(&pipe).await?);
+            let mut replies = Frames::new(self.conn.query(&pipe).await?);
             if replies.bulk()?.is_some() {
                 profile = self.follow(&profile).await?;
                 continue;
@@ -474,12 +446,10 @@ impl TimelineStore for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StorageError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
+        self.conn
+            .cmd_as::<String>(&redis::cmd("PING"))
             .await
             .map(|_| ())
-            .map_err(Into::into)
     }
 
     async fn resolve(
@@ -540,7 +510,7 @@ impl RedisStore {
     ) -> Result<Vec<Contact>, StorageError> {
         let mut pipe = redis::pipe();
         latest_contacts_cmd(&mut pipe, keys, since, true);
-        replies::scored_contacts(Frames::new(self.lean.query(&pipe).await?).pairs()?)
+        replies::scored_contacts(Frames::new(self.conn.query(&pipe).await?).pairs()?)
     }
 
     /// The contact histories of a chunk of customers, in one round trip;
@@ -565,7 +535,7 @@ impl RedisStore {
             pipe.cmd("HGET").arg(&keys.contact_ids).arg("");
             contacts_since_cmd(&mut pipe, &keys, since, scores);
         }
-        let mut replies = Frames::new(self.lean.query(&pipe).await?);
+        let mut replies = Frames::new(self.conn.query(&pipe).await?);
         let mut histories = Vec::with_capacity(chunk.len());
         for customer in chunk {
             let alias = replies.bulk()?;
@@ -630,20 +600,16 @@ impl RedisStore {
             // With them, the range is read whole: retention bounds it.
             main.arg("LIMIT").arg(0).arg(query.limit + 1);
         }
-        let mut conn = self.conn.clone();
-        let mut replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-        let merged: bool = parse(replies.remove(0))?;
-        if merged {
+        let mut replies = Frames::new(self.conn.query(&pipe).await?);
+        if replies.int()? > 0 {
             return Ok(Listed::Merged);
         }
-        let exists: bool = parse(replies.remove(0))?;
-        if !exists {
+        if replies.int()? == 0 {
             return Ok(Listed::Page(None));
         }
         let mut candidates: Vec<Bytes> = Vec::new();
         if let Some((at, prefix)) = &tie {
-            let same_instant: Vec<Bytes> = redis::from_redis_value(replies.remove(0))
-                .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            let same_instant = replies.bulks()?;
             let in_range = query.start.is_none_or(|s| *at >= s);
             candidates.extend(
                 same_instant
@@ -651,8 +617,7 @@ impl RedisStore {
                     .filter(|m| in_range && m.as_ref() < prefix.as_ref()),
             );
         }
-        let rest: Vec<Bytes> = redis::from_redis_value(replies.remove(0))
-            .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let rest = replies.bulks()?;
         candidates.extend(rest);
 
         let mut events = Vec::with_capacity(query.limit + 1);
