@@ -38,7 +38,10 @@ impl Message for WireEvent {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
-        let mut out = BytesMut::from(std::mem::take(&mut self.0).as_ref());
+        // The bytes so far are this value's alone while it is decoded, so
+        // they become mutable again without a copy (fields are appended in
+        // place, not the whole event copied once per field).
+        let mut out = BytesMut::from(std::mem::take(&mut self.0));
         encode_key(tag, wire_type, &mut out);
         match wire_type {
             WireType::Varint => encode_varint(decode_varint(buf)?, &mut out),
