@@ -67,7 +67,12 @@ impl FromStr for StoreUrl {
         }
         let url = url::Url::parse(s).map_err(|e| format!("{s:?} is not `memory` or a URL: {e}"))?;
         match url.scheme() {
-            "redis" | "rediss" => Ok(Self::Redis(s.to_string())),
+            "redis" => Ok(Self::Redis(s.to_string())),
+            // The store's connection speaks plain TCP only (see
+            // storage/redis_conn.rs); for TLS, put a TLS tunnel beside it.
+            "rediss" => Err(format!(
+                "{s:?}: TLS to Redis (rediss://) is not supported; use redis:// (a TLS tunnel such as stunnel can carry it)"
+            )),
             other => Err(format!(
                 "unsupported store scheme {other:?}: use `memory` or `redis://host:port/db`"
             )),

@@ -228,6 +228,14 @@ fn a_bad_store_url_stops_startup_with_a_clear_message() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unsupported store scheme"), "{stderr}");
+
+    let out = Command::new(BIN)
+        .args(["serve", "--store", "rediss://127.0.0.1:6380/0"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TLS to Redis"), "{stderr}");
 }
 
 #[test]
