@@ -192,14 +192,14 @@ impl Event {
     pub fn as_contact(&self) -> Option<super::Contact> {
         (self.initiator == Initiator::Company).then(|| super::Contact {
             at: self.occurred_at,
-            event_id: self.event_id.to_string(),
-            channel: self.channel.clone(),
-            reason: self.reason.clone(),
-            event_type: self.event_type.clone(),
+            event_id: self.event_id.as_str().into(),
+            channel: self.channel.as_str().into(),
+            reason: self.reason.as_str().into(),
+            event_type: self.event_type.as_str().into(),
             campaign_id: self
                 .attributes
                 .get(CAMPAIGN_ATTRIBUTE)
-                .cloned()
+                .map(|c| c.as_str().into())
                 .unwrap_or_default(),
             reserved: false,
         })

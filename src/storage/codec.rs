@@ -97,9 +97,9 @@ pub fn unpack_contact(packed: &str, score: Option<Micros>) -> Result<Contact, St
     };
     let mut parts = rest.splitn(if timed { 5 } else { 4 }, SEP);
     let mut next = || parts.next().ok_or_else(incomplete);
-    let channel = next()?.to_string();
-    let reason = next()?.to_string();
-    let event_type = next()?.to_string();
+    let channel = next()?.into();
+    let reason = next()?.into();
+    let event_type = next()?.into();
     let at = if timed {
         let at = next()?;
         Micros(at.parse().map_err(|_| {
@@ -112,12 +112,12 @@ pub fn unpack_contact(packed: &str, score: Option<Micros>) -> Result<Contact, St
     };
     Ok(Contact {
         at,
-        event_id: event_id.to_string(),
+        event_id: event_id.into(),
         reserved,
         channel,
         reason,
         event_type,
-        campaign_id: next()?.to_string(),
+        campaign_id: next()?.into(),
     })
 }
 

@@ -77,7 +77,7 @@ impl Timeline {
         self.summary.record(event);
         if let Some(contact) = event.as_contact() {
             // A reservation with this id becomes the contact itself.
-            self.contacts.insert(contact.event_id.clone(), contact);
+            self.contacts.insert(contact.event_id.to_string(), contact);
             self.contact_version += 1;
         }
         if let Some(tz) = event.timezone() {
@@ -211,7 +211,7 @@ impl Timeline {
             let mut by_age: Vec<(Micros, String)> = self
                 .contacts
                 .values()
-                .map(|c| (c.at, c.event_id.clone()))
+                .map(|c| (c.at, c.event_id.to_string()))
                 .collect();
             by_age.sort();
             let excess = self.contacts.len() - retention.max_events;

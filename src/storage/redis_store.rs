@@ -401,7 +401,7 @@ impl TimelineStore for RedisStore {
             .key(&keys.alias)
             .arg(expected_version)
             .arg(contact.at.0)
-            .arg(&contact.event_id)
+            .arg(contact.event_id.as_str())
             .arg(codec::pack_contact(contact))
             .arg(ttl_ms);
         let mut pipe = redis::pipe();
@@ -795,11 +795,11 @@ impl EventArgs {
         let contact = (initiator == Initiator::Company).then(|| {
             codec::pack_contact(&Contact {
                 at,
-                event_id: event.event_id.clone(),
-                channel: event.channel.clone(),
-                reason: event.reason.clone(),
-                event_type: event.r#type.clone(),
-                campaign_id: campaign.cloned().unwrap_or_default(),
+                event_id: event.event_id.as_str().into(),
+                channel: event.channel.as_str().into(),
+                reason: event.reason.as_str().into(),
+                event_type: event.r#type.as_str().into(),
+                campaign_id: campaign.map(|c| c.as_str().into()).unwrap_or_default(),
                 reserved: false,
             })
         });

@@ -124,11 +124,11 @@ impl JourneyApi {
             }
             let reservation = Contact {
                 at: proposal.at,
-                event_id: Ulid::new().to_string(),
-                channel: proposal.channel.clone(),
-                reason: proposal.reason.clone(),
-                event_type: proposal.event_type.clone(),
-                campaign_id: proposal.campaign_id.clone(),
+                event_id: Ulid::new().to_string().into(),
+                channel: proposal.channel.as_str().into(),
+                reason: proposal.reason.as_str().into(),
+                event_type: proposal.event_type.as_str().into(),
+                campaign_id: proposal.campaign_id.as_str().into(),
                 reserved: true,
             };
             if self
@@ -140,7 +140,7 @@ impl JourneyApi {
                     &customer,
                     history.known,
                     &decision,
-                    reservation.event_id,
+                    reservation.event_id.into(),
                 ));
             }
         }
