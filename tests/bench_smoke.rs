@@ -6,14 +6,15 @@
 mod support;
 
 use journey::bench::{self, echo_server, RunArgs, Scenario, SeedArgs};
-use support::journey_server::JourneyServer;
+use support::{journey_server::JourneyServer, redis_server::RedisServer};
 use tokio::{net::TcpListener, sync::oneshot};
 
 const CUSTOMERS: u64 = 20;
 
 fn run_args(target: String, scenario: Scenario) -> RunArgs {
     RunArgs {
-        target,
+        target: Some(target),
+        redis: None,
         scenario,
         concurrency: 2,
         duration: 0.5,
@@ -97,5 +98,55 @@ async fn seeds_and_runs_every_scenario_without_errors() {
 
     let _ = stop_echo.send(());
     echo.await.expect("echo task").expect("echo server");
+    server.stop().await.expect("server stops cleanly");
+}
+
+/// The raw baseline: the same scenarios' Redis work sent straight to a
+/// redis-server, seeded through a server on it, with no failed call and
+/// the events seeded read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raw_redis_baseline_runs_without_errors() {
+    let redis = RedisServer::start();
+    let server = JourneyServer::redis(&redis.url()).await;
+    let summary = bench::seed(&SeedArgs {
+        target: server.addr.to_string(),
+        customers: CUSTOMERS,
+        events_per_customer: 5,
+        concurrency: 2,
+        seed: 42,
+        batch_size: 30,
+    })
+    .await
+    .expect("seed");
+    assert_eq!(summary.stored, CUSTOMERS * 5);
+
+    for scenario in [
+        Scenario::Context,
+        Scenario::List,
+        Scenario::Check,
+        Scenario::Append,
+        Scenario::AppendBatch,
+        Scenario::Mix,
+    ] {
+        let report = bench::run(&RunArgs {
+            target: None,
+            redis: Some(redis.url()),
+            ..run_args(String::new(), scenario)
+        })
+        .await
+        .expect("raw run");
+        assert_clean(&report);
+        assert_eq!(report.target, redis.url());
+        if matches!(scenario, Scenario::Context | Scenario::List) {
+            assert!(report.events_per_s > 0.0, "{}", report.table());
+        }
+    }
+    let refused = bench::run(&RunArgs {
+        target: None,
+        redis: Some(redis.url()),
+        ..run_args(String::new(), Scenario::Echo)
+    })
+    .await;
+    assert!(refused.is_err(), "echo has no raw form");
     server.stop().await.expect("server stops cleanly");
 }

@@ -16,8 +16,9 @@ use super::{
     channels,
     cpu::{self, Process},
     error::BenchError,
-    ops::{Caller, Failure},
+    ops::{Caller, Failure, Route},
     population,
+    raw::RawSetup,
     report::{Report, Tally},
     scenario::{self, Op},
     RunArgs,
@@ -42,8 +43,30 @@ pub async fn run(args: &RunArgs) -> Result<Report, BenchError> {
     // Fail before sending anything if a pid cannot be read.
     sample(&processes)?;
 
-    let pool =
-        channels::connect(&args.target, args.concurrency.min(channels::MAX_CHANNELS)).await?;
+    // The service over a few shared channels, or Redis itself (the raw
+    // baseline) on one connection per task.
+    let (target, mut routes) = match (&args.target, &args.redis) {
+        (_, Some(redis)) => {
+            let setup = RawSetup::new(redis, args.scenario)?;
+            let routes = (0..args.concurrency)
+                .map(|_| setup.connect().map(Route::Redis))
+                .collect::<Result<Vec<_>, _>>()?;
+            (redis.clone(), routes)
+        }
+        (Some(target), None) => {
+            let pool =
+                channels::connect(target, args.concurrency.min(channels::MAX_CHANNELS)).await?;
+            let routes = (0..args.concurrency)
+                .map(|task| Route::grpc(pool[task % pool.len()].clone()))
+                .collect();
+            (channels::target_url(target), routes)
+        }
+        (None, None) => return Err(BenchError::Args("give --target or --redis".into())),
+    };
+    let connections = match &args.redis {
+        Some(_) => args.concurrency,
+        None => args.concurrency.min(channels::MAX_CHANNELS),
+    };
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let plan = Plan {
@@ -56,9 +79,9 @@ pub async fn run(args: &RunArgs) -> Result<Report, BenchError> {
     let nonce = run_nonce();
     let weights = args.scenario.weights();
     let mut tasks = Vec::with_capacity(args.concurrency);
-    for task in 0..args.concurrency {
+    for (task, route) in routes.drain(..).enumerate() {
         let caller = Caller::new(
-            pool[task % pool.len()].clone(),
+            route,
             fastrand::Rng::with_seed(population::mix(&[args.seed, nonce, task as u64])),
             args.customers,
             nonce,
@@ -100,9 +123,9 @@ pub async fn run(args: &RunArgs) -> Result<Report, BenchError> {
     };
     Ok(Report {
         scenario: args.scenario.name(),
-        target: channels::target_url(&args.target),
+        target,
         concurrency: args.concurrency,
-        channels: pool.len(),
+        channels: connections,
         rate: args.rate,
         duration_s: args.duration,
         warmup_s: args.warmup,

@@ -13,6 +13,7 @@ mod lean;
 mod load;
 mod ops;
 mod population;
+mod raw;
 mod report;
 mod scenario;
 mod seed;
@@ -35,7 +36,7 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Load a population of customers `bench-c{i}` through AppendEvents batches.
+    /// Load a population of customers `bench-c{i:012}` through AppendEvents batches.
     Seed(SeedArgs),
     /// Drive one scenario for a fixed time and report throughput, latency, errors and CPU.
     Run(RunArgs),
@@ -50,7 +51,7 @@ pub struct SeedArgs {
     /// The journey server, `HOST:PORT` or `http://HOST:PORT`.
     #[arg(long)]
     pub target: String,
-    /// Customers to create: `bench-c0` to `bench-c{N-1}`.
+    /// Customers to create: `bench-c000000000000` to `bench-c{N-1:012}`.
     #[arg(long)]
     pub customers: u64,
     /// Events of each customer, spread over the last day.
@@ -70,8 +71,14 @@ pub struct SeedArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// The server, `HOST:PORT` or `http://HOST:PORT`.
+    #[arg(long, required_unless_present = "redis", conflicts_with = "redis")]
+    pub target: Option<String>,
+    /// The raw baseline: send each call's Redis commands (the pipelines the
+    /// Redis store sends for it) straight to this Redis (`redis://HOST:PORT/DB`),
+    /// one connection per task, instead of calling a server. For the
+    /// context, list, check, append and append-batch scenarios.
     #[arg(long)]
-    pub target: String,
+    pub redis: Option<String>,
     /// What to send.
     #[arg(long, value_enum)]
     pub scenario: Scenario,

@@ -4,7 +4,7 @@
 
 use tonic::{client::Grpc, transport::Channel, Code};
 
-use super::{channels::MAX_RESPONSE_BYTES, lean, population, scenario::Op};
+use super::{channels::MAX_RESPONSE_BYTES, lean, population, raw::RawRoute, scenario::Op};
 use crate::{domain::Micros, pb, pb::journey_service_client::JourneyServiceClient};
 
 /// Events per AppendEvents request of the `append-batch` scenario.
@@ -28,12 +28,33 @@ impl From<tonic::Status> for Failure {
     }
 }
 
-/// Sends the calls of one load task over its client.
+/// Where a load task's calls go. One per task, made once: the size of
+/// its variants does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Route {
+    /// The service, over gRPC.
+    Grpc {
+        /// Writes, through the generated client.
+        client: JourneyServiceClient<Channel>,
+        /// Reads, decoded lean (see `lean.rs`).
+        reads: Grpc<Channel>,
+    },
+    /// Straight to Redis: the raw baseline (see `raw.rs`).
+    Redis(RawRoute),
+}
+
+impl Route {
+    pub fn grpc(channel: Channel) -> Self {
+        Self::Grpc {
+            client: JourneyServiceClient::new(channel.clone()),
+            reads: Grpc::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES),
+        }
+    }
+}
+
+/// Sends the calls of one load task along its route.
 pub struct Caller {
-    /// Writes, through the generated client.
-    client: JourneyServiceClient<Channel>,
-    /// Reads, decoded lean (see `lean.rs`).
-    reads: Grpc<Channel>,
+    route: Route,
     rng: fastrand::Rng,
     customers: u64,
     /// Unique per run and task, so appended ids never collide with seeded
@@ -44,15 +65,14 @@ pub struct Caller {
 
 impl Caller {
     pub fn new(
-        channel: Channel,
+        route: Route,
         rng: fastrand::Rng,
         customers: u64,
         run_nonce: u64,
         task: usize,
     ) -> Self {
         Self {
-            client: JourneyServiceClient::new(channel.clone()),
-            reads: Grpc::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            route,
             rng,
             customers: customers.max(1),
             id_prefix: format!("run{run_nonce:x}-t{task}-"),
@@ -66,6 +86,9 @@ impl Caller {
 
     /// Sends one call; returns how many events it wrote or read.
     pub async fn call(&mut self, op: Op) -> Result<u64, Failure> {
+        if matches!(self.route, Route::Redis(_)) {
+            return self.call_redis(op).await;
+        }
         match op {
             Op::Append => self.append().await,
             Op::AppendIdentity => self.append_identity().await,
@@ -73,6 +96,46 @@ impl Caller {
             Op::Context => self.context().await,
             Op::List => self.list().await,
             Op::Check => self.check().await,
+        }
+    }
+
+    fn client(&mut self) -> Result<&mut JourneyServiceClient<Channel>, Failure> {
+        match &mut self.route {
+            Route::Grpc { client, .. } => Ok(client),
+            Route::Redis(_) => Err(not_grpc()),
+        }
+    }
+
+    fn reads(&mut self) -> Result<&mut Grpc<Channel>, Failure> {
+        match &mut self.route {
+            Route::Grpc { reads, .. } => Ok(reads),
+            Route::Redis(_) => Err(not_grpc()),
+        }
+    }
+
+    /// The same call's Redis work, sent straight to Redis.
+    async fn call_redis(&mut self, op: Op) -> Result<u64, Failure> {
+        let customer = self.random_customer();
+        let events = match op {
+            Op::Append => vec![self.new_event()],
+            Op::AppendBatch => (0..BATCH_EVENTS).map(|_| self.new_event()).collect(),
+            _ => Vec::new(),
+        };
+        let Route::Redis(raw) = &self.route else {
+            return Err(Failure {
+                code: "BAD_ROUTE",
+                message: "not a Redis route".into(),
+            });
+        };
+        match op {
+            Op::Context => raw.context(&customer, READ_EVENTS as usize).await,
+            Op::List => raw.list(&customer, READ_EVENTS as usize).await,
+            Op::Check => raw.check(&customer).await,
+            Op::Append | Op::AppendBatch => raw.append(events).await,
+            Op::AppendIdentity => Err(Failure {
+                code: "UNSUPPORTED",
+                message: "append-identity has no raw form".into(),
+            }),
         }
     }
 
@@ -107,7 +170,7 @@ impl Caller {
 
     async fn send_append(&mut self, event: pb::Event) -> Result<u64, Failure> {
         let request = pb::AppendEventRequest { event: Some(event) };
-        let response = self.client.append_event(request).await?.into_inner();
+        let response = self.client()?.append_event(request).await?.into_inner();
         if response.duplicate {
             return Err(Failure {
                 code: "OUTCOME_DUPLICATE",
@@ -120,7 +183,7 @@ impl Caller {
     async fn append_batch(&mut self) -> Result<u64, Failure> {
         let events: Vec<pb::Event> = (0..BATCH_EVENTS).map(|_| self.new_event()).collect();
         let request = pb::AppendEventsRequest { events };
-        let response = self.client.append_events(request).await?.into_inner();
+        let response = self.client()?.append_events(request).await?.into_inner();
         if response.results.len() != BATCH_EVENTS {
             return Err(Failure {
                 code: "BAD_RESPONSE",
@@ -156,7 +219,7 @@ impl Caller {
             max_events: READ_EVENTS,
             ..Default::default()
         };
-        Ok(lean::read_events(&mut self.reads, lean::GET_JOURNEY_CONTEXT, request).await?)
+        Ok(lean::read_events(self.reads()?, lean::GET_JOURNEY_CONTEXT, request).await?)
     }
 
     async fn check(&mut self) -> Result<u64, Failure> {
@@ -167,7 +230,7 @@ impl Caller {
             ..Default::default()
         };
         let answer = self
-            .client
+            .client()?
             .check_contact_frequency(request)
             .await?
             .into_inner();
@@ -186,7 +249,14 @@ impl Caller {
             page_size: READ_EVENTS,
             ..pb::ListEventsRequest::default()
         };
-        Ok(lean::read_events(&mut self.reads, lean::LIST_EVENTS, request).await?)
+        Ok(lean::read_events(self.reads()?, lean::LIST_EVENTS, request).await?)
+    }
+}
+
+fn not_grpc() -> Failure {
+    Failure {
+        code: "BAD_ROUTE",
+        message: "a gRPC call on a Redis route".into(),
     }
 }
 

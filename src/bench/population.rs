@@ -1,4 +1,4 @@
-//! The synthetic population: customers `bench-c{i}` and realistic events of
+//! The synthetic population: customers `bench-c{i:012}` and realistic events of
 //! about 300 encoded bytes, named by the built-in taxonomy. Everything is a
 //! function of the seed, so `seed` and `run` agree on who exists and a
 //! re-seed sends the same event ids (the service answers them duplicate).
@@ -7,9 +7,12 @@ use std::collections::HashMap;
 
 use crate::pb;
 
-/// The id of the `index`-th customer of the population.
+/// The id of the `index`-th customer of the population. Twelve digits,
+/// zero-padded, as redis-benchmark writes `__rand_int__`: its raw commands
+/// can then pick random seeded customers (`journey:{bench-c__rand_int__}:tl`
+/// with `-r N` reads customers 0 to N-1).
 pub fn customer_id(index: u64) -> String {
-    format!("bench-c{index}")
+    format!("bench-c{index:012}")
 }
 
 /// Seeded events are spread over the last day minus these margins, so they
@@ -271,6 +274,13 @@ mod tests {
         domain::{EventLimits, Micros, Taxonomy},
         transport::convert,
     };
+
+    #[test]
+    fn customer_ids_are_what_redis_benchmark_draws() {
+        // redis-benchmark's __rand_int__ is 12 zero-padded digits.
+        assert_eq!(customer_id(1_234), "bench-c000000001234");
+        assert_eq!(customer_id(0), "bench-c000000000000");
+    }
 
     #[test]
     fn every_shape_is_valid_in_the_builtin_taxonomy() {

@@ -12,9 +12,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use compact_str::CompactString;
 use chrono::{Duration as ChronoDuration, LocalResult, NaiveDateTime, NaiveTime, TimeZone};
 use chrono_tz::Tz;
+use compact_str::CompactString;
 use serde::Deserialize;
 use thiserror::Error;
 

@@ -17,6 +17,8 @@ mod redis_conn;
 mod redis_journeys;
 mod redis_keys;
 mod redis_profiles;
+#[doc(hidden)]
+pub mod redis_raw;
 mod redis_replies;
 pub mod redis_store;
 

@@ -33,7 +33,7 @@ use super::{
 };
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY,
-    journey::{Day, DayCounters},
+    journey::{Day, DayCounters, JourneyDefinitions},
     Contact, CustomerId, Event, Identity, Initiator, LinkedIdentity, MergeRules, Micros,
 };
 
@@ -292,8 +292,6 @@ impl TimelineStore for RedisStore {
         max_events: usize,
         contacts_since: Micros,
     ) -> Result<Option<ContextSnapshot>, StorageError> {
-        // Only the defined journeys' states are read: the hash also holds
-        // the recent interactions and the version, which a context skips.
         let definitions = self
             .journeys
             .as_ref()
@@ -302,21 +300,7 @@ impl TimelineStore for RedisStore {
         let mut profile = customer.clone();
         for _ in 0..MAX_HOPS {
             let keys = Keys::of(&profile);
-            let stop = max_events.saturating_sub(1) as i64;
-            let mut pipe = redis::pipe();
-            pipe.cmd("GET").arg(&keys.alias);
-            pipe.cmd("ZREVRANGE").arg(&keys.timeline).arg(0).arg(stop);
-            pipe.cmd("HGETALL").arg(&keys.summary);
-            pipe.cmd("ZCARD").arg(&keys.timeline);
-            latest_contacts_cmd(&mut pipe, &keys, contacts_since, false);
-            pipe.cmd("HGETALL").arg(&keys.idents);
-            pipe.cmd("HGETALL").arg(&keys.merges);
-            if let Some(definitions) = &definitions {
-                let read = pipe.cmd("HMGET").arg(&keys.journeys);
-                for definition in definitions.iter() {
-                    read.arg(definition.name());
-                }
-            }
+            let pipe = context_pipeline(&keys, max_events, contacts_since, definitions.as_deref());
             let mut replies = Frames::new(self.conn.query(&pipe).await?);
             if replies.bulk()?.is_some() {
                 profile = self.follow(&profile).await?;
@@ -521,20 +505,7 @@ impl RedisStore {
         since: Micros,
         scores: bool,
     ) -> Result<Option<Vec<ContactHistory>>, StorageError> {
-        let mut pipe = redis::pipe();
-        if chunk.len() == 1 {
-            // One customer: read it in MULTI/EXEC so the version goes
-            // with the contacts read (reserve mode relies on it).
-            pipe.atomic();
-        }
-        for customer in chunk {
-            let keys = Keys::of(customer);
-            pipe.cmd("GET").arg(&keys.alias);
-            pipe.cmd("EXISTS").arg(&keys.summary).arg(&keys.contacts);
-            pipe.cmd("HGET").arg(&keys.summary).arg("tz");
-            pipe.cmd("HGET").arg(&keys.contact_ids).arg("");
-            contacts_since_cmd(&mut pipe, &keys, since, scores);
-        }
+        let pipe = contacts_pipeline(chunk, since, scores);
         let mut replies = Frames::new(self.conn.query(&pipe).await?);
         let mut histories = Vec::with_capacity(chunk.len());
         for customer in chunk {
@@ -576,30 +547,7 @@ impl RedisStore {
     }
 
     async fn list_once(&self, query: &TimelineQuery) -> Result<Listed, StorageError> {
-        let keys = Keys::of(&query.customer);
-        let (upper, tie) = upper_bound(query);
-        let lower = query.start.map_or("-inf".to_string(), |s| s.0.to_string());
-        let mut pipe = redis::pipe();
-        pipe.cmd("EXISTS").arg(&keys.alias);
-        pipe.cmd("EXISTS").arg(&keys.summary);
-        // Events at the cursor's own instant that sort below it.
-        if let Some((at, _)) = &tie {
-            pipe.cmd("ZREVRANGEBYSCORE")
-                .arg(&keys.timeline)
-                .arg(at.0)
-                .arg(at.0);
-        }
-        let main = pipe
-            .cmd("ZREVRANGEBYSCORE")
-            .arg(&keys.timeline)
-            .arg(&upper)
-            .arg(&lower);
-        if !query.filters_by_content() {
-            // Without channel or initiator filters the page is the first
-            // `limit` members; one more tells whether a next page exists.
-            // With them, the range is read whole: retention bounds it.
-            main.arg("LIMIT").arg(0).arg(query.limit + 1);
-        }
+        let (pipe, tie) = list_pipeline(query);
         let mut replies = Frames::new(self.conn.query(&pipe).await?);
         if replies.int()? > 0 {
             return Ok(Listed::Merged);
@@ -644,9 +592,89 @@ impl RedisStore {
     }
 }
 
+/// The reads of a page: whether the profile was merged away, whether it
+/// holds anything, the events at the cursor's own instant (when a cursor
+/// sits above the end time) and the range; with the cursor's instant and
+/// id prefix, to keep those of its instant that sort below it.
+pub(super) fn list_pipeline(query: &TimelineQuery) -> (Pipeline, Option<(Micros, Bytes)>) {
+    let keys = Keys::of(&query.customer);
+    let (upper, tie) = upper_bound(query);
+    let lower = query.start.map_or("-inf".to_string(), |s| s.0.to_string());
+    let mut pipe = redis::pipe();
+    pipe.cmd("EXISTS").arg(&keys.alias);
+    pipe.cmd("EXISTS").arg(&keys.summary);
+    if let Some((at, _)) = &tie {
+        pipe.cmd("ZREVRANGEBYSCORE")
+            .arg(&keys.timeline)
+            .arg(at.0)
+            .arg(at.0);
+    }
+    let main = pipe
+        .cmd("ZREVRANGEBYSCORE")
+        .arg(&keys.timeline)
+        .arg(&upper)
+        .arg(&lower);
+    if !query.filters_by_content() {
+        // Without channel or initiator filters the page is the first
+        // `limit` members; one more tells whether a next page exists.
+        // With them, the range is read whole: retention bounds it.
+        main.arg("LIMIT").arg(0).arg(query.limit + 1);
+    }
+    (pipe, tie)
+}
+
 /// A profile that kept being merged away while an operation followed it.
 pub(super) fn merges_kept_moving() -> StorageError {
     StorageError::Corrupt("merges kept moving the profile".into())
+}
+
+/// The reads of a context: alias, the latest `max_events` events, the
+/// summary, the count held, the latest contacts, identities, merges and,
+/// when journeys are followed, the defined journeys' states (by name: the
+/// hash also holds the recent interactions and the version, which a
+/// context skips). Each reply in this order, one round trip.
+pub(super) fn context_pipeline(
+    keys: &Keys,
+    max_events: usize,
+    contacts_since: Micros,
+    journeys: Option<&JourneyDefinitions>,
+) -> Pipeline {
+    let stop = max_events.saturating_sub(1) as i64;
+    let mut pipe = redis::pipe();
+    pipe.cmd("GET").arg(&keys.alias);
+    pipe.cmd("ZREVRANGE").arg(&keys.timeline).arg(0).arg(stop);
+    pipe.cmd("HGETALL").arg(&keys.summary);
+    pipe.cmd("ZCARD").arg(&keys.timeline);
+    latest_contacts_cmd(&mut pipe, keys, contacts_since, false);
+    pipe.cmd("HGETALL").arg(&keys.idents);
+    pipe.cmd("HGETALL").arg(&keys.merges);
+    if let Some(definitions) = journeys {
+        let read = pipe.cmd("HMGET").arg(&keys.journeys);
+        for definition in definitions.iter() {
+            read.arg(definition.name());
+        }
+    }
+    pipe
+}
+
+/// The reads of customers' contact histories: per customer its alias,
+/// whether anything is held, its time zone, contact version and contacts
+/// since `since`. For one customer, in MULTI/EXEC, so the version goes with
+/// the contacts read (reserve mode relies on it).
+pub(super) fn contacts_pipeline(customers: &[CustomerId], since: Micros, scores: bool) -> Pipeline {
+    let mut pipe = redis::pipe();
+    if customers.len() == 1 {
+        pipe.atomic();
+    }
+    for customer in customers {
+        let keys = Keys::of(customer);
+        pipe.cmd("GET").arg(&keys.alias);
+        pipe.cmd("EXISTS").arg(&keys.summary).arg(&keys.contacts);
+        pipe.cmd("HGET").arg(&keys.summary).arg("tz");
+        pipe.cmd("HGET").arg(&keys.contact_ids).arg("");
+        contacts_since_cmd(&mut pipe, &keys, since, scores);
+    }
+    pipe
 }
 
 /// Adds the read of a customer's contacts since `since`, oldest first.
