@@ -392,7 +392,7 @@ impl RedisStore {
         let mut read = redis::pipe();
         for (profile, _) in &profiles {
             read.cmd("HGETALL")
-                .arg(super::redis_keys::Keys::of(profile).journeys);
+                .arg(super::redis_keys::Keys::of(profile).journeys());
         }
         let states: Vec<Vec<(String, String)>> = if profiles.is_empty() {
             Vec::new()
@@ -434,7 +434,7 @@ impl RedisStore {
             }
             let keys = super::redis_keys::Keys::of(&profile);
             let mut call = self.sweep_script.prepare_invoke();
-            call.key(&keys.journeys)
+            call.key(keys.journeys())
                 .arg(current.version)
                 .arg(self.ttl_ms());
             let version = current.next_version();

@@ -8,45 +8,86 @@
 
 use crate::domain::{CustomerId, Identity};
 
+/// A profile's keys, made with one allocation (they are made on every call).
 pub(super) struct Keys {
-    pub timeline: String,
-    pub ids: String,
-    pub summary: String,
-    pub contacts: String,
-    pub contact_ids: String,
-    pub idents: String,
-    pub merges: String,
-    pub alias: String,
-    pub journeys: String,
+    /// The keys one after the other; `ends[i]` is where key `i` ends.
+    buf: String,
+    ends: [usize; SUFFIXES.len()],
 }
+
+/// The keys' suffixes, in the order of `Keys`' accessors.
+const SUFFIXES: [&str; 9] = [
+    "tl", "ids", "sum", "contacts", "cids", "idents", "merges", "alias", "jny",
+];
 
 impl Keys {
     pub fn of(profile: &CustomerId) -> Self {
-        let tag = format!("journey:{{{profile}}}");
-        Self {
-            timeline: format!("{tag}:tl"),
-            ids: format!("{tag}:ids"),
-            summary: format!("{tag}:sum"),
-            contacts: format!("{tag}:contacts"),
-            contact_ids: format!("{tag}:cids"),
-            idents: format!("{tag}:idents"),
-            merges: format!("{tag}:merges"),
-            alias: format!("{tag}:alias"),
-            journeys: format!("{tag}:jny"),
+        let id = profile.as_str();
+        let mut buf = String::with_capacity(SUFFIXES.len() * (id.len() + 20));
+        let mut ends = [0; SUFFIXES.len()];
+        for (end, suffix) in ends.iter_mut().zip(SUFFIXES) {
+            buf.push_str("journey:{");
+            buf.push_str(id);
+            buf.push_str("}:");
+            buf.push_str(suffix);
+            *end = buf.len();
         }
+        Self { buf, ends }
+    }
+
+    fn key(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.buf[start..self.ends[i]]
+    }
+
+    /// ZSET of encoded events by occurred_at.
+    pub fn timeline(&self) -> &str {
+        self.key(0)
+    }
+    /// HASH of event ids (idempotency).
+    pub fn ids(&self) -> &str {
+        self.key(1)
+    }
+    /// HASH of the summary figures.
+    pub fn summary(&self) -> &str {
+        self.key(2)
+    }
+    /// ZSET, the contact index.
+    pub fn contacts(&self) -> &str {
+        self.key(3)
+    }
+    /// HASH of contact ids to entries, and the contact version.
+    pub fn contact_ids(&self) -> &str {
+        self.key(4)
+    }
+    /// HASH of the profile's identities.
+    pub fn idents(&self) -> &str {
+        self.key(5)
+    }
+    /// HASH of the profiles merged into this one.
+    pub fn merges(&self) -> &str {
+        self.key(6)
+    }
+    /// STRING, set once the profile is merged away.
+    pub fn alias(&self) -> &str {
+        self.key(7)
+    }
+    /// HASH of the journey states.
+    pub fn journeys(&self) -> &str {
+        self.key(8)
     }
 
     /// The keys holding the profile's data (all but the alias), in the
     /// order the append script takes them.
     pub fn data(&self) -> [&str; 7] {
         [
-            &self.timeline,
-            &self.ids,
-            &self.summary,
-            &self.contacts,
-            &self.contact_ids,
-            &self.idents,
-            &self.merges,
+            self.timeline(),
+            self.ids(),
+            self.summary(),
+            self.contacts(),
+            self.contact_ids(),
+            self.idents(),
+            self.merges(),
         ]
     }
 }
@@ -59,4 +100,29 @@ pub(super) fn packed_identity(identity: &Identity) -> String {
 /// The identity index key of an identity.
 pub(super) fn index_key(identity: &Identity) -> String {
     format!("journey:ident:{{{}}}", packed_identity(identity))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_profile_hash_tag() {
+        let keys = Keys::of(&CustomerId::from_trusted("c:1"));
+        assert_eq!(keys.timeline(), "journey:{c:1}:tl");
+        assert_eq!(keys.alias(), "journey:{c:1}:alias");
+        assert_eq!(keys.journeys(), "journey:{c:1}:jny");
+        assert_eq!(
+            keys.data(),
+            [
+                "journey:{c:1}:tl",
+                "journey:{c:1}:ids",
+                "journey:{c:1}:sum",
+                "journey:{c:1}:contacts",
+                "journey:{c:1}:cids",
+                "journey:{c:1}:idents",
+                "journey:{c:1}:merges",
+            ]
+        );
+    }
 }

@@ -106,7 +106,7 @@ impl RedisStore {
     async fn alias(&self, profile: &CustomerId) -> Result<Alias, StorageError> {
         let value: Option<String> = self
             .conn
-            .cmd_as(redis::cmd("GET").arg(Keys::of(profile).alias))
+            .cmd_as(redis::cmd("GET").arg(Keys::of(profile).alias()))
             .await?;
         Ok(value.map_or(Alias::None, |v| Alias::parse(&v)))
     }
@@ -139,9 +139,9 @@ impl RedisStore {
             .conn
             .cmd_as(
                 redis::cmd("EXISTS")
-                    .arg(&keys.summary)
-                    .arg(&keys.idents)
-                    .arg(&keys.contacts),
+                    .arg(keys.summary())
+                    .arg(keys.idents())
+                    .arg(keys.contacts()),
             )
             .await?;
         Ok((held > 0).then_some(profile))
@@ -180,7 +180,7 @@ impl RedisStore {
         let profile = self.follow(profile).await?;
         let idents: HashMap<String, String> = self
             .conn
-            .cmd_as(redis::cmd("HGETALL").arg(Keys::of(&profile).idents))
+            .cmd_as(redis::cmd("HGETALL").arg(Keys::of(&profile).idents()))
             .await?;
         Ok(replies::identities(
             idents.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
@@ -219,14 +219,14 @@ impl RedisStore {
             if owner == profile {
                 recorded
                     .cmd("HSETNX")
-                    .arg(&keys.idents)
+                    .arg(keys.idents())
                     .arg(packed_identity(identity))
                     .arg(format!("{}\u{1f}", at.0));
             }
             owner_of.insert(identity, owner);
         }
         let ttl_ms = self.ttl_ms();
-        recorded.cmd("PEXPIRE").arg(&keys.idents).arg(ttl_ms);
+        recorded.cmd("PEXPIRE").arg(keys.idents()).arg(ttl_ms);
         self.conn.query_as::<()>(&recorded).await?;
         Ok(identities
             .iter()
@@ -253,7 +253,7 @@ impl RedisStore {
             }
             let fence = format!("pending:{survivor}");
             match self
-                .cas(&Keys::of(&absorbed).alias, "", &fence, &[])
+                .cas(Keys::of(&absorbed).alias(), "", &fence, &[])
                 .await?
             {
                 Ok(()) => {}
@@ -277,14 +277,14 @@ impl RedisStore {
         let from = Keys::of(absorbed);
         let fence = format!("pending:{survivor}");
         let mut pipe = redis::pipe();
-        pipe.cmd("ZRANGE").arg(&from.timeline).arg(0).arg(-1);
+        pipe.cmd("ZRANGE").arg(from.timeline()).arg(0).arg(-1);
         pipe.cmd("ZRANGE")
-            .arg(&from.contacts)
+            .arg(from.contacts())
             .arg(0)
             .arg(-1)
             .arg("WITHSCORES");
-        pipe.cmd("HGETALL").arg(&from.idents);
-        pipe.cmd("HGET").arg(&from.summary).arg("first");
+        pipe.cmd("HGETALL").arg(from.idents());
+        pipe.cmd("HGET").arg(from.summary()).arg("first");
         let (members, contacts, idents, first): AbsorbedProfile = self.conn.query_as(&pipe).await?;
 
         let events = members
@@ -334,7 +334,7 @@ impl RedisStore {
             AppendReply::Refused(reason) => {
                 // Roll back: lift the fence; nothing else was written. A
                 // failed compare means another worker moved it already.
-                let _ = self.cas(&from.alias, &fence, "", &[]).await?;
+                let _ = self.cas(from.alias(), &fence, "", &[]).await?;
                 tracing::warn!(%absorbed, %survivor, %reason, "merge refused");
                 return Ok(MergeOutcome::Refused(reason));
             }
@@ -348,7 +348,7 @@ impl RedisStore {
                 // where it leads and start over there.
                 let next = self.follow(survivor).await?;
                 if let Err(held) = self
-                    .cas(&from.alias, &fence, &format!("pending:{next}"), &[])
+                    .cas(from.alias(), &fence, &format!("pending:{next}"), &[])
                     .await?
                 {
                     return Err(StorageError::Corrupt(format!(
@@ -362,9 +362,9 @@ impl RedisStore {
         // The absorbed profile's journey states go with its data: they are
         // not carried over (README), and left behind they would be swept.
         let mut data: Vec<&str> = from.data().to_vec();
-        data.push(&from.journeys);
+        data.push(from.journeys());
         match self
-            .cas(&from.alias, &fence, &format!("done:{survivor}"), &data)
+            .cas(from.alias(), &fence, &format!("done:{survivor}"), &data)
             .await?
         {
             Ok(()) => {}
@@ -415,7 +415,7 @@ impl RedisStore {
             .conn
             .cmd_as(
                 redis::cmd("HDEL")
-                    .arg(&keys.idents)
+                    .arg(keys.idents())
                     .arg(packed_identity(identity)),
             )
             .await?;
@@ -423,7 +423,7 @@ impl RedisStore {
             // The customer id of a merged profile stops leading here.
             let merged = customer_profile(identity);
             let done = format!("done:{profile}");
-            let lifted = self.cas(&Keys::of(&merged).alias, &done, "", &[]).await?;
+            let lifted = self.cas(Keys::of(&merged).alias(), &done, "", &[]).await?;
             return Ok(recorded > 0 || lifted.is_ok());
         }
         let unindexed = self

@@ -130,8 +130,8 @@ impl RedisStore {
         for key in keys.data() {
             call.key(key);
         }
-        call.key(&keys.alias)
-            .key(&keys.journeys)
+        call.key(keys.alias())
+            .key(keys.journeys())
             .arg(cutoff.0)
             .arg(self.retention.max_events)
             .arg(ttl_ms)
@@ -380,9 +380,9 @@ impl TimelineStore for RedisStore {
         let keys = Keys::of(&self.follow(customer).await?);
         let ttl_ms = self.ttl_ms();
         let mut call = self.reserve_script.prepare_invoke();
-        call.key(&keys.contacts)
-            .key(&keys.contact_ids)
-            .key(&keys.alias)
+        call.key(keys.contacts())
+            .key(keys.contact_ids())
+            .key(keys.alias())
             .arg(expected_version)
             .arg(contact.at.0)
             .arg(contact.event_id.as_str())
@@ -601,17 +601,17 @@ pub(super) fn list_pipeline(query: &TimelineQuery) -> (Pipeline, Option<(Micros,
     let (upper, tie) = upper_bound(query);
     let lower = query.start.map_or("-inf".to_string(), |s| s.0.to_string());
     let mut pipe = redis::pipe();
-    pipe.cmd("EXISTS").arg(&keys.alias);
-    pipe.cmd("EXISTS").arg(&keys.summary);
+    pipe.cmd("EXISTS").arg(keys.alias());
+    pipe.cmd("EXISTS").arg(keys.summary());
     if let Some((at, _)) = &tie {
         pipe.cmd("ZREVRANGEBYSCORE")
-            .arg(&keys.timeline)
+            .arg(keys.timeline())
             .arg(at.0)
             .arg(at.0);
     }
     let main = pipe
         .cmd("ZREVRANGEBYSCORE")
-        .arg(&keys.timeline)
+        .arg(keys.timeline())
         .arg(&upper)
         .arg(&lower);
     if !query.filters_by_content() {
@@ -641,15 +641,15 @@ pub(super) fn context_pipeline(
 ) -> Pipeline {
     let stop = max_events.saturating_sub(1) as i64;
     let mut pipe = redis::pipe();
-    pipe.cmd("GET").arg(&keys.alias);
-    pipe.cmd("ZREVRANGE").arg(&keys.timeline).arg(0).arg(stop);
-    pipe.cmd("HGETALL").arg(&keys.summary);
-    pipe.cmd("ZCARD").arg(&keys.timeline);
+    pipe.cmd("GET").arg(keys.alias());
+    pipe.cmd("ZREVRANGE").arg(keys.timeline()).arg(0).arg(stop);
+    pipe.cmd("HGETALL").arg(keys.summary());
+    pipe.cmd("ZCARD").arg(keys.timeline());
     latest_contacts_cmd(&mut pipe, keys, contacts_since, false);
-    pipe.cmd("HGETALL").arg(&keys.idents);
-    pipe.cmd("HGETALL").arg(&keys.merges);
+    pipe.cmd("HGETALL").arg(keys.idents());
+    pipe.cmd("HGETALL").arg(keys.merges());
     if let Some(definitions) = journeys {
-        let read = pipe.cmd("HMGET").arg(&keys.journeys);
+        let read = pipe.cmd("HMGET").arg(keys.journeys());
         for definition in definitions.iter() {
             read.arg(definition.name());
         }
@@ -668,10 +668,10 @@ pub(super) fn contacts_pipeline(customers: &[CustomerId], since: Micros, scores:
     }
     for customer in customers {
         let keys = Keys::of(customer);
-        pipe.cmd("GET").arg(&keys.alias);
-        pipe.cmd("EXISTS").arg(&keys.summary).arg(&keys.contacts);
-        pipe.cmd("HGET").arg(&keys.summary).arg("tz");
-        pipe.cmd("HGET").arg(&keys.contact_ids).arg("");
+        pipe.cmd("GET").arg(keys.alias());
+        pipe.cmd("EXISTS").arg(keys.summary()).arg(keys.contacts());
+        pipe.cmd("HGET").arg(keys.summary()).arg("tz");
+        pipe.cmd("HGET").arg(keys.contact_ids()).arg("");
         contacts_since_cmd(&mut pipe, &keys, since, scores);
     }
     pipe
@@ -681,7 +681,7 @@ pub(super) fn contacts_pipeline(customers: &[CustomerId], since: Micros, scores:
 fn contacts_since_cmd(pipe: &mut Pipeline, keys: &Keys, since: Micros, scores: bool) {
     let read = pipe
         .cmd("ZRANGEBYSCORE")
-        .arg(&keys.contacts)
+        .arg(keys.contacts())
         .arg(since.0)
         .arg("+inf");
     if scores {
@@ -694,7 +694,7 @@ fn contacts_since_cmd(pipe: &mut Pipeline, keys: &Keys, since: Micros, scores: b
 fn latest_contacts_cmd(pipe: &mut Pipeline, keys: &Keys, since: Micros, scores: bool) {
     let read = pipe
         .cmd("ZREVRANGEBYSCORE")
-        .arg(&keys.contacts)
+        .arg(keys.contacts())
         .arg("+inf")
         .arg(since.0);
     if scores {
