@@ -4,6 +4,7 @@
 
 use std::{collections::BTreeMap, fmt};
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{ChannelClass, Event, Initiator, Micros, Taxonomy};
@@ -49,9 +50,9 @@ impl EventFacts {
     /// The kind of interaction this event is, as the stats count it.
     pub fn interaction(&self) -> Interaction {
         Interaction {
-            channel: self.channel.clone(),
-            reason: self.reason.clone(),
-            event_type: self.event_type.clone(),
+            channel: self.channel.as_str().into(),
+            reason: self.reason.as_str().into(),
+            event_type: self.event_type.as_str().into(),
         }
     }
 }
@@ -60,10 +61,12 @@ impl EventFacts {
 /// the attributes. The unit of the "what did they do before" figures.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Interaction {
-    pub channel: String,
-    pub reason: String,
+    // Inline short strings: every append copies the customer's latest
+    // interactions, and taxonomy names fit in 24 bytes.
+    pub channel: CompactString,
+    pub reason: CompactString,
     #[serde(rename = "type")]
-    pub event_type: String,
+    pub event_type: CompactString,
 }
 
 impl fmt::Display for Interaction {

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use super::facts::Interaction;
@@ -79,7 +80,7 @@ pub struct OfflineSwitch {
 /// entering" figure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecentInteraction {
-    pub event_id: String,
+    pub event_id: CompactString,
     #[serde(with = "micros_serde")]
     pub at: Micros,
     pub interaction: Interaction,

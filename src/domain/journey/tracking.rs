@@ -269,7 +269,7 @@ fn remember(recent: &mut Vec<RecentInteraction>, capacity: usize, event: &EventF
     recent.insert(
         position,
         RecentInteraction {
-            event_id: event.event_id.clone(),
+            event_id: event.event_id.as_str().into(),
             at: event.at,
             interaction: event.interaction(),
         },

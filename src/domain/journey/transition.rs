@@ -406,7 +406,7 @@ fn remember(definition: &JourneyDefinition, state: &mut JourneyState, event: &Ev
     state.recent.insert(
         position,
         RecentInteraction {
-            event_id: event.event_id.clone(),
+            event_id: event.event_id.as_str().into(),
             at: event.at,
             interaction: event.interaction(),
         },
