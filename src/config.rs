@@ -157,6 +157,11 @@ pub struct ServeConfig {
         default_value_t = 100_000
     )]
     pub journey_cache_customers: usize,
+    /// Redis store: most memory (MiB, estimated) the cached journey states
+    /// take; the least recently used customers go first. A customer with
+    /// the built-in journeys takes a few KiB.
+    #[arg(long, env = "JOURNEY_JOURNEY_CACHE_MIB", default_value_t = 32)]
+    pub journey_cache_mib: usize,
     /// Most customers in one CheckContactFrequencyBatch call.
     #[arg(long, env = "JOURNEY_MAX_CHECK_BATCH", default_value_t = 10_000)]
     pub max_check_batch: usize,
@@ -285,6 +290,7 @@ impl ServeConfig {
                 self.journey_sweep_interval_ms,
             ),
             ("--journey-sweep-batch", self.journey_sweep_batch as u64),
+            ("--journey-cache-mib", self.journey_cache_mib as u64),
             (
                 "--journey-cache-customers",
                 self.journey_cache_customers as u64,

@@ -180,7 +180,11 @@ pub fn open_store(
             };
             Arc::new(
                 RedisStore::open(&settings, config.retention(), rules)?
-                    .with_journeys(tracker, config.journey_cache_customers),
+                    .with_journeys(
+                        tracker,
+                        config.journey_cache_customers,
+                        config.journey_cache_mib << 20,
+                    ),
             )
         }
     })

@@ -52,7 +52,7 @@ pub async fn redis_fixture(retention: Retention) -> Fixture {
     };
     let store = RedisStore::open(&settings, retention, rules())
         .expect("open redis store")
-        .with_journeys(tracker(), 1_000);
+        .with_journeys(tracker(), 1_000, 32 << 20);
     Fixture {
         store: Arc::new(store),
         redis: Some(redis),

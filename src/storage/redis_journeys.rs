@@ -28,7 +28,7 @@ use super::{
 use crate::domain::{
     journey::{
         listing_keys, sweep_due, Day, DayCounters, JourneyState, JourneyStates, JourneyUpdate,
-        RecentInteraction, STATS_KEPT_DAYS,
+        RecentInteraction, StepVisit, STATS_KEPT_DAYS,
     },
     CustomerId, Micros,
 };
@@ -159,26 +159,49 @@ pub(super) fn started_states<'a>(
         .collect()
 }
 
-/// The states this instance last wrote or read, per profile, bounded.
+/// The states this instance last wrote or read, per profile, bounded in
+/// count and in (estimated) bytes: the least recently used go first.
 pub(super) struct StatesCache {
-    inner: Mutex<LruCache<CustomerId, Arc<VersionedStates>>>,
+    inner: Mutex<Cached>,
+    max_bytes: usize,
+}
+
+struct Cached {
+    lru: LruCache<CustomerId, Arc<VersionedStates>>,
+    /// The estimated size of what `lru` holds.
+    bytes: usize,
 }
 
 impl StatesCache {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         Self {
-            inner: Mutex::new(LruCache::new(capacity)),
+            inner: Mutex::new(Cached {
+                lru: LruCache::new(capacity),
+                bytes: 0,
+            }),
+            max_bytes,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<CustomerId, Arc<VersionedStates>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The cached states, or none at version 0 (what a new customer has).
     pub fn get(&self, profile: &CustomerId) -> Arc<VersionedStates> {
-        self.lock().get(profile).cloned().unwrap_or_default()
+        self.lock().lru.get(profile).cloned().unwrap_or_default()
+    }
+
+    /// The estimated size of what the cache holds, in bytes.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().lru.len()
     }
 
     /// Keeps `states` as this instance's copy. Two calls racing on one
@@ -189,7 +212,86 @@ impl StatesCache {
     }
 
     pub fn put_shared(&self, profile: &CustomerId, states: Arc<VersionedStates>) {
-        self.lock().put(profile.clone(), states);
+        let size = entry_bytes(profile, &states);
+        let mut cached = self.lock();
+        if size > self.max_bytes {
+            // Larger than the whole cache: not kept (its old copy neither).
+            if let Some(old) = cached.lru.pop(profile) {
+                cached.bytes -= entry_bytes(profile, &old);
+            }
+            return;
+        }
+        cached.bytes += size;
+        // `push` answers the entry it replaced or, at the count bound, the
+        // one it evicted.
+        if let Some((key, old)) = cached.lru.push(profile.clone(), states) {
+            cached.bytes -= entry_bytes(&key, &old);
+        }
+        while cached.bytes > self.max_bytes {
+            match cached.lru.pop_lru() {
+                Some((key, old)) => cached.bytes -= entry_bytes(&key, &old),
+                None => break,
+            }
+        }
+    }
+}
+
+/// The memory one cached profile takes, estimated from its parts: struct
+/// sizes, list capacities, string lengths, and the node a `BTreeMap` or
+/// `BTreeSet` allocates whole (11 slots, however few are used: for the
+/// states map that is most of an entry). Checked against the process's
+/// resident memory in BENCHMARKS.md; it bounds the cache within a small
+/// factor of `--journey-cache-mib`.
+fn entry_bytes(profile: &CustomerId, states: &VersionedStates) -> usize {
+    use std::mem::size_of;
+    const BTREE_SLOTS: usize = 11;
+    let btree_node = |slot: usize, len: usize| {
+        len.div_ceil(BTREE_SLOTS) * (BTREE_SLOTS * slot + 2 * size_of::<usize>())
+    };
+    // Interactions hold inline strings; an event id over 24 bytes spills.
+    let recent = |r: &Vec<RecentInteraction>| {
+        r.capacity() * size_of::<RecentInteraction>()
+            + r.iter().map(|i| spilled(i.event_id.len())).sum::<usize>()
+    };
+    let state = |name: &String, s: &JourneyState| {
+        name.capacity()
+            + s.journey.capacity()
+            + recent(&s.recent)
+            + s.step_path.capacity() * size_of::<StepVisit>()
+            + s.step_path
+                .iter()
+                .map(|v| v.event_id.capacity())
+                .sum::<usize>()
+            + btree_node(size_of::<String>(), s.channels.len())
+            + s.channels.iter().map(String::capacity).sum::<usize>()
+            + s.last_event_id.as_ref().map_or(0, String::capacity)
+            + [&s.current_step, &s.dropped_at_step]
+                .iter()
+                .filter_map(|step| step.as_ref())
+                .map(|step| step.name.capacity())
+                .sum::<usize>()
+    };
+    // The LRU's entry: the key (map and list), list links, the Arc's box.
+    2 * profile.as_str().len()
+        + 96
+        + size_of::<VersionedStates>()
+        + recent(&states.recent)
+        + btree_node(
+            size_of::<String>() + size_of::<JourneyState>(),
+            states.states.len(),
+        )
+        + states
+            .states
+            .iter()
+            .map(|(name, s)| state(name, s))
+            .sum::<usize>()
+}
+
+fn spilled(len: usize) -> usize {
+    if len > 24 {
+        len
+    } else {
+        0
     }
 }
 
@@ -481,5 +583,60 @@ impl RedisStore {
             due: read_count,
             dropped,
         })
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+    use crate::domain::journey::Interaction;
+
+    fn states(recent: usize) -> VersionedStates {
+        VersionedStates {
+            version: 1,
+            states: JourneyStates::new(),
+            recent: (0..recent)
+                .map(|i| RecentInteraction {
+                    event_id: format!("e{i}").into(),
+                    at: Micros(i as i64),
+                    interaction: Interaction::default(),
+                })
+                .collect(),
+        }
+    }
+
+    fn id(i: usize) -> CustomerId {
+        CustomerId::from_trusted(&format!("c{i}"))
+    }
+
+    #[test]
+    fn the_cache_keeps_within_its_bytes_and_drops_the_least_recent() {
+        let one = entry_bytes(&id(0), &states(10));
+        let cache = StatesCache::new(1_000, 3 * one);
+        for i in 0..10 {
+            cache.put(&id(i), states(10));
+            assert!(cache.bytes() <= 3 * one, "{} > {}", cache.bytes(), 3 * one);
+        }
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.bytes(), 3 * one);
+        assert_eq!(cache.get(&id(9)).version, 1, "the latest stays");
+        assert_eq!(cache.get(&id(0)).version, 0, "the oldest went");
+    }
+
+    #[test]
+    fn replacing_evicting_by_count_and_oversized_entries_keep_the_count_right() {
+        let small = entry_bytes(&id(0), &states(1));
+        let cache = StatesCache::new(2, 100 * small);
+        cache.put(&id(0), states(1));
+        cache.put(&id(0), states(2));
+        assert_eq!(cache.bytes(), entry_bytes(&id(0), &states(2)), "replaced");
+        cache.put(&id(1), states(1));
+        cache.put(&id(2), states(1));
+        assert_eq!(cache.len(), 2, "the count bound");
+        assert_eq!(cache.bytes(), 2 * small);
+        // Larger than the whole cache: not kept, and its old copy goes.
+        cache.put(&id(2), states(10_000));
+        assert_eq!(cache.get(&id(2)).version, 0);
+        assert_eq!(cache.bytes(), small);
     }
 }

@@ -102,11 +102,17 @@ impl RedisStore {
     }
 
     /// Follows customers through the tracker's journeys as events arrive,
-    /// caching the journey states of up to `cache_profiles` profiles.
-    pub fn with_journeys(mut self, tracker: JourneyTracker, cache_profiles: usize) -> Self {
+    /// caching the journey states of up to `cache_profiles` profiles in
+    /// about `cache_bytes` of memory.
+    pub fn with_journeys(
+        mut self,
+        tracker: JourneyTracker,
+        cache_profiles: usize,
+        cache_bytes: usize,
+    ) -> Self {
         self.journeys = Some(RedisJourneys {
             tracker,
-            cache: StatesCache::new(cache_profiles),
+            cache: StatesCache::new(cache_profiles, cache_bytes),
         });
         self
     }
