@@ -264,7 +264,7 @@ impl Timeline {
             profile,
             identities: self.identities(),
             merges: self.merges.clone(),
-            journeys: self.journeys.values().cloned().collect(),
+            journeys: self.journeys.values().map(|s| (**s).clone()).collect(),
         }
     }
 

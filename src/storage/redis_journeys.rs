@@ -87,7 +87,7 @@ impl VersionedStates {
             }
             let state = JourneyState::from_json(&value)
                 .map_err(|e| StorageError::Corrupt(format!("journey state of {field:?}: {e}")))?;
-            read.states.insert(field, state);
+            read.states.insert(field, Box::new(state));
         }
         Ok(read)
     }
@@ -117,7 +117,7 @@ impl VersionedStates {
         }
         let mut states: JourneyStates = changed
             .into_iter()
-            .map(|s| (s.journey.clone(), s))
+            .map(|s| (s.journey.clone(), Box::new(s)))
             .collect();
         for (journey, state) in &self.states {
             if !states.contains_key(journey) {
@@ -238,8 +238,8 @@ impl StatesCache {
 
 /// The memory one cached profile takes, estimated from its parts: struct
 /// sizes, list capacities, string lengths, and the node a `BTreeMap` or
-/// `BTreeSet` allocates whole (11 slots, however few are used: for the
-/// states map that is most of an entry). Checked against the process's
+/// `BTreeSet` allocates whole (11 slots, however few are used). Checked
+/// against the process's
 /// resident memory in BENCHMARKS.md; it bounds the cache within a small
 /// factor of `--journey-cache-mib`.
 fn entry_bytes(profile: &CustomerId, states: &VersionedStates) -> usize {
@@ -277,9 +277,10 @@ fn entry_bytes(profile: &CustomerId, states: &VersionedStates) -> usize {
         + size_of::<VersionedStates>()
         + recent(&states.recent)
         + btree_node(
-            size_of::<String>() + size_of::<JourneyState>(),
+            size_of::<String>() + size_of::<Box<JourneyState>>(),
             states.states.len(),
         )
+        + states.states.len() * size_of::<JourneyState>()
         + states
             .states
             .iter()
