@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Measures the performance targets bench/compare.sh does not: the open loop
+# at half the mix's maximum, the service's memory with 1,000 connections
+# open, Redis memory per stored event, and the context's cost against how
+# many events a customer has. 127.0.0.1 only; each step starts its own
+# redis-server (deploy/redis-journey.conf, no persistence) and `journey
+# serve`, and stops them; every load step is bounded in time.
+#
+# Settings (environment): JOURNEY_BIN (default ${CARGO_TARGET_DIR:-target}/release/journey),
+# BENCH_REPS (3), BENCH_OUT (a new temp dir). Needs redis-server, redis-cli, jq, bc.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${JOURNEY_BIN:-${CARGO_TARGET_DIR:-target}/release/journey}
+REPS=${BENCH_REPS:-3}
+OUT=${BENCH_OUT:-$(mktemp -d -t journey-targets.XXXXXX)}
+CONF=deploy/redis-journey.conf
+mkdir -p "$OUT"
+for tool in redis-server redis-cli jq bc timeout; do
+  command -v "$tool" >/dev/null || { echo "targets.sh: $tool is required" >&2; exit 1; }
+done
+[[ -x $BIN ]] || { echo "targets.sh: no binary at $BIN: run 'cargo build --release'" >&2; exit 1; }
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
+    || echo $((20000 + RANDOM % 20000))
+}
+wait_for() {
+  local what=$1; shift
+  for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "targets.sh: $what did not come up; logs in $OUT" >&2
+  exit 1
+}
+
+# Starts a fresh redis-server and a service on it: sets REDIS_PORT,
+# REDIS_PID, SERVE_PID, T (the service's address).
+start() {
+  REDIS_PORT=$(free_port)
+  redis-server "$CONF" --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    --dir "$OUT" --logfile "$OUT/redis.log" &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  wait_for redis-server redis-cli -p "$REDIS_PORT" ping
+  local port
+  port=$(free_port)
+  RUST_LOG=info "$BIN" serve --listen "127.0.0.1:$port" --worker-threads 1 \
+    --store "redis://127.0.0.1:$REDIS_PORT/0" 2>"$OUT/serve.log" >/dev/null &
+  SERVE_PID=$!
+  PIDS+=("$SERVE_PID")
+  wait_for "journey serve" grep -q "journey server started" "$OUT/serve.log"
+  T=127.0.0.1:$port
+}
+stop() { cleanup; }
+run() { timeout 60 "$BIN" bench run --target "$T" "$@" --json; }
+
+echo "# journey bench targets: $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), nproc $(nproc)"
+echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+echo "## open loop: the mix at half its closed-loop maximum"
+start
+"$BIN" bench seed --target "$T" --customers 10000 --events-per-customer 50
+for rep in $(seq "$REPS"); do
+  max=$(run --scenario mix -c 16 --duration 4 | jq .rps)
+  rate=$(echo "$max / 2" | bc)
+  echo "closed loop c16: $max rps; open loop at $rate rps:"
+  run --scenario mix -c 32 --rate "$rate" --duration 8 --pids "$SERVE_PID,$REDIS_PID" \
+    | jq -c '{rps: (.rps|floor), p50_us, p90_us, p99_us, p999_us, errors, not_sent: (.errors_by_code.NOT_SENT // 0)}'
+done
+
+echo "## service memory with 1,000 connections open"
+(ulimit -n 8192; timeout 120 "$BIN" bench connections --target "$T" --count 1000 --pids "$SERVE_PID")
+stop
+
+echo "## Redis memory per stored event"
+start
+before=$(redis-cli -p "$REDIS_PORT" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')
+"$BIN" bench seed --target "$T" --customers 2000 --events-per-customer 50
+after=$(redis-cli -p "$REDIS_PORT" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')
+echo "used_memory per seeded event: $(( (after - before) / 100000 )) B"
+# The mean encoded size of the events held by the first 100 customers.
+redis-cli -p "$REDIS_PORT" eval "local n, s = 0, 0
+  for i = 0, 99 do
+    for _, m in ipairs(redis.call('ZRANGE', 'journey:{bench-c' .. string.format('%012d', i) .. '}:tl', 0, -1)) do
+      n = n + 1; s = s + #m
+    end
+  end
+  return {n, s}" 0 | paste -sd' ' | awk '{ printf "mean encoded event: %.1f B over %d events\n", $2 / $1, $1 }'
+key='journey:{bench-c000000000007}'
+for suffix in tl ids sum contacts cids idents jny; do
+  echo "$suffix: $(redis-cli -p "$REDIS_PORT" memory usage "$key:$suffix" samples 0) B ($(redis-cli -p "$REDIS_PORT" object encoding "$key:$suffix"))"
+done
+echo "events: $(redis-cli -p "$REDIS_PORT" zcard "$key:tl"), contacts: $(redis-cli -p "$REDIS_PORT" zcard "$key:contacts")"
+stop
+
+echo "## the context against how many events a customer has (300 customers)"
+for n in 50 1000 50 1000; do
+  start
+  "$BIN" bench seed --target "$T" --customers 300 --events-per-customer "$n" >/dev/null
+  for c in 1 16; do
+    echo "$n events, c$c: $(run --scenario context -c "$c" --duration 3 --customers 300 --pids "$SERVE_PID,$REDIS_PID" \
+      | jq -c --arg r "$REDIS_PID" '{rps: (.rps|floor), p50_us, p99_us, redis_cpu_us: (.cpu_us_per_rpc[$r]|floor)}')"
+  done
+  stop
+done
+echo "# done $(date -u +%FT%TZ)"
