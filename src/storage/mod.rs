@@ -21,6 +21,7 @@ mod redis_profiles;
 pub mod redis_raw;
 mod redis_replies;
 pub mod redis_store;
+mod resp;
 
 use std::collections::BTreeSet;
 

@@ -23,12 +23,9 @@
 
 use std::{collections::VecDeque, time::Duration};
 
+use super::resp::{self, Decoded, Frame};
 use bytes::{Bytes, BytesMut};
 use redis::{ConnectionAddr, ConnectionInfo, FromRedisValue};
-use redis_protocol::resp2::{
-    decode::decode_bytes_mut,
-    types::{BytesFrame, Resp2Frame},
-};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{
@@ -46,7 +43,7 @@ const MAX_WRITE_BATCH: usize = 256 * 1024;
 /// a whole 50-event context (~17 KB) and more.
 const READ_CHUNK: usize = 64 * 1024;
 
-type Reply = Result<Vec<BytesFrame>, StorageError>;
+type Reply = Result<Vec<Frame>, StorageError>;
 
 /// A request on its way: its packed commands and how many replies it waits for.
 struct Request {
@@ -117,11 +114,11 @@ impl RedisConnection {
 
     /// Sends a pipeline and answers one frame per command (for a
     /// transaction: the frames of the `EXEC` reply). An error reply of a
-    /// command stays in its place as `BytesFrame::Error`.
+    /// command stays in its place as `Frame::Error`.
     pub fn query(
         &self,
         pipe: &redis::Pipeline,
-    ) -> impl std::future::Future<Output = Result<Vec<BytesFrame>, StorageError>> + Send + '_ {
+    ) -> impl std::future::Future<Output = Result<Vec<Frame>, StorageError>> + Send + '_ {
         // Packed now, so the future does not hold the pipeline.
         let packed = Bytes::from(pipe.get_packed_pipeline());
         let (commands, transaction) = (pipe.len(), pipe.is_transaction());
@@ -180,14 +177,15 @@ impl RedisConnection {
         packed: Bytes,
         commands: usize,
         transaction: bool,
-    ) -> Result<Vec<BytesFrame>, StorageError> {
+    ) -> Result<Vec<Frame>, StorageError> {
         if transaction {
             // MULTI, one QUEUED per command, then EXEC with the replies.
             let mut frames = self.send(packed, commands + 2).await?;
             match frames.pop() {
-                Some(BytesFrame::Array(replies)) => Ok(replies),
-                Some(BytesFrame::Error(e)) => Err(StorageError::Unavailable(format!(
-                    "transaction failed: {e}"
+                Some(Frame::Array(replies)) => Ok(replies),
+                Some(Frame::Error(e)) => Err(StorageError::Unavailable(format!(
+                    "transaction failed: {}",
+                    String::from_utf8_lossy(&e)
                 ))),
                 _ => Err(StorageError::Unavailable("transaction aborted".into())),
             }
@@ -296,9 +294,10 @@ impl RedisConnection {
                 .send(request)
                 .map_err(|_| StorageError::Unavailable("the Redis connection closed".into()))?;
             for frame in self.wait(rx).await? {
-                if let BytesFrame::Error(e) = frame {
+                if let Frame::Error(e) = frame {
                     return Err(StorageError::Unavailable(format!(
-                        "Redis refused the connection set-up: {e}"
+                        "Redis refused the connection set-up: {}",
+                        String::from_utf8_lossy(&e)
                     )));
                 }
             }
@@ -351,7 +350,10 @@ async fn write_loop(
 async fn read_loop(mut socket: OwnedReadHalf, mut written: mpsc::UnboundedReceiver<Waiting>) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut waiting: VecDeque<Waiting> = VecDeque::new();
-    let mut frames: Vec<BytesFrame> = Vec::new();
+    let mut frames: Vec<Frame> = Vec::new();
+    // A reply known to be incomplete is not decoded again before the
+    // buffer holds what it needs (a large reply may take several reads).
+    let mut need = 0;
     let failure = loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
@@ -362,29 +364,36 @@ async fn read_loop(mut socket: OwnedReadHalf, mut written: mpsc::UnboundedReceiv
             Err(e) => break format!("reading from Redis: {e}"),
         }
         let mut broken = None;
-        loop {
-            match decode_bytes_mut(&mut buf) {
-                Ok(Some((frame, _, _))) => frames.push(frame),
-                Ok(None) => break,
-                Err(e) => {
-                    broken = Some(format!("undecodable reply from Redis: {e:?}"));
+        while buf.len() >= need {
+            let frame = match resp::decode(&mut buf) {
+                Ok(Decoded::Frame(frame)) => frame,
+                Ok(Decoded::Partial { need: more }) => {
+                    need = more;
                     break;
                 }
-            }
+                Err(e) => {
+                    broken = Some(format!("undecodable reply from Redis: {e}"));
+                    break;
+                }
+            };
+            need = 0;
             // The writer announces a request before writing it, so its
             // entry is here by the time a reply to it can arrive.
             while let Ok(next) = written.try_recv() {
                 waiting.push_back(next);
             }
-            if let Some(front) = waiting.front() {
-                if frames.len() == front.replies {
-                    if let Some(done) = waiting.pop_front() {
-                        let _ = done.answer.send(Ok(std::mem::take(&mut frames)));
-                    }
-                }
-            } else {
+            let Some(front) = waiting.front() else {
                 broken = Some("a reply from Redis that nothing asked for".into());
                 break;
+            };
+            if frames.is_empty() {
+                frames.reserve_exact(front.replies);
+            }
+            frames.push(frame);
+            if frames.len() == front.replies {
+                if let Some(done) = waiting.pop_front() {
+                    let _ = done.answer.send(Ok(std::mem::take(&mut frames)));
+                }
             }
         }
         if let Some(reason) = broken {
@@ -405,20 +414,18 @@ async fn read_loop(mut socket: OwnedReadHalf, mut written: mpsc::UnboundedReceiv
 
 /// Reads the frames of a pipeline reply in order, as the types the store
 /// expects; a missing frame or one of another type is `Corrupt`.
-pub(super) struct Frames(std::vec::IntoIter<BytesFrame>);
+pub(super) struct Frames(std::vec::IntoIter<Frame>);
 
 impl Frames {
-    pub fn new(frames: Vec<BytesFrame>) -> Self {
+    pub fn new(frames: Vec<Frame>) -> Self {
         Self(frames.into_iter())
     }
 
     /// The next reply as it is; an error reply is `Unavailable` with the
     /// server's message (the store never sends a command that should fail).
-    pub fn next(&mut self) -> Result<BytesFrame, StorageError> {
+    pub fn next(&mut self) -> Result<Frame, StorageError> {
         match self.0.next() {
-            Some(BytesFrame::Error(e)) => {
-                Err(StorageError::Unavailable(format!("Redis answered: {e}")))
-            }
+            Some(Frame::Error(e)) => Err(answered(&e)),
             Some(frame) => Ok(frame),
             None => Err(StorageError::Corrupt("short pipeline reply".into())),
         }
@@ -427,8 +434,8 @@ impl Frames {
     /// A bulk string or nil.
     pub fn bulk(&mut self) -> Result<Option<Bytes>, StorageError> {
         match self.next()? {
-            BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => Ok(Some(b)),
-            BytesFrame::Null => Ok(None),
+            Frame::Bulk(b) | Frame::Simple(b) => Ok(Some(b)),
+            Frame::Null => Ok(None),
             other => Err(unexpected("a string", &other)),
         }
     }
@@ -436,7 +443,7 @@ impl Frames {
     /// An integer reply.
     pub fn int(&mut self) -> Result<i64, StorageError> {
         match self.next()? {
-            BytesFrame::Integer(i) => Ok(i),
+            Frame::Integer(i) => Ok(i),
             other => Err(unexpected("an integer", &other)),
         }
     }
@@ -444,8 +451,8 @@ impl Frames {
     /// An array of bulk strings (nil: empty).
     pub fn bulks(&mut self) -> Result<Vec<Bytes>, StorageError> {
         match self.next()? {
-            BytesFrame::Array(items) => items.into_iter().map(bulk_of).collect(),
-            BytesFrame::Null => Ok(Vec::new()),
+            Frame::Array(items) => items.into_iter().map(bulk_of).collect(),
+            Frame::Null => Ok(Vec::new()),
             other => Err(unexpected("an array", &other)),
         }
     }
@@ -453,10 +460,10 @@ impl Frames {
     /// An array of bulk strings and nils (`HMGET`).
     pub fn bulks_or_nil(&mut self) -> Result<Vec<Option<Bytes>>, StorageError> {
         match self.next()? {
-            BytesFrame::Array(items) => items
+            Frame::Array(items) => items
                 .into_iter()
                 .map(|item| match item {
-                    BytesFrame::Null => Ok(None),
+                    Frame::Null => Ok(None),
                     other => bulk_of(other).map(Some),
                 })
                 .collect(),
@@ -481,17 +488,23 @@ impl Frames {
     }
 }
 
-fn bulk_of(frame: BytesFrame) -> Result<Bytes, StorageError> {
+fn bulk_of(frame: Frame) -> Result<Bytes, StorageError> {
     match frame {
-        BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => Ok(b),
+        Frame::Bulk(b) | Frame::Simple(b) => Ok(b),
         other => Err(unexpected("a string", &other)),
     }
 }
 
-fn unexpected(wanted: &str, got: &BytesFrame) -> StorageError {
-    StorageError::Corrupt(format!(
-        "expected {wanted} in a reply, got {:?}",
-        got.kind()
+fn unexpected(wanted: &str, got: &Frame) -> StorageError {
+    StorageError::Corrupt(format!("expected {wanted} in a reply, got {}", got.kind()))
+}
+
+/// An error reply as the store's error (the store never sends a command
+/// that should fail).
+fn answered(error: &[u8]) -> StorageError {
+    StorageError::Unavailable(format!(
+        "Redis answered: {}",
+        String::from_utf8_lossy(error)
     ))
 }
 
@@ -515,8 +528,8 @@ impl LuaScript {
     }
 }
 
-fn is_noscript(frame: &BytesFrame) -> bool {
-    matches!(frame, BytesFrame::Error(e) if e.starts_with("NOSCRIPT"))
+fn is_noscript(frame: &Frame) -> bool {
+    matches!(frame, Frame::Error(e) if e.starts_with(b"NOSCRIPT"))
 }
 
 fn parse_as<T: FromRedisValue>(value: redis::Value) -> Result<T, StorageError> {
@@ -525,24 +538,22 @@ fn parse_as<T: FromRedisValue>(value: redis::Value) -> Result<T, StorageError> {
 
 /// Frames as redis-rs values; the first error reply fails them all, as a
 /// redis-rs pipeline does.
-fn values(frames: Vec<BytesFrame>) -> Result<Vec<redis::Value>, StorageError> {
+fn values(frames: Vec<Frame>) -> Result<Vec<redis::Value>, StorageError> {
     frames.into_iter().map(to_value).collect()
 }
 
-fn to_value(frame: BytesFrame) -> Result<redis::Value, StorageError> {
+fn to_value(frame: Frame) -> Result<redis::Value, StorageError> {
     Ok(match frame {
-        BytesFrame::SimpleString(s) => match std::str::from_utf8(&s) {
+        Frame::Simple(s) => match std::str::from_utf8(&s) {
             Ok("OK") => redis::Value::Okay,
             Ok(text) => redis::Value::SimpleString(text.to_string()),
             Err(_) => redis::Value::BulkString(s.to_vec()),
         },
-        BytesFrame::BulkString(b) => redis::Value::BulkString(b.to_vec()),
-        BytesFrame::Integer(i) => redis::Value::Int(i),
-        BytesFrame::Array(items) => redis::Value::Array(values(items)?),
-        BytesFrame::Null => redis::Value::Nil,
-        BytesFrame::Error(e) => {
-            return Err(StorageError::Unavailable(format!("Redis answered: {e}")))
-        }
+        Frame::Bulk(b) => redis::Value::BulkString(b.to_vec()),
+        Frame::Integer(i) => redis::Value::Int(i),
+        Frame::Array(items) => redis::Value::Array(values(items)?),
+        Frame::Null => redis::Value::Nil,
+        Frame::Error(e) => return Err(answered(&e)),
     })
 }
 
@@ -553,11 +564,11 @@ mod tests {
     #[test]
     fn frames_become_the_values_redis_rs_parses() {
         let frames = vec![
-            BytesFrame::SimpleString(Bytes::from_static(b"OK")),
-            BytesFrame::BulkString(Bytes::from_static(b"v")),
-            BytesFrame::Integer(3),
-            BytesFrame::Null,
-            BytesFrame::Array(vec![BytesFrame::Integer(1), BytesFrame::Integer(2)]),
+            Frame::Simple(Bytes::from_static(b"OK")),
+            Frame::Bulk(Bytes::from_static(b"v")),
+            Frame::Integer(3),
+            Frame::Null,
+            Frame::Array(vec![Frame::Integer(1), Frame::Integer(2)]),
         ];
         let parsed: ((), String, i64, Option<String>, Vec<i64>) =
             parse_as(redis::Value::Array(values(frames).expect("no error"))).expect("parses");
@@ -569,10 +580,12 @@ mod tests {
 
     #[test]
     fn an_error_reply_fails_the_pipeline_and_noscript_is_told_apart() {
-        let noscript = BytesFrame::Error("NOSCRIPT No matching script".into());
+        let noscript = Frame::Error(Bytes::from_static(b"NOSCRIPT No matching script"));
         assert!(is_noscript(&noscript));
-        assert!(!is_noscript(&BytesFrame::Error("WRONGTYPE".into())));
-        let nested = BytesFrame::Array(vec![BytesFrame::Integer(1), noscript]);
+        assert!(!is_noscript(&Frame::Error(Bytes::from_static(
+            b"WRONGTYPE"
+        ))));
+        let nested = Frame::Array(vec![Frame::Integer(1), noscript]);
         assert!(matches!(
             values(vec![nested]),
             Err(StorageError::Unavailable(_))
