@@ -17,12 +17,28 @@ pub(super) fn text(bytes: &[u8]) -> Result<&str, StorageError> {
         .map_err(|_| StorageError::Corrupt("a stored field is not UTF-8".into()))
 }
 
+/// A decimal integer as Redis writes counters and the store writes
+/// instants (no `str` round trip: a context reads dozens of them).
+fn integer(bytes: &[u8]) -> Option<i64> {
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + i64::from(d - b'0');
+    }
+    Some(if negative { -value } else { value })
+}
+
 fn micros(bytes: &[u8]) -> Option<Micros> {
-    std::str::from_utf8(bytes)
-        .ok()?
-        .parse::<i64>()
-        .ok()
-        .map(Micros)
+    integer(bytes).map(Micros)
 }
 
 /// A sorted-set score as whole microseconds: scores are below 2^53, so
@@ -55,39 +71,38 @@ impl SummaryHash {
             last_customer_interaction: None,
             last_company_contact: None,
         };
+        // Channels as met (each three times: c:, k:, t:), then sorted into
+        // the summary's map once: a few linear probes beat a map lookup.
+        let mut channels: Vec<(Bytes, ChannelActivity)> = Vec::new();
         for (field, value) in fields {
             match field.as_ref() {
                 b"first" => read.summary.first_seen = micros(&value),
                 b"last" => read.summary.last_seen = micros(&value),
                 b"lc" => read.last_customer_interaction = Some(EncodedEvent(value)),
                 b"lk" => read.last_company_contact = Some(EncodedEvent(value)),
-                other => {
-                    let Some((kind, channel)) = std::str::from_utf8(other)
-                        .ok()
-                        .and_then(|f| f.split_once(':'))
-                    else {
-                        continue;
+                [kind @ (b'c' | b'k' | b't'), b':', channel @ ..] => {
+                    let i = match channels.iter().position(|(c, _)| c.as_ref() == channel) {
+                        Some(i) => i,
+                        None => {
+                            channels.push((field.slice(2..), ChannelActivity::default()));
+                            channels.len() - 1
+                        }
                     };
-                    // Most channels are met three times: look up first,
-                    // allocate the name only for a new one.
-                    if !read.summary.channels.contains_key(channel) {
-                        read.summary
-                            .channels
-                            .insert(channel.to_string(), ChannelActivity::default());
-                    }
-                    let Some(activity) = read.summary.channels.get_mut(channel) else {
-                        continue;
-                    };
-                    let count = || micros(&value).map_or(0, |m| m.0.max(0) as u64);
+                    let activity = &mut channels[i].1;
+                    let count = || integer(&value).map_or(0, |n| n.max(0) as u64);
                     match kind {
-                        "c" => activity.customer_initiated = count(),
-                        "k" => activity.company_initiated = count(),
-                        "t" => activity.last_at = micros(&value),
-                        _ => {}
+                        b'c' => activity.customer_initiated = count(),
+                        b'k' => activity.company_initiated = count(),
+                        _ => activity.last_at = micros(&value),
                     }
                 }
+                _ => {}
             }
         }
+        read.summary.channels = channels
+            .into_iter()
+            .filter_map(|(name, activity)| Some((text(&name).ok()?.to_string(), activity)))
+            .collect();
         read
     }
 }
@@ -101,7 +116,7 @@ pub(super) fn timed_contacts(members: &[Bytes]) -> Result<Option<Vec<Contact>>, 
     }
     members
         .iter()
-        .map(|packed| codec::unpack_contact(text(packed)?, None))
+        .map(|packed| codec::unpack_contact(packed, None))
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }
@@ -110,7 +125,7 @@ pub(super) fn timed_contacts(members: &[Bytes]) -> Result<Option<Vec<Contact>>, 
 pub(super) fn scored_contacts(entries: Vec<(Bytes, Bytes)>) -> Result<Vec<Contact>, StorageError> {
     entries
         .iter()
-        .map(|(packed, score)| codec::unpack_contact(text(packed)?, Some(score_micros(score)?)))
+        .map(|(packed, score)| codec::unpack_contact(packed, Some(score_micros(score)?)))
         .collect()
 }
 
@@ -200,6 +215,15 @@ mod tests {
             Some(EncodedEvent(Bytes::from_static(b"event")))
         );
         assert_eq!(read.last_company_contact, None);
+    }
+
+    #[test]
+    fn integers_read_from_bytes() {
+        assert_eq!(integer(b"1795681326665022"), Some(1_795_681_326_665_022));
+        assert_eq!(integer(b"-5"), Some(-5));
+        for bad in [&b""[..], b"-", b"12a", b" 1", b"1234567890123456789"] {
+            assert_eq!(integer(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
