@@ -5,7 +5,8 @@
 //! The schema is compiled twice: `pb` (clients and plain types) and, for
 //! the server, `wire`, where `journey.v1.Event` is `crate::wire::WireEvent`:
 //! an event kept in its encoded form, so stored events go into responses
-//! without being decoded and encoded again.
+//! without being decoded and encoded again, and whose codec is
+//! `crate::wire::WireCodec`.
 
 use std::{env, error::Error, path::PathBuf};
 
@@ -28,6 +29,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         .build_client(false)
         .out_dir(&wire_dir)
         .extern_path(".journey.v1.Event", "crate::wire::WireEvent")
+        .codec_path("crate::wire::WireCodec")
         .compile_protos(&protos, &includes)?;
     // prost-build prints rerun-if-changed for the files it compiled; the
     // folder is added so a new proto file also triggers a rebuild.

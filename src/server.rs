@@ -179,12 +179,11 @@ pub fn open_store(
                 connect_timeout: config.redis_timeout(),
             };
             Arc::new(
-                RedisStore::open(&settings, config.retention(), rules)?
-                    .with_journeys(
-                        tracker,
-                        config.journey_cache_customers,
-                        config.journey_cache_mib << 20,
-                    ),
+                RedisStore::open(&settings, config.retention(), rules)?.with_journeys(
+                    tracker,
+                    config.journey_cache_customers,
+                    config.journey_cache_mib << 20,
+                ),
             )
         }
     })

@@ -106,7 +106,9 @@ impl State {
         self.journeys.apply(profile, &update);
         if let Some(timeline) = self.customers.get_mut(profile) {
             for changed in update.states {
-                timeline.journeys.insert(changed.journey.clone(), Box::new(changed));
+                timeline
+                    .journeys
+                    .insert(changed.journey.clone(), Box::new(changed));
             }
             if let Some(recent) = update.recent {
                 timeline.journey_recent = recent;
