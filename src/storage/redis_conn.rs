@@ -23,7 +23,7 @@
 
 use std::{collections::VecDeque, time::Duration};
 
-use super::resp::{self, Decoded, Frame};
+use super::resp::{self, Decoded, Frame, Reply};
 use bytes::{Bytes, BytesMut};
 use redis::{ConnectionAddr, ConnectionInfo, FromRedisValue};
 use tokio::{
@@ -43,19 +43,19 @@ const MAX_WRITE_BATCH: usize = 256 * 1024;
 /// a whole 50-event context (~17 KB) and more.
 const READ_CHUNK: usize = 64 * 1024;
 
-type Reply = Result<Vec<Frame>, StorageError>;
+type Answer = Result<Vec<Reply>, StorageError>;
 
 /// A request on its way: its packed commands and how many replies it waits for.
 struct Request {
     packed: Bytes,
     replies: usize,
-    answer: oneshot::Sender<Reply>,
+    answer: oneshot::Sender<Answer>,
 }
 
 /// A request written, waiting for its replies.
 struct Waiting {
     replies: usize,
-    answer: oneshot::Sender<Reply>,
+    answer: oneshot::Sender<Answer>,
 }
 
 /// Where to connect and what to send first.
@@ -118,7 +118,7 @@ impl RedisConnection {
     pub fn query(
         &self,
         pipe: &redis::Pipeline,
-    ) -> impl std::future::Future<Output = Result<Vec<Frame>, StorageError>> + Send + '_ {
+    ) -> impl std::future::Future<Output = Result<Vec<Reply>, StorageError>> + Send + '_ {
         // Packed now, so the future does not hold the pipeline.
         let packed = Bytes::from(pipe.get_packed_pipeline());
         let (commands, transaction) = (pipe.len(), pipe.is_transaction());
@@ -177,15 +177,27 @@ impl RedisConnection {
         packed: Bytes,
         commands: usize,
         transaction: bool,
-    ) -> Result<Vec<Frame>, StorageError> {
+    ) -> Result<Vec<Reply>, StorageError> {
         if transaction {
             // MULTI, one QUEUED per command, then EXEC with the replies.
             let mut frames = self.send(packed, commands + 2).await?;
             match frames.pop() {
-                Some(Frame::Array(replies)) => Ok(replies),
-                Some(Frame::Error(e)) => Err(StorageError::Unavailable(format!(
+                Some(Reply {
+                    bytes,
+                    frame: Frame::Array(items),
+                }) => Ok(items
+                    .into_iter()
+                    .map(|frame| Reply {
+                        bytes: bytes.clone(),
+                        frame,
+                    })
+                    .collect()),
+                Some(Reply {
+                    bytes,
+                    frame: Frame::Error(e),
+                }) => Err(StorageError::Unavailable(format!(
                     "transaction failed: {}",
-                    String::from_utf8_lossy(&e)
+                    String::from_utf8_lossy(&bytes[e])
                 ))),
                 _ => Err(StorageError::Unavailable("transaction aborted".into())),
             }
@@ -195,7 +207,7 @@ impl RedisConnection {
     }
 
     /// Sends packed commands and answers their `replies` frames.
-    async fn send(&self, packed: Bytes, replies: usize) -> Reply {
+    async fn send(&self, packed: Bytes, replies: usize) -> Answer {
         if replies == 0 {
             return Ok(Vec::new());
         }
@@ -222,7 +234,7 @@ impl RedisConnection {
         ))
     }
 
-    async fn wait(&self, rx: oneshot::Receiver<Reply>) -> Reply {
+    async fn wait(&self, rx: oneshot::Receiver<Answer>) -> Answer {
         match tokio::time::timeout(self.response_timeout, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(StorageError::Unavailable(
@@ -293,11 +305,11 @@ impl RedisConnection {
             requests
                 .send(request)
                 .map_err(|_| StorageError::Unavailable("the Redis connection closed".into()))?;
-            for frame in self.wait(rx).await? {
-                if let Frame::Error(e) = frame {
+            for reply in self.wait(rx).await? {
+                if let Frame::Error(e) = reply.frame {
                     return Err(StorageError::Unavailable(format!(
                         "Redis refused the connection set-up: {}",
-                        String::from_utf8_lossy(&e)
+                        String::from_utf8_lossy(&reply.bytes[e])
                     )));
                 }
             }
@@ -350,7 +362,7 @@ async fn write_loop(
 async fn read_loop(mut socket: OwnedReadHalf, mut written: mpsc::UnboundedReceiver<Waiting>) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut waiting: VecDeque<Waiting> = VecDeque::new();
-    let mut frames: Vec<Frame> = Vec::new();
+    let mut frames: Vec<Reply> = Vec::new();
     // A reply known to be incomplete is not decoded again before the
     // buffer holds what it needs (a large reply may take several reads).
     let mut need = 0;
@@ -366,7 +378,7 @@ async fn read_loop(mut socket: OwnedReadHalf, mut written: mpsc::UnboundedReceiv
         let mut broken = None;
         while buf.len() >= need {
             let frame = match resp::decode(&mut buf) {
-                Ok(Decoded::Frame(frame)) => frame,
+                Ok(Decoded::Reply(reply)) => reply,
                 Ok(Decoded::Partial { need: more }) => {
                     need = more;
                     break;
@@ -412,29 +424,33 @@ async fn read_loop(mut socket: OwnedReadHalf, mut written: mpsc::UnboundedReceiv
     }
 }
 
-/// Reads the frames of a pipeline reply in order, as the types the store
-/// expects; a missing frame or one of another type is `Corrupt`.
-pub(super) struct Frames(std::vec::IntoIter<Frame>);
+/// Reads the replies of a pipeline in order, as the types the store
+/// expects; a missing reply or one of another type is `Corrupt`.
+pub(super) struct Frames(std::vec::IntoIter<Reply>);
 
 impl Frames {
-    pub fn new(frames: Vec<Frame>) -> Self {
-        Self(frames.into_iter())
+    pub fn new(replies: Vec<Reply>) -> Self {
+        Self(replies.into_iter())
     }
 
     /// The next reply as it is; an error reply is `Unavailable` with the
     /// server's message (the store never sends a command that should fail).
-    pub fn next(&mut self) -> Result<Frame, StorageError> {
+    pub fn next(&mut self) -> Result<Reply, StorageError> {
         match self.0.next() {
-            Some(Frame::Error(e)) => Err(answered(&e)),
-            Some(frame) => Ok(frame),
+            Some(Reply {
+                bytes,
+                frame: Frame::Error(e),
+            }) => Err(answered(&bytes[e])),
+            Some(reply) => Ok(reply),
             None => Err(StorageError::Corrupt("short pipeline reply".into())),
         }
     }
 
     /// A bulk string or nil.
     pub fn bulk(&mut self) -> Result<Option<Bytes>, StorageError> {
-        match self.next()? {
-            Frame::Bulk(b) | Frame::Simple(b) => Ok(Some(b)),
+        let reply = self.next()?;
+        match reply.frame {
+            Frame::Bulk(s) | Frame::Simple(s) => Ok(Some(reply.bytes.slice(s))),
             Frame::Null => Ok(None),
             other => Err(unexpected("a string", &other)),
         }
@@ -442,7 +458,7 @@ impl Frames {
 
     /// An integer reply.
     pub fn int(&mut self) -> Result<i64, StorageError> {
-        match self.next()? {
+        match self.next()?.frame {
             Frame::Integer(i) => Ok(i),
             other => Err(unexpected("an integer", &other)),
         }
@@ -450,8 +466,12 @@ impl Frames {
 
     /// An array of bulk strings (nil: empty).
     pub fn bulks(&mut self) -> Result<Vec<Bytes>, StorageError> {
-        match self.next()? {
-            Frame::Array(items) => items.into_iter().map(bulk_of).collect(),
+        let reply = self.next()?;
+        match reply.frame {
+            Frame::Array(items) => items
+                .into_iter()
+                .map(|item| bulk_of(&reply.bytes, item))
+                .collect(),
             Frame::Null => Ok(Vec::new()),
             other => Err(unexpected("an array", &other)),
         }
@@ -459,12 +479,13 @@ impl Frames {
 
     /// An array of bulk strings and nils (`HMGET`).
     pub fn bulks_or_nil(&mut self) -> Result<Vec<Option<Bytes>>, StorageError> {
-        match self.next()? {
+        let reply = self.next()?;
+        match reply.frame {
             Frame::Array(items) => items
                 .into_iter()
                 .map(|item| match item {
                     Frame::Null => Ok(None),
-                    other => bulk_of(other).map(Some),
+                    other => bulk_of(&reply.bytes, other).map(Some),
                 })
                 .collect(),
             other => Err(unexpected("an array", &other)),
@@ -488,9 +509,9 @@ impl Frames {
     }
 }
 
-fn bulk_of(frame: Frame) -> Result<Bytes, StorageError> {
+fn bulk_of(bytes: &Bytes, frame: Frame) -> Result<Bytes, StorageError> {
     match frame {
-        Frame::Bulk(b) | Frame::Simple(b) => Ok(b),
+        Frame::Bulk(s) | Frame::Simple(s) => Ok(bytes.slice(s)),
         other => Err(unexpected("a string", &other)),
     }
 }
@@ -528,50 +549,66 @@ impl LuaScript {
     }
 }
 
-fn is_noscript(frame: &Frame) -> bool {
-    matches!(frame, Frame::Error(e) if e.starts_with(b"NOSCRIPT"))
+fn is_noscript(reply: &Reply) -> bool {
+    matches!(&reply.frame, Frame::Error(e) if reply.bytes[e.clone()].starts_with(b"NOSCRIPT"))
 }
 
 fn parse_as<T: FromRedisValue>(value: redis::Value) -> Result<T, StorageError> {
     redis::from_redis_value(value).map_err(|e| StorageError::Corrupt(e.to_string()))
 }
 
-/// Frames as redis-rs values; the first error reply fails them all, as a
+/// Replies as redis-rs values; the first error reply fails them all, as a
 /// redis-rs pipeline does.
-fn values(frames: Vec<Frame>) -> Result<Vec<redis::Value>, StorageError> {
-    frames.into_iter().map(to_value).collect()
+fn values(replies: Vec<Reply>) -> Result<Vec<redis::Value>, StorageError> {
+    replies
+        .into_iter()
+        .map(|reply| to_value(&reply.bytes, reply.frame))
+        .collect()
 }
 
-fn to_value(frame: Frame) -> Result<redis::Value, StorageError> {
+fn to_value(bytes: &Bytes, frame: Frame) -> Result<redis::Value, StorageError> {
     Ok(match frame {
-        Frame::Simple(s) => match std::str::from_utf8(&s) {
+        Frame::Simple(s) => match std::str::from_utf8(&bytes[s.clone()]) {
             Ok("OK") => redis::Value::Okay,
             Ok(text) => redis::Value::SimpleString(text.to_string()),
-            Err(_) => redis::Value::BulkString(s.to_vec()),
+            Err(_) => redis::Value::BulkString(bytes[s].to_vec()),
         },
-        Frame::Bulk(b) => redis::Value::BulkString(b.to_vec()),
+        Frame::Bulk(s) => redis::Value::BulkString(bytes[s].to_vec()),
         Frame::Integer(i) => redis::Value::Int(i),
-        Frame::Array(items) => redis::Value::Array(values(items)?),
+        Frame::Array(items) => redis::Value::Array(
+            items
+                .into_iter()
+                .map(|item| to_value(bytes, item))
+                .collect::<Result<_, _>>()?,
+        ),
         Frame::Null => redis::Value::Nil,
-        Frame::Error(e) => return Err(answered(&e)),
+        Frame::Error(e) => return Err(answered(&bytes[e])),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
+
+    fn replies(wire: &[u8]) -> Vec<Reply> {
+        let mut buf = BytesMut::from(wire);
+        let mut all = Vec::new();
+        while let Ok(resp::Decoded::Reply(reply)) = resp::decode(&mut buf) {
+            all.push(reply);
+        }
+        all
+    }
 
     #[test]
-    fn frames_become_the_values_redis_rs_parses() {
-        let frames = vec![
-            Frame::Simple(Bytes::from_static(b"OK")),
-            Frame::Bulk(Bytes::from_static(b"v")),
-            Frame::Integer(3),
-            Frame::Null,
-            Frame::Array(vec![Frame::Integer(1), Frame::Integer(2)]),
-        ];
-        let parsed: ((), String, i64, Option<String>, Vec<i64>) =
-            parse_as(redis::Value::Array(values(frames).expect("no error"))).expect("parses");
+    fn replies_become_the_values_redis_rs_parses() {
+        let parsed: ((), String, i64, Option<String>, Vec<i64>) = parse_as(redis::Value::Array(
+            values(replies(
+                b"+OK\r\n$1\r\nv\r\n:3\r\n$-1\r\n*2\r\n:1\r\n:2\r\n",
+            ))
+            .expect("no error"),
+        ))
+        .expect("parses");
         assert_eq!(parsed.1, "v");
         assert_eq!(parsed.2, 3);
         assert_eq!(parsed.3, None);
@@ -580,15 +617,40 @@ mod tests {
 
     #[test]
     fn an_error_reply_fails_the_pipeline_and_noscript_is_told_apart() {
-        let noscript = Frame::Error(Bytes::from_static(b"NOSCRIPT No matching script"));
-        assert!(is_noscript(&noscript));
-        assert!(!is_noscript(&Frame::Error(Bytes::from_static(
-            b"WRONGTYPE"
-        ))));
-        let nested = Frame::Array(vec![Frame::Integer(1), noscript]);
+        let all =
+            replies(b"-NOSCRIPT No matching script\r\n-WRONGTYPE x\r\n*2\r\n:1\r\n-NOSCRIPT y\r\n");
+        assert!(is_noscript(&all[0]));
+        assert!(!is_noscript(&all[1]));
         assert!(matches!(
-            values(vec![nested]),
+            values(vec![all[2].clone()]),
             Err(StorageError::Unavailable(_))
         ));
+    }
+
+    #[test]
+    fn frames_read_the_types_the_store_expects() {
+        let mut frames = Frames::new(replies(
+            b"$-1\r\n*2\r\n$1\r\na\r\n$2\r\nbc\r\n:7\r\n*4\r\n$1\r\nf\r\n$1\r\nv\r\n$1\r\ng\r\n$1\r\nw\r\n*2\r\n$-1\r\n$1\r\nz\r\n:1\r\n",
+        ));
+        assert_eq!(frames.bulk().expect("nil"), None);
+        assert_eq!(
+            frames.bulks().expect("bulks"),
+            vec![Bytes::from("a"), Bytes::from("bc")]
+        );
+        assert_eq!(frames.int().expect("int"), 7);
+        let pairs = frames.pairs().expect("pairs");
+        assert_eq!(pairs[1], (Bytes::from("g"), Bytes::from("w")));
+        assert_eq!(
+            frames.bulks_or_nil().expect("hmget"),
+            vec![None, Some(Bytes::from("z"))]
+        );
+        assert!(
+            matches!(frames.bulk(), Err(StorageError::Corrupt(_))),
+            "an integer is not a string"
+        );
+        assert!(
+            matches!(frames.int(), Err(StorageError::Corrupt(_))),
+            "nothing left"
+        );
     }
 }

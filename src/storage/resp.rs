@@ -1,15 +1,14 @@
 //! RESP2, the protocol of Redis's replies: a decoder that takes complete
-//! replies off the connection's read buffer as frames whose strings are
-//! zero-copy slices of it (`Bytes`), so an event read from Redis goes into
-//! the gRPC response without a copy.
+//! replies off the connection's read buffer, each as its bytes (frozen, so
+//! an event read from Redis goes into the gRPC response as a zero-copy
+//! slice of them) and its frames, whose strings are spans of those bytes.
 //!
 //! Why not a library: `redis-protocol` (fred's decoder) did this first, and
 //! under callgrind its nom-based decoder took 22 % of the service's
 //! instructions per GetJourneyContext (~70,000 of ~310,000), more than
-//! any part of the service's own work. This decoder walks a reply twice:
-//! once to find where it ends (skipping each bulk string by its length, no
-//! allocation), then, the reply complete, to build its frames, each array
-//! allocated once at its final size.
+//! any part of the service's own work. This decoder reads a reply in one
+//! pass, each array allocated once at its final size, and makes a `Bytes`
+//! only of the strings a reader keeps.
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
@@ -20,13 +19,16 @@ const MAX_DEPTH: usize = 32;
 /// Redis's own bound on a bulk string (`proto-max-bulk-len`).
 const MAX_BULK: i64 = 512 << 20;
 
-/// One RESP2 reply.
+/// Where a string lies in its reply's bytes.
+pub(super) type Span = std::ops::Range<usize>;
+
+/// The frames of one RESP2 reply; strings are spans of the reply's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Frame {
-    Simple(Bytes),
-    Error(Bytes),
+    Simple(Span),
+    Error(Span),
     Integer(i64),
-    Bulk(Bytes),
+    Bulk(Span),
     /// A nil bulk string or nil array.
     Null,
     Array(Vec<Frame>),
@@ -46,6 +48,13 @@ impl Frame {
     }
 }
 
+/// One complete reply: its bytes and its frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Reply {
+    pub bytes: Bytes,
+    pub frame: Frame,
+}
+
 /// Bytes that are not RESP2: the connection cannot be trusted any more.
 #[derive(Debug, Error)]
 #[error("invalid RESP2 reply at byte {at}: {reason}")]
@@ -58,7 +67,7 @@ pub(super) struct ProtocolError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Decoded {
     /// The whole reply, taken off the buffer.
-    Frame(Frame),
+    Reply(Reply),
     /// Part of one: the buffer must hold at least `need` bytes before it
     /// can be complete (decoding again sooner would find it incomplete).
     Partial { need: usize },
@@ -67,18 +76,18 @@ pub(super) enum Decoded {
 /// Takes the first complete reply off `buf`, or says how much of it is
 /// missing.
 pub(super) fn decode(buf: &mut BytesMut) -> Result<Decoded, ProtocolError> {
-    let end = match scan(buf, 0, 0)? {
-        Scan::Done(end) => end,
-        Scan::Need(need) => return Ok(Decoded::Partial { need }),
-    };
-    let reply = buf.split_to(end).freeze();
-    let (frame, _) = build(&reply, 0)?;
-    Ok(Decoded::Frame(frame))
+    match parse(buf, 0, 0)? {
+        Parsed::Done(frame, end) => Ok(Decoded::Reply(Reply {
+            bytes: buf.split_to(end).freeze(),
+            frame,
+        })),
+        Parsed::Need(need) => Ok(Decoded::Partial { need }),
+    }
 }
 
-enum Scan {
-    /// A complete reply ends at this index.
-    Done(usize),
+enum Parsed {
+    /// A complete frame, and the index after it.
+    Done(Frame, usize),
     /// Incomplete; at least this many bytes are needed.
     Need(usize),
 }
@@ -140,26 +149,28 @@ fn length(line: &[u8], at: usize, max: i64) -> Result<Option<usize>, ProtocolErr
     }
 }
 
-fn scan(buf: &[u8], pos: usize, depth: usize) -> Result<Scan, ProtocolError> {
+fn parse(buf: &[u8], pos: usize, depth: usize) -> Result<Parsed, ProtocolError> {
     let Some((kind, line, next)) = header(buf, pos)? else {
-        return Ok(Scan::Need(buf.len() + 1));
+        return Ok(Parsed::Need(buf.len() + 1));
     };
+    let line_span = pos + 1..pos + 1 + line.len();
     match kind {
-        b'+' | b'-' => Ok(Scan::Done(next)),
-        b':' => integer(line, pos + 1).map(|_| Scan::Done(next)),
+        b'+' => Ok(Parsed::Done(Frame::Simple(line_span), next)),
+        b'-' => Ok(Parsed::Done(Frame::Error(line_span), next)),
+        b':' => Ok(Parsed::Done(Frame::Integer(integer(line, pos + 1)?), next)),
         b'$' => match length(line, pos + 1, MAX_BULK)? {
-            None => Ok(Scan::Done(next)),
+            None => Ok(Parsed::Done(Frame::Null, next)),
             Some(len) => {
                 let end = next + len + 2;
                 if buf.len() < end {
-                    Ok(Scan::Need(end))
+                    Ok(Parsed::Need(end))
                 } else if &buf[end - 2..end] != b"\r\n" {
                     Err(ProtocolError {
                         at: end - 2,
                         reason: "bulk string without its CRLF",
                     })
                 } else {
-                    Ok(Scan::Done(end))
+                    Ok(Parsed::Done(Frame::Bulk(next..next + len), end))
                 }
             }
         },
@@ -171,66 +182,22 @@ fn scan(buf: &[u8], pos: usize, depth: usize) -> Result<Scan, ProtocolError> {
                 });
             }
             let Some(count) = length(line, pos + 1, i64::from(u32::MAX))? else {
-                return Ok(Scan::Done(next));
+                return Ok(Parsed::Done(Frame::Null, next));
             };
+            // Every element takes at least 3 bytes: a count larger than the
+            // bytes at hand allow is incomplete (or bogus), not allocated.
+            let mut items = Vec::with_capacity(count.min(buf.len().saturating_sub(next) / 3));
             let mut at = next;
             for _ in 0..count {
-                match scan(buf, at, depth + 1)? {
-                    Scan::Done(end) => at = end,
-                    need @ Scan::Need(_) => return Ok(need),
+                match parse(buf, at, depth + 1)? {
+                    Parsed::Done(item, end) => {
+                        items.push(item);
+                        at = end;
+                    }
+                    need @ Parsed::Need(_) => return Ok(need),
                 }
             }
-            Ok(Scan::Done(at))
-        }
-        _ => Err(ProtocolError {
-            at: pos,
-            reason: "unknown reply type",
-        }),
-    }
-}
-
-/// Builds the frame of a complete reply (checked by `scan`) at `pos`;
-/// answers it and the index after it.
-fn build(reply: &Bytes, pos: usize) -> Result<(Frame, usize), ProtocolError> {
-    let incomplete = ProtocolError {
-        at: pos,
-        reason: "reply ended early",
-    };
-    let Some((kind, line, next)) = header(reply, pos)? else {
-        return Err(incomplete);
-    };
-    let line_at = pos + 1;
-    match kind {
-        b'+' => Ok((
-            Frame::Simple(reply.slice(line_at..line_at + line.len())),
-            next,
-        )),
-        b'-' => Ok((
-            Frame::Error(reply.slice(line_at..line_at + line.len())),
-            next,
-        )),
-        b':' => Ok((Frame::Integer(integer(line, line_at)?), next)),
-        b'$' => match length(line, line_at, MAX_BULK)? {
-            None => Ok((Frame::Null, next)),
-            Some(len) if next + len + 2 <= reply.len() => {
-                Ok((Frame::Bulk(reply.slice(next..next + len)), next + len + 2))
-            }
-            Some(_) => Err(incomplete),
-        },
-        b'*' => {
-            let Some(count) = length(line, line_at, i64::from(u32::MAX))? else {
-                return Ok((Frame::Null, next));
-            };
-            // Every element takes at least 3 bytes, so a count larger than
-            // the reply allows fails below instead of allocating.
-            let mut items = Vec::with_capacity(count.min((reply.len() - next) / 3));
-            let mut at = next;
-            for _ in 0..count {
-                let (item, end) = build(reply, at)?;
-                items.push(item);
-                at = end;
-            }
-            Ok((Frame::Array(items), at))
+            Ok(Parsed::Done(Frame::Array(items), at))
         }
         _ => Err(ProtocolError {
             at: pos,
@@ -243,36 +210,55 @@ fn build(reply: &Bytes, pos: usize) -> Result<(Frame, usize), ProtocolError> {
 mod tests {
     use super::*;
 
-    fn bulk(s: &str) -> Frame {
-        Frame::Bulk(Bytes::from(s.to_string()))
+    /// A frame with its strings resolved, to compare with what is expected.
+    #[derive(Debug, PartialEq)]
+    enum Plain {
+        Simple(&'static str),
+        Error(&'static str),
+        Integer(i64),
+        Bulk(String),
+        Null,
+        Array(Vec<Plain>),
+    }
+
+    fn plain(bytes: &Bytes, frame: &Frame) -> Plain {
+        let text = |span: &Span| String::from_utf8_lossy(&bytes[span.clone()]).into_owned();
+        match frame {
+            Frame::Simple(s) => Plain::Simple(Box::leak(text(s).into_boxed_str())),
+            Frame::Error(s) => Plain::Error(Box::leak(text(s).into_boxed_str())),
+            Frame::Integer(i) => Plain::Integer(*i),
+            Frame::Bulk(s) => Plain::Bulk(text(s)),
+            Frame::Null => Plain::Null,
+            Frame::Array(items) => Plain::Array(items.iter().map(|f| plain(bytes, f)).collect()),
+        }
     }
 
     /// A pipeline's replies, one after the other, as Redis sends them.
     const REPLIES: &[u8] = b"+OK\r\n-ERR wrong\r\n:42\r\n:-7\r\n$5\r\nhe\r\no\r\n$0\r\n\r\n$-1\r\n*-1\r\n*0\r\n*3\r\n$1\r\na\r\n*2\r\n:1\r\n$-1\r\n+x\r\n";
 
-    fn expected() -> Vec<Frame> {
+    fn expected() -> Vec<Plain> {
         vec![
-            Frame::Simple(Bytes::from_static(b"OK")),
-            Frame::Error(Bytes::from_static(b"ERR wrong")),
-            Frame::Integer(42),
-            Frame::Integer(-7),
-            bulk("he\r\no"),
-            bulk(""),
-            Frame::Null,
-            Frame::Null,
-            Frame::Array(vec![]),
-            Frame::Array(vec![
-                bulk("a"),
-                Frame::Array(vec![Frame::Integer(1), Frame::Null]),
-                Frame::Simple(Bytes::from_static(b"x")),
+            Plain::Simple("OK"),
+            Plain::Error("ERR wrong"),
+            Plain::Integer(42),
+            Plain::Integer(-7),
+            Plain::Bulk("he\r\no".into()),
+            Plain::Bulk(String::new()),
+            Plain::Null,
+            Plain::Null,
+            Plain::Array(vec![]),
+            Plain::Array(vec![
+                Plain::Bulk("a".into()),
+                Plain::Array(vec![Plain::Integer(1), Plain::Null]),
+                Plain::Simple("x"),
             ]),
         ]
     }
 
-    fn decode_all(buf: &mut BytesMut) -> Vec<Frame> {
+    fn decode_all(buf: &mut BytesMut) -> Vec<Plain> {
         let mut frames = Vec::new();
-        while let Ok(Decoded::Frame(frame)) = decode(buf) {
-            frames.push(frame);
+        while let Ok(Decoded::Reply(reply)) = decode(buf) {
+            frames.push(plain(&reply.bytes, &reply.frame));
         }
         frames
     }
@@ -312,16 +298,18 @@ mod tests {
     }
 
     #[test]
-    fn strings_are_slices_of_the_read_buffer() {
+    fn a_reply_is_the_read_buffer_itself() {
         let mut buf = BytesMut::from(&b"*1\r\n$3\r\nabc\r\n"[..]);
         let start = buf.as_ptr() as usize;
-        let Ok(Decoded::Frame(Frame::Array(items))) = decode(&mut buf) else {
+        let Ok(Decoded::Reply(reply)) = decode(&mut buf) else {
+            panic!("a reply");
+        };
+        assert_eq!(reply.bytes.as_ptr() as usize, start, "no copy");
+        let Frame::Array(items) = &reply.frame else {
             panic!("an array");
         };
-        let Frame::Bulk(b) = &items[0] else {
-            panic!("a bulk string");
-        };
-        assert_eq!(b.as_ptr() as usize, start + 8, "no copy");
+        assert_eq!(items[0], Frame::Bulk(8..11));
+        assert_eq!(&reply.bytes[8..11], b"abc");
     }
 
     #[test]
