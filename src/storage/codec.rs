@@ -94,14 +94,9 @@ pub fn unpack_contact(packed: &[u8], score: Option<Micros>) -> Result<Contact, S
     // The first six separators: the campaign, last, may hold more.
     let mut cuts = [0usize; 6];
     let mut found = 0;
-    for (i, b) in text.bytes().enumerate() {
-        if b == SEP as u8 {
-            cuts[found] = i;
-            found += 1;
-            if found == cuts.len() {
-                break;
-            }
-        }
+    for (slot, i) in cuts.iter_mut().zip(memchr::memchr_iter(SEP as u8, packed)) {
+        *slot = i;
+        found += 1;
     }
     let field = |n: usize| -> &str {
         let start = if n == 0 { 0 } else { cuts[n - 1] + 1 };

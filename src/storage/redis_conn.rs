@@ -477,6 +477,27 @@ impl Frames {
         }
     }
 
+    /// An array of strings, read in place: for replies parsed into other
+    /// values, which need no `Bytes` of their own (nil: empty).
+    pub fn strings(&mut self) -> Result<Strings, StorageError> {
+        let reply = self.next()?;
+        let spans = match reply.frame {
+            Frame::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    Frame::Bulk(s) | Frame::Simple(s) => Ok(s),
+                    other => Err(unexpected("a string", &other)),
+                })
+                .collect::<Result<_, _>>()?,
+            Frame::Null => Vec::new(),
+            other => return Err(unexpected("an array", &other)),
+        };
+        Ok(Strings {
+            bytes: reply.bytes,
+            spans,
+        })
+    }
+
     /// An array of bulk strings and nils (`HMGET`).
     pub fn bulks_or_nil(&mut self) -> Result<Vec<Option<Bytes>>, StorageError> {
         let reply = self.next()?;
@@ -506,6 +527,70 @@ impl Frames {
             pairs.push((field, value));
         }
         Ok(pairs)
+    }
+}
+
+/// The strings of an array reply, read in place.
+pub(super) struct Strings {
+    bytes: Bytes,
+    spans: Vec<resp::Span>,
+}
+
+impl Strings {
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Strings as a reply would hold them, for tests of their readers.
+    #[cfg(test)]
+    pub fn of(items: &[&str]) -> Self {
+        let mut bytes = Vec::new();
+        let mut spans = Vec::new();
+        for item in items {
+            spans.push(bytes.len()..bytes.len() + item.len());
+            bytes.extend_from_slice(item.as_bytes());
+        }
+        Self {
+            bytes: Bytes::from(bytes),
+            spans,
+        }
+    }
+
+    /// The `i`-th string's bytes (empty past the end).
+    pub fn get(&self, i: usize) -> &[u8] {
+        self.spans
+            .get(i)
+            .and_then(|s| self.bytes.get(s.clone()))
+            .unwrap_or_default()
+    }
+
+    /// The `i`-th string as `Bytes` of its own, for a value kept.
+    pub fn slice(&self, i: usize) -> Bytes {
+        self.spans
+            .get(i)
+            .map(|s| self.bytes.slice(s.clone()))
+            .unwrap_or_default()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Field/value pairs (`HGETALL`), by index of the field: `(i, field,
+    /// value)`, the value at `i + 1`.
+    pub fn pairs(&self) -> Result<impl Iterator<Item = (usize, &[u8], &[u8])>, StorageError> {
+        if !self.len().is_multiple_of(2) {
+            return Err(StorageError::Corrupt(
+                "a field without its value in a reply".into(),
+            ));
+        }
+        Ok((0..self.len())
+            .step_by(2)
+            .map(|i| (i, self.get(i), self.get(i + 1))))
     }
 }
 

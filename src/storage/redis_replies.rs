@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::{codec, EncodedEvent, StorageError};
+use super::{codec, redis_conn::Strings, EncodedEvent, StorageError};
 use crate::domain::{
     ChannelActivity, Contact, CustomerId, CustomerSummary, Identity, LinkedIdentity, MergeRecord,
     Micros,
@@ -62,7 +62,7 @@ pub(super) struct SummaryHash {
 impl SummaryHash {
     /// Fields: `first`, `last` (µs), `lc`/`lk` (encoded events), and per
     /// channel `c:<channel>`, `k:<channel>` (counts), `t:<channel>` (µs).
-    pub fn read(fields: Vec<(Bytes, Bytes)>, held: u64) -> Self {
+    pub fn read(fields: &Strings, held: u64) -> Result<Self, StorageError> {
         let mut read = Self {
             summary: CustomerSummary {
                 total_events: held,
@@ -73,27 +73,27 @@ impl SummaryHash {
         };
         // Channels as met (each three times: c:, k:, t:), then sorted into
         // the summary's map once: a few linear probes beat a map lookup.
-        let mut channels: Vec<(Bytes, ChannelActivity)> = Vec::new();
-        for (field, value) in fields {
-            match field.as_ref() {
-                b"first" => read.summary.first_seen = micros(&value),
-                b"last" => read.summary.last_seen = micros(&value),
-                b"lc" => read.last_customer_interaction = Some(EncodedEvent(value)),
-                b"lk" => read.last_company_contact = Some(EncodedEvent(value)),
+        let mut channels: Vec<(&[u8], ChannelActivity)> = Vec::new();
+        for (i, field, value) in fields.pairs()? {
+            match field {
+                b"first" => read.summary.first_seen = micros(value),
+                b"last" => read.summary.last_seen = micros(value),
+                b"lc" => read.last_customer_interaction = Some(EncodedEvent(fields.slice(i + 1))),
+                b"lk" => read.last_company_contact = Some(EncodedEvent(fields.slice(i + 1))),
                 [kind @ (b'c' | b'k' | b't'), b':', channel @ ..] => {
-                    let i = match channels.iter().position(|(c, _)| c.as_ref() == channel) {
-                        Some(i) => i,
+                    let at = match channels.iter().position(|(c, _)| *c == channel) {
+                        Some(at) => at,
                         None => {
-                            channels.push((field.slice(2..), ChannelActivity::default()));
+                            channels.push((channel, ChannelActivity::default()));
                             channels.len() - 1
                         }
                     };
-                    let activity = &mut channels[i].1;
-                    let count = || integer(&value).map_or(0, |n| n.max(0) as u64);
+                    let activity = &mut channels[at].1;
+                    let count = || integer(value).map_or(0, |n| n.max(0) as u64);
                     match kind {
                         b'c' => activity.customer_initiated = count(),
                         b'k' => activity.company_initiated = count(),
-                        _ => activity.last_at = micros(&value),
+                        _ => activity.last_at = micros(value),
                     }
                 }
                 _ => {}
@@ -101,17 +101,17 @@ impl SummaryHash {
         }
         read.summary.channels = channels
             .into_iter()
-            .filter_map(|(name, activity)| Some((text(&name).ok()?.to_string(), activity)))
+            .filter_map(|(name, activity)| Some((text(name).ok()?.to_string(), activity)))
             .collect();
-        read
+        Ok(read)
     }
 }
 
 /// Contact index entries read without their scores, in the order given;
 /// `None` when one was written without its instant, so the read must be
 /// made again with scores (`scored_contacts`).
-pub(super) fn timed_contacts(members: &[Bytes]) -> Result<Option<Vec<Contact>>, StorageError> {
-    if members.iter().any(|m| codec::needs_score(m)) {
+pub(super) fn timed_contacts(members: &Strings) -> Result<Option<Vec<Contact>>, StorageError> {
+    if members.iter().any(codec::needs_score) {
         return Ok(None);
     }
     members
@@ -187,18 +187,27 @@ mod tests {
     #[test]
     fn summary_reads_every_field() {
         let read = SummaryHash::read(
-            vec![
-                pair("first", "10"),
-                pair("last", "30"),
-                pair("c:web", "2"),
-                pair("k:web", "1"),
-                pair("t:web", "30"),
-                pair("k:email", "4"),
-                pair("lc", "event"),
-                pair("tz", "Europe/Paris"),
-            ],
+            &Strings::of(&[
+                "first",
+                "10",
+                "last",
+                "30",
+                "c:web",
+                "2",
+                "k:web",
+                "1",
+                "t:web",
+                "30",
+                "k:email",
+                "4",
+                "lc",
+                "event",
+                "tz",
+                "Europe/Paris",
+            ]),
             7,
-        );
+        )
+        .expect("reads");
         let s = &read.summary;
         assert_eq!(
             (s.first_seen, s.last_seen),
@@ -215,6 +224,11 @@ mod tests {
             Some(EncodedEvent(Bytes::from_static(b"event")))
         );
         assert_eq!(read.last_company_contact, None);
+    }
+
+    #[test]
+    fn a_field_without_its_value_is_corrupt() {
+        assert!(SummaryHash::read(&Strings::of(&["first", "10", "last"]), 0).is_err());
     }
 
     #[test]

@@ -313,13 +313,13 @@ impl TimelineStore for RedisStore {
                 continue;
             }
             let mut members = replies.bulks()?;
-            let fields = replies.pairs()?;
+            let fields = replies.strings()?;
             let held = replies.int()?.max(0) as u64;
             if fields.is_empty() && held == 0 {
                 return Ok(None);
             }
             members.truncate(max_events);
-            let mut contacts = match replies::timed_contacts(&replies.bulks()?)? {
+            let mut contacts = match replies::timed_contacts(&replies.strings()?)? {
                 Some(contacts) => contacts,
                 None => self.latest_scored_contacts(&keys, contacts_since).await?,
             };
@@ -339,7 +339,7 @@ impl TimelineStore for RedisStore {
                 ),
                 None => Vec::new(),
             };
-            let summary = SummaryHash::read(fields, held);
+            let summary = SummaryHash::read(&fields, held)?;
             return Ok(Some(ContextSnapshot {
                 events: members.into_iter().map(EncodedEvent).collect(),
                 summary: summary.summary,
@@ -522,7 +522,7 @@ impl RedisStore {
             let contacts = if scores {
                 replies::scored_contacts(replies.pairs()?)?
             } else {
-                match replies::timed_contacts(&replies.bulks()?)? {
+                match replies::timed_contacts(&replies.strings()?)? {
                     Some(contacts) => contacts,
                     None => return Ok(None),
                 }
