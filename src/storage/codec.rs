@@ -118,10 +118,9 @@ pub fn unpack_contact(packed: &[u8], score: Option<Micros>) -> Result<Contact, S
         if found < 6 {
             return Err(corrupt("is incomplete"));
         }
-        let at = field(5)
-            .parse()
+        let at = integer(field(5).as_bytes())
             .map(Micros)
-            .map_err(|_| corrupt("has no instant"))?;
+            .ok_or_else(|| corrupt("has no instant"))?;
         (at, cuts[5] + 1)
     } else {
         (
@@ -138,6 +137,26 @@ pub fn unpack_contact(packed: &[u8], score: Option<Micros>) -> Result<Contact, S
         event_type: field(4).into(),
         campaign_id: text.get(campaign_start..).unwrap_or_default().into(),
     })
+}
+
+/// A decimal integer as Redis writes counters and the store writes
+/// instants (no `str` round trip: a context reads dozens of them).
+pub fn integer(bytes: &[u8]) -> Option<i64> {
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + i64::from(d - b'0');
+    }
+    Some(if negative { -value } else { value })
 }
 
 /// Whether an entry was written without its instant (before it was added

@@ -5,7 +5,11 @@
 
 use bytes::Bytes;
 
-use super::{codec, redis_conn::Strings, EncodedEvent, StorageError};
+use super::{
+    codec::{self, integer},
+    redis_conn::Strings,
+    EncodedEvent, StorageError,
+};
 use crate::domain::{
     ChannelActivity, Contact, CustomerId, CustomerSummary, Identity, LinkedIdentity, MergeRecord,
     Micros,
@@ -15,26 +19,6 @@ use crate::domain::{
 pub(super) fn text(bytes: &[u8]) -> Result<&str, StorageError> {
     std::str::from_utf8(bytes)
         .map_err(|_| StorageError::Corrupt("a stored field is not UTF-8".into()))
-}
-
-/// A decimal integer as Redis writes counters and the store writes
-/// instants (no `str` round trip: a context reads dozens of them).
-fn integer(bytes: &[u8]) -> Option<i64> {
-    let (negative, digits) = match bytes.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, bytes),
-    };
-    if digits.is_empty() || digits.len() > 18 {
-        return None;
-    }
-    let mut value: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        value = value * 10 + i64::from(d - b'0');
-    }
-    Some(if negative { -value } else { value })
 }
 
 fn micros(bytes: &[u8]) -> Option<Micros> {
@@ -111,14 +95,15 @@ impl SummaryHash {
 /// `None` when one was written without its instant, so the read must be
 /// made again with scores (`scored_contacts`).
 pub(super) fn timed_contacts(members: &Strings) -> Result<Option<Vec<Contact>>, StorageError> {
-    if members.iter().any(codec::needs_score) {
-        return Ok(None);
+    let mut contacts = Vec::with_capacity(members.len());
+    for packed in members.iter() {
+        match codec::unpack_contact(packed, None) {
+            Ok(contact) => contacts.push(contact),
+            Err(_) if codec::needs_score(packed) => return Ok(None),
+            Err(e) => return Err(e),
+        }
     }
-    members
-        .iter()
-        .map(|packed| codec::unpack_contact(packed, None))
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+    Ok(Some(contacts))
 }
 
 /// Contact index entries with their scores (`WITHSCORES`), in the order given.
