@@ -87,6 +87,13 @@ impl WindowCounts {
     }
 }
 
+/// A past contact that counts toward rules (not exempt), with the class
+/// of its channel.
+struct Counted<'a> {
+    contact: &'a Contact,
+    class: Option<ChannelClass>,
+}
+
 /// Contacts counted in total and per channel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContactCounts {
@@ -350,13 +357,25 @@ impl ContactPolicy {
                 timezone: tz,
             };
         }
-        let violations = self.violations(taxonomy, contacts, request, request.at);
+        // Exemption and channel class are the same for every rule and
+        // every instant tried: settled once per contact, not per rule and
+        // step (a blocked check tries several instants).
+        let counted: Vec<Counted<'_>> = contacts
+            .iter()
+            .filter(|c| !self.is_exempt(&c.reason, &c.event_type))
+            .map(|c| Counted {
+                contact: c,
+                class: taxonomy.channel_class(&c.channel),
+            })
+            .collect();
+        let request_class = taxonomy.channel_class(&request.channel);
+        let violations = self.violations(&counted, request, request_class, request.at);
         let quiet = self.quiet_end(&request.channel, request.at, tz);
         let allowed = violations.is_empty() && quiet.is_none();
         let next_allowed_at = if allowed {
             None
         } else {
-            self.next_allowed(taxonomy, contacts, request, tz)
+            self.next_allowed(&counted, request, request_class, tz)
         };
         ContactDecision {
             allowed,
@@ -378,17 +397,16 @@ impl ContactPolicy {
     /// instant it stops being broken (`None` for a rule with `max = 0`).
     fn violations(
         &self,
-        taxonomy: &Taxonomy,
-        contacts: &[Contact],
+        counted: &[Counted<'_>],
         request: &ContactRequest,
+        request_class: Option<ChannelClass>,
         at: Micros,
     ) -> Vec<(RuleViolation, Option<Micros>)> {
-        let class_of = |channel: &str| taxonomy.channel_class(channel);
         let mut broken = Vec::new();
         for rule in self
             .rules
             .iter()
-            .filter(|r| r.applies_to(request, class_of(&request.channel)))
+            .filter(|r| r.applies_to(request, request_class))
         {
             // A window ending at `at` counts the contacts before it; one
             // starting at `at` counts those already recorded after it
@@ -397,12 +415,11 @@ impl ContactPolicy {
             // within the cap.
             let since = at.0.saturating_sub(rule.window_micros);
             let until = at.0.saturating_add(rule.window_micros);
-            let mut inside: Vec<Micros> = contacts
+            let mut inside: Vec<Micros> = counted
                 .iter()
-                .filter(|c| !self.is_exempt(&c.reason, &c.event_type))
-                .filter(|c| c.at.0 > since && c.at.0 < until)
-                .filter(|c| rule.counts(c, request, class_of(&c.channel)))
-                .map(|c| c.at)
+                .filter(|c| c.contact.at.0 > since && c.contact.at.0 < until)
+                .filter(|c| rule.counts(c.contact, request, c.class))
+                .map(|c| c.contact.at)
                 .collect();
             let count = inside.len() as u64;
             if count < rule.max {
@@ -433,16 +450,16 @@ impl ContactPolicy {
     /// no quiet hours apply.
     fn next_allowed(
         &self,
-        taxonomy: &Taxonomy,
-        contacts: &[Contact],
+        counted: &[Counted<'_>],
         request: &ContactRequest,
+        request_class: Option<ChannelClass>,
         tz: Tz,
     ) -> Option<Micros> {
         let mut at = request.at;
         // Moving later only lets contacts leave windows, and a quiet-hours
         // end is outside quiet hours, so a few steps settle.
         for _ in 0..16 {
-            let broken = self.violations(taxonomy, contacts, request, at);
+            let broken = self.violations(counted, request, request_class, at);
             let mut next = at;
             for (_, release) in &broken {
                 next = next.max((*release)?);
