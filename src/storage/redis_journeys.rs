@@ -27,8 +27,8 @@ use super::{
 };
 use crate::domain::{
     journey::{
-        listing_keys, sweep_due, Day, DayCounters, JourneyState, JourneyStates, JourneyUpdate,
-        RecentInteraction, StepVisit, STATS_KEPT_DAYS,
+        listing_keys, sweep_due, Day, DayCounters, Interaction, JourneyState, JourneyStates,
+        JourneyUpdate, RecentInteraction, StepVisit, STATS_KEPT_DAYS,
     },
     CustomerId, Micros,
 };
@@ -61,6 +61,75 @@ pub(super) struct RedisJourneys {
 /// interactions (journey names cannot start with `~`).
 const RECENT_FIELD: &str = "~recent";
 
+/// Separators of the packed latest interactions: event ids and taxonomy
+/// names hold no control characters (events are validated).
+const US: char = '\u{1f}';
+const RS: char = '\u{1e}';
+
+/// The customer's latest interactions as the states hash keeps them: per
+/// interaction `event_id US at US channel US reason US type`, joined by RS.
+/// Written on every append: as JSON, serde's string escaping cost the
+/// append ~20,000 instructions (callgrind).
+fn pack_recent(recent: &[RecentInteraction]) -> String {
+    let mut packed = String::with_capacity(recent.len() * 64);
+    for (i, r) in recent.iter().enumerate() {
+        if i > 0 {
+            packed.push(RS);
+        }
+        for (j, part) in [
+            r.event_id.as_str(),
+            &r.at.0.to_string(),
+            &r.interaction.channel,
+            &r.interaction.reason,
+            &r.interaction.event_type,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if j > 0 {
+                packed.push(US);
+            }
+            packed.push_str(part);
+        }
+    }
+    packed
+}
+
+/// Reads `pack_recent`'s form, or the JSON that versions before it wrote.
+fn unpack_recent(text: &str) -> Result<Vec<RecentInteraction>, StorageError> {
+    let corrupt = |why: String| StorageError::Corrupt(format!("recent interactions: {why}"));
+    if text.starts_with('[') {
+        return serde_json::from_str(text).map_err(|e| corrupt(e.to_string()));
+    }
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(RS)
+        .map(|one| {
+            let mut parts = one.split(US);
+            let mut next = || {
+                parts
+                    .next()
+                    .ok_or_else(|| corrupt(format!("{one:?} is incomplete")))
+            };
+            let event_id = next()?.into();
+            let at = next()?
+                .parse()
+                .map(Micros)
+                .map_err(|_| corrupt(format!("{one:?} has no instant")))?;
+            Ok(RecentInteraction {
+                event_id,
+                at,
+                interaction: Interaction {
+                    channel: next()?.into(),
+                    reason: next()?.into(),
+                    event_type: next()?.into(),
+                },
+            })
+        })
+        .collect()
+}
+
 /// A profile's journey states as of one version of its states hash.
 #[derive(Debug, Clone, Default)]
 pub(super) struct VersionedStates {
@@ -81,8 +150,7 @@ impl VersionedStates {
                 continue;
             }
             if field == RECENT_FIELD {
-                read.recent = serde_json::from_str(&value)
-                    .map_err(|e| StorageError::Corrupt(format!("recent interactions: {e}")))?;
+                read.recent = unpack_recent(&value)?;
                 continue;
             }
             let state = JourneyState::from_json(&value)
@@ -313,9 +381,7 @@ pub(super) fn push_write_set(
         call.arg(&state.journey).arg(state.to_json());
     }
     if let Some(recent) = &update.recent {
-        // Serializing plain strings and numbers cannot fail.
-        call.arg(RECENT_FIELD)
-            .arg(serde_json::to_string(recent).unwrap_or_default());
+        call.arg(RECENT_FIELD).arg(pack_recent(recent));
     }
     // Counter increments summed per hash and field: a batch often adds to
     // the same ones.
@@ -584,6 +650,45 @@ impl RedisStore {
             due: read_count,
             dropped,
         })
+    }
+}
+
+#[cfg(test)]
+mod recent_tests {
+    use super::*;
+
+    fn interaction(id: &str, at: i64) -> RecentInteraction {
+        RecentInteraction {
+            event_id: id.into(),
+            at: Micros(at),
+            interaction: Interaction {
+                channel: "web".into(),
+                reason: "check_accounts".into(),
+                event_type: "page_view".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn latest_interactions_pack_and_unpack() {
+        let recent = vec![
+            interaction("e1", 5),
+            interaction("e-2", 1_795_681_326_665_022),
+        ];
+        assert_eq!(
+            unpack_recent(&pack_recent(&recent)).expect("unpacks"),
+            recent
+        );
+        assert_eq!(unpack_recent(&pack_recent(&[])).expect("empty"), vec![]);
+        assert!(unpack_recent("e1\u{1f}soon\u{1f}web\u{1f}r\u{1f}t").is_err());
+        assert!(unpack_recent("e1\u{1f}5").is_err());
+    }
+
+    #[test]
+    fn the_json_of_earlier_versions_still_reads() {
+        let recent = vec![interaction("e1", 5)];
+        let json = serde_json::to_string(&recent).expect("json");
+        assert_eq!(unpack_recent(&json).expect("reads"), recent);
     }
 }
 
