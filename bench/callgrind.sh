@@ -24,25 +24,9 @@ for tool in redis-server redis-cli valgrind callgrind_control jq; do
 done
 [[ -x $BIN ]] || { echo "callgrind.sh: no binary at $BIN: run 'cargo build --release'" >&2; exit 1; }
 
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  PIDS=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
-    || echo $((20000 + RANDOM % 20000))
-}
-wait_for() {
-  local what=$1; shift
-  for _ in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "callgrind.sh: $what did not come up; logs in $OUT" >&2
-  exit 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+WAIT_SECONDS=30
 
 # Counts instructions of the process PID while `journey bench run ARGS...`
 # runs, and prints them per successful call.

@@ -52,28 +52,8 @@ done
   exit 1
 }
 
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# A free loopback port. Another process could take it before we bind it;
-# the start-up checks below then fail loudly rather than measure the wrong thing.
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
-    || echo $((20000 + RANDOM % 20000))
-}
-
-# Polls a command for up to 10 s.
-wait_for() {
-  local what=$1; shift
-  for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "compare.sh: $what did not come up; logs in $OUT" >&2
-  exit 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 REDIS_CONF=${BENCH_REDIS_CONF-deploy/redis-journey.conf}
 REDIS_PORT=$(free_port)

@@ -21,25 +21,8 @@ for tool in redis-server redis-cli jq bc timeout; do
 done
 [[ -x $BIN ]] || { echo "targets.sh: no binary at $BIN: run 'cargo build --release'" >&2; exit 1; }
 
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  PIDS=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
-    || echo $((20000 + RANDOM % 20000))
-}
-wait_for() {
-  local what=$1; shift
-  for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "targets.sh: $what did not come up; logs in $OUT" >&2
-  exit 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 # Starts a fresh redis-server and a service on it: sets REDIS_PORT,
 # REDIS_PID, SERVE_PID, T (the service's address).

@@ -27,6 +27,21 @@ fn run_args(target: String, scenario: Scenario) -> RunArgs {
     }
 }
 
+/// Seeds the tiny population every run here reads, through the server.
+async fn seed_tiny(target: &str) {
+    let summary = bench::seed(&SeedArgs {
+        target: target.to_string(),
+        customers: CUSTOMERS,
+        events_per_customer: 5,
+        concurrency: 2,
+        seed: 42,
+        batch_size: 30,
+    })
+    .await
+    .expect("seed");
+    assert_eq!(summary.stored, CUSTOMERS * 5);
+}
+
 fn assert_clean(report: &bench::Report) {
     assert!(report.requests > 0, "no calls made: {report:?}");
     assert_eq!(report.errors, 0, "calls failed: {}", report.table());
@@ -46,17 +61,7 @@ async fn seeds_and_runs_every_scenario_without_errors() {
         let _ = echo_stopped.await;
     }));
 
-    let summary = bench::seed(&SeedArgs {
-        target: target.clone(),
-        customers: CUSTOMERS,
-        events_per_customer: 5,
-        concurrency: 2,
-        seed: 42,
-        batch_size: 30,
-    })
-    .await
-    .expect("seed");
-    assert_eq!(summary.stored, CUSTOMERS * 5);
+    seed_tiny(&target).await;
 
     for scenario in [
         Scenario::Append,
@@ -108,17 +113,7 @@ async fn seeds_and_runs_every_scenario_without_errors() {
 async fn the_raw_redis_baseline_runs_without_errors() {
     let redis = RedisServer::start();
     let server = JourneyServer::redis(&redis.url()).await;
-    let summary = bench::seed(&SeedArgs {
-        target: server.addr.to_string(),
-        customers: CUSTOMERS,
-        events_per_customer: 5,
-        concurrency: 2,
-        seed: 42,
-        batch_size: 30,
-    })
-    .await
-    .expect("seed");
-    assert_eq!(summary.stored, CUSTOMERS * 5);
+    seed_tiny(&server.addr.to_string()).await;
 
     for scenario in [
         Scenario::Context,

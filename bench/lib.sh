@@ -1,0 +1,28 @@
+# Shared by the bench scripts (sourced, not run): the processes they start
+# are stopped on exit, free loopback ports, and waiting for a process to
+# come up. Needs OUT (where logs go) set by the script.
+
+PIDS=()
+# Stops every process started (kept in PIDS), and forgets them.
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A free loopback port. Another process could take it before we bind it;
+# the start-up checks then fail loudly rather than measure the wrong thing.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
+    || echo $((20000 + RANDOM % 20000))
+}
+
+# Polls a command until it succeeds, for up to WAIT_SECONDS (10).
+wait_for() {
+  local what=$1; shift
+  for _ in $(seq $(( ${WAIT_SECONDS:-10} * 10 ))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "$(basename "$0"): $what did not come up; logs in $OUT" >&2
+  exit 1
+}
