@@ -1,29 +1,29 @@
 //! The store's connection to Redis: one multiplexed socket, pipelines out
-//! as packed bytes, replies back as `redis-protocol` frames whose bulk
-//! strings are zero-copy slices of the read buffer, so an event read from
-//! Redis reaches the gRPC response without being copied or parsed into
-//! owned values on the way. The hot paths read frames directly (`Frames`);
-//! the others parse them with redis-rs's `FromRedisValue` (`query_as`).
+//! as packed bytes, replies back as frames (`resp.rs`) whose strings are
+//! spans of the bytes read, so an event read from Redis reaches the gRPC
+//! response as a zero-copy slice, never parsed into an owned value on the
+//! way. The hot paths read replies directly (`Frames`, `Strings`); the
+//! others parse them with redis-rs's `FromRedisValue` (`query_as`).
 //!
-//! Why not redis-rs for these paths: a profile of GetJourneyContext (50
-//! events of ~300 B, BENCHMARKS.md) put a third of the service's CPU in
-//! redis-rs's reply parser (`combine`), its `Value` tree (one `Vec<u8>` per
-//! member) and the conversions out of it, plus much of the malloc/free.
-//! fred, whose frames are zero-copy too, saved only ~12 % of client CPU in
-//! the same measurement (`examples/redis_clients.rs`): its command routing
-//! costs what the frames save. Commands are still built with redis-rs's
+//! Why not redis-rs's connection: a profile of GetJourneyContext (50 events
+//! of ~300 B, BENCHMARKS.md) put a third of the service's CPU in redis-rs's
+//! reply parser (`combine`), its `Value` tree (one `Vec<u8>` per member)
+//! and the conversions out of it, plus much of the malloc/free. fred, whose
+//! frames are zero-copy too, saved only ~12 % of client CPU in the same
+//! measurement (`examples/redis_clients.rs`): its command routing costs
+//! what its frames save. Commands are still built with redis-rs's
 //! `Pipeline`, `Cmd` and `Script` (their packing is cheap, and scripts keep
 //! their SHA there).
 //!
 //! One writer task batches every request waiting into one `write`; one
-//! reader task decodes replies and hands each request its frames, in the
+//! reader task decodes replies and hands each request its replies, in the
 //! order the requests were written (Redis answers a connection in order).
 //! A broken connection fails what is in flight with `Unavailable` and is
-//! replaced on the next request.
+//! replaced on the next request. A request that times out leaves its place
+//! in the order: its replies, when they come, are dropped.
 
 use std::{collections::VecDeque, time::Duration};
 
-use super::resp::{self, Decoded, Frame, Reply};
 use bytes::{Bytes, BytesMut};
 use redis::{ConnectionAddr, ConnectionInfo, FromRedisValue};
 use tokio::{
@@ -35,7 +35,10 @@ use tokio::{
     sync::{mpsc, oneshot, Mutex},
 };
 
-use super::StorageError;
+use super::{
+    resp::{self, Decoded, Frame, Reply},
+    StorageError,
+};
 
 /// Most bytes the writer gathers into one write.
 const MAX_WRITE_BATCH: usize = 256 * 1024;
