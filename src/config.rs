@@ -68,13 +68,15 @@ impl FromStr for StoreUrl {
         let url = url::Url::parse(s).map_err(|e| format!("{s:?} is not `memory` or a URL: {e}"))?;
         match url.scheme() {
             "redis" => Ok(Self::Redis(s.to_string())),
+            // A Unix socket, as redis-rs spells it: `redis+unix:///path?db=N`.
+            "redis+unix" | "unix" => Ok(Self::Redis(s.to_string())),
             // The store's connection speaks plain TCP only (see
             // storage/redis_conn.rs); for TLS, put a TLS tunnel beside it.
             "rediss" => Err(format!(
                 "{s:?}: TLS to Redis (rediss://) is not supported; use redis:// (a TLS tunnel such as stunnel can carry it)"
             )),
             other => Err(format!(
-                "unsupported store scheme {other:?}: use `memory` or `redis://host:port/db`"
+                "unsupported store scheme {other:?}: use `memory`, `redis://host:port/db` or `redis+unix:///path?db=N`"
             )),
         }
     }
@@ -89,6 +91,19 @@ impl std::fmt::Display for StoreUrl {
                 Ok(mut u) => {
                     let _ = u.set_password(None);
                     let _ = u.set_username("");
+                    // A Unix socket URL carries them in its query.
+                    if u.query().is_some() {
+                        let kept: Vec<(String, String)> = u
+                            .query_pairs()
+                            .filter(|(k, _)| k != "pass" && k != "user")
+                            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                            .collect();
+                        if kept.is_empty() {
+                            u.set_query(None);
+                        } else {
+                            u.query_pairs_mut().clear().extend_pairs(kept);
+                        }
+                    }
                     f.write_str(u.as_str())
                 }
                 Err(_) => f.write_str("redis"),
@@ -310,5 +325,40 @@ impl ServeConfig {
             return Err("--retention-days must be at most 36500".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreUrl;
+
+    #[test]
+    fn store_urls_of_tcp_and_unix_sockets_are_accepted() {
+        for url in [
+            "redis://127.0.0.1:6379/0",
+            "redis+unix:///run/redis.sock?db=2",
+            "unix:///run/redis.sock",
+        ] {
+            assert_eq!(url.parse(), Ok(StoreUrl::Redis(url.into())), "{url}");
+        }
+        assert_eq!("memory".parse(), Ok(StoreUrl::Memory));
+    }
+
+    #[test]
+    fn tls_and_other_schemes_are_refused_with_what_to_use() {
+        let tls = "rediss://h:6380/0".parse::<StoreUrl>().unwrap_err();
+        assert!(tls.contains("TLS"), "{tls}");
+        let other = "http://h/".parse::<StoreUrl>().unwrap_err();
+        assert!(other.contains("redis+unix://"), "{other}");
+    }
+
+    #[test]
+    fn credentials_are_left_out_of_the_displayed_url() {
+        let tcp = StoreUrl::Redis("redis://u:s3cret@h:6379/1".into()).to_string();
+        assert_eq!(tcp, "redis://h:6379/1");
+        let unix = StoreUrl::Redis("redis+unix:///run/r.sock?db=2&user=u&pass=s3cret".into());
+        assert_eq!(unix.to_string(), "redis+unix:///run/r.sock?db=2");
+        let only = StoreUrl::Redis("redis+unix:///run/r.sock?pass=s3cret".into());
+        assert_eq!(only.to_string(), "redis+unix:///run/r.sock");
     }
 }

@@ -1,6 +1,6 @@
 //! The store's connections to Redis as a user configures them: a password
-//! and a database number in the URL, a wrong password, and reads that come
-//! back after Redis restarts. Each test starts its own redis-server.
+//! and a database number in the URL, over TCP or a Unix socket, a wrong
+//! password, and reads that come back after Redis restarts. Each test starts its own redis-server.
 
 mod support;
 
@@ -45,7 +45,29 @@ async fn context(
 #[tokio::test]
 async fn a_password_and_a_database_in_the_url_are_used_by_every_path() {
     let redis = RedisServer::start_with_password(Some("s3cret"));
-    let server = server_on(redis.url_with_db(3)).await;
+    every_path_uses_database_3(&redis, redis.url_with_db(3)).await;
+}
+
+#[tokio::test]
+async fn a_unix_socket_url_with_password_and_database_serves_every_path() {
+    let redis = RedisServer::start_with_password(Some("s3cret"));
+    every_path_uses_database_3(&redis, redis.unix_url_with_db(3)).await;
+}
+
+#[tokio::test]
+async fn a_unix_socket_nobody_listens_on_answers_unavailable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("redis+unix://{}", dir.path().join("none.sock").display());
+    let server = server_on(url).await;
+    let mut client = server.client().await;
+    let status = context(&mut client, "c1").await.expect_err("no Redis");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
+
+/// Appends and reads through `url` (database 3 of `redis`) on every read
+/// path, and checks that the data landed in database 3 only.
+async fn every_path_uses_database_3(redis: &RedisServer, url: String) {
+    let server = server_on(url).await;
     let mut client = server.client().await;
     let at = base_micros();
     client

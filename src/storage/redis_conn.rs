@@ -27,11 +27,8 @@ use std::{collections::VecDeque, time::Duration};
 use bytes::{Bytes, BytesMut};
 use redis::{ConnectionAddr, ConnectionInfo, FromRedisValue};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{
-        tcp::{OwnedReadHalf, OwnedWriteHalf},
-        TcpStream,
-    },
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
     sync::{mpsc, oneshot, Mutex},
 };
 
@@ -61,11 +58,20 @@ struct Waiting {
     answer: oneshot::Sender<Answer>,
 }
 
+/// Where Redis listens.
+#[derive(Debug, Clone)]
+enum Address {
+    Tcp(String, u16),
+    /// A Unix socket (`redis+unix:///path` or `unix:///path`): Redis on the
+    /// same host, without the loopback TCP stack's cost per call.
+    #[cfg(unix)]
+    Unix(std::path::PathBuf),
+}
+
 /// Where to connect and what to send first.
 #[derive(Debug, Clone)]
 struct Target {
-    host: String,
-    port: u16,
+    address: Address,
     username: Option<String>,
     password: Option<String>,
     db: i64,
@@ -85,26 +91,26 @@ pub(super) struct RedisConnection {
 
 impl RedisConnection {
     /// A connection to the Redis `info` names; it connects on first use.
-    /// Only TCP addresses are supported (the service's URLs are
-    /// `redis://host:port/db`).
+    /// TCP and Unix socket addresses are supported, not TLS.
     pub fn new(
         info: &ConnectionInfo,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Result<Self, StorageError> {
-        let (host, port) = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+        let address = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => Address::Tcp(host.clone(), *port),
+            #[cfg(unix)]
+            ConnectionAddr::Unix(path) => Address::Unix(path.clone()),
             other => {
                 return Err(StorageError::Unavailable(format!(
-                    "unsupported Redis address {other}: use redis://host:port/db"
+                    "unsupported Redis address {other}: use redis://host:port/db or redis+unix:///path?db=N"
                 )))
             }
         };
         let settings = info.redis_settings();
         Ok(Self {
             target: Target {
-                host,
-                port,
+                address,
                 username: settings.username().map(str::to_string),
                 password: settings.password().map(str::to_string),
                 db: settings.db(),
@@ -272,20 +278,38 @@ impl RedisConnection {
 
     async fn connect(&self) -> Result<mpsc::UnboundedSender<Request>, StorageError> {
         let target = &self.target;
-        let address = (target.host.as_str(), target.port);
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(address))
-            .await
-            .map_err(|_| StorageError::Timeout("connecting to Redis".into()))?
-            .map_err(|e| StorageError::Unavailable(format!("connecting to Redis: {e}")))?;
-        // Request/response traffic: Nagle's algorithm only adds latency.
-        stream
-            .set_nodelay(true)
-            .map_err(|e| StorageError::Unavailable(format!("TCP_NODELAY: {e}")))?;
-        let (read, write) = stream.into_split();
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let (written, written_rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(write, requests_rx, written));
-        tokio::spawn(read_loop(read, written_rx));
+        let timed_out = |_| StorageError::Timeout("connecting to Redis".into());
+        let failed =
+            |e: std::io::Error| StorageError::Unavailable(format!("connecting to Redis: {e}"));
+        match &target.address {
+            Address::Tcp(host, port) => {
+                let connecting = TcpStream::connect((host.as_str(), *port));
+                let stream = tokio::time::timeout(self.connect_timeout, connecting)
+                    .await
+                    .map_err(timed_out)?
+                    .map_err(failed)?;
+                // Request/response traffic: Nagle's algorithm only adds latency.
+                stream
+                    .set_nodelay(true)
+                    .map_err(|e| StorageError::Unavailable(format!("TCP_NODELAY: {e}")))?;
+                let (read, write) = stream.into_split();
+                tokio::spawn(write_loop(write, requests_rx, written));
+                tokio::spawn(read_loop(read, written_rx));
+            }
+            #[cfg(unix)]
+            Address::Unix(path) => {
+                let connecting = tokio::net::UnixStream::connect(path);
+                let stream = tokio::time::timeout(self.connect_timeout, connecting)
+                    .await
+                    .map_err(timed_out)?
+                    .map_err(failed)?;
+                let (read, write) = stream.into_split();
+                tokio::spawn(write_loop(write, requests_rx, written));
+                tokio::spawn(read_loop(read, written_rx));
+            }
+        }
 
         let mut hello = redis::pipe();
         if let Some(password) = &target.password {
@@ -324,7 +348,7 @@ impl RedisConnection {
 /// Writes requests as they come, every request waiting in one write, and
 /// tells the reader about each before its bytes leave.
 async fn write_loop(
-    mut socket: OwnedWriteHalf,
+    mut socket: impl AsyncWrite + Unpin,
     mut requests: mpsc::UnboundedReceiver<Request>,
     written: mpsc::UnboundedSender<Waiting>,
 ) {
@@ -362,7 +386,10 @@ async fn write_loop(
 }
 
 /// Decodes replies and answers the requests in the order they were written.
-async fn read_loop(mut socket: OwnedReadHalf, mut written: mpsc::UnboundedReceiver<Waiting>) {
+async fn read_loop(
+    mut socket: impl AsyncRead + Unpin,
+    mut written: mpsc::UnboundedReceiver<Waiting>,
+) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut waiting: VecDeque<Waiting> = VecDeque::new();
     let mut frames: Vec<Reply> = Vec::new();

@@ -1,5 +1,5 @@
-//! A throwaway `redis-server` on a free loopback port, snapshots and AOF
-//! off, in its own temp dir; killed and reaped on drop. Never the Redis
+//! A throwaway `redis-server` on a free loopback port (and a Unix socket in
+//! its temp dir), snapshots and AOF off; killed and reaped on drop. Never the Redis
 //! that may already run on this machine, never a mock.
 
 use std::{
@@ -53,6 +53,9 @@ impl RedisServer {
         let child = command
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(dir.path().join("redis.sock"))
+            .args(["--unixsocketperm", "700"])
             .arg("--dir")
             .arg(dir.path())
             .arg("--logfile")
@@ -91,6 +94,17 @@ impl RedisServer {
             Some(password) => format!("redis://:{password}@127.0.0.1:{}/{db}", self.port),
             None => format!("redis://127.0.0.1:{}/{db}", self.port),
         }
+    }
+
+    /// The URL of one of the server's databases over its Unix socket, with
+    /// its password if any.
+    pub fn unix_url_with_db(&self, db: u32) -> String {
+        let socket = self.dir.path().join("redis.sock");
+        let mut url = format!("redis+unix://{}?db={db}", socket.display());
+        if let Some(password) = &self.password {
+            url.push_str(&format!("&pass={password}"));
+        }
+        url
     }
 
     fn ping(&self) -> bool {
