@@ -315,8 +315,13 @@ impl ContactPolicy {
     /// Non-exempt contacts before or at `at`, counted in the last 24 h,
     /// 7 d and 30 d (windows exclusive of their start).
     pub fn counts(&self, contacts: &[Contact], at: Micros) -> ContactCounts {
+        Self::count(contacts.iter().filter(|c| self.counts_at(c, at)), at)
+    }
+
+    /// `contacts` (non-exempt, at or before `at`) counted per window.
+    fn count<'a>(contacts: impl Iterator<Item = &'a Contact>, at: Micros) -> ContactCounts {
         let mut counts = ContactCounts::default();
-        for c in contacts.iter().filter(|c| self.counts_at(c, at)) {
+        for c in contacts {
             let age = at.0 - c.at.0;
             counts.total.add(age);
             // Looked up first: the channel's name is allocated once.
@@ -344,7 +349,6 @@ impl ContactPolicy {
         let tz = timezone
             .and_then(|name| name.parse::<Tz>().ok())
             .unwrap_or(self.default_timezone);
-        let counts = self.counts(contacts, request.at);
         let exempt = self.is_exempt(&request.reason, &request.event_type);
         if exempt {
             return ContactDecision {
@@ -353,13 +357,13 @@ impl ContactPolicy {
                 quiet_hours: false,
                 next_allowed_at: None,
                 exempt,
-                counts,
+                counts: self.counts(contacts, request.at),
                 timezone: tz,
             };
         }
-        // Exemption and channel class are the same for every rule and
-        // every instant tried: settled once per contact, not per rule and
-        // step (a blocked check tries several instants).
+        // Exemption and channel class are the same for every rule, every
+        // instant tried and the counts: settled once per contact, not per
+        // rule and step (a blocked check tries several instants).
         let counted: Vec<Counted<'_>> = contacts
             .iter()
             .filter(|c| !self.is_exempt(&c.reason, &c.event_type))
@@ -368,6 +372,11 @@ impl ContactPolicy {
                 class: taxonomy.channel_class(&c.channel),
             })
             .collect();
+        let at = request.at;
+        let counts = Self::count(
+            counted.iter().map(|c| c.contact).filter(|c| c.at <= at),
+            at,
+        );
         let request_class = taxonomy.channel_class(&request.channel);
         let violations = self.violations(&counted, request, request_class, request.at);
         let quiet = self.quiet_end(&request.channel, request.at, tz);
