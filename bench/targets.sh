@@ -2,12 +2,14 @@
 # Measures the performance targets bench/compare.sh does not: the open loop
 # at half the mix's maximum, the service's memory with 1,000 connections
 # open, Redis memory per stored event, and the context's cost against how
-# many events a customer has. 127.0.0.1 only; each step starts its own
+# many events a customer has and how many customers there are (10,000 or
+# 1,000,000 of 5 events: ~3.7 GB in Redis, ~2 minutes of seeding; skip with
+# BENCH_MILLION=0). 127.0.0.1 only; each step starts its own
 # redis-server (deploy/redis-journey.conf, no persistence) and `journey
 # serve`, and stops them; every load step is bounded in time.
 #
 # Settings (environment): JOURNEY_BIN (default ${CARGO_TARGET_DIR:-target}/release/journey),
-# BENCH_REPS (3), BENCH_OUT (a new temp dir). Needs redis-server, redis-cli, jq, bc.
+# BENCH_REPS (3), BENCH_MILLION (1), BENCH_OUT (a new temp dir). Needs redis-server, redis-cli, jq, bc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -94,4 +96,17 @@ for n in 50 1000 50 1000; do
   done
   stop
 done
+if [[ ${BENCH_MILLION:-1} != 0 ]]; then
+  echo "## the context against how many customers there are (5 events each)"
+  for n in 10000 1000000; do
+    start
+    "$BIN" bench seed --target "$T" --customers "$n" --events-per-customer 5 --concurrency 8 | tail -1
+    echo "Redis used_memory: $(redis-cli -p "$REDIS_PORT" info memory | sed -n 's/^used_memory_human:\(.*\)\r/\1/p')"
+    for c in 1 16 1 16; do
+      echo "$n customers, c$c: $(run --scenario context -c "$c" --duration 3 --customers "$n" --pids "$SERVE_PID,$REDIS_PID" \
+        | jq -c --arg r "$REDIS_PID" '{rps: (.rps|floor), p50_us, p99_us, redis_cpu_us: (.cpu_us_per_rpc[$r]|floor)}')"
+    done
+    stop
+  done
+fi
 echo "# done $(date -u +%FT%TZ)"
