@@ -18,6 +18,10 @@ use thiserror::Error;
 const MAX_DEPTH: usize = 32;
 /// Redis's own bound on a bulk string (`proto-max-bulk-len`).
 const MAX_BULK: i64 = 512 << 20;
+/// The longest first line of a reply (a type byte, then a length, an
+/// integer, a status or an error message): a line without its CRLF within
+/// this many bytes is a protocol error, not a buffer that grows forever.
+const MAX_LINE: usize = 64 * 1024;
 
 /// Where a string lies in its reply's bytes.
 pub(super) type Span = std::ops::Range<usize>;
@@ -102,7 +106,13 @@ fn header(buf: &[u8], pos: usize) -> Result<Option<Header<'_>>, ProtocolError> {
         return Ok(None);
     };
     let rest = &buf[pos + 1..];
-    let Some(cr) = rest.iter().position(|&b| b == b'\r') else {
+    let Some(cr) = rest.iter().take(MAX_LINE).position(|&b| b == b'\r') else {
+        if rest.len() >= MAX_LINE {
+            return Err(ProtocolError {
+                at: pos,
+                reason: "a line longer than 64 KiB",
+            });
+        }
         return Ok(None);
     };
     match rest.get(cr + 1) {
@@ -124,6 +134,8 @@ fn integer(digits: &[u8], at: usize) -> Result<i64, ProtocolError> {
     if digits.is_empty() || digits.len() > 19 {
         return Err(bad("not an integer"));
     }
+    // Accumulated on the negative side, which holds one more value than
+    // the positive: `i64::MIN` is a reply Redis can send.
     let mut value: i64 = 0;
     for &d in digits {
         if !d.is_ascii_digit() {
@@ -131,10 +143,14 @@ fn integer(digits: &[u8], at: usize) -> Result<i64, ProtocolError> {
         }
         value = value
             .checked_mul(10)
-            .and_then(|v| v.checked_add(i64::from(d - b'0')))
+            .and_then(|v| v.checked_sub(i64::from(d - b'0')))
             .ok_or(bad("integer out of range"))?;
     }
-    Ok(if negative { -value } else { value })
+    if negative {
+        Ok(value)
+    } else {
+        value.checked_neg().ok_or(bad("integer out of range"))
+    }
 }
 
 /// The length of a bulk string or an array: `None` for nil (-1).
@@ -334,5 +350,34 @@ mod tests {
         let mut deep = BytesMut::from("*1\r\n".repeat(MAX_DEPTH + 1).as_bytes());
         deep.extend_from_slice(b":1\r\n");
         assert!(decode(&mut deep).is_err(), "nested too deep");
+        for overflow in [
+            &b":9223372036854775808\r\n"[..],
+            b":-9223372036854775809\r\n",
+        ] {
+            assert!(decode(&mut BytesMut::from(overflow)).is_err());
+        }
+    }
+
+    #[test]
+    fn the_extreme_integers_decode() {
+        for (wire, value) in [
+            (&b":-9223372036854775808\r\n"[..], i64::MIN),
+            (b":9223372036854775807\r\n", i64::MAX),
+            (b":-0\r\n", 0),
+        ] {
+            let Ok(Decoded::Reply(reply)) = decode(&mut BytesMut::from(wire)) else {
+                panic!("{wire:?} decodes");
+            };
+            assert_eq!(reply.frame, Frame::Integer(value));
+        }
+    }
+
+    #[test]
+    fn a_line_without_its_end_is_an_error_once_too_long() {
+        let mut short = BytesMut::from(&b"+no end yet"[..]);
+        assert!(matches!(decode(&mut short), Ok(Decoded::Partial { .. })));
+        let mut long = BytesMut::from(&b"+"[..]);
+        long.extend_from_slice(&vec![b'x'; MAX_LINE]);
+        assert!(decode(&mut long).is_err(), "the buffer would grow forever");
     }
 }
