@@ -228,3 +228,99 @@ async fn every_key_of_a_profile_expires_after_the_retention() {
         );
     }
 }
+
+/// Redis lost its scripts (`SCRIPT FLUSH`, a restart without them) between
+/// two batches: the refused calls are loaded and sent again, and every event
+/// is stored once, none reported as a duplicate.
+#[tokio::test]
+async fn appends_go_on_after_redis_loses_its_scripts() {
+    let redis = RedisServer::start();
+    let server = server_on(redis.url()).await;
+    let mut client = server.client().await;
+    let at = base_micros();
+    let batch = |n: i64| pb::AppendEventsRequest {
+        events: ["c1", "c2", "c3"]
+            .iter()
+            .map(|c| page_view(c, &format!("{c}-e{n}"), at + n))
+            .collect(),
+    };
+    for n in 0..2 {
+        let results = client
+            .append_events(batch(n))
+            .await
+            .expect("append")
+            .into_inner()
+            .results;
+        assert!(
+            results.iter().all(|r| r.outcome() == pb::Outcome::Stored),
+            "batch {n}: {results:?}"
+        );
+        let mut conn = redis.connection();
+        redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query::<()>(&mut conn)
+            .expect("SCRIPT FLUSH");
+    }
+    for customer in ["c1", "c2", "c3"] {
+        let read = context(&mut client, customer).await.expect("context");
+        assert_eq!(read.events.len(), 2, "{customer}");
+    }
+}
+
+/// A Redis that accepts connections and never answers (a host gone without
+/// a reset, a network split): calls fail in time, and the silent connection
+/// is replaced by a new one rather than reused until the kernel gives up.
+#[tokio::test]
+async fn a_connection_that_stops_answering_is_replaced() {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+    use tokio::io::AsyncReadExt;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let black_hole = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            // Reads everything, answers nothing.
+            tokio::spawn(async move {
+                let mut sink = [0u8; 4096];
+                while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let server = JourneyServer::start(ServeConfig {
+        store: StoreUrl::Redis(format!("redis://127.0.0.1:{port}/0")),
+        redis_timeout_ms: 200,
+        health_interval_ms: 3_600_000,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut client = server.client().await;
+
+    let status = context(&mut client, "c1").await.expect_err("no answer");
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Unavailable),
+        "{status:?}"
+    );
+    let before = accepted.load(Ordering::SeqCst);
+    assert!(before >= 1, "the store connected");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while accepted.load(Ordering::SeqCst) == before && Instant::now() < deadline {
+        let status = context(&mut client, "c1").await.expect_err("no answer");
+        assert!(
+            matches!(status.code(), Code::DeadlineExceeded | Code::Unavailable),
+            "{status:?}"
+        );
+    }
+    assert!(
+        accepted.load(Ordering::SeqCst) > before,
+        "a new connection replaced the silent one"
+    );
+    black_hole.abort();
+}

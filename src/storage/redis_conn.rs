@@ -37,6 +37,8 @@ use super::{
     StorageError,
 };
 
+/// Why a reader stops when its connection was let go (its writer ended).
+const LET_GO: &str = "the connection was let go";
 /// Most bytes the writer gathers into one write.
 const MAX_WRITE_BATCH: usize = 256 * 1024;
 /// Room the reader keeps free in its buffer before a read: one read takes
@@ -68,14 +70,40 @@ enum Address {
     Unix(std::path::PathBuf),
 }
 
-/// Where to connect and what to send first.
-#[derive(Debug, Clone)]
+/// Where to connect and what to send first (its `Debug` leaves the
+/// password out).
+#[derive(Clone)]
 struct Target {
     address: Address,
     username: Option<String>,
     password: Option<String>,
     db: i64,
 }
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("address", &self.address)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("db", &self.db)
+            .finish()
+    }
+}
+
+/// The live connection's request queue, or when the last attempt to
+/// connect failed.
+enum Current {
+    None,
+    Live(mpsc::UnboundedSender<Request>),
+    /// Callers that waited for that attempt fail at once with its error
+    /// rather than each trying again in turn (a Redis that drops connection
+    /// attempts would make the last of N callers wait N connect timeouts).
+    Failed(std::time::Instant, String),
+}
+
+/// How long a failed attempt to connect answers for the next ones.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A shared connection: clone the store, not this; calls from many tasks
 /// are pipelined on one socket.
@@ -86,7 +114,7 @@ pub(super) struct RedisConnection {
     /// The live connection's request queue; `None` or closed: connect anew.
     /// A tokio mutex, because connecting (an await) happens under it, so
     /// concurrent callers wait for one connection instead of making many.
-    current: Mutex<Option<mpsc::UnboundedSender<Request>>>,
+    current: Mutex<Current>,
 }
 
 impl RedisConnection {
@@ -117,7 +145,7 @@ impl RedisConnection {
             },
             connect_timeout,
             response_timeout,
-            current: Mutex::new(None),
+            current: Mutex::new(Current::None),
         })
     }
 
@@ -160,8 +188,10 @@ impl RedisConnection {
     }
 
     /// A pipeline of `script`'s calls, parsed as `T`. When Redis lost the
-    /// script (a restart, `SCRIPT FLUSH`) it is loaded and the pipeline
-    /// sent again: NOSCRIPT fails each call before it writes anything.
+    /// script (a restart, `SCRIPT FLUSH`) it is loaded and the calls it
+    /// refused are sent again: NOSCRIPT fails a call before it writes
+    /// anything, and the calls that ran (a flush can land between two
+    /// calls of a pipeline) must not run twice.
     pub async fn query_scripts<T: FromRedisValue>(
         &self,
         script: &LuaScript,
@@ -169,14 +199,30 @@ impl RedisConnection {
     ) -> Result<T, StorageError> {
         let packed = Bytes::from(pipe.get_packed_pipeline());
         let (commands, transaction) = (pipe.len(), pipe.is_transaction());
-        let mut frames = self
-            .query_packed(packed.clone(), commands, transaction)
-            .await?;
-        if frames.iter().any(is_noscript) {
+        let mut frames = self.query_packed(packed, commands, transaction).await?;
+        let refused: Vec<usize> = (0..frames.len())
+            .filter(|&i| is_noscript(&frames[i]))
+            .collect();
+        if !refused.is_empty() {
             let _: String = self
                 .cmd_as(redis::cmd("SCRIPT").arg("LOAD").arg(&script.source))
                 .await?;
-            frames = self.query_packed(packed, commands, transaction).await?;
+            let calls: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
+            let mut again = redis::pipe();
+            if transaction {
+                again.atomic();
+            }
+            for &i in &refused {
+                let call = calls
+                    .get(i)
+                    .ok_or_else(|| StorageError::Corrupt("more replies than calls".into()))?;
+                again.add_command((*call).clone());
+            }
+            let packed = Bytes::from(again.get_packed_pipeline());
+            let replies = self.query_packed(packed, again.len(), transaction).await?;
+            for (i, reply) in refused.into_iter().zip(replies) {
+                frames[i] = reply;
+            }
         }
         parse_as(redis::Value::Array(values(frames)?))
     }
@@ -261,18 +307,29 @@ impl RedisConnection {
     /// The live connection's queue, connecting first when there is none.
     async fn queue(&self) -> Result<mpsc::UnboundedSender<Request>, StorageError> {
         let mut current = self.current.lock().await;
-        if let Some(queue) = current.as_ref().filter(|q| !q.is_closed()) {
-            return Ok(queue.clone());
+        match &*current {
+            Current::Live(queue) if !queue.is_closed() => return Ok(queue.clone()),
+            Current::Failed(at, reason) if at.elapsed() < RECONNECT_BACKOFF => {
+                return Err(StorageError::Unavailable(reason.clone()))
+            }
+            _ => {}
         }
-        let queue = self.connect().await?;
-        *current = Some(queue.clone());
-        Ok(queue)
+        match self.connect().await {
+            Ok(queue) => {
+                *current = Current::Live(queue.clone());
+                Ok(queue)
+            }
+            Err(error) => {
+                *current = Current::Failed(std::time::Instant::now(), error.to_string());
+                Err(error)
+            }
+        }
     }
 
     async fn forget(&self, broken: &mpsc::UnboundedSender<Request>) {
         let mut current = self.current.lock().await;
-        if current.as_ref().is_some_and(|q| q.same_channel(broken)) {
-            *current = None;
+        if matches!(&*current, Current::Live(q) if q.same_channel(broken)) {
+            *current = Current::None;
         }
     }
 
@@ -296,7 +353,7 @@ impl RedisConnection {
                     .map_err(|e| StorageError::Unavailable(format!("TCP_NODELAY: {e}")))?;
                 let (read, write) = stream.into_split();
                 tokio::spawn(write_loop(write, requests_rx, written));
-                tokio::spawn(read_loop(read, written_rx));
+                tokio::spawn(read_loop(read, written_rx, self.response_timeout));
             }
             #[cfg(unix)]
             Address::Unix(path) => {
@@ -307,7 +364,7 @@ impl RedisConnection {
                     .map_err(failed)?;
                 let (read, write) = stream.into_split();
                 tokio::spawn(write_loop(write, requests_rx, written));
-                tokio::spawn(read_loop(read, written_rx));
+                tokio::spawn(read_loop(read, written_rx, self.response_timeout));
             }
         }
 
@@ -365,6 +422,12 @@ async fn write_loop(
         };
         let mut next = Some(first);
         while let Some(request) = next.take() {
+            if request.answer.is_closed() {
+                // Its caller gave up (timed out) before it left: not sent,
+                // so a retry of a write cannot apply it twice.
+                next = requests.try_recv().ok();
+                continue;
+            }
             batch.extend_from_slice(&request.packed);
             let waiting = Waiting {
                 replies: request.replies,
@@ -377,18 +440,31 @@ async fn write_loop(
                 next = requests.try_recv().ok();
             }
         }
-        if let Err(e) = socket.write_all(&batch).await {
-            tracing::warn!(error = %e, "writing to Redis failed; reconnecting on next use");
-            return;
+        if batch.is_empty() {
+            continue;
+        }
+        // A reader that gave up on the connection (no reply in time) ends
+        // a write that a dead peer would block for the kernel's minutes.
+        tokio::select! {
+            written_all = socket.write_all(&batch) => if let Err(e) = written_all {
+                tracing::warn!(error = %e, "writing to Redis failed; reconnecting on next use");
+                return;
+            },
+            () = written.closed() => return,
         }
         batch.clear();
     }
 }
 
 /// Decodes replies and answers the requests in the order they were written.
+/// While requests wait, a connection that sends nothing for `silence` is
+/// taken for dead (a host gone without a reset, a network split): the
+/// requests fail and the next one connects anew, instead of every call
+/// timing out until the kernel gives up on the socket.
 async fn read_loop(
     mut socket: impl AsyncRead + Unpin,
     mut written: mpsc::UnboundedReceiver<Waiting>,
+    silence: Duration,
 ) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut waiting: VecDeque<Waiting> = VecDeque::new();
@@ -400,7 +476,30 @@ async fn read_loop(
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
-        match socket.read_buf(&mut buf).await {
+        while let Ok(next) = written.try_recv() {
+            waiting.push_back(next);
+        }
+        let read = if waiting.is_empty() {
+            // Idle: wait for bytes or for the next request (`read_buf` is
+            // cancel-safe: nothing read is lost when the other branch wins).
+            tokio::select! {
+                read = socket.read_buf(&mut buf) => read,
+                next = written.recv() => match next {
+                    Some(next) => {
+                        waiting.push_back(next);
+                        continue;
+                    }
+                    // The writer is gone: the connection was let go.
+                    None => break LET_GO.to_string(),
+                },
+            }
+        } else {
+            match tokio::time::timeout(silence, socket.read_buf(&mut buf)).await {
+                Ok(read) => read,
+                Err(_) => break format!("no reply from Redis within {silence:?}"),
+            }
+        };
+        match read {
             Ok(0) => break "Redis closed the connection".to_string(),
             Ok(_) => {}
             Err(e) => break format!("reading from Redis: {e}"),
@@ -442,8 +541,11 @@ async fn read_loop(
             break reason;
         }
     };
-    tracing::warn!(reason = %failure, "Redis connection lost; reconnecting on next use");
     written.close();
+    if waiting.is_empty() && written.is_empty() && failure == LET_GO {
+        return; // an idle connection let go, not a failure
+    }
+    tracing::warn!(reason = %failure, "Redis connection lost; reconnecting on next use");
     while let Ok(next) = written.try_recv() {
         waiting.push_back(next);
     }
@@ -713,6 +815,17 @@ mod tests {
             all.push(reply);
         }
         all
+    }
+
+    #[test]
+    fn a_target_is_debugged_without_its_password() {
+        let info = redis::IntoConnectionInfo::into_connection_info("redis://u:s3cret@h:6379/2")
+            .expect("a URL");
+        let conn = RedisConnection::new(&info, Duration::from_secs(1), Duration::from_secs(1))
+            .expect("a TCP address");
+        let shown = format!("{:?}", conn.target);
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("\"***\""), "{shown}");
     }
 
     #[test]
