@@ -49,8 +49,9 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
-/// Where timelines are kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where timelines are kept. `Debug` shows it as `Display` does, without
+/// credentials.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     /// In this process's memory; nothing is persisted.
     Memory,
@@ -65,7 +66,9 @@ impl FromStr for StoreUrl {
         if s == "memory" {
             return Ok(Self::Memory);
         }
-        let url = url::Url::parse(s).map_err(|e| format!("{s:?} is not `memory` or a URL: {e}"))?;
+        // Errors do not repeat the URL: it may hold a password.
+        let url =
+            url::Url::parse(s).map_err(|e| format!("the store is not `memory` or a URL: {e}"))?;
         match url.scheme() {
             "redis" => Ok(Self::Redis(s.to_string())),
             // A Unix socket, as redis-rs spells it: `redis+unix:///path?db=N`.
@@ -73,12 +76,19 @@ impl FromStr for StoreUrl {
             // The store's connection speaks plain TCP only (see
             // storage/redis_conn.rs); for TLS, put a TLS tunnel beside it.
             "rediss" => Err(format!(
-                "{s:?}: TLS to Redis (rediss://) is not supported; use redis:// (a TLS tunnel such as stunnel can carry it)"
+                "{}: TLS to Redis (rediss://) is not supported; use redis:// (a TLS tunnel such as stunnel can carry it)",
+                Self::Redis(s.to_string())
             )),
             other => Err(format!(
                 "unsupported store scheme {other:?}: use `memory`, `redis://host:port/db` or `redis+unix:///path?db=N`"
             )),
         }
+    }
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreUrl({self})")
     }
 }
 
@@ -346,8 +356,11 @@ mod tests {
 
     #[test]
     fn tls_and_other_schemes_are_refused_with_what_to_use() {
-        let tls = "rediss://h:6380/0".parse::<StoreUrl>().unwrap_err();
+        let tls = "rediss://:s3cret@h:6380/0".parse::<StoreUrl>().unwrap_err();
         assert!(tls.contains("TLS"), "{tls}");
+        assert!(!tls.contains("s3cret"), "{tls}");
+        let unparsable = "redis://:s3cret@h:port".parse::<StoreUrl>().unwrap_err();
+        assert!(!unparsable.contains("s3cret"), "{unparsable}");
         let other = "http://h/".parse::<StoreUrl>().unwrap_err();
         assert!(other.contains("redis+unix://"), "{other}");
     }
@@ -360,5 +373,6 @@ mod tests {
         assert_eq!(unix.to_string(), "redis+unix:///run/r.sock?db=2");
         let only = StoreUrl::Redis("redis+unix:///run/r.sock?pass=s3cret".into());
         assert_eq!(only.to_string(), "redis+unix:///run/r.sock");
+        assert!(!format!("{only:?}").contains("s3cret"));
     }
 }

@@ -373,10 +373,7 @@ impl ContactPolicy {
             })
             .collect();
         let at = request.at;
-        let counts = Self::count(
-            counted.iter().map(|c| c.contact).filter(|c| c.at <= at),
-            at,
-        );
+        let counts = Self::count(counted.iter().map(|c| c.contact).filter(|c| c.at <= at), at);
         let request_class = taxonomy.channel_class(&request.channel);
         let violations = self.violations(&counted, request, request_class, request.at);
         let quiet = self.quiet_end(&request.channel, request.at, tz);
