@@ -20,7 +20,9 @@
 //! order the requests were written (Redis answers a connection in order).
 //! A broken connection fails what is in flight with `Unavailable` and is
 //! replaced on the next request. A request that times out leaves its place
-//! in the order: its replies, when they come, are dropped.
+//! in the order: its replies, when they come, are dropped. A connection
+//! that sends nothing for the response timeout while requests wait is taken
+//! for dead (a host gone without a reset) and replaced the same way.
 
 use std::{collections::VecDeque, time::Duration};
 
