@@ -73,7 +73,7 @@ impl FromStr for StoreUrl {
             "redis" => Ok(Self::Redis(s.to_string())),
             // A Unix socket, as redis-rs spells it: `redis+unix:///path?db=N`.
             "redis+unix" | "unix" => Ok(Self::Redis(s.to_string())),
-            // The store's connection speaks plain TCP only (see
+            // The store's connection speaks no TLS (see
             // storage/redis_conn.rs); for TLS, put a TLS tunnel beside it.
             "rediss" => Err(format!(
                 "{}: TLS to Redis (rediss://) is not supported; use redis:// (a TLS tunnel such as stunnel can carry it)",
@@ -135,7 +135,7 @@ pub struct ServeConfig {
     /// Address the gRPC server listens on.
     #[arg(long, env = "JOURNEY_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// `memory` (the default: nothing persisted) or a Redis URL such as `redis://127.0.0.1:6379/0`.
+    /// `memory` (the default: nothing persisted) or a Redis URL such as `redis://127.0.0.1:6379/0` or `redis+unix:///run/redis.sock?db=0`.
     #[arg(long, env = "JOURNEY_STORE", default_value = "memory")]
     pub store: StoreUrl,
     /// Taxonomy file (TOML); the built-in taxonomy when unset.
