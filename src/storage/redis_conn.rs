@@ -268,23 +268,24 @@ impl RedisConnection {
         if replies == 0 {
             return Ok(Vec::new());
         }
-        let (tx, rx) = oneshot::channel();
-        let mut request = Request {
-            packed,
-            replies,
-            answer: tx,
-        };
-        // A queue closed since it was handed out (the connection broke)
-        // gives the request back: the second try uses a new connection.
+        // A request given back or dropped unanswered was never written:
+        // the reader answers every request the writer announced to it, and
+        // the writer announces a request before writing it. Such a request
+        // (its connection broke meanwhile) goes once more, on a new one.
         for _ in 0..2 {
             let queue = self.queue().await?;
-            match queue.send(request) {
-                Ok(()) => return self.wait(rx).await,
-                Err(mpsc::error::SendError(back)) => {
-                    self.forget(&queue).await;
-                    request = back;
+            let (tx, rx) = oneshot::channel();
+            let request = Request {
+                packed: packed.clone(),
+                replies,
+                answer: tx,
+            };
+            if queue.send(request).is_ok() {
+                if let Some(answer) = self.answer(rx).await {
+                    return answer;
                 }
             }
+            self.forget(&queue).await;
         }
         Err(StorageError::Unavailable(
             "the Redis connection closed twice in a row".into(),
@@ -292,17 +293,25 @@ impl RedisConnection {
     }
 
     async fn wait(&self, rx: oneshot::Receiver<Answer>) -> Answer {
+        self.answer(rx).await.unwrap_or_else(|| {
+            Err(StorageError::Unavailable(
+                "the Redis connection closed before sending the request".into(),
+            ))
+        })
+    }
+
+    /// The answer to a request, or `None` if it was dropped unanswered
+    /// (never written).
+    async fn answer(&self, rx: oneshot::Receiver<Answer>) -> Option<Answer> {
         match tokio::time::timeout(self.response_timeout, rx).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => Err(StorageError::Unavailable(
-                "the Redis connection closed before answering".into(),
-            )),
+            Ok(Ok(reply)) => Some(reply),
+            Ok(Err(_)) => None,
             // The reply may still come; it then goes to a dropped receiver
             // and the next request's reply to the next request.
-            Err(_) => Err(StorageError::Timeout(format!(
+            Err(_) => Some(Err(StorageError::Timeout(format!(
                 "no reply from Redis within {:?}",
                 self.response_timeout
-            ))),
+            )))),
         }
     }
 
