@@ -113,7 +113,8 @@ pub(super) struct RedisConnection {
     target: Target,
     connect_timeout: Duration,
     response_timeout: Duration,
-    /// The live connection's request queue; `None` or closed: connect anew.
+    /// The live connection's request queue (none, or closed: connect anew)
+    /// or the last failed attempt to connect.
     /// A tokio mutex, because connecting (an await) happens under it, so
     /// concurrent callers wait for one connection instead of making many.
     current: Mutex<Current>,
