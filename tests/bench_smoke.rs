@@ -66,6 +66,7 @@ async fn seeds_and_runs_every_scenario_without_errors() {
     for scenario in [
         Scenario::Append,
         Scenario::AppendBatch,
+        Scenario::AppendSessions,
         Scenario::AppendIdentity,
         Scenario::Context,
         Scenario::List,
@@ -76,7 +77,7 @@ async fn seeds_and_runs_every_scenario_without_errors() {
             .await
             .expect("run");
         assert_clean(&report);
-        if scenario == Scenario::AppendBatch {
+        if matches!(scenario, Scenario::AppendBatch | Scenario::AppendSessions) {
             assert!((report.events_per_s - report.rps * 100.0).abs() < 1e-6 * report.events_per_s);
         }
     }
@@ -121,6 +122,7 @@ async fn the_raw_redis_baseline_runs_without_errors() {
         Scenario::Check,
         Scenario::Append,
         Scenario::AppendBatch,
+        Scenario::AppendSessions,
         Scenario::Mix,
     ] {
         let report = bench::run(&RunArgs {

@@ -7,8 +7,11 @@ use tonic::{client::Grpc, transport::Channel, Code};
 use super::{channels::MAX_RESPONSE_BYTES, lean, population, raw::RawRoute, scenario::Op};
 use crate::{domain::Micros, pb, pb::journey_service_client::JourneyServiceClient};
 
-/// Events per AppendEvents request of the `append-batch` scenario.
+/// Events per AppendEvents request of the `append-batch` and
+/// `append-sessions` scenarios.
 pub const BATCH_EVENTS: usize = 100;
+/// Events per customer in an `append-sessions` batch.
+pub const SESSION_EVENTS: usize = 10;
 /// Events asked of GetJourneyContext and ListEvents.
 pub const READ_EVENTS: u32 = 50;
 
@@ -92,7 +95,7 @@ impl Caller {
         match op {
             Op::Append => self.append().await,
             Op::AppendIdentity => self.append_identity().await,
-            Op::AppendBatch => self.append_batch().await,
+            Op::AppendBatch | Op::AppendSessions => self.append_batch(op).await,
             Op::Context => self.context().await,
             Op::List => self.list().await,
             Op::Check => self.check().await,
@@ -118,7 +121,7 @@ impl Caller {
         let customer = self.random_customer();
         let events = match op {
             Op::Append => vec![self.new_event()],
-            Op::AppendBatch => (0..BATCH_EVENTS).map(|_| self.new_event()).collect(),
+            Op::AppendBatch | Op::AppendSessions => self.batch(op),
             _ => Vec::new(),
         };
         let Route::Redis(raw) = &self.route else {
@@ -131,7 +134,7 @@ impl Caller {
             Op::Context => raw.context(&customer, READ_EVENTS as usize).await,
             Op::List => raw.list(&customer, READ_EVENTS as usize).await,
             Op::Check => raw.check(&customer).await,
-            Op::Append | Op::AppendBatch => raw.append(events).await,
+            Op::Append | Op::AppendBatch | Op::AppendSessions => raw.append(events).await,
             Op::AppendIdentity => Err(Failure {
                 code: "UNSUPPORTED",
                 message: "append-identity has no raw form".into(),
@@ -140,12 +143,32 @@ impl Caller {
     }
 
     fn new_event(&mut self) -> pb::Event {
-        let customer = population::customer_id(self.rng.u64(0..self.customers));
+        let customer = self.random_customer();
+        self.new_event_of(&customer)
+    }
+
+    fn new_event_of(&mut self, customer: &str) -> pb::Event {
         let event_id = format!("{}{}", self.id_prefix, self.next_id);
         self.next_id += 1;
         // A little in the past, as events reach a real service.
         let at = Micros::now().0 - self.rng.i64(0..60_000_000);
-        population::event(&mut self.rng, &customer, event_id, at)
+        population::event(&mut self.rng, customer, event_id, at)
+    }
+
+    /// The events of one AppendEvents request: of random customers, or
+    /// (`AppendSessions`) of a few, several each.
+    fn batch(&mut self, op: Op) -> Vec<pb::Event> {
+        if op != Op::AppendSessions {
+            return (0..BATCH_EVENTS).map(|_| self.new_event()).collect();
+        }
+        let mut events = Vec::with_capacity(BATCH_EVENTS);
+        while events.len() < BATCH_EVENTS {
+            let customer = self.random_customer();
+            for _ in 0..SESSION_EVENTS.min(BATCH_EVENTS - events.len()) {
+                events.push(self.new_event_of(&customer));
+            }
+        }
+        events
     }
 
     fn random_customer(&mut self) -> String {
@@ -180,8 +203,8 @@ impl Caller {
         Ok(1)
     }
 
-    async fn append_batch(&mut self) -> Result<u64, Failure> {
-        let events: Vec<pb::Event> = (0..BATCH_EVENTS).map(|_| self.new_event()).collect();
+    async fn append_batch(&mut self, op: Op) -> Result<u64, Failure> {
+        let events = self.batch(op);
         let request = pb::AppendEventsRequest { events };
         let response = self.client()?.append_events(request).await?.into_inner();
         if response.results.len() != BATCH_EVENTS {

@@ -33,7 +33,7 @@ impl RawSetup {
     pub fn new(url: &str, scenario: Scenario) -> Result<Self, BenchError> {
         if matches!(scenario, Scenario::AppendIdentity | Scenario::Echo) {
             return Err(BenchError::Args(format!(
-                "--redis: the {} scenario has no raw form (context, list, check, append, append-batch, mix)",
+                "--redis: the {} scenario has no raw form (context, list, check, append, append-batch, append-sessions, mix)",
                 scenario.name()
             )));
         }

@@ -10,6 +10,9 @@ pub enum Scenario {
     Append,
     /// AppendEvents of 100 new events of random customers.
     AppendBatch,
+    /// AppendEvents of 100 new events of 10 random customers, 10 each (a
+    /// channel forwarding sessions): one script call per customer.
+    AppendSessions,
     /// AppendEvent of one new event that also carries the customer's
     /// cookie id (linked on its first use): the identity path.
     AppendIdentity,
@@ -30,6 +33,7 @@ pub enum Scenario {
 pub enum Op {
     Append,
     AppendBatch,
+    AppendSessions,
     AppendIdentity,
     Context,
     List,
@@ -42,6 +46,7 @@ impl Scenario {
         match self {
             Self::Append => &[(Op::Append, 1)],
             Self::AppendBatch => &[(Op::AppendBatch, 1)],
+            Self::AppendSessions => &[(Op::AppendSessions, 1)],
             Self::AppendIdentity => &[(Op::AppendIdentity, 1)],
             // The echo server answers the same request as the real one.
             Self::Context | Self::Echo => &[(Op::Context, 1)],
@@ -91,6 +96,7 @@ mod tests {
     #[test]
     fn names_match_the_command_line() {
         assert_eq!(Scenario::AppendBatch.name(), "append-batch");
+        assert_eq!(Scenario::AppendSessions.name(), "append-sessions");
         assert_eq!(Scenario::Echo.name(), "echo");
     }
 }
