@@ -479,6 +479,7 @@ async fn read_loop(
     silence: Duration,
 ) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut decoder = resp::Decoder::default();
     let mut waiting: VecDeque<Waiting> = VecDeque::new();
     let mut frames: Vec<Reply> = Vec::new();
     // A reply known to be incomplete is not decoded again before the
@@ -518,7 +519,7 @@ async fn read_loop(
         }
         let mut broken = None;
         while buf.len() >= need {
-            let frame = match resp::decode(&mut buf) {
+            let frame = match decoder.decode(&mut buf) {
                 Ok(Decoded::Reply(reply)) => reply,
                 Ok(Decoded::Partial { need: more }) => {
                     need = more;

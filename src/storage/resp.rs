@@ -7,8 +7,9 @@
 //! under callgrind its nom-based decoder took 22 % of the service's
 //! instructions per GetJourneyContext (~70,000 of ~310,000), more than
 //! any part of the service's own work. This decoder reads a reply in one
-//! pass, each array allocated once at its final size, and makes a `Bytes`
-//! only of the strings a reader keeps.
+//! pass (resumed where it stopped when the reply comes over several reads),
+//! each array allocated once at its final size when its bytes are at hand,
+//! and makes a `Bytes` only of the strings a reader keeps.
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
@@ -77,23 +78,109 @@ pub(super) enum Decoded {
     Partial { need: usize },
 }
 
-/// Takes the first complete reply off `buf`, or says how much of it is
-/// missing.
-pub(super) fn decode(buf: &mut BytesMut) -> Result<Decoded, ProtocolError> {
-    match parse(buf, 0, 0)? {
-        Parsed::Done(frame, end) => Ok(Decoded::Reply(Reply {
-            bytes: buf.split_to(end).freeze(),
-            frame,
-        })),
-        Parsed::Need(need) => Ok(Decoded::Partial { need }),
+/// Takes complete replies off a connection's read buffer. It keeps what it
+/// has decoded of an incomplete reply, so a reply that arrives over many
+/// reads is decoded once, not again from its start after every read (which
+/// made a large reply's cost grow with the square of its size).
+///
+/// Between calls, the buffer may only grow at its end (more bytes read);
+/// positions kept are offsets from its start.
+#[derive(Debug, Default)]
+pub(super) struct Decoder {
+    /// The arrays of the reply in progress that still miss elements,
+    /// outermost first: the elements so far and how many there will be.
+    open: Vec<(Vec<Frame>, usize)>,
+    /// Where the next element of the reply in progress starts.
+    at: usize,
+}
+
+impl Decoder {
+    /// Takes the first complete reply off `buf`, or says how much of it is
+    /// missing.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ProtocolError> {
+        loop {
+            let pos = self.at;
+            let Some((kind, line, next)) = header(buf, pos)? else {
+                return Ok(Decoded::Partial {
+                    need: buf.len() + 1,
+                });
+            };
+            let line_span = pos + 1..pos + 1 + line.len();
+            let (mut frame, end) = match kind {
+                b'+' => (Frame::Simple(line_span), next),
+                b'-' => (Frame::Error(line_span), next),
+                b':' => (Frame::Integer(integer(line, pos + 1)?), next),
+                b'$' => match length(line, pos + 1, MAX_BULK)? {
+                    None => (Frame::Null, next),
+                    Some(len) => {
+                        let end = next + len + 2;
+                        if buf.len() < end {
+                            return Ok(Decoded::Partial { need: end });
+                        }
+                        if &buf[end - 2..end] != b"\r\n" {
+                            return Err(ProtocolError {
+                                at: end - 2,
+                                reason: "bulk string without its CRLF",
+                            });
+                        }
+                        (Frame::Bulk(next..next + len), end)
+                    }
+                },
+                b'*' => match length(line, pos + 1, i64::from(u32::MAX))? {
+                    None => (Frame::Null, next),
+                    Some(0) => (Frame::Array(Vec::new()), next),
+                    Some(count) => {
+                        if self.open.len() >= MAX_DEPTH {
+                            return Err(ProtocolError {
+                                at: pos,
+                                reason: "arrays nested too deep",
+                            });
+                        }
+                        // Every element takes at least 3 bytes: a count
+                        // larger than the bytes at hand allow is not
+                        // allocated up front (it may be bogus).
+                        let room = buf.len().saturating_sub(next) / 3;
+                        self.open.push((Vec::with_capacity(count.min(room)), count));
+                        self.at = next;
+                        continue;
+                    }
+                },
+                _ => {
+                    return Err(ProtocolError {
+                        at: pos,
+                        reason: "unknown reply type",
+                    })
+                }
+            };
+            self.at = end;
+            // The element completes its array, which may complete its own.
+            loop {
+                match self.open.pop() {
+                    None => {
+                        self.at = 0;
+                        return Ok(Decoded::Reply(Reply {
+                            bytes: buf.split_to(end).freeze(),
+                            frame,
+                        }));
+                    }
+                    Some((mut items, count)) => {
+                        items.push(frame);
+                        if items.len() < count {
+                            self.open.push((items, count));
+                            break;
+                        }
+                        frame = Frame::Array(items);
+                    }
+                }
+            }
+        }
     }
 }
 
-enum Parsed {
-    /// A complete frame, and the index after it.
-    Done(Frame, usize),
-    /// Incomplete; at least this many bytes are needed.
-    Need(usize),
+/// Takes the first complete reply off `buf` with a decoder of its own.
+#[cfg(test)]
+pub(super) fn decode(buf: &mut BytesMut) -> Result<Decoded, ProtocolError> {
+    Decoder::default().decode(buf)
 }
 
 /// A reply's first line: its type byte, the line's content after it, and
@@ -165,63 +252,6 @@ fn length(line: &[u8], at: usize, max: i64) -> Result<Option<usize>, ProtocolErr
     }
 }
 
-fn parse(buf: &[u8], pos: usize, depth: usize) -> Result<Parsed, ProtocolError> {
-    let Some((kind, line, next)) = header(buf, pos)? else {
-        return Ok(Parsed::Need(buf.len() + 1));
-    };
-    let line_span = pos + 1..pos + 1 + line.len();
-    match kind {
-        b'+' => Ok(Parsed::Done(Frame::Simple(line_span), next)),
-        b'-' => Ok(Parsed::Done(Frame::Error(line_span), next)),
-        b':' => Ok(Parsed::Done(Frame::Integer(integer(line, pos + 1)?), next)),
-        b'$' => match length(line, pos + 1, MAX_BULK)? {
-            None => Ok(Parsed::Done(Frame::Null, next)),
-            Some(len) => {
-                let end = next + len + 2;
-                if buf.len() < end {
-                    Ok(Parsed::Need(end))
-                } else if &buf[end - 2..end] != b"\r\n" {
-                    Err(ProtocolError {
-                        at: end - 2,
-                        reason: "bulk string without its CRLF",
-                    })
-                } else {
-                    Ok(Parsed::Done(Frame::Bulk(next..next + len), end))
-                }
-            }
-        },
-        b'*' => {
-            if depth >= MAX_DEPTH {
-                return Err(ProtocolError {
-                    at: pos,
-                    reason: "arrays nested too deep",
-                });
-            }
-            let Some(count) = length(line, pos + 1, i64::from(u32::MAX))? else {
-                return Ok(Parsed::Done(Frame::Null, next));
-            };
-            // Every element takes at least 3 bytes: a count larger than the
-            // bytes at hand allow is incomplete (or bogus), not allocated.
-            let mut items = Vec::with_capacity(count.min(buf.len().saturating_sub(next) / 3));
-            let mut at = next;
-            for _ in 0..count {
-                match parse(buf, at, depth + 1)? {
-                    Parsed::Done(item, end) => {
-                        items.push(item);
-                        at = end;
-                    }
-                    need @ Parsed::Need(_) => return Ok(need),
-                }
-            }
-            Ok(Parsed::Done(Frame::Array(items), at))
-        }
-        _ => Err(ProtocolError {
-            at: pos,
-            reason: "unknown reply type",
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,8 +302,12 @@ mod tests {
     }
 
     fn decode_all(buf: &mut BytesMut) -> Vec<Plain> {
+        decode_all_with(&mut Decoder::default(), buf)
+    }
+
+    fn decode_all_with(decoder: &mut Decoder, buf: &mut BytesMut) -> Vec<Plain> {
         let mut frames = Vec::new();
-        while let Ok(Decoded::Reply(reply)) = decode(buf) {
+        while let Ok(Decoded::Reply(reply)) = decoder.decode(buf) {
             frames.push(plain(&reply.bytes, &reply.frame));
         }
         frames
@@ -302,6 +336,55 @@ mod tests {
             frames.extend(decode_all(&mut buf));
             assert_eq!(frames, expected(), "split at {split}");
         }
+    }
+
+    /// The same, one decoder kept across the split: it resumes the reply
+    /// in progress where it stopped (the connection's way).
+    #[test]
+    fn a_decoder_resumes_a_reply_split_anywhere() {
+        for split in 0..REPLIES.len() {
+            let mut decoder = Decoder::default();
+            let mut buf = BytesMut::from(&REPLIES[..split]);
+            let mut frames = decode_all_with(&mut decoder, &mut buf);
+            buf.extend_from_slice(&REPLIES[split..]);
+            frames.extend(decode_all_with(&mut decoder, &mut buf));
+            assert_eq!(frames, expected(), "split at {split}");
+            assert!(buf.is_empty(), "split at {split}");
+        }
+        // And byte by byte, as a slow connection would hand them over.
+        let mut decoder = Decoder::default();
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for &byte in REPLIES {
+            buf.extend_from_slice(&[byte]);
+            frames.extend(decode_all_with(&mut decoder, &mut buf));
+        }
+        assert_eq!(frames, expected());
+    }
+
+    /// A large reply read in many pieces is not decoded again from its
+    /// start each time: what was decoded stays decoded.
+    #[test]
+    fn a_resumed_reply_is_not_decoded_again() {
+        let mut decoder = Decoder::default();
+        let mut buf = BytesMut::from(&b"*3\r\n$1\r\na\r\n:7\r\n"[..]);
+        assert!(matches!(
+            decoder.decode(&mut buf),
+            Ok(Decoded::Partial { .. })
+        ));
+        // Bytes already decoded are changed behind the decoder's back: a
+        // decoder that started over would see them; this one does not.
+        buf[5] = b'X';
+        buf.extend_from_slice(b"+z\r\n");
+        let Ok(Decoded::Reply(reply)) = decoder.decode(&mut buf) else {
+            panic!("the reply completes");
+        };
+        let Frame::Array(items) = &reply.frame else {
+            panic!("an array");
+        };
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[1], Frame::Integer(7));
+        assert!(buf.is_empty());
     }
 
     #[test]
