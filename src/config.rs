@@ -97,27 +97,7 @@ impl std::fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Memory => f.write_str("memory"),
-            Self::Redis(url) => match url::Url::parse(url) {
-                Ok(mut u) => {
-                    let _ = u.set_password(None);
-                    let _ = u.set_username("");
-                    // A Unix socket URL carries them in its query.
-                    if u.query().is_some() {
-                        let kept: Vec<(String, String)> = u
-                            .query_pairs()
-                            .filter(|(k, _)| k != "pass" && k != "user")
-                            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                            .collect();
-                        if kept.is_empty() {
-                            u.set_query(None);
-                        } else {
-                            u.query_pairs_mut().clear().extend_pairs(kept);
-                        }
-                    }
-                    f.write_str(u.as_str())
-                }
-                Err(_) => f.write_str("redis"),
-            },
+            Self::Redis(url) => f.write_str(&crate::storage::redis_store::redacted_url(url)),
         }
     }
 }
@@ -374,5 +354,15 @@ mod tests {
         let only = StoreUrl::Redis("redis+unix:///run/r.sock?pass=s3cret".into());
         assert_eq!(only.to_string(), "redis+unix:///run/r.sock");
         assert!(!format!("{only:?}").contains("s3cret"));
+        let settings = crate::storage::redis_store::RedisSettings {
+            url: "redis+unix:///run/r.sock?db=2&pass=s3cret".into(),
+            response_timeout: std::time::Duration::from_secs(1),
+            connect_timeout: std::time::Duration::from_secs(1),
+        };
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("db=2"),
+            "{shown}"
+        );
     }
 }

@@ -49,17 +49,26 @@ const READ_CHUNK: usize = 64 * 1024;
 
 type Answer = Result<Vec<Reply>, StorageError>;
 
+/// What a request's caller hears back: its replies (or why there are
+/// none), or that it was never written, its connection gone first, so it
+/// can go again on a new one without running twice. Only the writer says
+/// `NotSent`, and only of requests it knows it did not write.
+enum Heard {
+    Answer(Answer),
+    NotSent,
+}
+
 /// A request on its way: its packed commands and how many replies it waits for.
 struct Request {
     packed: Bytes,
     replies: usize,
-    answer: oneshot::Sender<Answer>,
+    answer: oneshot::Sender<Heard>,
 }
 
 /// A request written, waiting for its replies.
 struct Waiting {
     replies: usize,
-    answer: oneshot::Sender<Answer>,
+    answer: oneshot::Sender<Heard>,
 }
 
 /// Where Redis listens.
@@ -269,10 +278,8 @@ impl RedisConnection {
         if replies == 0 {
             return Ok(Vec::new());
         }
-        // A request given back or dropped unanswered was never written:
-        // the reader answers every request the writer announced to it, and
-        // the writer announces a request before writing it. Such a request
-        // (its connection broke meanwhile) goes once more, on a new one.
+        // A request the queue refused or the writer did not write (its
+        // connection broke meanwhile) goes once more, on a new connection.
         for _ in 0..2 {
             let queue = self.queue().await?;
             let (tx, rx) = oneshot::channel();
@@ -282,7 +289,7 @@ impl RedisConnection {
                 answer: tx,
             };
             if queue.send(request).is_ok() {
-                if let Some(answer) = self.answer(rx).await {
+                if let Heard::Answer(answer) = self.answer(rx).await {
                     return answer;
                 }
             }
@@ -293,23 +300,27 @@ impl RedisConnection {
         ))
     }
 
-    async fn wait(&self, rx: oneshot::Receiver<Answer>) -> Answer {
-        self.answer(rx).await.unwrap_or_else(|| {
-            Err(StorageError::Unavailable(
+    async fn wait(&self, rx: oneshot::Receiver<Heard>) -> Answer {
+        match self.answer(rx).await {
+            Heard::Answer(answer) => answer,
+            Heard::NotSent => Err(StorageError::Unavailable(
                 "the Redis connection closed before sending the request".into(),
-            ))
-        })
+            )),
+        }
     }
 
-    /// The answer to a request, or `None` if it was dropped unanswered
-    /// (never written).
-    async fn answer(&self, rx: oneshot::Receiver<Answer>) -> Option<Answer> {
+    /// What the connection says of a request, within the response timeout.
+    async fn answer(&self, rx: oneshot::Receiver<Heard>) -> Heard {
         match tokio::time::timeout(self.response_timeout, rx).await {
-            Ok(Ok(reply)) => Some(reply),
-            Ok(Err(_)) => None,
+            Ok(Ok(heard)) => heard,
+            // Dropped unanswered (a task ended abnormally): it may have been
+            // written, so it does not go again.
+            Ok(Err(_)) => Heard::Answer(Err(StorageError::Unavailable(
+                "the Redis connection closed before answering".into(),
+            ))),
             // The reply may still come; it then goes to a dropped receiver
             // and the next request's reply to the next request.
-            Err(_) => Some(Err(StorageError::Timeout(format!(
+            Err(_) => Heard::Answer(Err(StorageError::Timeout(format!(
                 "no reply from Redis within {:?}",
                 self.response_timeout
             )))),
@@ -415,10 +426,25 @@ impl RedisConnection {
 }
 
 /// Writes requests as they come, every request waiting in one write, and
-/// tells the reader about each before its bytes leave.
+/// tells the reader about each before its bytes leave. When it stops (the
+/// connection broke or was let go), the requests it did not take are told
+/// they were not sent.
 async fn write_loop(
-    mut socket: impl AsyncWrite + Unpin,
+    socket: impl AsyncWrite + Unpin,
     mut requests: mpsc::UnboundedReceiver<Request>,
+    written: mpsc::UnboundedSender<Waiting>,
+) {
+    write_until_broken(socket, &mut requests, written).await;
+    requests.close();
+    // `recv` until `None`: `try_recv` could miss a send under way.
+    while let Some(request) = requests.recv().await {
+        let _ = request.answer.send(Heard::NotSent);
+    }
+}
+
+async fn write_until_broken(
+    mut socket: impl AsyncWrite + Unpin,
+    requests: &mut mpsc::UnboundedReceiver<Request>,
     written: mpsc::UnboundedSender<Waiting>,
 ) {
     let mut batch = BytesMut::new();
@@ -445,8 +471,11 @@ async fn write_loop(
                 replies: request.replies,
                 answer: request.answer,
             };
-            if written.send(waiting).is_err() {
-                return; // the reader is gone: the connection is broken
+            if let Err(mpsc::error::SendError(refused)) = written.send(waiting) {
+                // The reader is gone: this one and the rest are not sent;
+                // those announced before it are the reader's to answer.
+                let _ = refused.answer.send(Heard::NotSent);
+                return;
             }
             if batch.len() < MAX_WRITE_BATCH {
                 next = requests.try_recv().ok();
@@ -455,14 +484,19 @@ async fn write_loop(
         if batch.is_empty() {
             continue;
         }
-        // A reader that gave up on the connection (no reply in time) ends
-        // a write that a dead peer would block for the kernel's minutes.
+        // A reader that gave up on the connection has answered what it was
+        // told of (Unavailable): not written then, and a write that a dead
+        // peer would block for the kernel's minutes is abandoned.
+        if written.is_closed() {
+            return;
+        }
         tokio::select! {
+            biased;
+            () = written.closed() => return,
             written_all = socket.write_all(&batch) => if let Err(e) = written_all {
                 tracing::warn!(error = %e, "writing to Redis failed; reconnecting on next use");
                 return;
             },
-            () = written.closed() => return,
         }
         batch.clear();
     }
@@ -546,7 +580,9 @@ async fn read_loop(
             frames.push(frame);
             if frames.len() == front.replies {
                 if let Some(done) = waiting.pop_front() {
-                    let _ = done.answer.send(Ok(std::mem::take(&mut frames)));
+                    let _ = done
+                        .answer
+                        .send(Heard::Answer(Ok(std::mem::take(&mut frames))));
                 }
             }
         }
@@ -559,13 +595,17 @@ async fn read_loop(
         return; // an idle connection let go, not a failure
     }
     tracing::warn!(reason = %failure, "Redis connection lost; reconnecting on next use");
-    while let Ok(next) = written.try_recv() {
+    // `recv` until `None`: `try_recv` could miss an announcement under way,
+    // whose request would then go unanswered.
+    while let Some(next) = written.recv().await {
         waiting.push_back(next);
     }
     for request in waiting {
         let _ = request
             .answer
-            .send(Err(StorageError::Unavailable(failure.clone())));
+            .send(Heard::Answer(Err(StorageError::Unavailable(
+                failure.clone(),
+            ))));
     }
 }
 

@@ -52,13 +52,46 @@ pub(super) const MAX_HOPS: usize = 16;
 /// that one reply stays a few megabytes.
 const CUSTOMERS_PER_ROUND_TRIP: usize = 1_000;
 
-/// Settings of the connection to Redis.
-#[derive(Debug, Clone)]
+/// A Redis URL without its credentials (user and password, in the
+/// authority or, for a Unix socket, in the query), for logs and errors.
+pub fn redacted_url(url: &str) -> String {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return "redis".into();
+    };
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    if u.query().is_some() {
+        let kept: Vec<(String, String)> = u
+            .query_pairs()
+            .filter(|(k, _)| k != "pass" && k != "user")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if kept.is_empty() {
+            u.set_query(None);
+        } else {
+            u.query_pairs_mut().clear().extend_pairs(kept);
+        }
+    }
+    u.into()
+}
+
+/// Settings of the connection to Redis (`Debug` leaves credentials out).
+#[derive(Clone)]
 pub struct RedisSettings {
     pub url: String,
     /// How long one command (or pipeline) may take before it fails.
     pub response_timeout: Duration,
     pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redacted_url(&self.url))
+            .field("response_timeout", &self.response_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
 }
 
 pub struct RedisStore {
