@@ -110,7 +110,7 @@ enum Current {
     /// Callers that waited for that attempt fail at once with its error
     /// rather than each trying again in turn (a Redis that drops connection
     /// attempts would make the last of N callers wait N connect timeouts).
-    Failed(std::time::Instant, String),
+    Failed(std::time::Instant, StorageError),
 }
 
 /// How long a failed attempt to connect answers for the next ones.
@@ -332,8 +332,8 @@ impl RedisConnection {
         let mut current = self.current.lock().await;
         match &*current {
             Current::Live(queue) if !queue.is_closed() => return Ok(queue.clone()),
-            Current::Failed(at, reason) if at.elapsed() < RECONNECT_BACKOFF => {
-                return Err(StorageError::Unavailable(reason.clone()))
+            Current::Failed(at, error) if at.elapsed() < RECONNECT_BACKOFF => {
+                return Err(error.clone())
             }
             _ => {}
         }
@@ -343,7 +343,7 @@ impl RedisConnection {
                 Ok(queue)
             }
             Err(error) => {
-                *current = Current::Failed(std::time::Instant::now(), error.to_string());
+                *current = Current::Failed(std::time::Instant::now(), error.clone());
                 Err(error)
             }
         }
