@@ -870,6 +870,39 @@ mod tests {
         all
     }
 
+    /// A failed connect is the answer of the calls right after it: they do
+    /// not each try again (and wait) in turn.
+    #[tokio::test]
+    async fn a_failed_connect_answers_the_calls_right_after_it() {
+        // A port nothing listens on: the connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let info =
+            redis::IntoConnectionInfo::into_connection_info(format!("redis://127.0.0.1:{port}/0"))
+                .expect("a URL");
+        let conn = RedisConnection::new(&info, Duration::from_secs(1), Duration::from_secs(1))
+            .expect("a TCP address");
+        let ping = redis::cmd("PING");
+        let first = conn.cmd_as::<String>(&ping).await.expect_err("refused");
+        let failed_at = std::time::Instant::now();
+        assert!(matches!(first, StorageError::Unavailable(_)), "{first:?}");
+
+        // Now something listens there; within the back-off the failure
+        // stands and nothing connects.
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("rebind");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let second = conn.cmd_as::<String>(&ping).await.expect_err("remembered");
+        assert_eq!(second.to_string(), first.to_string());
+        if failed_at.elapsed() < RECONNECT_BACKOFF {
+            assert!(
+                listener.accept().is_err(),
+                "no connection attempt within the back-off"
+            );
+        }
+    }
+
     #[test]
     fn a_target_is_debugged_without_its_password() {
         let info = redis::IntoConnectionInfo::into_connection_info("redis://u:s3cret@h:6379/2")
