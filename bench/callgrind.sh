@@ -19,13 +19,9 @@ OUT=${BENCH_OUT:-$(mktemp -d -t journey-callgrind.XXXXXX)}
 SCENARIOS=("$@")
 [[ ${#SCENARIOS[@]} -gt 0 ]] || SCENARIOS=(context append check echo)
 mkdir -p "$OUT"
-for tool in redis-server redis-cli valgrind callgrind_control jq; do
-  command -v "$tool" >/dev/null || { echo "callgrind.sh: $tool is required" >&2; exit 1; }
-done
-[[ -x $BIN ]] || { echo "callgrind.sh: no binary at $BIN: run 'cargo build --release'" >&2; exit 1; }
-
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
+require redis-server redis-cli valgrind callgrind_control jq
 WAIT_SECONDS=30
 
 # Counts instructions of the process PID while `journey bench run ARGS...`

@@ -44,16 +44,9 @@ REDIS_TIMEOUT=${BENCH_REDIS_TIMEOUT:-20}
 OUT=${BENCH_OUT:-$(mktemp -d -t journey-bench.XXXXXX)}
 mkdir -p "$OUT"
 
-for tool in redis-server redis-cli redis-benchmark jq timeout; do
-  command -v "$tool" >/dev/null || { echo "compare.sh: $tool is required" >&2; exit 1; }
-done
-[[ -x $BIN ]] || {
-  echo "compare.sh: no binary at $BIN: run 'cargo build --release' (set JOURNEY_BIN or CARGO_TARGET_DIR if it is elsewhere)" >&2
-  exit 1
-}
-
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
+require redis-server redis-cli redis-benchmark jq timeout
 
 REDIS_CONF=${BENCH_REDIS_CONF-deploy/redis-journey.conf}
 REDIS_PORT=$(free_port)

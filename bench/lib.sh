@@ -1,6 +1,6 @@
-# Shared by the bench scripts (sourced, not run): the processes they start
-# are stopped on exit, free loopback ports, and waiting for a process to
-# come up. Needs OUT (where logs go) set by the script.
+# Shared by the bench scripts (sourced, not run): their prerequisites, the
+# processes they start stopped on exit, free loopback ports, and waiting
+# for a process to come up. Needs OUT (where logs go) set by the script.
 
 PIDS=()
 # Stops every process started (kept in PIDS), and forgets them.
@@ -25,4 +25,17 @@ wait_for() {
   for _ in $(seq $(( ${WAIT_SECONDS:-10} * 10 ))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "$(basename "$0"): $what did not come up; logs in $OUT" >&2
   exit 1
+}
+
+# Exits with a clear message unless every tool named is installed and the
+# journey binary is at $BIN.
+require() {
+  local tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "$(basename "$0"): $tool is required" >&2; exit 1; }
+  done
+  [[ -x $BIN ]] || {
+    echo "$(basename "$0"): no binary at $BIN: run 'cargo build --release' (set JOURNEY_BIN or CARGO_TARGET_DIR if it is elsewhere)" >&2
+    exit 1
+  }
 }

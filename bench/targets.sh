@@ -18,13 +18,9 @@ REPS=${BENCH_REPS:-3}
 OUT=${BENCH_OUT:-$(mktemp -d -t journey-targets.XXXXXX)}
 CONF=deploy/redis-journey.conf
 mkdir -p "$OUT"
-for tool in redis-server redis-cli jq bc timeout; do
-  command -v "$tool" >/dev/null || { echo "targets.sh: $tool is required" >&2; exit 1; }
-done
-[[ -x $BIN ]] || { echo "targets.sh: no binary at $BIN: run 'cargo build --release'" >&2; exit 1; }
-
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
+require redis-server redis-cli jq bc timeout
 
 # Starts a fresh redis-server and a service on it: sets REDIS_PORT,
 # REDIS_PID, SERVE_PID, T (the service's address).
