@@ -52,7 +52,7 @@ for scenario in "${SCENARIOS[@]}"; do
   port=$(free_port)
   if [[ $scenario == echo ]]; then
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/echo.callgrind.%p" \
-      "$BIN" bench echo-server --listen "127.0.0.1:$port" >"$OUT/echo.log" 2>"$OUT/echo.vg.log" &
+      "$BIN" bench echo-server --worker-threads 1 --listen "127.0.0.1:$port" >"$OUT/echo.log" 2>"$OUT/echo.vg.log" &
     pid=$!
     PIDS+=("$pid")
     wait_for "echo server" grep -q "listening on" "$OUT/echo.log"

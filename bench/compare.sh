@@ -23,8 +23,11 @@
 #   BENCH_REDIS_REQUESTS        requests of each redis-benchmark step (100000)
 #   BENCH_REDIS_TIMEOUT         seconds before a redis-benchmark step is cut (20)
 #   BENCH_OUT                   where the raw results go (a new temp dir)
-#   BENCH_WORKER_THREADS        the service's --worker-threads (1: leaves Redis and
-#                               the load generator a core on a 2-core machine)
+#   BENCH_WORKER_THREADS        the service's and the echo server's --worker-threads
+#                               (1: leaves Redis and the load generator a core on a
+#                               2-core machine; both the same, so the echo stays a
+#                               like-for-like ceiling)
+#   BENCH_THREADS               the load generator's --threads (1, as redis-benchmark)
 #   BENCH_REDIS_CONF            settings file for the redis-server started here
 #                               (deploy/redis-journey.conf, the recommended
 #                               settings; '' for Redis's defaults)
@@ -58,13 +61,15 @@ PIDS+=("$REDIS_PID")
 wait_for redis-server redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
 
 JOURNEY_PORT=$(free_port)
-RUST_LOG=info "$BIN" serve --listen "127.0.0.1:$JOURNEY_PORT" --worker-threads "${BENCH_WORKER_THREADS:-1}" \
+WORKERS=${BENCH_WORKER_THREADS:-1}
+THREADS=${BENCH_THREADS:-1}
+RUST_LOG=info "$BIN" serve --listen "127.0.0.1:$JOURNEY_PORT" --worker-threads "$WORKERS" \
   --store "redis://127.0.0.1:$REDIS_PORT/0" ${BENCH_SERVE_ARGS:-} 2>"$OUT/serve.log" >/dev/null &
 SERVE_PID=$!
 PIDS+=("$SERVE_PID")
 wait_for "journey serve" grep -q "journey server started" "$OUT/serve.log"
 
-"$BIN" bench echo-server --listen 127.0.0.1:0 >"$OUT/echo.log" 2>&1 &
+"$BIN" bench echo-server --listen 127.0.0.1:0 --worker-threads "$WORKERS" >"$OUT/echo.log" 2>&1 &
 ECHO_PID=$!
 PIDS+=("$ECHO_PID")
 wait_for "echo server" grep -q "listening on" "$OUT/echo.log"
@@ -85,7 +90,7 @@ journey_run() { # name scenario concurrency (--target ADDR | --redis URL) pids
   local name=$1 scenario=$2 conc=$3 how=$4 where=$5 pids=$6
   timeout $(( ${DURATION%.*} + ${WARMUP%.*} + 30 )) "$BIN" bench run "$how" "$where" \
     --scenario "$scenario" -c "$conc" --duration "$DURATION" --warmup "$WARMUP" \
-    --customers "$CUSTOMERS" --pids "$pids" --json >"$OUT/$name.json"
+    --customers "$CUSTOMERS" --pids "$pids" --threads "$THREADS" --json >"$OUT/$name.json"
   jq -r --arg n "$name" '"  \($n): \(.rps|floor) rps, \(.events_per_s|floor) events/s, p50 \(.p50_us) µs, p99 \(.p99_us) µs, errors \(.errors)"' "$OUT/$name.json"
   if [[ $(jq .errors "$OUT/$name.json") != 0 ]]; then
     echo "  WARNING: $name had errors: $(jq -c .errors_by_code "$OUT/$name.json")" >&2

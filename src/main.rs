@@ -17,10 +17,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
-    if let Command::Serve(config) = &cli.command {
-        if config.worker_threads > 0 {
-            runtime.worker_threads(config.worker_threads);
-        }
+    let worker_threads = match &cli.command {
+        Command::Serve(config) => config.worker_threads,
+        Command::Bench(args) => args.worker_threads(),
+        _ => 0,
+    };
+    if worker_threads > 0 {
+        runtime.worker_threads(worker_threads);
     }
     let runtime = match runtime.build() {
         Ok(runtime) => runtime,

@@ -24,6 +24,8 @@ fn run_args(target: String, scenario: Scenario) -> RunArgs {
         pids: Vec::new(),
         seed: 7,
         warmup: 0.1,
+        // Read by the binary when it builds its runtime; here the test's.
+        threads: 1,
     }
 }
 

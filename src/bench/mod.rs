@@ -106,6 +106,13 @@ pub struct RunArgs {
     /// Seconds of load before the measured window, excluded from the figures.
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
+    /// Worker threads of the load generator; 0: one per core. One by
+    /// default, as redis-benchmark: on a small machine, a generator spread
+    /// over every core takes the server's core from it, and its threads
+    /// wake each other for every call. (The binary builds its runtime
+    /// from it; `run` called in-process uses the caller's.)
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -113,6 +120,22 @@ pub struct EchoArgs {
     /// Address to listen on; port 0 picks a free one (the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:50052")]
     pub listen: SocketAddr,
+    /// Worker threads of the runtime, as `journey serve --worker-threads`
+    /// (0: one per core): compare the echo and the service on the same.
+    #[arg(long, default_value_t = 0)]
+    pub worker_threads: usize,
+}
+
+impl BenchArgs {
+    /// Worker threads asked for the runtime this subcommand runs on (0:
+    /// the runtime's default, one per core).
+    pub fn worker_threads(&self) -> usize {
+        match &self.command {
+            BenchCommand::Run(args) => args.threads,
+            BenchCommand::EchoServer(args) => args.worker_threads,
+            BenchCommand::Seed(_) | BenchCommand::Connections(_) => 0,
+        }
+    }
 }
 
 /// Runs a `journey bench` subcommand, printing its result on stdout.
@@ -160,4 +183,41 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::config::{Cli, Command};
+
+    fn worker_threads(args: &[&str]) -> usize {
+        let cli = Cli::try_parse_from(args).expect("arguments parse");
+        match cli.command {
+            Command::Bench(bench) => bench.worker_threads(),
+            other => panic!("not a bench command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_load_generator_runs_on_one_thread_unless_told() {
+        let run = [
+            "journey",
+            "bench",
+            "run",
+            "--target",
+            "h:1",
+            "--scenario",
+            "context",
+        ];
+        assert_eq!(worker_threads(&run), 1);
+        assert_eq!(worker_threads(&[&run[..], &["--threads", "0"]].concat()), 0);
+    }
+
+    #[test]
+    fn the_echo_server_takes_the_service_runtime_setting() {
+        assert_eq!(worker_threads(&["journey", "bench", "echo-server"]), 0);
+        let one = ["journey", "bench", "echo-server", "--worker-threads", "1"];
+        assert_eq!(worker_threads(&one), 1);
+    }
 }
