@@ -5,7 +5,8 @@
 //! The schema is compiled twice: `pb` (clients and plain types) and, for
 //! the server, `wire`, where `journey.v1.Event` is `crate::wire::WireEvent`:
 //! an event kept in its encoded form, so stored events go into responses
-//! without being decoded and encoded again, and whose codec is
+//! without being decoded and encoded again, the append requests are
+//! hand-written to take their events' bytes whole, and the codec is
 //! `crate::wire::WireCodec`.
 
 use std::{env, error::Error, path::PathBuf};
@@ -29,6 +30,14 @@ fn main() -> Result<(), Box<dyn Error>> {
         .build_client(false)
         .out_dir(&wire_dir)
         .extern_path(".journey.v1.Event", "crate::wire::WireEvent")
+        .extern_path(
+            ".journey.v1.AppendEventRequest",
+            "crate::wire::AppendEventRequest",
+        )
+        .extern_path(
+            ".journey.v1.AppendEventsRequest",
+            "crate::wire::AppendEventsRequest",
+        )
         .codec_path("crate::wire::WireCodec")
         .compile_protos(&protos, &includes)?;
     // prost-build prints rerun-if-changed for the files it compiled; the
