@@ -17,37 +17,78 @@ use crate::{
     pb,
 };
 
-/// Encodes an event for storage.
+/// Encodes an event for storage: the bytes `pb::Event::encode_to_vec`
+/// gives for it (a unit test holds them equal), written straight from the
+/// domain event. Building a `pb::Event` first copied every string and
+/// hashed every attribute into a `HashMap`: a third of the append's
+/// storage preparation under callgrind.
 pub fn encode(event: &Event) -> EncodedEvent {
-    let (seconds, nanos) = event.occurred_at.to_parts();
-    let message = pb::Event {
-        event_id: event.event_id.to_string(),
-        customer_id: event
-            .customer_id
-            .as_ref()
-            .map(|c| c.to_string())
-            .unwrap_or_default(),
-        session_id: event.session_id.clone(),
-        channel: event.channel.clone(),
-        reason: event.reason.clone(),
-        r#type: event.event_type.clone(),
-        initiator: initiator_to_pb(event.initiator) as i32,
-        occurred_at: Some(prost_types::Timestamp { seconds, nanos }),
-        attributes: event
-            .attributes
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        identities: event
-            .identities
-            .iter()
-            .map(|i| pb::Identity {
-                r#type: i.kind.clone(),
-                value: i.value.clone(),
-            })
-            .collect(),
+    use prost::encoding::{btree_map, encode_key, encode_varint, message, string, WireType};
+
+    let customer = event.customer_id.as_ref().map_or("", |c| c.as_str());
+    let strings = event.event_id.as_str().len()
+        + customer.len()
+        + event.session_id.len()
+        + event.channel.len()
+        + event.reason.len()
+        + event.event_type.len();
+    let attributes: usize = event
+        .attributes
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 6)
+        .sum();
+    let identities: usize = event
+        .identities
+        .iter()
+        .map(|i| i.kind.len() + i.value.len() + 6)
+        .sum();
+    let mut buf = Vec::with_capacity(strings + attributes + identities + 40);
+
+    // proto3: a field at its default value is left out, as prost does.
+    let text = |tag: u32, value: &str, buf: &mut Vec<u8>| {
+        if !value.is_empty() {
+            encode_key(tag, WireType::LengthDelimited, buf);
+            encode_varint(value.len() as u64, buf);
+            buf.extend_from_slice(value.as_bytes());
+        }
     };
-    EncodedEvent(Bytes::from(message.encode_to_vec()))
+    text(1, event.event_id.as_str(), &mut buf);
+    text(2, customer, &mut buf);
+    text(3, &event.session_id, &mut buf);
+    text(4, &event.channel, &mut buf);
+    text(5, &event.reason, &mut buf);
+    text(6, &event.event_type, &mut buf);
+    prost::encoding::int32::encode(7, &(initiator_to_pb(event.initiator) as i32), &mut buf);
+    let (seconds, nanos) = event.occurred_at.to_parts();
+    message::encode(8, &prost_types::Timestamp { seconds, nanos }, &mut buf);
+    btree_map::encode(
+        string::encode,
+        string::encoded_len,
+        string::encode,
+        string::encoded_len,
+        9,
+        &event.attributes,
+        &mut buf,
+    );
+    for identity in &event.identities {
+        let field = |tag, value: &str| {
+            if value.is_empty() {
+                0
+            } else {
+                prost::encoding::key_len(tag)
+                    + prost::encoding::encoded_len_varint(value.len() as u64)
+                    + value.len()
+            }
+        };
+        encode_key(10, WireType::LengthDelimited, &mut buf);
+        encode_varint(
+            (field(1, &identity.kind) + field(2, &identity.value)) as u64,
+            &mut buf,
+        );
+        text(1, &identity.kind, &mut buf);
+        text(2, &identity.value, &mut buf);
+    }
+    EncodedEvent(Bytes::from(buf))
 }
 
 /// Separates the fields of a contact index entry. Ids and taxonomy names
@@ -241,6 +282,82 @@ mod tests {
         )
         .expect("valid")
         .0
+    }
+
+    /// What `encode` must give: the event as a `pb::Event`.
+    fn through_pb(event: &Event) -> pb::Event {
+        let (seconds, nanos) = event.occurred_at.to_parts();
+        pb::Event {
+            event_id: event.event_id.to_string(),
+            customer_id: event
+                .customer_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            session_id: event.session_id.clone(),
+            channel: event.channel.clone(),
+            reason: event.reason.clone(),
+            r#type: event.event_type.clone(),
+            initiator: initiator_to_pb(event.initiator) as i32,
+            occurred_at: Some(prost_types::Timestamp { seconds, nanos }),
+            attributes: event.attributes.clone().into_iter().collect(),
+            identities: event
+                .identities
+                .iter()
+                .map(|i| pb::Identity {
+                    r#type: i.kind.clone(),
+                    value: i.value.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn encoding_is_prosts_encoding_of_the_event() {
+        let plain = event("e1");
+        let mut full = event(&"x".repeat(128));
+        full.session_id = "s".repeat(200);
+        full.initiator = Initiator::Company;
+        full.occurred_at = Micros(1_763_800_000_000_000); // whole second: nanos 0
+        full.attributes = [
+            ("page", "/accounts"),
+            ("empty", ""),
+            ("", "no key"),
+            ("long", &"v".repeat(300)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        full.identities = vec![
+            crate::domain::Identity {
+                kind: "email".into(),
+                value: "a@b.c".into(),
+            },
+            crate::domain::Identity {
+                kind: "cookie_id".into(),
+                value: String::new(),
+            },
+        ];
+        let mut anonymous = event("e2");
+        anonymous.customer_id = None;
+        anonymous.occurred_at = Micros(0);
+        for e in [&plain, &full, &anonymous] {
+            let encoded = encode(e);
+            assert_eq!(decode(&encoded).expect("decodes"), through_pb(e), "{e:?}");
+            assert_eq!(encoded.0.len(), through_pb(e).encoded_len(), "{e:?}");
+        }
+        // Byte for byte too where prost's map order (a HashMap's) cannot
+        // differ: ours writes attributes in key order, so the same event
+        // always encodes the same.
+        assert_eq!(encode(&plain).0, through_pb(&plain).encode_to_vec());
+        assert_eq!(encode(&anonymous).0, through_pb(&anonymous).encode_to_vec());
+        let bytes = encode(&full).0;
+        let at = |key: &[u8]| bytes.windows(key.len()).position(|w| w == key);
+        let offsets: Vec<_> = [&b"\x0a\x05empty"[..], b"\x0a\x04long", b"\x0a\x04page"]
+            .into_iter()
+            .map(|key| at(key).expect("entry written"))
+            .collect();
+        assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
     }
 
     #[test]
