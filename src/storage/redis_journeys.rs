@@ -392,45 +392,43 @@ pub(super) fn push_write_set(
             *counters.entry((key.clone(), field)).or_default() += 1;
         }
     }
-    let mut ops: Vec<[String; 4]> = Vec::new();
-    let member = profile.to_string();
-    let mut days = std::collections::BTreeSet::new();
-    for ((key, field), n) in counters {
-        days.insert(key.clone());
-        ops.push(["h".into(), key, field, n.to_string()]);
+    let days: std::collections::BTreeSet<&String> = counters.keys().map(|(key, _)| key).collect();
+    // Each op is 4 arguments; numbers go in as integers (redis-rs writes
+    // them with itoa), not as formatted Strings: ~10 allocations fewer per
+    // append.
+    call.arg(
+        counters.len()
+            + days.len()
+            + update.unlisted.len()
+            + update.listed.len()
+            + update.deadlines.len(),
+    );
+    for ((key, field), n) in &counters {
+        call.arg("h").arg(key).arg(field).arg(*n);
     }
     // A day's counters live STATS_KEPT_DAYS after their last change.
     for key in days {
-        ops.push(["e".into(), key, STATS_TTL_MS.to_string(), String::new()]);
+        call.arg("e").arg(key).arg(STATS_TTL_MS).arg("");
     }
+    let member = profile.as_str();
     for listing in &update.unlisted {
-        ops.push([
-            "r".into(),
-            listing_key(&listing.key()),
-            String::new(),
-            member.clone(),
-        ]);
+        call.arg("r")
+            .arg(listing_key(&listing.key()))
+            .arg("")
+            .arg(member);
     }
     for listing in &update.listed {
-        ops.push([
-            "z".into(),
-            listing_key(&listing.key()),
-            listing.at.0.to_string(),
-            member.clone(),
-        ]);
+        call.arg("z")
+            .arg(listing_key(&listing.key()))
+            .arg(listing.at.0)
+            .arg(member);
     }
     for change in &update.deadlines {
         let member = deadline_member(&change.journey, profile);
         match change.new {
-            Some(at) => ops.push(["z".into(), DEADLINES_KEY.into(), at.0.to_string(), member]),
-            None => ops.push(["r".into(), DEADLINES_KEY.into(), String::new(), member]),
-        }
-    }
-    call.arg(ops.len());
-    for op in &ops {
-        for part in op {
-            call.arg(part);
-        }
+            Some(at) => call.arg("z").arg(DEADLINES_KEY).arg(at.0).arg(member),
+            None => call.arg("r").arg(DEADLINES_KEY).arg("").arg(member),
+        };
     }
 }
 
