@@ -7,6 +7,7 @@
 //! re-encodes what it only forwards.
 
 pub mod codec;
+mod commands;
 pub mod error;
 pub mod journeys;
 mod memory_journeys;

@@ -11,9 +11,9 @@
 //! and the conversions out of it, plus much of the malloc/free. fred, whose
 //! frames are zero-copy too, saved only ~12 % of client CPU in the same
 //! measurement (`examples/redis_clients.rs`): its command routing costs
-//! what its frames save. Commands are still built with redis-rs's
-//! `Pipeline`, `Cmd` and `Script` (their packing is cheap, and scripts keep
-//! their SHA there).
+//! what its frames save. Commands are built packed (`commands.rs`);
+//! redis-rs still parses the cold paths' replies and URLs, and hashes
+//! scripts.
 //!
 //! One writer task batches every request waiting into one `write`; one
 //! reader task decodes replies and hands each request its replies, in the
@@ -35,6 +35,7 @@ use tokio::{
 };
 
 use super::{
+    commands::{self, Pipeline},
     resp::{self, Decoded, Frame, Reply},
     StorageError,
 };
@@ -166,30 +167,28 @@ impl RedisConnection {
     /// command stays in its place as `Frame::Error`.
     pub fn query(
         &self,
-        pipe: &redis::Pipeline,
+        pipe: &Pipeline,
     ) -> impl std::future::Future<Output = Result<Vec<Reply>, StorageError>> + Send + '_ {
         // Packed now, so the future does not hold the pipeline.
-        let packed = Bytes::from(pipe.get_packed_pipeline());
+        let packed = pipe.packed();
         let (commands, transaction) = (pipe.len(), pipe.is_transaction());
         async move { self.query_packed(packed, commands, transaction).await }
     }
 
     /// A pipeline's replies parsed as redis-rs parses a pipeline's (a
     /// tuple or a `Vec`, one item per command); an error reply fails it.
-    pub async fn query_as<T: FromRedisValue>(
-        &self,
-        pipe: &redis::Pipeline,
-    ) -> Result<T, StorageError> {
+    pub async fn query_as<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StorageError> {
         let frames = self.query(pipe).await?;
         parse_as(redis::Value::Array(values(frames)?))
     }
 
-    /// One command's reply parsed as `T`; an error reply fails it.
+    /// One command's reply parsed as `T` (of a pipeline of one, from
+    /// `commands::cmd`); an error reply fails it.
     pub fn cmd_as<T: FromRedisValue>(
         &self,
-        cmd: &redis::Cmd,
+        cmd: &Pipeline,
     ) -> impl std::future::Future<Output = Result<T, StorageError>> + Send + '_ {
-        let packed = Bytes::from(cmd.get_packed_command());
+        let packed = cmd.packed();
         async move {
             let frames = self.send(packed, 1).await?;
             let value = values(frames)?
@@ -207,31 +206,24 @@ impl RedisConnection {
     pub async fn query_scripts<T: FromRedisValue>(
         &self,
         script: &LuaScript,
-        pipe: &redis::Pipeline,
+        pipe: &Pipeline,
     ) -> Result<T, StorageError> {
-        let packed = Bytes::from(pipe.get_packed_pipeline());
         let (commands, transaction) = (pipe.len(), pipe.is_transaction());
-        let mut frames = self.query_packed(packed, commands, transaction).await?;
+        let mut frames = self
+            .query_packed(pipe.packed(), commands, transaction)
+            .await?;
         let refused: Vec<usize> = (0..frames.len())
             .filter(|&i| is_noscript(&frames[i]))
             .collect();
         if !refused.is_empty() {
+            if refused.iter().any(|&i| i >= commands) {
+                return Err(StorageError::Corrupt("more replies than calls".into()));
+            }
             let _: String = self
-                .cmd_as(redis::cmd("SCRIPT").arg("LOAD").arg(&script.source))
+                .cmd_as(commands::cmd("SCRIPT").arg("LOAD").arg(&script.source))
                 .await?;
-            let calls: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
-            let mut again = redis::pipe();
-            if transaction {
-                again.atomic();
-            }
-            for &i in &refused {
-                let call = calls
-                    .get(i)
-                    .ok_or_else(|| StorageError::Corrupt("more replies than calls".into()))?;
-                again.add_command((*call).clone());
-            }
-            let packed = Bytes::from(again.get_packed_pipeline());
-            let replies = self.query_packed(packed, again.len(), transaction).await?;
+            let again = pipe.packed_only(refused.iter().copied());
+            let replies = self.query_packed(again, refused.len(), transaction).await?;
             for (i, reply) in refused.into_iter().zip(replies) {
                 frames[i] = reply;
             }
@@ -391,7 +383,7 @@ impl RedisConnection {
             }
         }
 
-        let mut hello = redis::pipe();
+        let mut hello = Pipeline::new();
         if let Some(password) = &target.password {
             let auth = hello.cmd("AUTH");
             if let Some(username) = &target.username {
@@ -405,7 +397,7 @@ impl RedisConnection {
         if !hello.is_empty() {
             let (tx, rx) = oneshot::channel();
             let request = Request {
-                packed: Bytes::from(hello.get_packed_pipeline()),
+                packed: hello.packed(),
                 replies: hello.len(),
                 answer: tx,
             };
@@ -801,21 +793,22 @@ fn answered(error: &[u8]) -> StorageError {
 
 /// A Lua script with its source, to load it again when Redis lost it.
 pub(super) struct LuaScript {
-    script: redis::Script,
+    sha: String,
     source: String,
 }
 
 impl LuaScript {
     pub fn new(source: String) -> Self {
         Self {
-            script: redis::Script::new(&source),
+            sha: redis::Script::new(&source).get_hash().to_string(),
             source,
         }
     }
 
-    /// A call to add to a pipeline (`Pipeline::invoke_script`), by SHA.
-    pub fn prepare_invoke(&self) -> redis::ScriptInvocation<'_> {
-        self.script.prepare_invoke()
+    /// Opens a call of the script in `pipe` (by SHA; `key` and `arg` fill
+    /// it in).
+    pub fn call<'p>(&self, pipe: &'p mut Pipeline) -> &'p mut Pipeline {
+        pipe.script(&self.sha)
     }
 }
 
@@ -884,7 +877,7 @@ mod tests {
                 .expect("a URL");
         let conn = RedisConnection::new(&info, Duration::from_secs(1), Duration::from_secs(1))
             .expect("a TCP address");
-        let ping = redis::cmd("PING");
+        let ping = commands::cmd("PING");
         let first = conn.cmd_as::<String>(&ping).await.expect_err("refused");
         let failed_at = std::time::Instant::now();
         assert!(matches!(first, StorageError::Unavailable(_)), "{first:?}");

@@ -20,10 +20,11 @@ use std::{
 
 use bytes::Bytes;
 use lru::LruCache;
-use redis::ScriptInvocation;
 
 use super::{
-    redis_store::RedisStore, JourneyListPage, JourneyListQuery, JourneyTracker, StorageError, Swept,
+    commands::{self, Pipeline},
+    redis_store::RedisStore,
+    JourneyListPage, JourneyListQuery, JourneyTracker, StorageError, Swept,
 };
 use crate::domain::{
     journey::{
@@ -367,7 +368,7 @@ fn spilled(len: usize) -> usize {
 /// Appends an update's write set to a script call (the layout of
 /// `journey_writes.lua`).
 pub(super) fn push_write_set(
-    call: &mut ScriptInvocation<'_>,
+    call: &mut Pipeline,
     profile: &CustomerId,
     update: &JourneyUpdate,
     version: u64,
@@ -456,7 +457,7 @@ impl RedisStore {
         if days.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
+        let mut pipe = Pipeline::new();
         for &day in days {
             pipe.cmd("HGETALL").arg(stats_key(journey, day));
         }
@@ -472,7 +473,7 @@ impl RedisStore {
         let entries: Vec<(String, i64)> = self
             .conn
             .cmd_as(
-                redis::cmd("ZRANGE")
+                commands::cmd("ZRANGE")
                     .arg(listing_key(&query.listing))
                     .arg(from.0)
                     .arg(format!("({}", query.end.0))
@@ -497,14 +498,13 @@ impl RedisStore {
             return Ok(());
         };
         let cutoff = now.saturating_sub_micros(self.retention.max_age_micros);
-        let mut pipe = redis::pipe();
+        let mut pipe = Pipeline::new();
         for definition in journeys.tracker.definitions().iter() {
             for key in listing_keys(definition) {
                 pipe.cmd("ZREMRANGEBYSCORE")
                     .arg(listing_key(&key))
                     .arg("-inf")
-                    .arg(format!("({}", cutoff.0))
-                    .ignore();
+                    .arg(format!("({}", cutoff.0));
             }
         }
         self.conn.query_as::<()>(&pipe).await?;
@@ -522,7 +522,7 @@ impl RedisStore {
         let due: Vec<String> = self
             .conn
             .cmd_as(
-                redis::cmd("ZRANGE")
+                commands::cmd("ZRANGE")
                     .arg(DEADLINES_KEY)
                     .arg("-inf")
                     .arg(now.0)
@@ -556,7 +556,7 @@ impl RedisStore {
                 dropped: 0,
             });
         }
-        let mut read = redis::pipe();
+        let mut read = Pipeline::new();
         for (profile, _) in &profiles {
             read.cmd("HGETALL")
                 .arg(super::redis_keys::Keys::of(profile).journeys());
@@ -566,7 +566,7 @@ impl RedisStore {
         } else {
             self.conn.query_as(&read).await?
         };
-        let mut write = redis::pipe();
+        let mut write = Pipeline::new();
         let mut planned = Vec::new();
         for ((profile, due_journeys), fields) in profiles.into_iter().zip(states) {
             // One unreadable profile must not stop the sweeper for all.
@@ -600,20 +600,21 @@ impl RedisStore {
                 }
             }
             let keys = super::redis_keys::Keys::of(&profile);
-            let mut call = self.sweep_script.prepare_invoke();
-            call.key(keys.journeys())
+            let call = self
+                .sweep_script
+                .call(&mut write)
+                .key(keys.journeys())
                 .arg(current.version)
                 .arg(self.ttl_ms());
             let version = current.next_version();
-            push_write_set(&mut call, &profile, &update, version);
-            write.invoke_script(&call);
+            push_write_set(call, &profile, &update, version);
             planned.push((profile, current, update, version));
         }
         if !unsweepable.is_empty() {
             // Rare (a bug or a foreign writer): a round trip of its own.
             let _: i64 = self
                 .conn
-                .cmd_as(redis::cmd("ZREM").arg(DEADLINES_KEY).arg(&unsweepable))
+                .cmd_as(commands::cmd("ZREM").arg(DEADLINES_KEY).arg(&unsweepable))
                 .await?;
         }
         if planned.is_empty() {

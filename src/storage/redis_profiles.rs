@@ -27,6 +27,7 @@ use bytes::Bytes;
 
 use super::{
     codec,
+    commands::{self, Pipeline},
     redis_keys::{index_key, packed_identity, Keys},
     redis_replies as replies,
     redis_store::{
@@ -88,14 +89,12 @@ impl RedisStore {
         new: &str,
         also_delete: &[&str],
     ) -> Result<Result<(), String>, StorageError> {
-        let mut call = self.cas_script.prepare_invoke();
-        call.key(key);
+        let mut pipe = Pipeline::new();
+        let call = self.cas_script.call(&mut pipe).key(key);
         for k in also_delete {
             call.key(*k);
         }
         call.arg(expected).arg(new);
-        let mut pipe = redis::pipe();
-        pipe.invoke_script(&call);
         let (reply,): (redis::Value,) = self.query_scripts(&self.cas_script, &pipe).await?;
         match reply {
             redis::Value::Int(1) => Ok(Ok(())),
@@ -106,7 +105,7 @@ impl RedisStore {
     async fn alias(&self, profile: &CustomerId) -> Result<Alias, StorageError> {
         let value: Option<String> = self
             .conn
-            .cmd_as(redis::cmd("GET").arg(Keys::of(profile).alias()))
+            .cmd_as(commands::cmd("GET").arg(Keys::of(profile).alias()))
             .await?;
         Ok(value.map_or(Alias::None, |v| Alias::parse(&v)))
     }
@@ -138,7 +137,7 @@ impl RedisStore {
         let held: u64 = self
             .conn
             .cmd_as(
-                redis::cmd("EXISTS")
+                commands::cmd("EXISTS")
                     .arg(keys.summary())
                     .arg(keys.idents())
                     .arg(keys.contacts()),
@@ -151,7 +150,7 @@ impl RedisStore {
         &self,
         identities: &[Identity],
     ) -> Result<Vec<Option<CustomerId>>, StorageError> {
-        let mut pipe = redis::pipe();
+        let mut pipe = Pipeline::new();
         for identity in identities {
             pipe.cmd("GET").arg(index_key(identity));
         }
@@ -180,7 +179,7 @@ impl RedisStore {
         let profile = self.follow(profile).await?;
         let idents: HashMap<String, String> = self
             .conn
-            .cmd_as(redis::cmd("HGETALL").arg(Keys::of(&profile).idents()))
+            .cmd_as(commands::cmd("HGETALL").arg(Keys::of(&profile).idents()))
             .await?;
         Ok(replies::identities(
             idents.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
@@ -196,7 +195,7 @@ impl RedisStore {
         let profile = self.follow(profile).await?;
         // SET NX GET: links the identity if it is free and answers the
         // profile it had, in one command per identity.
-        let mut pipe = redis::pipe();
+        let mut pipe = Pipeline::new();
         let mut indexed = Vec::new();
         for identity in identities.iter().filter(|i| i.kind != CUSTOMER_ID_IDENTITY) {
             pipe.cmd("SET")
@@ -212,7 +211,7 @@ impl RedisStore {
             self.conn.query_as(&pipe).await?
         };
         let mut owner_of: HashMap<&Identity, CustomerId> = HashMap::new();
-        let mut recorded = redis::pipe();
+        let mut recorded = Pipeline::new();
         let keys = Keys::of(&profile);
         for (identity, previous) in indexed.into_iter().zip(previous) {
             let owner = previous.map_or_else(|| profile.clone(), |p| CustomerId::from_trusted(&p));
@@ -276,7 +275,7 @@ impl RedisStore {
     ) -> Result<MergeOutcome, StorageError> {
         let from = Keys::of(absorbed);
         let fence = format!("pending:{survivor}");
-        let mut pipe = redis::pipe();
+        let mut pipe = Pipeline::new();
         pipe.cmd("ZRANGE").arg(from.timeline()).arg(0).arg(-1);
         pipe.cmd("ZRANGE")
             .arg(from.contacts())
@@ -316,9 +315,10 @@ impl RedisStore {
             }),
             journey_version: None,
         };
-        let mut call = self.append_call(&keys, at, shape);
+        let mut pipe = Pipeline::new();
+        let call = self.append_call(&mut pipe, &keys, at, shape);
         for event in &events {
-            event.push(&mut call);
+            event.push(call);
         }
         for (packed, seen) in &identities {
             call.arg(packed).arg(seen);
@@ -326,8 +326,6 @@ impl RedisStore {
         for (score, packed) in &reservations {
             call.arg(*score).arg(packed);
         }
-        let mut pipe = redis::pipe();
-        pipe.invoke_script(&call);
         let (reply,): (redis::Value,) = self.query_scripts(&self.append_script, &pipe).await?;
         match AppendReply::parse(reply)? {
             AppendReply::Outcomes(_) => {}
@@ -376,7 +374,7 @@ impl RedisStore {
                 )))
             }
         }
-        let mut repoint = redis::pipe();
+        let mut repoint = Pipeline::new();
         let mut repointed = 0;
         for (packed, _) in &identities {
             let Some((kind, value)) = packed.split_once('\u{1f}') else {
@@ -389,11 +387,11 @@ impl RedisStore {
                 kind: kind.to_string(),
                 value: value.to_string(),
             };
-            let mut call = self.cas_script.prepare_invoke();
-            call.key(index_key(&identity))
+            self.cas_script
+                .call(&mut repoint)
+                .key(index_key(&identity))
                 .arg(absorbed.as_str())
                 .arg(survivor.as_str());
-            repoint.invoke_script(&call);
             repointed += 1;
         }
         if repointed > 0 {
@@ -414,7 +412,7 @@ impl RedisStore {
         let recorded: i64 = self
             .conn
             .cmd_as(
-                redis::cmd("HDEL")
+                commands::cmd("HDEL")
                     .arg(keys.idents())
                     .arg(packed_identity(identity)),
             )

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use super::{
+    commands::Pipeline,
     redis_conn::Frames,
     redis_keys::Keys,
     redis_store::{
@@ -99,17 +100,18 @@ impl RawRedis {
                 None => by_profile.push((&event.profile, vec![event])),
             }
         }
-        let mut pipe = redis::pipe();
+        let mut pipe = Pipeline::new();
         for (profile, mine) in &by_profile {
             let shape = CallShape {
                 events: mine.len(),
                 ..CallShape::default()
             };
-            let mut call = self.store.append_call(&Keys::of(profile), now, shape);
+            let call = self
+                .store
+                .append_call(&mut pipe, &Keys::of(profile), now, shape);
             for event in mine {
-                EventArgs::of_event(event).push(&mut call);
+                EventArgs::of_event(event).push(call);
             }
-            pipe.invoke_script(&call);
         }
         let outcomes: Vec<Vec<i64>> = self
             .store

@@ -17,10 +17,11 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::{IntoConnectionInfo, Pipeline, ScriptInvocation};
+use redis::IntoConnectionInfo;
 
 use super::{
     codec,
+    commands::{self, Pipeline},
     redis_conn::{Frames, LuaScript, RedisConnection},
     redis_journeys::{
         push_write_set, stale_reply, started_states, RedisJourneys, StatesCache, VersionedStates,
@@ -155,17 +156,18 @@ impl RedisStore {
         (self.retention.max_age_micros / 1_000).max(1)
     }
 
-    /// The append script's call on a profile, with the header filled in
-    /// and no event yet (see append.lua for the layout).
-    pub(super) fn append_call<'a>(
-        &'a self,
+    /// Opens the append script's call on a profile in `pipe`, with the
+    /// header filled in and no event yet (see append.lua for the layout).
+    pub(super) fn append_call<'p>(
+        &self,
+        pipe: &'p mut Pipeline,
         keys: &Keys,
         now: Micros,
         shape: CallShape,
-    ) -> ScriptInvocation<'a> {
+    ) -> &'p mut Pipeline {
         let cutoff = now.saturating_sub_micros(self.retention.max_age_micros);
         let ttl_ms = self.ttl_ms();
-        let mut call = self.append_script.prepare_invoke();
+        let call = self.append_script.call(pipe);
         for key in keys.data() {
             call.key(key);
         }
@@ -246,7 +248,7 @@ impl TimelineStore for RedisStore {
             if pending.is_empty() {
                 return Ok(outcomes);
             }
-            let mut pipe = redis::pipe();
+            let mut pipe = Pipeline::new();
             let mut planned = Vec::with_capacity(pending.len());
             for (profile, indices, fresh) in &mut pending {
                 let keys = Keys::of(profile);
@@ -265,14 +267,13 @@ impl TimelineStore for RedisStore {
                     journey_version: journey.as_ref().map(|(prior, _, _)| prior.version),
                     ..CallShape::default()
                 };
-                let mut call = self.append_call(&keys, now, shape);
+                let call = self.append_call(&mut pipe, &keys, now, shape);
                 for &i in indices.iter() {
-                    EventArgs::of_event(&events[i]).push(&mut call);
+                    EventArgs::of_event(&events[i]).push(call);
                 }
                 if let Some((_, update, version)) = &journey {
-                    push_write_set(&mut call, profile, update, *version);
+                    push_write_set(call, profile, update, *version);
                 }
-                pipe.invoke_script(&call);
                 planned.push(journey);
             }
             let replies: Vec<redis::Value> = self.query_scripts(&self.append_script, &pipe).await?;
@@ -418,8 +419,10 @@ impl TimelineStore for RedisStore {
     ) -> Result<bool, StorageError> {
         let keys = Keys::of(&self.follow(customer).await?);
         let ttl_ms = self.ttl_ms();
-        let mut call = self.reserve_script.prepare_invoke();
-        call.key(keys.contacts())
+        let mut pipe = Pipeline::new();
+        self.reserve_script
+            .call(&mut pipe)
+            .key(keys.contacts())
             .key(keys.contact_ids())
             .key(keys.alias())
             .arg(expected_version)
@@ -427,8 +430,6 @@ impl TimelineStore for RedisStore {
             .arg(contact.event_id.as_str())
             .arg(codec::pack_contact(contact))
             .arg(ttl_ms);
-        let mut pipe = redis::pipe();
-        pipe.invoke_script(&call);
         let (recorded,): (i64,) = self.query_scripts(&self.reserve_script, &pipe).await?;
         // -1: merged away since the read; the caller reads and decides again.
         Ok(recorded == 1)
@@ -470,7 +471,7 @@ impl TimelineStore for RedisStore {
 
     async fn ping(&self) -> Result<(), StorageError> {
         self.conn
-            .cmd_as::<String>(&redis::cmd("PING"))
+            .cmd_as::<String>(&commands::cmd("PING"))
             .await
             .map(|_| ())
     }
@@ -531,7 +532,7 @@ impl RedisStore {
         keys: &Keys,
         since: Micros,
     ) -> Result<Vec<Contact>, StorageError> {
-        let mut pipe = redis::pipe();
+        let mut pipe = Pipeline::new();
         latest_contacts_cmd(&mut pipe, keys, since, true);
         replies::scored_contacts(Frames::new(self.conn.query(&pipe).await?).pairs()?)
     }
@@ -639,7 +640,7 @@ pub(super) fn list_pipeline(query: &TimelineQuery) -> (Pipeline, Option<(Micros,
     let keys = Keys::of(&query.customer);
     let (upper, tie) = upper_bound(query);
     let lower = query.start.map_or("-inf".to_string(), |s| s.0.to_string());
-    let mut pipe = redis::pipe();
+    let mut pipe = Pipeline::new();
     pipe.cmd("EXISTS").arg(keys.alias());
     pipe.cmd("EXISTS").arg(keys.summary());
     if let Some((at, _)) = &tie {
@@ -679,7 +680,7 @@ pub(super) fn context_pipeline(
     journeys: Option<&JourneyDefinitions>,
 ) -> Pipeline {
     let stop = max_events.saturating_sub(1) as i64;
-    let mut pipe = redis::pipe();
+    let mut pipe = Pipeline::new();
     pipe.cmd("GET").arg(keys.alias());
     pipe.cmd("ZREVRANGE").arg(keys.timeline()).arg(0).arg(stop);
     pipe.cmd("HGETALL").arg(keys.summary());
@@ -701,7 +702,7 @@ pub(super) fn context_pipeline(
 /// since `since`. For one customer, in MULTI/EXEC, so the version goes with
 /// the contacts read (reserve mode relies on it).
 pub(super) fn contacts_pipeline(customers: &[CustomerId], since: Micros, scores: bool) -> Pipeline {
-    let mut pipe = redis::pipe();
+    let mut pipe = Pipeline::new();
     if customers.len() == 1 {
         pipe.atomic();
     }
@@ -903,7 +904,8 @@ impl EventArgs {
         })
     }
 
-    pub(super) fn push(&self, call: &mut ScriptInvocation<'_>) {
+    /// Adds the event's arguments to the open append call.
+    pub(super) fn push(&self, call: &mut Pipeline) {
         call.arg(self.score)
             .arg(&self.event_id)
             .arg(&self.channel)
