@@ -20,13 +20,17 @@ fn main() -> Result<(), Box<dyn Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let protos = [PathBuf::from("proto/journey/v1/journey.proto")];
     let includes = [PathBuf::from("proto"), well_known];
+    // Maps as BTreeMap: the domain keeps attributes sorted, so a decoded
+    // event's map moves into it instead of being hashed and then sorted.
     tonic_prost_build::configure()
+        .btree_map(".")
         .file_descriptor_set_path(out_dir.join("journey_descriptor.bin"))
         .compile_protos(&protos, &includes)?;
 
     let wire_dir = out_dir.join("wire");
     std::fs::create_dir_all(&wire_dir)?;
     tonic_prost_build::configure()
+        .btree_map(".")
         .build_client(false)
         .out_dir(&wire_dir)
         .extern_path(".journey.v1.Event", "crate::wire::WireEvent")

@@ -11,7 +11,7 @@ use support::{journey_server::JourneyServer, redis_server::RedisServer};
 pub use support::journey_server::{memory_api, redis_api};
 
 mod cases {
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
 
     use journey::pb::{self, journey_service_client::JourneyServiceClient};
     use tonic::{transport::Channel, Code, Status};
@@ -179,7 +179,7 @@ mod cases {
             f(&mut e);
             e
         };
-        let attrs = |pairs: Vec<(String, String)>| -> HashMap<String, String> {
+        let attrs = |pairs: Vec<(String, String)>| -> BTreeMap<String, String> {
             pairs.into_iter().collect()
         };
         let cases: Vec<(&str, pb::Event)> = vec![

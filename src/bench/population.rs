@@ -3,7 +3,7 @@
 //! function of the seed, so `seed` and `run` agree on who exists and a
 //! re-seed sends the same event ids (the service answers them duplicate).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crate::pb;
 
@@ -197,7 +197,7 @@ pub fn event(
     at_micros: i64,
 ) -> pb::Event {
     let shape = &SHAPES[rng.usize(0..SHAPES.len())];
-    let mut attributes: HashMap<String, String> = (shape.attributes)(rng)
+    let mut attributes: BTreeMap<String, String> = (shape.attributes)(rng)
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();

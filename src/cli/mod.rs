@@ -7,7 +7,7 @@ mod output;
 
 pub use journeys::{customers, journeys, stats, CustomersArgs, JourneysArgs, StatsArgs};
 
-use std::{collections::HashMap, path::PathBuf};
+use std::{collections::BTreeMap, path::PathBuf};
 
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
@@ -264,7 +264,7 @@ struct EventLine {
     initiator: Option<InitiatorArg>,
     occurred_at: Option<DateTime<Utc>>,
     #[serde(default)]
-    attributes: HashMap<String, String>,
+    attributes: BTreeMap<String, String>,
     #[serde(default)]
     identities: Vec<IdentityLine>,
 }

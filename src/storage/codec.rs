@@ -18,10 +18,10 @@ use crate::{
 };
 
 /// Encodes an event for storage: the bytes `pb::Event::encode_to_vec`
-/// gives for it (a unit test holds them equal), written straight from the
-/// domain event. Building a `pb::Event` first copied every string and
-/// hashed every attribute into a `HashMap`: a third of the append's
-/// storage preparation under callgrind.
+/// gives for it (a unit test holds them equal; attributes in key order),
+/// written straight from the domain event. Building a `pb::Event` first
+/// copied every string and hashed every attribute into a `HashMap`: a
+/// third of the append's storage preparation under callgrind.
 pub fn encode(event: &Event) -> EncodedEvent {
     use prost::encoding::{btree_map, encode_key, encode_varint, message, string, WireType};
 
@@ -341,23 +341,11 @@ mod tests {
         let mut anonymous = event("e2");
         anonymous.customer_id = None;
         anonymous.occurred_at = Micros(0);
+        // Byte for byte: pb's maps are BTreeMaps (build.rs), so prost too
+        // writes the attributes in key order.
         for e in [&plain, &full, &anonymous] {
-            let encoded = encode(e);
-            assert_eq!(decode(&encoded).expect("decodes"), through_pb(e), "{e:?}");
-            assert_eq!(encoded.0.len(), through_pb(e).encoded_len(), "{e:?}");
+            assert_eq!(encode(e).0, through_pb(e).encode_to_vec(), "{e:?}");
         }
-        // Byte for byte too where prost's map order (a HashMap's) cannot
-        // differ: ours writes attributes in key order, so the same event
-        // always encodes the same.
-        assert_eq!(encode(&plain).0, through_pb(&plain).encode_to_vec());
-        assert_eq!(encode(&anonymous).0, through_pb(&anonymous).encode_to_vec());
-        let bytes = encode(&full).0;
-        let at = |key: &[u8]| bytes.windows(key.len()).position(|w| w == key);
-        let offsets: Vec<_> = [&b"\x0a\x05empty"[..], b"\x0a\x04long", b"\x0a\x04page"]
-            .into_iter()
-            .map(|key| at(key).expect("entry written"))
-            .collect();
-        assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
     }
 
     #[test]

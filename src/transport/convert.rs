@@ -27,7 +27,7 @@ pub fn raw_event(event: pb::Event) -> Result<RawEvent, DomainError> {
         channel: event.channel,
         reason: event.reason,
         event_type: event.r#type,
-        attributes: event.attributes.into_iter().collect(),
+        attributes: event.attributes,
         identities: event
             .identities
             .into_iter()

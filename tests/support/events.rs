@@ -1,6 +1,6 @@
 //! Builders of valid events for tests, in wire and domain form.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use journey::{
     domain::{journey::EventFacts, Event, EventLimits, Initiator, Micros, RawEvent, Taxonomy},
@@ -23,7 +23,7 @@ pub fn page_view(customer: &str, id: &str, at: i64) -> pb::Event {
         r#type: "page_view".to_string(),
         initiator: pb::Initiator::Customer as i32,
         occurred_at: Some(timestamp(at)),
-        attributes: HashMap::from([("page".to_string(), "/accounts".to_string())]),
+        attributes: BTreeMap::from([("page".to_string(), "/accounts".to_string())]),
         identities: Vec::new(),
     }
 }
@@ -39,7 +39,7 @@ pub fn campaign_email(customer: &str, id: &str, at: i64) -> pb::Event {
         r#type: "email_sent".to_string(),
         initiator: pb::Initiator::Company as i32,
         occurred_at: Some(timestamp(at)),
-        attributes: HashMap::from([("campaign_id".to_string(), "c42".to_string())]),
+        attributes: BTreeMap::from([("campaign_id".to_string(), "c42".to_string())]),
         identities: Vec::new(),
     }
 }
