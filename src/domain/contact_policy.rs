@@ -94,6 +94,26 @@ struct Counted<'a> {
     class: Option<ChannelClass>,
 }
 
+/// A rule that governs the proposed contact, with the instants of the
+/// contacts it counts, sorted.
+struct RuleInstants<'a> {
+    rule: &'a Rule,
+    instants: Vec<Micros>,
+}
+
+impl<'a> RuleInstants<'a> {
+    fn new(rule: &'a Rule, counted: &[Counted<'_>], request: &ContactRequest) -> Self {
+        let mut instants: Vec<Micros> = counted
+            .iter()
+            .filter(|c| rule.counts(c.contact, request, c.class))
+            .map(|c| c.contact.at)
+            .collect();
+        // Cheap: the stores read contacts oldest first.
+        instants.sort_unstable();
+        Self { rule, instants }
+    }
+}
+
 /// Contacts counted in total and per channel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContactCounts {
@@ -330,7 +350,9 @@ impl ContactPolicy {
                 None => {
                     let mut window = WindowCounts::default();
                     window.add(age);
-                    counts.per_channel.insert(c.channel.to_string(), window);
+                    counts
+                        .per_channel
+                        .insert(String::from(c.channel.as_str()), window);
                 }
             }
         }
@@ -375,13 +397,22 @@ impl ContactPolicy {
         let at = request.at;
         let counts = Self::count(counted.iter().map(|c| c.contact).filter(|c| c.at <= at), at);
         let request_class = taxonomy.channel_class(&request.channel);
-        let violations = self.violations(&counted, request, request_class, request.at);
+        // Which contacts a rule counts does not depend on the instant
+        // tried: settled once per rule, as sorted instants that each
+        // instant tried then cuts a window from.
+        let rules: Vec<RuleInstants<'_>> = self
+            .rules
+            .iter()
+            .filter(|r| r.applies_to(request, request_class))
+            .map(|rule| RuleInstants::new(rule, &counted, request))
+            .collect();
+        let violations = Self::violations(&rules, request.at);
         let quiet = self.quiet_end(&request.channel, request.at, tz);
         let allowed = violations.is_empty() && quiet.is_none();
         let next_allowed_at = if allowed {
             None
         } else {
-            self.next_allowed(&counted, request, request_class, tz)
+            self.next_allowed(&rules, request, tz)
         };
         ContactDecision {
             allowed,
@@ -401,19 +432,9 @@ impl ContactPolicy {
 
     /// The rules one more contact at `at` would break, each with the
     /// instant it stops being broken (`None` for a rule with `max = 0`).
-    fn violations(
-        &self,
-        counted: &[Counted<'_>],
-        request: &ContactRequest,
-        request_class: Option<ChannelClass>,
-        at: Micros,
-    ) -> Vec<(RuleViolation, Option<Micros>)> {
+    fn violations(rules: &[RuleInstants<'_>], at: Micros) -> Vec<(RuleViolation, Option<Micros>)> {
         let mut broken = Vec::new();
-        for rule in self
-            .rules
-            .iter()
-            .filter(|r| r.applies_to(request, request_class))
-        {
+        for RuleInstants { rule, instants } in rules {
             // A window ending at `at` counts the contacts before it; one
             // starting at `at` counts those already recorded after it
             // (reservations of other engines, scheduled sends). Counting
@@ -421,17 +442,12 @@ impl ContactPolicy {
             // within the cap.
             let since = at.0.saturating_sub(rule.window_micros);
             let until = at.0.saturating_add(rule.window_micros);
-            let mut inside: Vec<Micros> = counted
-                .iter()
-                .filter(|c| c.contact.at.0 > since && c.contact.at.0 < until)
-                .filter(|c| rule.counts(c.contact, request, c.class))
-                .map(|c| c.contact.at)
-                .collect();
+            let first = instants.partition_point(|t| t.0 <= since);
+            let inside = &instants[first..instants.partition_point(|t| t.0 < until)];
             let count = inside.len() as u64;
             if count < rule.max {
                 continue;
             }
-            inside.sort();
             // One more fits once `count - max + 1` of them have left the
             // window: the oldest of those leaves last, one window after it
             // happened.
@@ -456,16 +472,15 @@ impl ContactPolicy {
     /// no quiet hours apply.
     fn next_allowed(
         &self,
-        counted: &[Counted<'_>],
+        rules: &[RuleInstants<'_>],
         request: &ContactRequest,
-        request_class: Option<ChannelClass>,
         tz: Tz,
     ) -> Option<Micros> {
         let mut at = request.at;
         // Moving later only lets contacts leave windows, and a quiet-hours
         // end is outside quiet hours, so a few steps settle.
         for _ in 0..16 {
-            let broken = self.violations(counted, request, request_class, at);
+            let broken = Self::violations(rules, at);
             let mut next = at;
             for (_, release) in &broken {
                 next = next.max((*release)?);
