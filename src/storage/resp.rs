@@ -153,25 +153,23 @@ impl Decoder {
                 }
             };
             self.at = end;
-            // The element completes its array, which may complete its own.
+            // The element goes into the innermost open array (in place: no
+            // move of the array per element); it may complete that array,
+            // which may complete its own.
             loop {
-                match self.open.pop() {
-                    None => {
-                        self.at = 0;
-                        return Ok(Decoded::Reply(Reply {
-                            bytes: buf.split_to(end).freeze(),
-                            frame,
-                        }));
-                    }
-                    Some((mut items, count)) => {
-                        items.push(frame);
-                        if items.len() < count {
-                            self.open.push((items, count));
-                            break;
-                        }
-                        frame = Frame::Array(items);
-                    }
+                let Some((items, count)) = self.open.last_mut() else {
+                    self.at = 0;
+                    return Ok(Decoded::Reply(Reply {
+                        bytes: buf.split_to(end).freeze(),
+                        frame,
+                    }));
+                };
+                items.push(frame);
+                if items.len() < *count {
+                    break;
                 }
+                frame = Frame::Array(std::mem::take(items));
+                self.open.pop();
             }
         }
     }
