@@ -133,12 +133,7 @@ pub fn unpack_contact(packed: &[u8], score: Option<Micros>) -> Result<Contact, S
     };
     let text = std::str::from_utf8(packed).map_err(|_| corrupt("is not UTF-8"))?;
     // The first six separators: the campaign, last, may hold more.
-    let mut cuts = [0usize; 6];
-    let mut found = 0;
-    for (slot, i) in cuts.iter_mut().zip(memchr::memchr_iter(SEP as u8, packed)) {
-        *slot = i;
-        found += 1;
-    }
+    let (cuts, found) = first_separators(packed);
     let field = |n: usize| -> &str {
         let start = if n == 0 { 0 } else { cuts[n - 1] + 1 };
         let end = if n < found { cuts[n] } else { text.len() };
@@ -178,6 +173,47 @@ pub fn unpack_contact(packed: &[u8], score: Option<Micros>) -> Result<Contact, S
         event_type: field(4).into(),
         campaign_id: text.get(campaign_start..).unwrap_or_default().into(),
     })
+}
+
+/// Where the first six separators of `packed` are, and how many there
+/// are (at most six). A word at a time: an entry is ~100 bytes with its
+/// separators a few bytes apart, where memchr's vector search paid its
+/// set-up once per separator (~40 instructions each under callgrind).
+fn first_separators(packed: &[u8]) -> ([usize; 6], usize) {
+    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+    const SEPS: u64 = u64::from_ne_bytes([SEP as u8; 8]);
+    let mut cuts = [0usize; 6];
+    let mut found = 0;
+    let mut chunks = packed.chunks_exact(8);
+    let mut base = 0;
+    for chunk in chunks.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        // Zero bytes of `x` are the separators; the high bit of each byte
+        // of `hits` says whether that byte of `x` is zero (exactly: no
+        // carry crosses bytes, unlike the shorter `(x - 0x01..) & !x`).
+        let x = u64::from_le_bytes(word) ^ SEPS;
+        let mut hits = !(((x & LOW7) + LOW7) | x | LOW7);
+        while hits != 0 {
+            cuts[found] = base + (hits.trailing_zeros() / 8) as usize;
+            found += 1;
+            if found == cuts.len() {
+                return (cuts, found);
+            }
+            hits &= hits - 1;
+        }
+        base += 8;
+    }
+    for (i, &b) in chunks.remainder().iter().enumerate() {
+        if b == SEP as u8 {
+            cuts[found] = base + i;
+            found += 1;
+            if found == cuts.len() {
+                break;
+            }
+        }
+    }
+    (cuts, found)
 }
 
 /// A decimal integer as Redis writes counters and the store writes
@@ -345,6 +381,35 @@ mod tests {
         // writes the attributes in key order.
         for e in [&plain, &full, &anonymous] {
             assert_eq!(encode(e).0, through_pb(e).encode_to_vec(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn separators_are_found_as_a_plain_search_finds_them() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for len in 0..80 {
+            for _ in 0..50 {
+                // Separators, bytes next to them in value (0x1e, 0x20, 0x9f)
+                // and any other byte, so a search that confuses them fails.
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| match rng.u8(0..6) {
+                        0 => SEP as u8,
+                        1 => 0x1e,
+                        2 => 0x20,
+                        3 => 0x9f,
+                        _ => rng.u8(..),
+                    })
+                    .collect();
+                let expected: Vec<usize> = bytes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &b)| b == SEP as u8)
+                    .map(|(i, _)| i)
+                    .take(6)
+                    .collect();
+                let (cuts, found) = first_separators(&bytes);
+                assert_eq!(&cuts[..found], expected.as_slice(), "{bytes:?}");
+            }
         }
     }
 
