@@ -443,7 +443,9 @@ impl ContactPolicy {
             let since = at.0.saturating_sub(rule.window_micros);
             let until = at.0.saturating_add(rule.window_micros);
             let first = instants.partition_point(|t| t.0 <= since);
-            let inside = &instants[first..instants.partition_point(|t| t.0 < until)];
+            let last = instants.partition_point(|t| t.0 < until);
+            // Windows are positive (checked at load), so `first <= last`.
+            let inside = instants.get(first..last).unwrap_or_default();
             let count = inside.len() as u64;
             if count < rule.max {
                 continue;

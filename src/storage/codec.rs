@@ -58,7 +58,10 @@ pub fn encode(event: &Event) -> EncodedEvent {
     text(4, &event.channel, &mut buf);
     text(5, &event.reason, &mut buf);
     text(6, &event.event_type, &mut buf);
-    prost::encoding::int32::encode(7, &(initiator_to_pb(event.initiator) as i32), &mut buf);
+    let initiator = initiator_to_pb(event.initiator) as i32;
+    if initiator != 0 {
+        prost::encoding::int32::encode(7, &initiator, &mut buf);
+    }
     let (seconds, nanos) = event.occurred_at.to_parts();
     message::encode(8, &prost_types::Timestamp { seconds, nanos }, &mut buf);
     btree_map::encode(

@@ -170,6 +170,7 @@ impl Pipeline {
 
     /// A key of the open script call (of a plain command: an argument).
     pub fn key(&mut self, key: impl ToArgs) -> &mut Self {
+        debug_assert!(self.head.count > 0, "a key before any command");
         if self.script {
             key.write_args(&mut self.keys);
         } else {
@@ -180,6 +181,7 @@ impl Pipeline {
 
     /// An argument of the open command.
     pub fn arg(&mut self, arg: impl ToArgs) -> &mut Self {
+        debug_assert!(self.head.count > 0, "an argument before any command");
         arg.write_args(&mut self.args);
         self
     }
@@ -238,17 +240,21 @@ impl Pipeline {
         if self.head.count == 0 {
             return;
         }
-        let mut count = self.head.count + self.keys.count + self.args.count;
-        let mut key_count = Args::default();
-        if self.script {
-            key_count.int(self.keys.count);
-            count += 1;
-        }
+        let count = self.head.count + usize::from(self.script) + self.keys.count + self.args.count;
         out.push(b'*');
         out.extend_from_slice(itoa::Buffer::new().format(count).as_bytes());
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.head.buf);
-        out.extend_from_slice(&key_count.buf);
+        if self.script {
+            // EVALSHA's key count, a bulk string between the SHA and the keys.
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(self.keys.count).as_bytes();
+            out.push(b'$');
+            out.extend_from_slice(itoa::Buffer::new().format(digits.len()).as_bytes());
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(digits);
+            out.extend_from_slice(b"\r\n");
+        }
         out.extend_from_slice(&self.keys.buf);
         out.extend_from_slice(&self.args.buf);
     }
@@ -257,6 +263,10 @@ impl Pipeline {
     /// for the next.
     fn close(&mut self) {
         if self.head.count == 0 {
+            // Nothing open: arguments given before any command (a misuse
+            // the debug assertions catch) must not slip into the next one.
+            self.keys.clear();
+            self.args.clear();
             return;
         }
         let mut done = std::mem::take(&mut self.done);

@@ -202,13 +202,15 @@ impl RedisConnection {
     /// script (a restart, `SCRIPT FLUSH`) it is loaded and the calls it
     /// refused are sent again: NOSCRIPT fails a call before it writes
     /// anything, and the calls that ran (a flush can land between two
-    /// calls of a pipeline) must not run twice.
+    /// calls of a pipeline) must not run twice. Not for a transaction:
+    /// the calls sent again would commit apart from the others.
     pub async fn query_scripts<T: FromRedisValue>(
         &self,
         script: &LuaScript,
         pipe: &Pipeline,
     ) -> Result<T, StorageError> {
         let (commands, transaction) = (pipe.len(), pipe.is_transaction());
+        debug_assert!(!transaction, "script calls sent in a transaction");
         let mut frames = self
             .query_packed(pipe.packed(), commands, transaction)
             .await?;
