@@ -64,7 +64,8 @@ mod cases {
 
     use journey::{
         domain::{
-            Contact, CustomerId, CustomerSummary, Event, EventLimits, Identity, Initiator, Micros,
+            Contact, ContactNames, CustomerId, CustomerSummary, Event, EventLimits, Identity,
+            Initiator, Micros,
         },
         storage::{
             codec, AppendOutcome, ContactHistory, Cursor, EncodedEvent, MergeOutcome,
@@ -440,15 +441,17 @@ mod cases {
     }
 
     fn reservation(id: &str, at: i64) -> Contact {
-        Contact {
-            at: Micros(at),
-            event_id: id.into(),
-            channel: "email".into(),
-            reason: "service_update".into(),
-            event_type: "notification_shown".into(),
-            campaign_id: "c42".into(),
-            reserved: true,
-        }
+        Contact::new(
+            Micros(at),
+            true,
+            ContactNames {
+                event_id: id,
+                channel: "email",
+                reason: "service_update",
+                event_type: "notification_shown",
+                campaign_id: "c42",
+            },
+        )
     }
 
     async fn history(store: &dyn TimelineStore, c: &str, since: i64) -> ContactHistory {
@@ -478,14 +481,7 @@ mod cases {
         let got: Vec<(i64, &str, &str, &str)> = h
             .contacts
             .iter()
-            .map(|c| {
-                (
-                    c.at.0,
-                    c.event_id.as_str(),
-                    c.channel.as_str(),
-                    c.campaign_id.as_str(),
-                )
-            })
+            .map(|c| (c.at.0, c.event_id(), c.channel(), c.campaign_id()))
             .collect();
         assert_eq!(
             got,
@@ -494,7 +490,7 @@ mod cases {
         assert!(h
             .contacts
             .iter()
-            .all(|c| !c.reserved && c.reason == "service_update"));
+            .all(|c| !c.reserved && c.reason() == "service_update"));
         // Only contacts at or after `since` are read.
         assert_eq!(history(store, "c1", T0 + 6).await.contacts.len(), 1);
         // Duplicates add nothing and leave the version alone.
@@ -509,7 +505,7 @@ mod cases {
             .expect("ctx")
             .expect("found");
         assert_eq!(snap.contacts.len(), 1);
-        assert_eq!(snap.contacts[0].event_id, "k1");
+        assert_eq!(snap.contacts[0].event_id(), "k1");
     }
 
     pub async fn unknown_customers_have_empty_histories(store: &dyn TimelineStore) {
@@ -868,7 +864,7 @@ mod cases {
             .collect();
         store.append(&events, now()).await.expect("append");
         let h = history(store, "c1", 0).await;
-        let ids: Vec<&str> = h.contacts.iter().map(|c| c.event_id.as_str()).collect();
+        let ids: Vec<&str> = h.contacts.iter().map(|c| c.event_id()).collect();
         assert_eq!(
             ids,
             ["k4", "k5", "k6", "k7", "k8", "k9", "k10", "k11", "k12", "k13"]
@@ -880,7 +876,7 @@ mod cases {
             .expect("append");
         let h = history(store, "c1", 0).await;
         assert_eq!(h.contacts.len(), 1);
-        assert_eq!(h.contacts[0].event_id, "late");
+        assert_eq!(h.contacts[0].event_id(), "late");
     }
 
     /// Journeys move with appends (state, listings, counters, deadline),
@@ -1023,7 +1019,7 @@ mod cases {
         let ids: Vec<&str> = snapshot
             .contacts
             .iter()
-            .map(|c| c.event_id.as_str())
+            .map(|c| c.event_id())
             .collect();
         assert_eq!(ids.len(), journey::storage::CONTEXT_MAX_CONTACTS);
         assert_eq!(ids.first(), Some(&"k020"), "oldest of the latest 100 first");

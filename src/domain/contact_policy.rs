@@ -14,11 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{Duration as ChronoDuration, LocalResult, NaiveDateTime, NaiveTime, TimeZone};
 use chrono_tz::Tz;
-use compact_str::CompactString;
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::{ChannelClass, Micros, Taxonomy};
+use super::{ChannelClass, Contact, Micros, Taxonomy};
 
 /// The policy the service uses when none is given.
 pub const BUILTIN_TOML: &str = include_str!("../../policy/default.toml");
@@ -33,23 +32,6 @@ pub enum PolicyError {
     Syntax(#[from] toml::de::Error),
     #[error("contact policy, line {line}: {reason}")]
     Rule { line: usize, reason: String },
-}
-
-/// One past (or reserved) contact, as the contact index keeps it. Its
-/// names are short strings kept inline (no allocation up to 24 bytes): a
-/// context reads up to a hundred contacts, and allocating five strings for
-/// each was the largest part of reading them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Contact {
-    pub at: Micros,
-    pub event_id: CompactString,
-    pub channel: CompactString,
-    pub reason: CompactString,
-    pub event_type: CompactString,
-    /// Empty when the contact was about no campaign.
-    pub campaign_id: CompactString,
-    /// A reservation made by a reserve-mode check, not yet an event.
-    pub reserved: bool,
 }
 
 /// The contact a caller proposes to make.
@@ -345,14 +327,12 @@ impl ContactPolicy {
             let age = at.0 - c.at.0;
             counts.total.add(age);
             // Looked up first: the channel's name is allocated once.
-            match counts.per_channel.get_mut(c.channel.as_str()) {
+            match counts.per_channel.get_mut(c.channel()) {
                 Some(window) => window.add(age),
                 None => {
                     let mut window = WindowCounts::default();
                     window.add(age);
-                    counts
-                        .per_channel
-                        .insert(String::from(c.channel.as_str()), window);
+                    counts.per_channel.insert(String::from(c.channel()), window);
                 }
             }
         }
@@ -388,10 +368,10 @@ impl ContactPolicy {
         // rule and step (a blocked check tries several instants).
         let counted: Vec<Counted<'_>> = contacts
             .iter()
-            .filter(|c| !self.is_exempt(&c.reason, &c.event_type))
+            .filter(|c| !self.is_exempt(c.reason(), c.event_type()))
             .map(|c| Counted {
                 contact: c,
-                class: taxonomy.channel_class(&c.channel),
+                class: taxonomy.channel_class(c.channel()),
             })
             .collect();
         let at = request.at;
@@ -427,7 +407,7 @@ impl ContactPolicy {
 
     /// A contact counts at `at` when it happened by then and is not exempt.
     fn counts_at(&self, contact: &Contact, at: Micros) -> bool {
-        contact.at <= at && !self.is_exempt(&contact.reason, &contact.event_type)
+        contact.at <= at && !self.is_exempt(contact.reason(), contact.event_type())
     }
 
     /// The rules one more contact at `at` would break, each with the
@@ -533,13 +513,13 @@ impl Rule {
         class: Option<ChannelClass>,
     ) -> bool {
         let s = &self.scope;
-        s.channel.as_ref().is_none_or(|c| *c == contact.channel)
+        s.channel.as_ref().is_none_or(|c| c == contact.channel())
             && s.channel_class.is_none_or(|c| Some(c) == class)
-            && s.reason.as_ref().is_none_or(|r| *r == contact.reason)
+            && s.reason.as_ref().is_none_or(|r| r == contact.reason())
             && s.campaign
                 .as_ref()
-                .is_none_or(|c| *c == contact.campaign_id)
-            && (!s.per_campaign || contact.campaign_id == request.campaign_id)
+                .is_none_or(|c| c == contact.campaign_id())
+            && (!s.per_campaign || contact.campaign_id() == request.campaign_id)
     }
 }
 
@@ -590,15 +570,21 @@ mod tests {
     }
 
     fn contact(at: i64, channel: &str, campaign: &str) -> Contact {
-        Contact {
-            at: Micros(at),
-            event_id: format!("e{at}").into(),
-            channel: channel.into(),
-            reason: "campaign_offer".into(),
-            event_type: "email_sent".into(),
-            campaign_id: campaign.into(),
-            reserved: false,
-        }
+        contact_for(at, channel, "campaign_offer", campaign)
+    }
+
+    fn contact_for(at: i64, channel: &str, reason: &str, campaign: &str) -> Contact {
+        Contact::new(
+            Micros(at),
+            false,
+            crate::domain::ContactNames {
+                event_id: &format!("e{at}"),
+                channel,
+                reason,
+                event_type: "email_sent",
+                campaign_id: campaign,
+            },
+        )
     }
 
     fn request(channel: &str, at: i64) -> ContactRequest {
@@ -664,8 +650,7 @@ window = "1d"
             "exempt_reasons = [\"payment_receipt\"]\n{TWO_EMAILS_A_DAY}"
         ));
         let t = Taxonomy::builtin();
-        let mut receipt = contact(T0, "email", "");
-        receipt.reason = "payment_receipt".into();
+        let receipt = contact_for(T0, "email", "payment_receipt", "");
         let history = [
             receipt.clone(),
             receipt.clone(),

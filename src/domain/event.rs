@@ -190,18 +190,21 @@ pub const CAMPAIGN_ATTRIBUTE: &str = "campaign_id";
 impl Event {
     /// A company-initiated event, as the contact index keeps it.
     pub fn as_contact(&self) -> Option<super::Contact> {
-        (self.initiator == Initiator::Company).then(|| super::Contact {
-            at: self.occurred_at,
-            event_id: self.event_id.as_str().into(),
-            channel: self.channel.as_str().into(),
-            reason: self.reason.as_str().into(),
-            event_type: self.event_type.as_str().into(),
-            campaign_id: self
-                .attributes
-                .get(CAMPAIGN_ATTRIBUTE)
-                .map(|c| c.as_str().into())
-                .unwrap_or_default(),
-            reserved: false,
+        (self.initiator == Initiator::Company).then(|| {
+            super::Contact::new(
+                self.occurred_at,
+                false,
+                super::ContactNames {
+                    event_id: self.event_id.as_str(),
+                    channel: &self.channel,
+                    reason: &self.reason,
+                    event_type: &self.event_type,
+                    campaign_id: self
+                        .attributes
+                        .get(CAMPAIGN_ATTRIBUTE)
+                        .map_or("", String::as_str),
+                },
+            )
         })
     }
 

@@ -3,6 +3,7 @@
 //! sees protobuf, Redis or the async runtime, so every rule here is tested
 //! with plain values and an explicit `now`.
 
+pub mod contact;
 pub mod contact_policy;
 pub mod context;
 pub mod error;
@@ -13,8 +14,9 @@ pub mod profile;
 pub mod taxonomy;
 pub mod time;
 
+pub use contact::{Contact, Names as ContactNames};
 pub use contact_policy::{
-    Contact, ContactCounts, ContactDecision, ContactPolicy, ContactRequest, WindowCounts,
+    ContactCounts, ContactDecision, ContactPolicy, ContactRequest, WindowCounts,
 };
 pub use context::{ChannelActivity, CustomerSummary};
 pub use error::DomainError;

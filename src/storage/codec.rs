@@ -9,6 +9,7 @@
 //! places a cursor exactly.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
 use prost::Message;
 
 use super::{Cursor, EncodedEvent, StorageError};
@@ -111,13 +112,13 @@ const SEP: char = '\u{1f}';
 pub fn pack_contact(contact: &Contact) -> String {
     let kind = if contact.reserved { "R" } else { "E" };
     [
-        contact.event_id.as_str(),
+        contact.event_id(),
         kind,
-        &contact.channel,
-        &contact.reason,
-        &contact.event_type,
+        contact.channel(),
+        contact.reason(),
+        contact.event_type(),
         &contact.at.0.to_string(),
-        &contact.campaign_id,
+        contact.campaign_id(),
     ]
     .join(&SEP.to_string())
 }
@@ -125,57 +126,60 @@ pub fn pack_contact(contact: &Contact) -> String {
 /// Reads a contact index entry; `score` (its score in the index) is only
 /// needed for an entry without its instant (`needs_score`). Works on the
 /// bytes as Redis answers them, validating them once and cutting them at
-/// the separators found in one pass: a context reads up to a hundred
-/// entries, and per-field parsing cost it ~2,000 instructions each.
-pub fn unpack_contact(packed: &[u8], score: Option<Micros>) -> Result<Contact, StorageError> {
-    let corrupt = |what: &str| {
+/// the separators found in one pass; the contact's names stay in those
+/// bytes (a slice of the reply: no copy), as a context reads up to a
+/// hundred entries.
+pub fn unpack_contact(packed: Bytes, score: Option<Micros>) -> Result<Contact, StorageError> {
+    let corrupt = |what: &str, packed: &[u8]| {
         StorageError::Corrupt(format!(
             "contact entry {:?} {what}",
             String::from_utf8_lossy(packed)
         ))
     };
-    let text = std::str::from_utf8(packed).map_err(|_| corrupt("is not UTF-8"))?;
     // The first six separators: the campaign, last, may hold more.
-    let (cuts, found) = first_separators(packed);
-    let field = |n: usize| -> &str {
+    let (cuts, found) = first_separators(&packed);
+    if found < 5 {
+        return Err(corrupt("is incomplete", &packed));
+    }
+    let text = ByteString::try_from(packed)
+        .map_err(|_| StorageError::Corrupt("a contact entry is not UTF-8".into()))?;
+    // Separators are ASCII, so every cut is a char boundary.
+    let range = |n: usize| {
         let start = if n == 0 { 0 } else { cuts[n - 1] + 1 };
         let end = if n < found { cuts[n] } else { text.len() };
-        // Separators are ASCII, so every cut is a char boundary.
-        text.get(start..end).unwrap_or_default()
+        start..end
     };
-    if found < 5 {
-        return Err(corrupt("is incomplete"));
-    }
+    let field = |n: usize| text.get(range(n)).unwrap_or_default();
     let (reserved, timed) = match field(1) {
         "E" => (false, true),
         "R" => (true, true),
         "e" => (false, false),
         "r" => (true, false),
-        _ => return Err(corrupt("has no kind")),
+        _ => return Err(corrupt("has no kind", text.as_bytes())),
     };
     let (at, campaign_start) = if timed {
         if found < 6 {
-            return Err(corrupt("is incomplete"));
+            return Err(corrupt("is incomplete", text.as_bytes()));
         }
         let at = integer(field(5).as_bytes())
             .map(Micros)
-            .ok_or_else(|| corrupt("has no instant"))?;
+            .ok_or_else(|| corrupt("has no instant", text.as_bytes()))?;
         (at, cuts[5] + 1)
     } else {
         (
-            score.ok_or_else(|| corrupt("needs its score"))?,
+            score.ok_or_else(|| corrupt("needs its score", text.as_bytes()))?,
             cuts[4] + 1,
         )
     };
-    Ok(Contact {
-        at,
-        event_id: field(0).into(),
-        reserved,
-        channel: field(2).into(),
-        reason: field(3).into(),
-        event_type: field(4).into(),
-        campaign_id: text.get(campaign_start..).unwrap_or_default().into(),
-    })
+    let ranges = [
+        range(0),
+        range(2),
+        range(3),
+        range(4),
+        campaign_start..text.len(),
+    ];
+    Contact::in_text(at, reserved, text, ranges)
+        .ok_or_else(|| StorageError::Corrupt("a contact entry is longer than 64 KiB".into()))
 }
 
 /// Where the first six separators of `packed` are, and how many there
@@ -441,28 +445,35 @@ mod tests {
 
     #[test]
     fn contacts_pack_and_unpack() {
-        let contact = Contact {
-            at: Micros(7),
-            event_id: "e1".into(),
-            channel: "email".into(),
-            reason: "campaign_offer".into(),
-            event_type: "email_sent".into(),
-            campaign_id: "odd\u{1f}campaign".into(),
-            reserved: true,
-        };
+        let contact = Contact::new(
+            Micros(7),
+            true,
+            crate::domain::ContactNames {
+                event_id: "e1",
+                channel: "email",
+                reason: "campaign_offer",
+                event_type: "email_sent",
+                campaign_id: "odd\u{1f}campaign",
+            },
+        );
         let packed = pack_contact(&contact);
         assert!(packed.starts_with("e1\u{1f}"));
         assert!(!needs_score(packed.as_bytes()));
         assert!(is_reservation(&packed));
-        let bytes = packed.as_bytes();
-        assert_eq!(unpack_contact(bytes, None).expect("unpacks"), contact);
+        let bytes = Bytes::from(packed);
+        assert_eq!(
+            unpack_contact(bytes.clone(), None).expect("unpacks"),
+            contact
+        );
         assert_eq!(
             unpack_contact(bytes, Some(Micros(99))).expect("the entry's instant wins"),
             contact
         );
-        assert!(unpack_contact(b"e1", None).is_err());
-        assert!(unpack_contact(b"e1\x1fE\x1femail\x1fr\x1ft\x1fsoon\x1f", None).is_err());
-        assert!(unpack_contact(b"e1\x1fE\x1fem\xffail\x1fr\x1ft\x1f5\x1f", None).is_err());
+        let bad = |entry: &'static [u8]| unpack_contact(Bytes::from_static(entry), None).is_err();
+        assert!(bad(b"e1"));
+        assert!(bad(b"e1\x1fE\x1femail\x1fr\x1ft\x1fsoon\x1f"));
+        assert!(bad(b"e1\x1fE\x1fem\xffail\x1fr\x1ft\x1f5\x1f"));
+        assert!(bad(b"e1\x1fX\x1femail\x1fr\x1ft\x1f5\x1f"));
     }
 
     #[test]
@@ -470,10 +481,12 @@ mod tests {
         let old = "e1\u{1f}e\u{1f}email\u{1f}campaign_offer\u{1f}email_sent\u{1f}odd\u{1f}campaign";
         assert!(needs_score(old.as_bytes()));
         assert!(!is_reservation(old));
-        assert!(unpack_contact(old.as_bytes(), None).is_err());
-        let read = unpack_contact(old.as_bytes(), Some(Micros(5))).expect("unpacks");
+        assert!(unpack_contact(Bytes::from_static(old.as_bytes()), None).is_err());
+        let read =
+            unpack_contact(Bytes::from_static(old.as_bytes()), Some(Micros(5))).expect("unpacks");
         assert_eq!(read.at, Micros(5));
-        assert_eq!(read.campaign_id, "odd\u{1f}campaign");
+        assert_eq!(read.campaign_id(), "odd\u{1f}campaign");
+        assert_eq!(read.channel(), "email");
         assert!(!read.reserved);
         assert!(is_reservation("e2\u{1f}r\u{1f}sms\u{1f}\u{1f}\u{1f}"));
     }

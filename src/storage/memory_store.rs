@@ -263,7 +263,7 @@ impl TimelineStore for MemoryStore {
         }
         timeline
             .contacts
-            .insert(contact.event_id.to_string(), contact.clone());
+            .insert(contact.event_id().to_string(), contact.clone());
         timeline.contact_version += 1;
         timeline.keep_until(wall.saturating_add_micros(self.retention.max_age_micros));
         Ok(true)

@@ -77,7 +77,8 @@ impl Timeline {
         self.summary.record(event);
         if let Some(contact) = event.as_contact() {
             // A reservation with this id becomes the contact itself.
-            self.contacts.insert(contact.event_id.to_string(), contact);
+            self.contacts
+                .insert(contact.event_id().to_string(), contact);
             self.contact_version += 1;
         }
         if let Some(tz) = event.timezone() {
@@ -193,7 +194,7 @@ impl Timeline {
             .filter(|c| c.at >= since)
             .cloned()
             .collect();
-        contacts.sort_by(|a, b| (a.at, &a.event_id).cmp(&(b.at, &b.event_id)));
+        contacts.sort_by(|a, b| (a.at, a.event_id()).cmp(&(b.at, b.event_id())));
         ContactHistory {
             known: true,
             contacts,
@@ -211,7 +212,7 @@ impl Timeline {
             let mut by_age: Vec<(Micros, String)> = self
                 .contacts
                 .values()
-                .map(|c| (c.at, c.event_id.to_string()))
+                .map(|c| (c.at, c.event_id().to_string()))
                 .collect();
             by_age.sort();
             let excess = self.contacts.len() - retention.max_events;

@@ -755,10 +755,6 @@ impl Strings {
             .unwrap_or_default()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        (0..self.len()).map(|i| self.get(i))
-    }
-
     /// Field/value pairs (`HGETALL`), by index of the field: `(i, field,
     /// value)`, the value at `i + 1`.
     pub fn pairs(&self) -> Result<impl Iterator<Item = (usize, &[u8], &[u8])>, StorageError> {

@@ -96,10 +96,10 @@ impl SummaryHash {
 /// made again with scores (`scored_contacts`).
 pub(super) fn timed_contacts(members: &Strings) -> Result<Option<Vec<Contact>>, StorageError> {
     let mut contacts = Vec::with_capacity(members.len());
-    for packed in members.iter() {
-        match codec::unpack_contact(packed, None) {
+    for i in 0..members.len() {
+        match codec::unpack_contact(members.slice(i), None) {
             Ok(contact) => contacts.push(contact),
-            Err(_) if codec::needs_score(packed) => return Ok(None),
+            Err(_) if codec::needs_score(members.get(i)) => return Ok(None),
             Err(e) => return Err(e),
         }
     }
@@ -110,7 +110,7 @@ pub(super) fn timed_contacts(members: &Strings) -> Result<Option<Vec<Contact>>, 
 pub(super) fn scored_contacts(entries: Vec<(Bytes, Bytes)>) -> Result<Vec<Contact>, StorageError> {
     entries
         .iter()
-        .map(|(packed, score)| codec::unpack_contact(packed, Some(score_micros(score)?)))
+        .map(|(packed, score)| codec::unpack_contact(packed.clone(), Some(score_micros(score)?)))
         .collect()
 }
 

@@ -35,7 +35,8 @@ use super::{
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY,
     journey::{Day, DayCounters, JourneyDefinitions},
-    Contact, CustomerId, Event, Identity, Initiator, LinkedIdentity, MergeRules, Micros,
+    Contact, ContactNames, CustomerId, Event, Identity, Initiator, LinkedIdentity, MergeRules,
+    Micros,
 };
 
 const JOURNEY_WRITES: &str = include_str!("journey_writes.lua");
@@ -427,7 +428,7 @@ impl TimelineStore for RedisStore {
             .key(keys.alias())
             .arg(expected_version)
             .arg(contact.at.0)
-            .arg(contact.event_id.as_str())
+            .arg(contact.event_id())
             .arg(codec::pack_contact(contact))
             .arg(ttl_ms);
         let (recorded,): (i64,) = self.query_scripts(&self.reserve_script, &pipe).await?;
@@ -861,15 +862,17 @@ impl EventArgs {
             .attributes
             .get(crate::domain::event::CAMPAIGN_ATTRIBUTE);
         let contact = (initiator == Initiator::Company).then(|| {
-            codec::pack_contact(&Contact {
+            codec::pack_contact(&Contact::new(
                 at,
-                event_id: event.event_id.as_str().into(),
-                channel: event.channel.as_str().into(),
-                reason: event.reason.as_str().into(),
-                event_type: event.r#type.as_str().into(),
-                campaign_id: campaign.map(|c| c.as_str().into()).unwrap_or_default(),
-                reserved: false,
-            })
+                false,
+                ContactNames {
+                    event_id: &event.event_id,
+                    channel: &event.channel,
+                    reason: &event.reason,
+                    event_type: &event.r#type,
+                    campaign_id: campaign.map_or("", String::as_str),
+                },
+            ))
         });
         let mut identities: Vec<Identity> = event
             .identities

@@ -7,8 +7,8 @@ use ulid::Ulid;
 use super::{convert, service::JourneyApi, status::ApiError};
 use crate::{
     domain::{
-        taxonomy::NameKind, Contact, ContactCounts, ContactDecision, ContactPolicy, ContactRequest,
-        CustomerId, DomainError, Micros, WindowCounts,
+        taxonomy::NameKind, Contact, ContactCounts, ContactDecision, ContactNames, ContactPolicy,
+        ContactRequest, CustomerId, DomainError, Micros, WindowCounts,
     },
     storage::ContactHistory,
     wire as pb,
@@ -122,15 +122,17 @@ impl JourneyApi {
             if !request.reserve || !decision.allowed {
                 return Ok(answer(&customer, history.known, &decision, String::new()));
             }
-            let reservation = Contact {
-                at: proposal.at,
-                event_id: Ulid::new().to_string().into(),
-                channel: proposal.channel.as_str().into(),
-                reason: proposal.reason.as_str().into(),
-                event_type: proposal.event_type.as_str().into(),
-                campaign_id: proposal.campaign_id.as_str().into(),
-                reserved: true,
-            };
+            let reservation = Contact::new(
+                proposal.at,
+                true,
+                ContactNames {
+                    event_id: &Ulid::new().to_string(),
+                    channel: &proposal.channel,
+                    reason: &proposal.reason,
+                    event_type: &proposal.event_type,
+                    campaign_id: &proposal.campaign_id,
+                },
+            );
             if self
                 .store
                 .reserve_contact(&customer, &reservation, history.version, Micros::now())
@@ -140,7 +142,7 @@ impl JourneyApi {
                     &customer,
                     history.known,
                     &decision,
-                    reservation.event_id.into(),
+                    reservation.event_id().to_string(),
                 ));
             }
         }
