@@ -1016,11 +1016,7 @@ mod cases {
             .expect("context")
             .expect("found");
         assert!(snapshot.contacts_capped);
-        let ids: Vec<&str> = snapshot
-            .contacts
-            .iter()
-            .map(|c| c.event_id())
-            .collect();
+        let ids: Vec<&str> = snapshot.contacts.iter().map(|c| c.event_id()).collect();
         assert_eq!(ids.len(), journey::storage::CONTEXT_MAX_CONTACTS);
         assert_eq!(ids.first(), Some(&"k020"), "oldest of the latest 100 first");
         assert_eq!(ids.last(), Some(&"k119"));

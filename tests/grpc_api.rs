@@ -412,6 +412,93 @@ mod cases {
         assert!(company.next_page_token.is_empty());
     }
 
+    /// A request body sent as given, to send bytes the generated client
+    /// would never encode.
+    #[derive(Clone, Debug, Default, PartialEq)]
+    struct Raw(Vec<u8>);
+
+    impl prost::Message for Raw {
+        fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+            buf.put_slice(&self.0);
+        }
+
+        fn merge_field(
+            &mut self,
+            tag: u32,
+            wire_type: prost::encoding::WireType,
+            buf: &mut impl bytes::Buf,
+            ctx: prost::encoding::DecodeContext,
+        ) -> Result<(), prost::DecodeError> {
+            prost::encoding::skip_field(wire_type, tag, buf, ctx)
+        }
+
+        fn encoded_len(&self) -> usize {
+            self.0.len()
+        }
+
+        fn clear(&mut self) {
+            self.0.clear();
+        }
+    }
+
+    async fn raw_call<R: prost::Message + Default + Send + 'static>(
+        channel: &Channel,
+        method: &'static str,
+        body: Vec<u8>,
+    ) -> Result<R, Status> {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.expect("ready");
+        grpc.unary(
+            tonic::Request::new(Raw(body)),
+            tonic::codegen::http::uri::PathAndQuery::from_static(method),
+            tonic_prost::ProstCodec::<Raw, R>::default(),
+        )
+        .await
+        .map(tonic::Response::into_inner)
+    }
+
+    /// An event whose own bytes are not protobuf, inside a well-formed
+    /// request, is refused alone: INVALID_ARGUMENT for AppendEvent,
+    /// REJECTED in a batch whose other events are stored.
+    pub async fn a_malformed_event_is_refused_alone(channel: Channel) {
+        use prost::Message;
+        // Field 1 (an event) of 2 bytes: a string field claiming 5.
+        let broken = [0x0a, 0x02, 0x0a, 0x05];
+        let mut batch = pb::AppendEventsRequest {
+            events: vec![page_view("c1", "g1", base_micros())],
+        }
+        .encode_to_vec();
+        batch.extend_from_slice(&broken);
+        let results = raw_call::<pb::AppendEventsResponse>(
+            &channel,
+            "/journey.v1.JourneyService/AppendEvents",
+            batch,
+        )
+        .await
+        .expect("the request itself decodes")
+        .results;
+        let outcomes: Vec<pb::Outcome> = results.iter().map(|r| r.outcome()).collect();
+        assert_eq!(outcomes, vec![pb::Outcome::Stored, pb::Outcome::Rejected]);
+        assert!(
+            results[1].error.starts_with("events[1]: not a valid Event"),
+            "{}",
+            results[1].error
+        );
+
+        let status = raw_call::<pb::AppendEventResponse>(
+            &channel,
+            "/journey.v1.JourneyService/AppendEvent",
+            broken.to_vec(),
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("not a valid Event"), "{status:?}");
+
+        let mut client = JourneyServiceClient::new(channel);
+        assert_eq!(held(&mut client, "c1").await, Some(1));
+    }
+
     pub async fn health_reports_serving(channel: Channel) {
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
         for service in ["", "journey.v1.JourneyService"] {
@@ -431,6 +518,12 @@ macro_rules! api_cases {
             api_cases!(@case bad_reads_are_refused, $fixture);
             api_cases!(@case unknown_customer_is_not_found, $fixture);
             api_cases!(@case list_pages_through_the_timeline, $fixture);
+
+            #[tokio::test]
+            async fn a_malformed_event_is_refused_alone() {
+                let api = $fixture().await;
+                crate::cases::a_malformed_event_is_refused_alone(api.server.channel().await).await;
+            }
 
             #[tokio::test]
             async fn health_reports_serving() {
