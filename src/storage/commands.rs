@@ -351,6 +351,22 @@ mod tests {
     }
 
     #[test]
+    fn commands_packed_again_in_a_transaction_are_wrapped_again() {
+        let mut pipe = Pipeline::new();
+        pipe.atomic().cmd("A");
+        pipe.cmd("B");
+        assert_eq!(
+            text(pipe.packed_only([1])),
+            "*1\r\n$5\r\nMULTI\r\n*1\r\n$1\r\nB\r\n*1\r\n$4\r\nEXEC\r\n"
+        );
+        // An index past the commands packs nothing of its own.
+        assert_eq!(
+            text(pipe.packed_only([5])),
+            "*1\r\n$5\r\nMULTI\r\n*1\r\n$4\r\nEXEC\r\n"
+        );
+    }
+
+    #[test]
     fn binary_and_empty_arguments_keep_their_length() {
         let mut pipe = Pipeline::new();
         pipe.cmd("SET").arg("").arg(&b"a\r\nb"[..]);
