@@ -392,28 +392,17 @@ mod cases {
     }
 }
 
-macro_rules! contact_cases {
-    ($backend:ident, $fixture:path) => {
-        mod $backend {
-            contact_cases!(@case rules_count_and_block, $fixture);
-            contact_cases!(@case exempt_contacts_never_count, $fixture);
-            contact_cases!(@case unknown_customers_are_flagged, $fixture);
-            contact_cases!(@case bad_checks_are_refused, $fixture);
-            contact_cases!(@case reserve_admits_exactly_the_cap, $fixture);
-            contact_cases!(@case a_ten_thousand_customer_list_is_reviewed, $fixture);
-        }
-    };
-    (@case $case:ident, $fixture:path) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $case() {
-            let api = $fixture().await;
-            crate::cases::$case(api.server.client().await).await;
-        }
-    };
-}
-
-contact_cases!(memory, crate::memory_api);
-contact_cases!(redis, crate::redis_api);
+backend_cases!(
+    [memory => crate::memory_api, redis => crate::redis_api],
+    [
+        rules_count_and_block,
+        exempt_contacts_never_count,
+        unknown_customers_are_flagged,
+        bad_checks_are_refused,
+        reserve_admits_exactly_the_cap,
+        a_ten_thousand_customer_list_is_reviewed,
+    ]
+);
 
 /// Contact entries written before entries held their instant (kind `e`/`r`,
 /// the instant only in the score) still count, in the context and in a

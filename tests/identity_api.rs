@@ -536,25 +536,14 @@ mod cases {
     }
 }
 
-macro_rules! identity_cases {
-    ($backend:ident, $fixture:path) => {
-        mod $backend {
-            identity_cases!(@case a_phone_in_any_format_reaches_the_email_profile, $fixture);
-            identity_cases!(@case a_login_merges_the_cookie_profile_into_the_customer, $fixture);
-            identity_cases!(@case two_customers_are_never_fused, $fixture);
-            identity_cases!(@case racing_conflicting_links_end_in_one_consistent_profile, $fixture);
-            identity_cases!(@case unlink_removes_an_identity_going_forward, $fixture);
-            identity_cases!(@case bad_identities_are_refused, $fixture);
-        }
-    };
-    (@case $case:ident, $fixture:path) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $case() {
-            let api = $fixture().await;
-            crate::cases::$case(api.server.client().await).await;
-        }
-    };
-}
-
-identity_cases!(memory, crate::memory_api);
-identity_cases!(redis, crate::redis_api);
+backend_cases!(
+    [memory => crate::memory_api, redis => crate::redis_api],
+    [
+        a_phone_in_any_format_reaches_the_email_profile,
+        a_login_merges_the_cookie_profile_into_the_customer,
+        two_customers_are_never_fused,
+        racing_conflicting_links_end_in_one_consistent_profile,
+        unlink_removes_an_identity_going_forward,
+        bad_identities_are_refused,
+    ]
+);

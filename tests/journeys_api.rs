@@ -479,27 +479,15 @@ mod cases {
     }
 }
 
-/// Stamps every case onto one backend.
-macro_rules! journey_cases {
-    ($backend:ident, $fixture:path) => {
-        mod $backend {
-            journey_cases!(@case a_generated_population_replays_to_the_true_stats, $fixture);
-            journey_cases!(@case the_context_shows_where_the_customer_stands, $fixture);
-            journey_cases!(@case listings_page_through_each_customer_once, $fixture);
-            journey_cases!(@case bad_journey_requests_are_refused, $fixture);
-        }
-    };
-    (@case $case:ident, $fixture:path) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $case() {
-            let api = $fixture().await;
-            crate::cases::$case(api.server.client().await).await;
-        }
-    };
-}
-
-journey_cases!(memory, crate::memory);
-journey_cases!(redis, crate::redis);
+backend_cases!(
+    [memory => crate::memory, redis => crate::redis],
+    [
+        a_generated_population_replays_to_the_true_stats,
+        the_context_shows_where_the_customer_stands,
+        listings_page_through_each_customer_once,
+        bad_journey_requests_are_refused,
+    ]
+);
 
 /// Two instances on one Redis, both sweeping every 10 ms: 200 journeys
 /// past their deadline are dropped once each, and appends that alternate

@@ -6,6 +6,30 @@
 
 pub mod events;
 pub mod journey_server;
+
+/// Stamps each case of the test file's `cases` module (an `async fn` taking
+/// a `JourneyServiceClient`) onto every backend given: one module per
+/// backend, one test per case, each on a fresh server from the backend's
+/// fixture (`async fn() -> Api`).
+///
+/// `backend_cases!([memory => crate::memory_api, redis => crate::redis_api], [case_a, case_b]);`
+#[macro_export]
+macro_rules! backend_cases {
+    ([$($backend:ident => $fixture:path),* $(,)?], $cases:tt) => {
+        $( $crate::backend_cases!(@backend $backend, $fixture, $cases); )*
+    };
+    (@backend $backend:ident, $fixture:path, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let api = $fixture().await;
+                    $crate::cases::$case(api.server.client().await).await;
+                }
+            )*
+        }
+    };
+}
 pub mod proxy;
 pub mod redis_server;
 
