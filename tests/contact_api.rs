@@ -467,3 +467,64 @@ async fn redis_contact_entries_without_their_instant_still_count() {
         (0, 1, 2)
     );
 }
+
+/// In lenient mode a check may name a channel outside the taxonomy, and a
+/// reservation stores it: such names are still bounded and free of control
+/// characters (the contact index separates fields with one), and a name
+/// that passes is counted under itself on the next check.
+#[tokio::test]
+async fn lenient_names_are_bounded_and_reserved_as_given() {
+    use journey::{config::ServeConfig, domain::TaxonomyMode, pb};
+
+    let api = support::journey_server::Api::redis_with(ServeConfig {
+        taxonomy_mode: TaxonomyMode::Lenient,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut client = api.server.client().await;
+    let check = |channel: &str| pb::CheckContactRequest {
+        customer_id: "c1".into(),
+        channel: channel.into(),
+        reason: "campaign_offer".into(),
+        reserve: true,
+        ..Default::default()
+    };
+    for (channel, says) in [
+        ("pigeon\u{1f}post".to_string(), "control characters"),
+        ("p".repeat(70_000), "at most 128"),
+    ] {
+        let status = client
+            .check_contact_frequency(check(&channel))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains(says), "{status:?}");
+    }
+    for _ in 0..2 {
+        let answer = client
+            .check_contact_frequency(check("pigeon_post"))
+            .await
+            .expect("an unknown channel, lenient")
+            .into_inner();
+        assert!(answer.allowed);
+        assert!(!answer.reservation_id.is_empty());
+    }
+    // The two reservations read back under the name given, and only those.
+    let counts = client
+        .check_contact_frequency(pb::CheckContactRequest {
+            reserve: false,
+            ..check("pigeon_post")
+        })
+        .await
+        .expect("check")
+        .into_inner()
+        .counts
+        .expect("counts");
+    assert_eq!(counts.last_24h, 2);
+    assert_eq!(
+        counts.per_channel.get("pigeon_post").map(|w| w.last_24h),
+        Some(2),
+        "{:?}",
+        counts.per_channel
+    );
+}

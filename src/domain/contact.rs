@@ -21,7 +21,7 @@ pub struct Contact {
     pub reserved: bool,
     text: ByteString,
     /// Where each name lies in `text`, in `Names` order.
-    ranges: [(u16, u16); 5],
+    ranges: [(u32, u32); 5],
 }
 
 /// A contact's names, to build one from.
@@ -52,13 +52,13 @@ impl Contact {
             names.campaign_id,
         ];
         let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-        let mut ranges = [(0u16, 0u16); 5];
+        let mut ranges = [(0u32, 0u32); 5];
         for (slot, part) in ranges.iter_mut().zip(parts) {
-            // Ids and names are capped far below; a name that would end
-            // past 64 KiB is left out (empty) rather than the contact.
+            // Requests are capped far below 4 GiB; a name that would end
+            // past it is left out (empty) rather than the contact.
             let (Ok(start), Ok(end)) = (
-                u16::try_from(text.len()),
-                u16::try_from(text.len() + part.len()),
+                u32::try_from(text.len()),
+                u32::try_from(text.len() + part.len()),
             ) else {
                 continue;
             };
@@ -76,19 +76,19 @@ impl Contact {
     /// A contact whose names already lie in `text` at these ranges (event
     /// id, channel, reason, type, campaign id), e.g. a stored entry: the
     /// names are not copied. `None` when a range is out of `text`, not at
-    /// character boundaries, or past 64 KiB.
+    /// character boundaries, or past 4 GiB.
     pub fn in_text(
         at: Micros,
         reserved: bool,
         text: ByteString,
         ranges: [Range<usize>; 5],
     ) -> Option<Self> {
-        let mut kept = [(0u16, 0u16); 5];
+        let mut kept = [(0u32, 0u32); 5];
         for (slot, range) in kept.iter_mut().zip(ranges) {
             text.get(range.clone())?;
             *slot = (
-                u16::try_from(range.start).ok()?,
-                u16::try_from(range.end).ok()?,
+                u32::try_from(range.start).ok()?,
+                u32::try_from(range.end).ok()?,
             );
         }
         Some(Self {
@@ -101,10 +101,10 @@ impl Contact {
 
     fn name(&self, which: usize) -> &str {
         let (start, end) = self.ranges[which];
-        // Checked when the contact was made.
-        self.text
-            .get(usize::from(start)..usize::from(end))
-            .unwrap_or_default()
+        // Checked when the contact was made (and a u32 fits a usize on
+        // every target this builds for).
+        let range = usize::try_from(start).unwrap_or(usize::MAX)..usize::try_from(end).unwrap_or(0);
+        self.text.get(range).unwrap_or_default()
     }
 
     pub fn event_id(&self) -> &str {
@@ -214,7 +214,8 @@ mod tests {
     }
 
     #[test]
-    fn names_past_64_kib_drop_the_campaign_rather_than_fail() {
+    fn long_names_are_kept_whole() {
+        // Past what 16-bit ranges held: a name of 70,000 bytes.
         let long = "c".repeat(70_000);
         let c = Contact::new(
             Micros(1),
@@ -225,6 +226,10 @@ mod tests {
             },
         );
         assert_eq!(c.channel(), "email");
-        assert_eq!(c.campaign_id(), "");
+        assert_eq!(c.campaign_id(), long);
+        let text = ByteString::from(format!("e1|email|{long}"));
+        let read = Contact::in_text(Micros(1), false, text, [0..2, 3..8, 0..0, 0..0, 9..70_009])
+            .expect("ranges past 64 KiB");
+        assert_eq!(read.campaign_id().len(), 70_000);
     }
 }

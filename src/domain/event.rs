@@ -384,7 +384,9 @@ impl RawEvent {
     }
 }
 
-fn check_text(field: &str, value: &str, max_bytes: usize) -> Result<(), DomainError> {
+/// A name or id: at most `max_bytes`, no control characters (the stores
+/// separate fields with them).
+pub fn check_text(field: &str, value: &str, max_bytes: usize) -> Result<(), DomainError> {
     if value.len() > max_bytes {
         return Err(DomainError::invalid(
             field,

@@ -179,7 +179,7 @@ pub fn unpack_contact(packed: Bytes, score: Option<Micros>) -> Result<Contact, S
         campaign_start..text.len(),
     ];
     Contact::in_text(at, reserved, text, ranges)
-        .ok_or_else(|| StorageError::Corrupt("a contact entry is longer than 64 KiB".into()))
+        .ok_or_else(|| StorageError::Corrupt("a contact entry is longer than 4 GiB".into()))
 }
 
 /// Where the first six separators of `packed` are, and how many there

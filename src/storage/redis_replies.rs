@@ -109,8 +109,8 @@ pub(super) fn timed_contacts(members: &Strings) -> Result<Option<Vec<Contact>>, 
 /// Contact index entries with their scores (`WITHSCORES`), in the order given.
 pub(super) fn scored_contacts(entries: Vec<(Bytes, Bytes)>) -> Result<Vec<Contact>, StorageError> {
     entries
-        .iter()
-        .map(|(packed, score)| codec::unpack_contact(packed.clone(), Some(score_micros(score)?)))
+        .into_iter()
+        .map(|(packed, score)| codec::unpack_contact(packed, Some(score_micros(&score)?)))
         .collect()
 }
 

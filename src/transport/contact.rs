@@ -33,6 +33,16 @@ impl JourneyApi {
         if channel.is_empty() {
             return Err(DomainError::invalid("channel", "required"));
         }
+        // Shapes first, as for an event's names: in lenient mode the
+        // taxonomy takes any name, and a reservation stores these.
+        let max = self.limits.event.max_id_bytes;
+        for (field, value) in [
+            ("channel", channel),
+            ("reason", reason),
+            ("type", event_type),
+        ] {
+            crate::domain::event::check_text(field, value, max)?;
+        }
         let taxonomy = &self.taxonomy;
         taxonomy.check_name("channel", NameKind::Channel, channel)?;
         if !reason.is_empty() {
