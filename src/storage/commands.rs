@@ -23,21 +23,25 @@ pub struct Args {
     count: usize,
 }
 
+/// Writes one RESP bulk string, `$len\r\nbytes\r\n`, to `out`.
+fn put_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + 24);
+    out.push(b'$');
+    out.extend_from_slice(itoa::Buffer::new().format(bytes.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+}
+
 impl Args {
-    /// One bulk string: `$len\r\nbytes\r\n`.
+    /// One bulk string.
     pub fn bulk(&mut self, bytes: &[u8]) {
         // A new buffer starts at a size most commands fit in, instead of
-        // doubling up from 8 bytes; one check of room per argument.
+        // doubling up from 8 bytes.
         if self.buf.capacity() == 0 {
             self.buf.reserve(MIN_BUFFER);
         }
-        self.buf.reserve(bytes.len() + 24);
-        self.buf.push(b'$');
-        self.buf
-            .extend_from_slice(itoa::Buffer::new().format(bytes.len()).as_bytes());
-        self.buf.extend_from_slice(b"\r\n");
-        self.buf.extend_from_slice(bytes);
-        self.buf.extend_from_slice(b"\r\n");
+        put_bulk(&mut self.buf, bytes);
         self.count += 1;
     }
 
@@ -246,14 +250,8 @@ impl Pipeline {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.head.buf);
         if self.script {
-            // EVALSHA's key count, a bulk string between the SHA and the keys.
-            let mut digits = itoa::Buffer::new();
-            let digits = digits.format(self.keys.count).as_bytes();
-            out.push(b'$');
-            out.extend_from_slice(itoa::Buffer::new().format(digits.len()).as_bytes());
-            out.extend_from_slice(b"\r\n");
-            out.extend_from_slice(digits);
-            out.extend_from_slice(b"\r\n");
+            // EVALSHA's key count, between the SHA and the keys.
+            put_bulk(out, itoa::Buffer::new().format(self.keys.count).as_bytes());
         }
         out.extend_from_slice(&self.keys.buf);
         out.extend_from_slice(&self.args.buf);
