@@ -29,8 +29,9 @@ impl Message for WireEvent {
         buf.put_slice(&self.0);
     }
 
-    /// Keeps each field of an incoming event as it came, so the handler can
-    /// decode the whole event once with `pb::Event`.
+    /// Keeps each field of an event decoded on its own as it came. The
+    /// server's requests do not come this way: `AppendEventRequest` and
+    /// `AppendEventsRequest` below take an event's bytes whole.
     fn merge_field(
         &mut self,
         tag: u32,

@@ -127,16 +127,6 @@ impl Contact {
     pub fn campaign_id(&self) -> &str {
         self.name(CAMPAIGN_ID)
     }
-
-    pub fn names(&self) -> Names<'_> {
-        Names {
-            event_id: self.event_id(),
-            channel: self.channel(),
-            reason: self.reason(),
-            event_type: self.event_type(),
-            campaign_id: self.campaign_id(),
-        }
-    }
 }
 
 /// Equal when they say the same, however their names are laid out.
