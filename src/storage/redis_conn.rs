@@ -49,6 +49,9 @@ const MAX_WRITE_BATCH: usize = 256 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 
 type Answer = Result<Vec<Reply>, StorageError>;
+/// The halves of a connection, TCP or Unix socket.
+type BoxedRead = Box<dyn AsyncRead + Send + Unpin>;
+type BoxedWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// What a request's caller hears back: its replies (or why there are
 /// none), or that it was never written, its connection gone first, so it
@@ -350,40 +353,47 @@ impl RedisConnection {
         }
     }
 
+    /// A socket connecting, within the connect timeout.
+    async fn within_connect_timeout<S>(
+        &self,
+        connecting: impl std::future::Future<Output = std::io::Result<S>>,
+    ) -> Result<S, StorageError> {
+        tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| StorageError::Timeout("connecting to Redis".into()))?
+            .map_err(|e| StorageError::Unavailable(format!("connecting to Redis: {e}")))
+    }
+
     async fn connect(&self) -> Result<mpsc::UnboundedSender<Request>, StorageError> {
         let target = &self.target;
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let (written, written_rx) = mpsc::unbounded_channel();
-        let timed_out = |_| StorageError::Timeout("connecting to Redis".into());
-        let failed =
-            |e: std::io::Error| StorageError::Unavailable(format!("connecting to Redis: {e}"));
-        match &target.address {
+        // Either kind of socket, behind one reader and one writer: a call
+        // through a vtable per read or write (callgrind counted the same
+        // instructions per context and per check as with the two copies).
+        let (read, write): (BoxedRead, BoxedWrite) = match &target.address {
             Address::Tcp(host, port) => {
-                let connecting = TcpStream::connect((host.as_str(), *port));
-                let stream = tokio::time::timeout(self.connect_timeout, connecting)
-                    .await
-                    .map_err(timed_out)?
-                    .map_err(failed)?;
+                let stream = self
+                    .within_connect_timeout(TcpStream::connect((host.as_str(), *port)))
+                    .await?;
                 // Request/response traffic: Nagle's algorithm only adds latency.
                 stream
                     .set_nodelay(true)
                     .map_err(|e| StorageError::Unavailable(format!("TCP_NODELAY: {e}")))?;
                 let (read, write) = stream.into_split();
-                tokio::spawn(write_loop(write, requests_rx, written));
-                tokio::spawn(read_loop(read, written_rx, self.response_timeout));
+                (Box::new(read), Box::new(write))
             }
             #[cfg(unix)]
             Address::Unix(path) => {
-                let connecting = tokio::net::UnixStream::connect(path);
-                let stream = tokio::time::timeout(self.connect_timeout, connecting)
-                    .await
-                    .map_err(timed_out)?
-                    .map_err(failed)?;
+                let stream = self
+                    .within_connect_timeout(tokio::net::UnixStream::connect(path))
+                    .await?;
                 let (read, write) = stream.into_split();
-                tokio::spawn(write_loop(write, requests_rx, written));
-                tokio::spawn(read_loop(read, written_rx, self.response_timeout));
+                (Box::new(read), Box::new(write))
             }
-        }
+        };
+        tokio::spawn(write_loop(write, requests_rx, written));
+        tokio::spawn(read_loop(read, written_rx, self.response_timeout));
 
         let mut hello = Pipeline::new();
         if let Some(password) = &target.password {
