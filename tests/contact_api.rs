@@ -15,7 +15,10 @@ mod cases {
     use tonic::{transport::Channel, Code};
     use tonic_types::StatusExt;
 
-    use crate::support::events::{campaign_email, page_view, timestamp};
+    use crate::support::{
+        append_all_stored,
+        events::{campaign_email, page_view, timestamp},
+    };
 
     type Client = JourneyServiceClient<Channel>;
     const HOUR: i64 = 3_600_000_000;
@@ -31,23 +34,6 @@ mod cases {
             channel: "email".into(),
             reason: "campaign_offer".into(),
             ..Default::default()
-        }
-    }
-
-    async fn append_all(client: &mut Client, events: Vec<pb::Event>) {
-        for chunk in events.chunks(1_000) {
-            let results = client
-                .append_events(pb::AppendEventsRequest {
-                    events: chunk.to_vec(),
-                })
-                .await
-                .expect("append")
-                .into_inner()
-                .results;
-            assert!(
-                results.iter().all(|r| r.outcome() == pb::Outcome::Stored),
-                "{results:?}"
-            );
         }
     }
 
@@ -70,7 +56,7 @@ mod cases {
 
     pub async fn rules_count_and_block(mut client: Client) {
         let t = now();
-        append_all(
+        append_all_stored(
             &mut client,
             vec![
                 email("c1", "m1", t - 3 * HOUR, "a"),
@@ -169,7 +155,7 @@ mod cases {
                 e
             })
             .collect();
-        append_all(&mut client, receipts).await;
+        append_all_stored(&mut client, receipts).await;
         let check = client
             .check_contact_frequency(email_check("c1"))
             .await
@@ -177,7 +163,7 @@ mod cases {
             .into_inner();
         assert!(check.allowed);
         assert_eq!(check.counts.expect("counts").last_24h, 0);
-        append_all(
+        append_all_stored(
             &mut client,
             (0..3)
                 .map(|i| email("c2", &format!("m{i}"), t - HOUR + i, ""))
@@ -307,7 +293,7 @@ mod cases {
 
     pub async fn reserve_admits_exactly_the_cap(mut client: Client) {
         let t = now();
-        append_all(&mut client, vec![email("c1", "m0", t - HOUR, "")]).await;
+        append_all_stored(&mut client, vec![email("c1", "m0", t - HOUR, "")]).await;
         // email-3-per-7d: two more fit. Fifty engines race for them.
         let racers: Vec<_> = (0..50)
             .map(|_| {
@@ -345,7 +331,7 @@ mod cases {
         // replaces the reservation rather than counting twice.
         let mut sent = email("c1", &admitted[0], t, "");
         sent.event_id = admitted[0].clone();
-        append_all(&mut client, vec![sent]).await;
+        append_all_stored(&mut client, vec![sent]).await;
         let after = client
             .check_contact_frequency(email_check("c1"))
             .await
@@ -366,7 +352,7 @@ mod cases {
                 _ => {}
             }
         }
-        append_all(&mut client, events).await;
+        append_all_stored(&mut client, events).await;
         let request = pb::CheckContactBatchRequest {
             customer_ids: (0..10_000).map(|i| format!("b{i}")).collect(),
             channel: "email".into(),

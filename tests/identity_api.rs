@@ -29,7 +29,10 @@ mod cases {
     use tonic::{transport::Channel, Code};
     use tonic_types::StatusExt;
 
-    use crate::support::events::{base_micros, campaign_email, page_view};
+    use crate::support::{
+        append_all_stored,
+        events::{base_micros, campaign_email, page_view},
+    };
 
     type Client = JourneyServiceClient<Channel>;
 
@@ -58,19 +61,6 @@ mod cases {
             })
             .await
             .map(|r| r.into_inner())
-    }
-
-    async fn append(client: &mut Client, events: Vec<pb::Event>) {
-        let results = client
-            .append_events(pb::AppendEventsRequest { events })
-            .await
-            .expect("append")
-            .into_inner()
-            .results;
-        assert!(
-            results.iter().all(|r| r.outcome() == pb::Outcome::Stored),
-            "{results:?}"
-        );
     }
 
     async fn link(
@@ -103,7 +93,7 @@ mod cases {
     pub async fn a_phone_in_any_format_reaches_the_email_profile(mut client: Client) {
         let t = base_micros();
         // An anonymous visitor known by an email address.
-        append(
+        append_all_stored(
             &mut client,
             vec![anonymous(
                 page_view("", "v1", t),
@@ -238,7 +228,7 @@ mod cases {
 
     pub async fn a_login_merges_the_cookie_profile_into_the_customer(mut client: Client) {
         let t = base_micros();
-        append(
+        append_all_stored(
             &mut client,
             vec![
                 page_view("c1", "e1", t),
@@ -248,7 +238,7 @@ mod cases {
         )
         .await;
         let cookie = vec![id("cookie_id", "ck-1")];
-        append(
+        append_all_stored(
             &mut client,
             vec![
                 anonymous(page_view("", "a1", t + 3), cookie.clone()),
@@ -262,7 +252,7 @@ mod cases {
             .expect("cookie profile");
         assert_eq!(anon.total_events, 3);
         // The login event carries both: the profiles merge.
-        append(
+        append_all_stored(
             &mut client,
             vec![{
                 let mut login = page_view("c1", "login", t + 5);
@@ -313,7 +303,7 @@ mod cases {
 
     pub async fn two_customers_are_never_fused(mut client: Client) {
         let t = base_micros();
-        append(
+        append_all_stored(
             &mut client,
             vec![page_view("c1", "e1", t), page_view("c2", "e2", t)],
         )
@@ -372,12 +362,12 @@ mod cases {
 
     pub async fn racing_conflicting_links_end_in_one_consistent_profile(mut client: Client) {
         let t = base_micros();
-        append(
+        append_all_stored(
             &mut client,
             vec![page_view("c1", "e1", t), page_view("c2", "e2", t)],
         )
         .await;
-        append(
+        append_all_stored(
             &mut client,
             vec![anonymous(
                 page_view("", "s1", t + 1),
@@ -427,7 +417,7 @@ mod cases {
         let t = base_micros();
         let mut e = page_view("c1", "e1", t);
         e.identities = vec![id("cookie_id", "wrong")];
-        append(&mut client, vec![e]).await;
+        append_all_stored(&mut client, vec![e]).await;
         assert_eq!(
             context(&mut client, by("cookie_id", "wrong"))
                 .await

@@ -238,23 +238,14 @@ async fn appends_go_on_after_redis_loses_its_scripts() {
     let server = server_on(redis.url()).await;
     let mut client = server.client().await;
     let at = base_micros();
-    let batch = |n: i64| pb::AppendEventsRequest {
-        events: ["c1", "c2", "c3"]
+    let batch = |n: i64| {
+        ["c1", "c2", "c3"]
             .iter()
             .map(|c| page_view(c, &format!("{c}-e{n}"), at + n))
-            .collect(),
+            .collect()
     };
     for n in 0..2 {
-        let results = client
-            .append_events(batch(n))
-            .await
-            .expect("append")
-            .into_inner()
-            .results;
-        assert!(
-            results.iter().all(|r| r.outcome() == pb::Outcome::Stored),
-            "batch {n}: {results:?}"
-        );
+        support::append_all_stored(&mut client, batch(n)).await;
         let mut conn = redis.connection();
         redis::cmd("SCRIPT")
             .arg("FLUSH")

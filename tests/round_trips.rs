@@ -77,13 +77,7 @@ async fn every_rpc_is_one_redis_round_trip() {
         page_view("c3", "e4", at + 3),
         page_view("c1", "e5", at + 4),
     ];
-    let results = client
-        .append_events(pb::AppendEventsRequest { events })
-        .await
-        .expect("batch")
-        .into_inner()
-        .results;
-    assert!(results.iter().all(|r| r.outcome() == pb::Outcome::Stored));
+    support::append_all_stored(&mut client, events).await;
     check(&proxy);
 
     let check = count("GetJourneyContext");

@@ -35,6 +35,7 @@ pub mod redis_server;
 
 use std::time::{Duration, Instant};
 
+use journey::pb::{self, journey_service_client::JourneyServiceClient};
 use tonic::transport::Channel;
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
@@ -66,4 +67,23 @@ pub async fn wait_for_health(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+/// Appends `events` with AppendEvents (1,000 at a time, the default most
+/// per call) and asserts that every one was stored.
+pub async fn append_all_stored(client: &mut JourneyServiceClient<Channel>, events: Vec<pb::Event>) {
+    for chunk in events.chunks(1_000) {
+        let results = client
+            .append_events(pb::AppendEventsRequest {
+                events: chunk.to_vec(),
+            })
+            .await
+            .expect("append")
+            .into_inner()
+            .results;
+        assert!(
+            results.iter().all(|r| r.outcome() == pb::Outcome::Stored),
+            "{results:?}"
+        );
+    }
 }
