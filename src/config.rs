@@ -167,6 +167,14 @@ pub struct ServeConfig {
     /// the built-in journeys takes a few KiB.
     #[arg(long, env = "JOURNEY_JOURNEY_CACHE_MIB", default_value_t = 32)]
     pub journey_cache_mib: usize,
+    /// Redis store: most memory (MiB, estimated) this instance may keep
+    /// journey contexts read in, served again until Redis says a key of
+    /// the customer changed (client-side caching with `CLIENT TRACKING`,
+    /// Redis 6 or later). 0, the default, keeps none. Writes made through
+    /// this instance are seen at once; those made through others after
+    /// Redis's invalidation reaches this one (about a round trip).
+    #[arg(long, env = "JOURNEY_CONTEXT_CACHE_MIB", default_value_t = 0)]
+    pub context_cache_mib: usize,
     /// Most customers in one CheckContactFrequencyBatch call.
     #[arg(long, env = "JOURNEY_MAX_CHECK_BATCH", default_value_t = 10_000)]
     pub max_check_batch: usize,

@@ -179,11 +179,13 @@ pub fn open_store(
                 connect_timeout: config.redis_timeout(),
             };
             Arc::new(
-                RedisStore::open(&settings, config.retention(), rules)?.with_journeys(
-                    tracker,
-                    config.journey_cache_customers,
-                    config.journey_cache_mib << 20,
-                ),
+                RedisStore::open(&settings, config.retention(), rules)?
+                    .with_journeys(
+                        tracker,
+                        config.journey_cache_customers,
+                        config.journey_cache_mib << 20,
+                    )
+                    .with_context_cache(config.context_cache_mib.saturating_mul(1 << 20))?,
             )
         }
     })

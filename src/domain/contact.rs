@@ -99,6 +99,21 @@ impl Contact {
         })
     }
 
+    /// The same contact with its names in a buffer of its own: one read
+    /// from Redis shares its reply's buffer, which a contact kept for long
+    /// would keep alive whole.
+    pub fn detached(&self) -> Self {
+        Self {
+            text: ByteString::from(String::from(&*self.text)),
+            ..self.clone()
+        }
+    }
+
+    /// The length of the text the names lie in, in bytes.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
     fn name(&self, which: usize) -> &str {
         let (start, end) = self.ranges[which];
         // Checked when the contact was made (and a u32 fits a usize on

@@ -8,6 +8,7 @@
 
 pub mod codec;
 mod commands;
+mod context_cache;
 pub mod error;
 pub mod journeys;
 mod memory_journeys;
@@ -22,6 +23,7 @@ mod redis_profiles;
 pub mod redis_raw;
 mod redis_replies;
 pub mod redis_store;
+mod redis_tracking;
 mod resp;
 
 use std::collections::BTreeSet;

@@ -24,7 +24,14 @@
 //! that sends nothing for the response timeout while requests wait is taken
 //! for dead (a host gone without a reset) and replaced the same way.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use bytes::{Bytes, BytesMut};
 use redis::{ConnectionAddr, ConnectionInfo, FromRedisValue};
@@ -50,8 +57,8 @@ const READ_CHUNK: usize = 64 * 1024;
 
 type Answer = Result<Vec<Reply>, StorageError>;
 /// The halves of a connection, TCP or Unix socket.
-type BoxedRead = Box<dyn AsyncRead + Send + Unpin>;
-type BoxedWrite = Box<dyn AsyncWrite + Send + Unpin>;
+pub(super) type BoxedRead = Box<dyn AsyncRead + Send + Unpin>;
+pub(super) type BoxedWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// What a request's caller hears back: its replies (or why there are
 /// none), or that it was never written, its connection gone first, so it
@@ -131,6 +138,21 @@ pub(super) struct RedisConnection {
     /// A tokio mutex, because connecting (an await) happens under it, so
     /// concurrent callers wait for one connection instead of making many.
     current: Mutex<Current>,
+    /// Set for the connection of the context cache's reads.
+    tracking: Option<Tracking>,
+}
+
+/// A connection whose reads Redis tracks (`CLIENT TRACKING ... REDIRECT`):
+/// the invalidations of the keys it reads go to another connection, the
+/// invalidation listener's.
+#[derive(Clone)]
+pub(super) struct Tracking {
+    /// The listener's client id; 0 while it is not subscribed (the
+    /// connection then cannot be made).
+    pub redirect: Arc<AtomicI64>,
+    /// Called when a connection ends: Redis forgets what it tracked for
+    /// it, so what was read through it can no longer be trusted.
+    pub on_close: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl RedisConnection {
@@ -162,7 +184,34 @@ impl RedisConnection {
             connect_timeout,
             response_timeout,
             current: Mutex::new(Current::None),
+            tracking: None,
         })
+    }
+
+    /// Another connection with the same settings (not connected yet).
+    pub fn like(&self) -> Self {
+        Self {
+            target: self.target.clone(),
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.response_timeout,
+            current: Mutex::new(Current::None),
+            tracking: None,
+        }
+    }
+
+    /// Another connection with the same settings, whose reads Redis tracks
+    /// for `tracking`'s listener.
+    pub fn tracked(&self, tracking: Tracking) -> Self {
+        Self {
+            tracking: Some(tracking),
+            ..self.like()
+        }
+    }
+
+    /// Lets the live connection go: the next request connects anew (with
+    /// the settings of then, such as a new tracking redirect).
+    pub async fn reset(&self) {
+        *self.current.lock().await = Current::None;
     }
 
     /// Sends a pipeline and answers one frame per command (for a
@@ -364,14 +413,13 @@ impl RedisConnection {
             .map_err(|e| StorageError::Unavailable(format!("connecting to Redis: {e}")))
     }
 
-    async fn connect(&self) -> Result<mpsc::UnboundedSender<Request>, StorageError> {
-        let target = &self.target;
-        let (requests, requests_rx) = mpsc::unbounded_channel();
-        let (written, written_rx) = mpsc::unbounded_channel();
+    /// A new socket to Redis, as its read and write halves, before any
+    /// command (see `set_up` for what a connection sends first).
+    pub async fn open_socket(&self) -> Result<(BoxedRead, BoxedWrite), StorageError> {
         // Either kind of socket, behind one reader and one writer: a call
         // through a vtable per read or write (callgrind counted the same
         // instructions per context and per check as with the two copies).
-        let (read, write): (BoxedRead, BoxedWrite) = match &target.address {
+        Ok(match &self.target.address {
             Address::Tcp(host, port) => {
                 let stream = self
                     .within_connect_timeout(TcpStream::connect((host.as_str(), *port)))
@@ -391,10 +439,13 @@ impl RedisConnection {
                 let (read, write) = stream.into_split();
                 (Box::new(read), Box::new(write))
             }
-        };
-        tokio::spawn(write_loop(write, requests_rx, written));
-        tokio::spawn(read_loop(read, written_rx, self.response_timeout));
+        })
+    }
 
+    /// What a new connection sends first: `AUTH` and `SELECT` when the URL
+    /// asks for them.
+    pub fn set_up(&self) -> Pipeline {
+        let target = &self.target;
         let mut hello = Pipeline::new();
         if let Some(password) = &target.password {
             let auth = hello.cmd("AUTH");
@@ -405,6 +456,37 @@ impl RedisConnection {
         }
         if target.db != 0 {
             hello.cmd("SELECT").arg(target.db);
+        }
+        hello
+    }
+
+    async fn connect(&self) -> Result<mpsc::UnboundedSender<Request>, StorageError> {
+        let mut hello = self.set_up();
+        if let Some(tracking) = &self.tracking {
+            let redirect = tracking.redirect.load(Ordering::Acquire);
+            if redirect <= 0 {
+                return Err(StorageError::Unavailable(
+                    "the cache's invalidation listener is not subscribed".into(),
+                ));
+            }
+            hello
+                .cmd("CLIENT")
+                .arg("TRACKING")
+                .arg("ON")
+                .arg("REDIRECT")
+                .arg(redirect);
+        }
+        let (read, write) = self.open_socket().await?;
+        let (requests, requests_rx) = mpsc::unbounded_channel();
+        let (written, written_rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(write, requests_rx, written));
+        let reading = read_loop(read, written_rx, self.response_timeout);
+        match self.tracking.as_ref().map(|t| t.on_close.clone()) {
+            None => drop(tokio::spawn(reading)),
+            Some(on_close) => drop(tokio::spawn(async move {
+                reading.await;
+                on_close();
+            })),
         }
         if !hello.is_empty() {
             let (tx, rx) = oneshot::channel();

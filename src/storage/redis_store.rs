@@ -22,12 +22,14 @@ use redis::IntoConnectionInfo;
 use super::{
     codec,
     commands::{self, Pipeline},
+    context_cache::{Cached, Lookup},
     redis_conn::{Frames, LuaScript, RedisConnection},
     redis_journeys::{
         push_write_set, stale_reply, started_states, RedisJourneys, StatesCache, VersionedStates,
     },
     redis_keys::{packed_identity, Keys},
     redis_replies::{self as replies, SummaryHash},
+    redis_tracking::CachedReads,
     AppendOutcome, ContactHistory, ContextSnapshot, Cursor, EncodedEvent, JourneyListPage,
     JourneyListQuery, JourneyTracker, MergeOutcome, Retention, StorageError, Swept, TimelinePage,
     TimelineQuery, TimelineStore, CONTEXT_MAX_CONTACTS,
@@ -106,6 +108,8 @@ pub struct RedisStore {
     pub(super) retention: Retention,
     pub(super) rules: MergeRules,
     pub(super) journeys: Option<RedisJourneys>,
+    /// The context cache, when on (`with_context_cache`).
+    cached_reads: Option<CachedReads>,
 }
 
 impl RedisStore {
@@ -133,6 +137,7 @@ impl RedisStore {
             retention,
             rules,
             journeys: None,
+            cached_reads: None,
         })
     }
 
@@ -150,6 +155,39 @@ impl RedisStore {
             cache: StatesCache::new(cache_profiles, cache_bytes),
         });
         self
+    }
+
+    /// Keeps journey contexts read in this instance's memory, up to
+    /// `max_bytes` (estimated), kept true by Redis's invalidations (see
+    /// `context_cache.rs`); 0 keeps none. Starts the invalidation listener,
+    /// so it needs a Tokio runtime; the cache serves once it is subscribed.
+    pub fn with_context_cache(mut self, max_bytes: usize) -> Result<Self, StorageError> {
+        self.cached_reads = match max_bytes {
+            0 => None,
+            _ => Some(CachedReads::start(&self.conn, max_bytes)?),
+        };
+        Ok(self)
+    }
+
+    /// Whether the context cache is on and in step with Redis (its
+    /// listener subscribed).
+    pub fn context_cache_serving(&self) -> bool {
+        self.cached_reads
+            .as_ref()
+            .is_some_and(|c| c.cache.is_enabled())
+    }
+
+    /// Forgets the contexts of customers this instance just wrote: Redis
+    /// invalidates them too, but on another socket, maybe after the writer
+    /// has its answer and reads again. Called once the write is answered
+    /// (or failed: it may have landed), so a read that began before it
+    /// cannot be kept either.
+    pub(super) fn written<'a>(&self, profiles: impl IntoIterator<Item = &'a CustomerId>) {
+        if let Some(cached) = &self.cached_reads {
+            for profile in profiles {
+                cached.cache.invalidate(profile.as_str());
+            }
+        }
     }
 
     /// How long a profile's keys live without a write: the retention, in ms.
@@ -277,7 +315,10 @@ impl TimelineStore for RedisStore {
                 }
                 planned.push(journey);
             }
-            let replies: Vec<redis::Value> = self.query_scripts(&self.append_script, &pipe).await?;
+            let replies: Result<Vec<redis::Value>, _> =
+                self.query_scripts(&self.append_script, &pipe).await;
+            self.written(pending.iter().map(|(profile, _, _)| profile));
+            let replies = replies?;
             let mut again = Vec::new();
             for (((profile, indices, _), journey), reply) in
                 pending.into_iter().zip(planned).zip(replies)
@@ -338,57 +379,62 @@ impl TimelineStore for RedisStore {
             .as_ref()
             .map(|j| j.tracker.definitions())
             .filter(|d| !d.is_empty());
-        let mut profile = customer.clone();
-        for _ in 0..MAX_HOPS {
-            let keys = Keys::of(&profile);
-            let pipe = context_pipeline(&keys, max_events, contacts_since, definitions.as_deref());
-            let mut replies = Frames::new(self.conn.query(&pipe).await?);
-            if replies.bulk()?.is_some() {
-                profile = self.follow(&profile).await?;
-                continue;
+        let uncached = || async {
+            let read = self
+                .read_context(
+                    &self.conn,
+                    customer,
+                    max_events,
+                    contacts_since,
+                    definitions.as_deref(),
+                )
+                .await?;
+            Ok(read.map(|(snapshot, _)| snapshot))
+        };
+        let id = customer.as_str();
+        let (cached, ticket) = match &self.cached_reads {
+            None => return uncached().await,
+            Some(cached) => {
+                match cached
+                    .cache
+                    .begin(id, max_events, contacts_since, definitions.as_ref())
+                {
+                    Lookup::Hit(kept) => return Ok(Some(kept.view(max_events, contacts_since))),
+                    Lookup::Miss(ticket) => (cached, ticket),
+                    Lookup::Off => return uncached().await,
+                }
             }
-            let mut members = replies.bulks()?;
-            let fields = replies.strings()?;
-            let held = replies.int()?.max(0) as u64;
-            if fields.is_empty() && held == 0 {
-                return Ok(None);
+        };
+        let read = self
+            .read_context(
+                &cached.conn,
+                customer,
+                max_events,
+                contacts_since,
+                definitions.as_deref(),
+            )
+            .await;
+        match read {
+            Ok(Some((snapshot, true))) => {
+                let kept = Cached::new(&snapshot, max_events, contacts_since, definitions.clone());
+                cached.cache.finish(id, ticket, kept);
+                Ok(Some(snapshot))
             }
-            members.truncate(max_events);
-            let mut contacts = match replies::timed_contacts(&replies.strings()?)? {
-                Some(contacts) => contacts,
-                None => self.latest_scored_contacts(&keys, contacts_since).await?,
-            };
-            let capped = contacts.len() > CONTEXT_MAX_CONTACTS;
-            contacts.truncate(CONTEXT_MAX_CONTACTS);
-            contacts.reverse();
-            let identities = replies::identities(replies::as_slices(&replies.pairs()?));
-            let merges = replies::merges(replies::as_slices(&replies.pairs()?));
-            // Only started journeys are shown; the cache is left to the
-            // writers (a reader's copy would cost more than it saves).
-            let journeys = match &definitions {
-                Some(definitions) => started_states(
-                    definitions
-                        .iter()
-                        .map(|d| d.name())
-                        .zip(replies.bulks_or_nil()?),
-                ),
-                None => Vec::new(),
-            };
-            let summary = SummaryHash::read(&fields, held)?;
-            return Ok(Some(ContextSnapshot {
-                events: members.into_iter().map(EncodedEvent).collect(),
-                summary: summary.summary,
-                last_customer_interaction: summary.last_customer_interaction,
-                last_company_contact: summary.last_company_contact,
-                contacts,
-                contacts_capped: capped,
-                profile,
-                identities,
-                merges,
-                journeys,
-            }));
+            Ok(read) => {
+                cached.cache.invalidate(id);
+                Ok(read.map(|(snapshot, _)| snapshot))
+            }
+            // The tracked connection failed (the listener just went away,
+            // say): the read goes once more on the main one, kept nowhere.
+            Err(StorageError::Unavailable(_)) => {
+                cached.cache.invalidate(id);
+                uncached().await
+            }
+            Err(error) => {
+                cached.cache.invalidate(id);
+                Err(error)
+            }
         }
-        Err(merges_kept_moving())
     }
 
     async fn contacts(
@@ -418,7 +464,8 @@ impl TimelineStore for RedisStore {
         expected_version: u64,
         _now: Micros,
     ) -> Result<bool, StorageError> {
-        let keys = Keys::of(&self.follow(customer).await?);
+        let profile = self.follow(customer).await?;
+        let keys = Keys::of(&profile);
         let ttl_ms = self.ttl_ms();
         let mut pipe = Pipeline::new();
         self.reserve_script
@@ -431,7 +478,9 @@ impl TimelineStore for RedisStore {
             .arg(contact.event_id())
             .arg(codec::pack_contact(contact))
             .arg(ttl_ms);
-        let (recorded,): (i64,) = self.query_scripts(&self.reserve_script, &pipe).await?;
+        let recorded: Result<(i64,), _> = self.query_scripts(&self.reserve_script, &pipe).await;
+        self.written([&profile, customer]);
+        let (recorded,) = recorded?;
         // -1: merged away since the read; the caller reads and decides again.
         Ok(recorded == 1)
     }
@@ -498,7 +547,12 @@ impl TimelineStore for RedisStore {
         identities: &[Identity],
         at: Micros,
     ) -> Result<Vec<CustomerId>, StorageError> {
-        self.link_identities(profile, identities, at).await
+        let linked = self.link_identities(profile, identities, at).await;
+        self.written([profile]);
+        if let Ok(merged) = &linked {
+            self.written(merged);
+        }
+        linked
     }
 
     async fn merge(
@@ -507,7 +561,9 @@ impl TimelineStore for RedisStore {
         absorbed: &CustomerId,
         at: Micros,
     ) -> Result<MergeOutcome, StorageError> {
-        self.merge_profiles(survivor, absorbed, at).await
+        let merged = self.merge_profiles(survivor, absorbed, at).await;
+        self.written([survivor, absorbed]);
+        merged
     }
 
     async fn unlink(
@@ -515,7 +571,9 @@ impl TimelineStore for RedisStore {
         profile: &CustomerId,
         identity: &Identity,
     ) -> Result<bool, StorageError> {
-        self.unlink_identity(profile, identity).await
+        let unlinked = self.unlink_identity(profile, identity).await;
+        self.written([profile]);
+        unlinked
     }
 }
 
@@ -526,6 +584,75 @@ enum Listed {
 }
 
 impl RedisStore {
+    /// A context read over `conn`, and whether it may be kept by the
+    /// context cache: only when read in one round trip from the customer's
+    /// own keys (not those of a profile it was merged into, whose writes
+    /// the cache would not link to this customer).
+    async fn read_context(
+        &self,
+        conn: &RedisConnection,
+        customer: &CustomerId,
+        max_events: usize,
+        contacts_since: Micros,
+        definitions: Option<&JourneyDefinitions>,
+    ) -> Result<Option<(ContextSnapshot, bool)>, StorageError> {
+        let mut profile = customer.clone();
+        for hop in 0..MAX_HOPS {
+            let keys = Keys::of(&profile);
+            let pipe = context_pipeline(&keys, max_events, contacts_since, definitions);
+            let mut replies = Frames::new(conn.query(&pipe).await?);
+            if replies.bulk()?.is_some() {
+                profile = self.follow(&profile).await?;
+                continue;
+            }
+            let mut members = replies.bulks()?;
+            let fields = replies.strings()?;
+            let held = replies.int()?.max(0) as u64;
+            if fields.is_empty() && held == 0 {
+                return Ok(None);
+            }
+            members.truncate(max_events);
+            let (mut contacts, one_trip) = match replies::timed_contacts(&replies.strings()?)? {
+                Some(contacts) => (contacts, hop == 0),
+                None => (
+                    self.latest_scored_contacts(&keys, contacts_since).await?,
+                    false,
+                ),
+            };
+            let capped = contacts.len() > CONTEXT_MAX_CONTACTS;
+            contacts.truncate(CONTEXT_MAX_CONTACTS);
+            contacts.reverse();
+            let identities = replies::identities(replies::as_slices(&replies.pairs()?));
+            let merges = replies::merges(replies::as_slices(&replies.pairs()?));
+            // Only started journeys are shown; the cache is left to the
+            // writers (a reader's copy would cost more than it saves).
+            let journeys = match definitions {
+                Some(definitions) => started_states(
+                    definitions
+                        .iter()
+                        .map(|d| d.name())
+                        .zip(replies.bulks_or_nil()?),
+                ),
+                None => Vec::new(),
+            };
+            let summary = SummaryHash::read(&fields, held)?;
+            let snapshot = ContextSnapshot {
+                events: members.into_iter().map(EncodedEvent).collect(),
+                summary: summary.summary,
+                last_customer_interaction: summary.last_customer_interaction,
+                last_company_contact: summary.last_company_contact,
+                contacts,
+                contacts_capped: capped,
+                profile,
+                identities,
+                merges,
+                journeys,
+            };
+            return Ok(Some((snapshot, one_trip)));
+        }
+        Err(merges_kept_moving())
+    }
+
     /// The context's contact read again, with scores: for entries written
     /// before contact entries held their instant (one more round trip).
     async fn latest_scored_contacts(

@@ -1,0 +1,542 @@
+//! This instance's cache of journey contexts read from Redis, kept true by
+//! Redis itself: the reads go over a connection with `CLIENT TRACKING`, and
+//! Redis pushes the name of every key written after such a read to this
+//! instance's invalidation listener (`redis_tracking.rs`), which drops the
+//! customer's context here. No I/O in this file: the bookkeeping that
+//! decides what may be kept and served.
+//!
+//! Why a ticket per read: the reply of a read and the invalidation of a
+//! write that came after it arrive on two sockets, in either order. A read
+//! leaves a placeholder with its ticket; an invalidation (or a write of
+//! this instance, or a lost connection) removes it; the reply is kept only
+//! if its own placeholder is still there. So a reply older than a write
+//! this instance has heard of is never kept.
+//!
+//! What a hit answers does not depend on when it was read: the contacts
+//! are cut at the asked instant and the events at the asked count here,
+//! and the parts that age (journeys, contact counts) are derived per call
+//! from the snapshot by the handler.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::BytesMut;
+use lru::LruCache;
+
+use super::{ContextSnapshot, EncodedEvent};
+use crate::domain::{journey::JourneyDefinitions, Micros};
+
+/// A context kept longer than this is read again, whatever Redis said: a
+/// bound on how long a lost invalidation could leave it stale.
+pub(super) const MAX_AGE: Duration = Duration::from_secs(30);
+
+/// What one slot costs besides its content (the key, the LRU node, the
+/// snapshot's fixed parts), so placeholders count too.
+const SLOT_BYTES: usize = 256;
+
+/// A context as read, with what it was read for.
+pub(super) struct Cached {
+    snapshot: ContextSnapshot,
+    /// The page of events read (a request for more reads again).
+    max_events: usize,
+    /// The contacts read are those from this instant on (a request from
+    /// earlier reads again).
+    contacts_since: Micros,
+    /// The journey definitions whose states were read (a reload reads
+    /// again). Compared by address.
+    definitions: Option<Arc<JourneyDefinitions>>,
+    read_at: Instant,
+    bytes: usize,
+}
+
+impl Cached {
+    /// A snapshot read from Redis, its bytes copied out of the reply: a
+    /// reply is a slice of the connection's read buffer, and keeping it
+    /// would keep the whole buffer (64 KiB) alive.
+    pub fn new(
+        snapshot: &ContextSnapshot,
+        max_events: usize,
+        contacts_since: Micros,
+        definitions: Option<Arc<JourneyDefinitions>>,
+    ) -> Self {
+        let singles = [
+            &snapshot.last_customer_interaction,
+            &snapshot.last_company_contact,
+        ];
+        let event_bytes: usize = snapshot.events.iter().map(|e| e.0.len()).sum::<usize>()
+            + singles
+                .iter()
+                .filter_map(|e| e.as_ref())
+                .map(|e| e.0.len())
+                .sum::<usize>();
+        let mut buf = BytesMut::with_capacity(event_bytes);
+        let mut spans = Vec::with_capacity(snapshot.events.len() + 2);
+        let mut copy = |event: &EncodedEvent| {
+            let start = buf.len();
+            buf.extend_from_slice(&event.0);
+            spans.push(start..buf.len());
+        };
+        snapshot.events.iter().for_each(&mut copy);
+        singles
+            .iter()
+            .filter_map(|e| e.as_ref())
+            .for_each(&mut copy);
+        let all = buf.freeze();
+        let mut spans = spans.into_iter().map(|span| EncodedEvent(all.slice(span)));
+        let events: Vec<EncodedEvent> = spans.by_ref().take(snapshot.events.len()).collect();
+        let mut single = |e: &Option<EncodedEvent>| e.as_ref().and_then(|_| spans.next());
+        let last_customer_interaction = single(&snapshot.last_customer_interaction);
+        let last_company_contact = single(&snapshot.last_company_contact);
+        let contacts: Vec<_> = snapshot.contacts.iter().map(|c| c.detached()).collect();
+        let contact_bytes: usize = contacts.iter().map(|c| c.text_len() + 64).sum();
+        let bytes = SLOT_BYTES
+            + event_bytes
+            + contact_bytes
+            + 256 * (snapshot.identities.len() + snapshot.merges.len())
+            + 1024 * snapshot.journeys.len()
+            + 128 * snapshot.summary.channels.len();
+        Self {
+            snapshot: ContextSnapshot {
+                events,
+                summary: snapshot.summary.clone(),
+                last_customer_interaction,
+                last_company_contact,
+                contacts,
+                contacts_capped: snapshot.contacts_capped,
+                profile: snapshot.profile.clone(),
+                identities: snapshot.identities.clone(),
+                merges: snapshot.merges.clone(),
+                journeys: snapshot.journeys.clone(),
+            },
+            max_events,
+            contacts_since,
+            definitions,
+            read_at: Instant::now(),
+            bytes,
+        }
+    }
+
+    /// Whether this answers a request for `max_events` events and the
+    /// contacts since `contacts_since`, with these journey definitions.
+    fn answers(
+        &self,
+        max_events: usize,
+        contacts_since: Micros,
+        definitions: Option<&Arc<JourneyDefinitions>>,
+    ) -> bool {
+        let same_definitions = match (&self.definitions, definitions) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        max_events <= self.max_events
+            && contacts_since >= self.contacts_since
+            && same_definitions
+            && self.read_at.elapsed() < MAX_AGE
+    }
+
+    /// The snapshot as a read for `max_events` and `contacts_since` would
+    /// have answered it.
+    pub fn view(&self, max_events: usize, contacts_since: Micros) -> ContextSnapshot {
+        let s = &self.snapshot;
+        let contacts: Vec<_> = s
+            .contacts
+            .iter()
+            .filter(|c| c.at >= contacts_since)
+            .cloned()
+            .collect();
+        // The read kept the latest contacts; those cut here are older than
+        // every one kept, so once one is cut none were left unread.
+        let contacts_capped = s.contacts_capped && contacts.len() == s.contacts.len();
+        ContextSnapshot {
+            events: s.events.iter().take(max_events).cloned().collect(),
+            summary: s.summary.clone(),
+            last_customer_interaction: s.last_customer_interaction.clone(),
+            last_company_contact: s.last_company_contact.clone(),
+            contacts,
+            contacts_capped,
+            profile: s.profile.clone(),
+            identities: s.identities.clone(),
+            merges: s.merges.clone(),
+            journeys: s.journeys.clone(),
+        }
+    }
+}
+
+/// A read's claim to fill its customer's slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Ticket {
+    token: u64,
+    epoch: u64,
+}
+
+pub(super) enum Lookup {
+    /// The cache is off or not in step with Redis: read, keep nothing.
+    Off,
+    Hit(Arc<Cached>),
+    /// Read, then offer the snapshot with this ticket.
+    Miss(Ticket),
+}
+
+enum Slot {
+    Pending(u64),
+    Ready(Arc<Cached>),
+}
+
+struct Inner {
+    /// Off until the invalidation listener is subscribed and the tracked
+    /// connection points at it; off again as soon as either is lost.
+    enabled: bool,
+    /// Moves on every clear: tickets of before do not fill slots.
+    epoch: u64,
+    next_token: u64,
+    bytes: usize,
+    slots: LruCache<String, Slot>,
+}
+
+/// Contexts by customer, bounded in (estimated) bytes, least recently
+/// used first out.
+pub(super) struct ContextCache {
+    inner: Mutex<Inner>,
+    max_bytes: usize,
+}
+
+impl ContextCache {
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                enabled: false,
+                epoch: 0,
+                next_token: 0,
+                bytes: 0,
+                slots: LruCache::unbounded(),
+            }),
+            max_bytes,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The customer's context if one is kept that answers the request;
+    /// else a ticket to offer the one read (or `Off`).
+    pub fn begin(
+        &self,
+        customer: &str,
+        max_events: usize,
+        contacts_since: Micros,
+        definitions: Option<&Arc<JourneyDefinitions>>,
+    ) -> Lookup {
+        let mut inner = self.lock();
+        if !inner.enabled {
+            return Lookup::Off;
+        }
+        if let Some(Slot::Ready(cached)) = inner.slots.get(customer) {
+            if cached.answers(max_events, contacts_since, definitions) {
+                return Lookup::Hit(cached.clone());
+            }
+        }
+        inner.next_token += 1;
+        let ticket = Ticket {
+            token: inner.next_token,
+            epoch: inner.epoch,
+        };
+        inner.put(customer, Slot::Pending(ticket.token));
+        self.evict(&mut inner);
+        Lookup::Miss(ticket)
+    }
+
+    /// Keeps `cached` if nothing dropped the ticket's placeholder since.
+    pub fn finish(&self, customer: &str, ticket: Ticket, cached: Cached) {
+        let mut inner = self.lock();
+        let current = matches!(
+            inner.slots.peek(customer),
+            Some(Slot::Pending(token)) if *token == ticket.token
+        );
+        if !(inner.enabled && inner.epoch == ticket.epoch && current) {
+            return;
+        }
+        if cached.bytes > self.max_bytes {
+            inner.remove(customer);
+            return;
+        }
+        inner.put(customer, Slot::Ready(Arc::new(cached)));
+        self.evict(&mut inner);
+    }
+
+    /// Drops the customer's context (and any read's placeholder): a key of
+    /// theirs was written, or the read failed.
+    pub fn invalidate(&self, customer: &str) {
+        self.lock().remove(customer);
+    }
+
+    /// Drops everything; the cache serves again only if `enabled`.
+    pub fn clear(&self, enabled: bool) {
+        self.lock().reset(Some(enabled));
+    }
+
+    /// Drops everything, serving on or off as before (under one lock, so
+    /// the listener's clear cannot be undone in between).
+    pub fn forget_all(&self) {
+        self.lock().reset(None);
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.lock().enabled
+    }
+
+    fn evict(&self, inner: &mut Inner) {
+        while inner.bytes > self.max_bytes {
+            match inner.slots.pop_lru() {
+                Some((_, slot)) => inner.bytes -= slot_bytes(&slot),
+                None => break,
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Whether a context is kept for `customer` (without touching it).
+    #[cfg(test)]
+    fn holds(&self, customer: &str) -> bool {
+        matches!(self.lock().slots.peek(customer), Some(Slot::Ready(_)))
+    }
+}
+
+impl Inner {
+    fn reset(&mut self, enabled: Option<bool>) {
+        self.slots.clear();
+        self.bytes = 0;
+        self.epoch += 1;
+        if let Some(enabled) = enabled {
+            self.enabled = enabled;
+        }
+    }
+
+    fn put(&mut self, customer: &str, slot: Slot) {
+        self.bytes += slot_bytes(&slot);
+        if let Some(old) = self.slots.put(customer.to_string(), slot) {
+            self.bytes -= slot_bytes(&old);
+        }
+    }
+
+    fn remove(&mut self, customer: &str) {
+        if let Some(old) = self.slots.pop(customer) {
+            self.bytes -= slot_bytes(&old);
+        }
+    }
+}
+
+fn slot_bytes(slot: &Slot) -> usize {
+    match slot {
+        Slot::Pending(_) => SLOT_BYTES,
+        Slot::Ready(cached) => cached.bytes,
+    }
+}
+
+/// The customer whose key Redis names (`journey:{<id>}:<suffix>`); `None`
+/// for a key that is not a profile's (the identity index, counters).
+pub(super) fn customer_of_key(key: &[u8]) -> Option<&str> {
+    let key = std::str::from_utf8(key).ok()?;
+    let rest = key.strip_prefix("journey:{")?;
+    // The suffix after `}:` holds no `}`; the id may.
+    let end = rest.rfind("}:")?;
+    Some(&rest[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::domain::{Contact, ContactNames, CustomerId, EventLimits};
+
+    const T0: i64 = 1_767_225_600_000_000;
+
+    fn contact(at: i64) -> Contact {
+        Contact::new(
+            Micros(at),
+            false,
+            ContactNames {
+                event_id: &format!("e{at}"),
+                channel: "email",
+                reason: "campaign_offer",
+                event_type: "email_sent",
+                campaign_id: "",
+            },
+        )
+    }
+
+    /// A snapshot of `events` events of `size` bytes and contacts at these
+    /// instants (oldest first, as the store answers them).
+    fn snapshot(events: usize, size: usize, contacts: &[i64], capped: bool) -> ContextSnapshot {
+        // One buffer for all, as a reply is.
+        let reply = Bytes::from(vec![7u8; events * size]);
+        ContextSnapshot {
+            events: (0..events)
+                .map(|i| EncodedEvent(reply.slice(i * size..(i + 1) * size)))
+                .collect(),
+            summary: Default::default(),
+            last_customer_interaction: Some(EncodedEvent(reply.slice(0..size))),
+            last_company_contact: None,
+            contacts: contacts.iter().map(|&at| contact(at)).collect(),
+            contacts_capped: capped,
+            profile: CustomerId::parse("customer_id", "c1", &EventLimits::default())
+                .expect("valid id"),
+            identities: Vec::new(),
+            merges: Vec::new(),
+            journeys: Vec::new(),
+        }
+    }
+
+    fn kept(s: &ContextSnapshot, max_events: usize) -> Cached {
+        Cached::new(s, max_events, Micros(T0), None)
+    }
+
+    fn ticket(cache: &ContextCache, customer: &str) -> Ticket {
+        match cache.begin(customer, 50, Micros(T0), None) {
+            Lookup::Miss(ticket) => ticket,
+            Lookup::Hit(_) => panic!("a hit where a miss was expected"),
+            Lookup::Off => panic!("the cache is off"),
+        }
+    }
+
+    fn hit(cache: &ContextCache, customer: &str) -> Option<Arc<Cached>> {
+        match cache.begin(customer, 50, Micros(T0), None) {
+            Lookup::Hit(kept) => Some(kept),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn off_until_enabled_and_a_read_is_kept_then_served() {
+        let cache = ContextCache::new(1 << 20);
+        assert!(matches!(
+            cache.begin("c1", 50, Micros(T0), None),
+            Lookup::Off
+        ));
+        cache.clear(true);
+        let s = snapshot(3, 100, &[T0 + 1], false);
+        let t = ticket(&cache, "c1");
+        cache.finish("c1", t, kept(&s, 50));
+        let served = hit(&cache, "c1").expect("kept").view(50, Micros(T0));
+        assert_eq!(served, s, "a hit answers what was read");
+        cache.clear(false);
+        assert!(matches!(
+            cache.begin("c1", 50, Micros(T0), None),
+            Lookup::Off
+        ));
+    }
+
+    #[test]
+    fn a_read_overtaken_by_an_invalidation_or_a_clear_is_not_kept() {
+        let cache = ContextCache::new(1 << 20);
+        cache.clear(true);
+        let s = snapshot(1, 10, &[], false);
+        // Invalidated while the read was under way.
+        let t = ticket(&cache, "c1");
+        cache.invalidate("c1");
+        cache.finish("c1", t, kept(&s, 50));
+        assert!(!cache.holds("c1"));
+        // Cleared (a connection lost) while it was under way, even though
+        // another read has put a placeholder since.
+        let t = ticket(&cache, "c1");
+        cache.clear(true);
+        let _later = ticket(&cache, "c1");
+        cache.finish("c1", t, kept(&s, 50));
+        assert!(!cache.holds("c1"));
+        // A later read's placeholder replaces an earlier one's.
+        let first = ticket(&cache, "c2");
+        let second = ticket(&cache, "c2");
+        cache.finish("c2", first, kept(&s, 50));
+        assert!(!cache.holds("c2"), "the older read is not kept");
+        cache.finish("c2", second, kept(&s, 50));
+        assert!(cache.holds("c2"));
+        // And a kept context goes on invalidation.
+        cache.invalidate("c2");
+        assert!(!cache.holds("c2"));
+    }
+
+    #[test]
+    fn a_hit_needs_enough_events_contacts_from_early_enough_and_the_same_journeys() {
+        let cache = ContextCache::new(1 << 20);
+        cache.clear(true);
+        let s = snapshot(5, 10, &[], false);
+        let t = ticket(&cache, "c1");
+        cache.finish("c1", t, kept(&s, 5));
+        let fewer = cache.begin("c1", 3, Micros(T0 + 5), None);
+        let Lookup::Hit(k) = fewer else {
+            panic!("fewer events from later are served")
+        };
+        assert_eq!(k.view(3, Micros(T0 + 5)).events.len(), 3);
+        assert!(matches!(
+            cache.begin("c1", 6, Micros(T0), None),
+            Lookup::Miss(_)
+        ));
+        let t = ticket(&cache, "c1");
+        cache.finish("c1", t, kept(&s, 50));
+        assert!(matches!(
+            cache.begin("c1", 50, Micros(T0 - 1), None),
+            Lookup::Miss(_)
+        ));
+        let t = ticket(&cache, "c1");
+        cache.finish("c1", t, kept(&s, 50));
+        let definitions = Arc::new(JourneyDefinitions::default());
+        assert!(matches!(
+            cache.begin("c1", 50, Micros(T0), Some(&definitions)),
+            Lookup::Miss(_)
+        ));
+    }
+
+    #[test]
+    fn contacts_are_cut_at_the_asked_instant() {
+        let s = snapshot(1, 10, &[T0, T0 + 10, T0 + 20], true);
+        let k = kept(&s, 50);
+        let same = k.view(50, Micros(T0));
+        assert_eq!(same.contacts.len(), 3);
+        assert!(same.contacts_capped, "nothing cut: still capped");
+        let later = k.view(50, Micros(T0 + 10));
+        let at: Vec<i64> = later.contacts.iter().map(|c| c.at.0).collect();
+        assert_eq!(at, vec![T0 + 10, T0 + 20], "from the instant on, inclusive");
+        assert!(!later.contacts_capped, "those left unread were older still");
+    }
+
+    #[test]
+    fn kept_bytes_are_copied_out_of_the_reply() {
+        let s = snapshot(3, 100, &[T0], false);
+        let k = kept(&s, 50);
+        let view = k.view(50, Micros(T0));
+        assert_eq!(view.events, s.events);
+        assert_eq!(view.last_customer_interaction, s.last_customer_interaction);
+        // Not a slice of the reply's buffer: another allocation.
+        assert_ne!(view.events[0].0.as_ptr(), s.events[0].0.as_ptr());
+    }
+
+    #[test]
+    fn the_cache_keeps_within_its_bytes_and_drops_the_least_recent() {
+        let s = snapshot(10, 1_000, &[], false);
+        let one = kept(&s, 50).bytes;
+        let cache = ContextCache::new(3 * one);
+        cache.clear(true);
+        for c in ["a", "b", "c", "d"] {
+            let t = ticket(&cache, c);
+            cache.finish(c, t, kept(&s, 50));
+            assert!(cache.bytes() <= 3 * one);
+        }
+        assert!(!cache.holds("a"), "the oldest went");
+        assert!(cache.holds("b") && cache.holds("d"));
+        // A context larger than the whole cache is not kept.
+        let small = ContextCache::new(one / 2);
+        small.clear(true);
+        let t = ticket(&small, "a");
+        small.finish("a", t, kept(&s, 50));
+        assert!(!small.holds("a"));
+        assert_eq!(small.bytes(), 0, "nor its placeholder");
+    }
+}

@@ -1,0 +1,287 @@
+//! The context cache's link to Redis: a connection subscribed to
+//! `__redis__:invalidate`, where Redis pushes the keys written after the
+//! tracked connection read them, and the task that turns each into the
+//! customer's context dropped from the cache.
+//!
+//! The cache serves only while this link is whole. It is switched on once
+//! the listener is subscribed and the tracked connection is made anew to
+//! point at it, and it is cleared and switched off the moment the listener's
+//! connection fails or stays silent past a ping. The tracked connection
+//! clears it too when it ends (`redis_conn::Tracking::on_close`): Redis
+//! forgets what it tracked for a connection gone.
+
+use std::{
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::BytesMut;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    task::JoinHandle,
+};
+
+use super::{
+    commands,
+    context_cache::{customer_of_key, ContextCache},
+    redis_conn::{BoxedRead, RedisConnection, Tracking},
+    resp::{Decoded, Decoder, Frame, Reply},
+    StorageError,
+};
+
+/// Where Redis sends invalidations in the RESP2 protocol.
+const CHANNEL: &str = "__redis__:invalidate";
+/// The listener pings this often; a connection silent for twice as long
+/// is taken for dead (a host gone without a reset).
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// Waits between attempts to subscribe, doubling up to the last.
+const BACKOFF: [Duration; 4] = [
+    Duration::from_millis(50),
+    Duration::from_millis(200),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+];
+
+/// The cache, the tracked connection its reads go through, and the
+/// listener task (stopped when this is dropped).
+pub(super) struct CachedReads {
+    pub cache: Arc<ContextCache>,
+    pub conn: Arc<RedisConnection>,
+    listener: JoinHandle<()>,
+}
+
+impl Drop for CachedReads {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl CachedReads {
+    /// Starts the listener on a runtime (the cache serves once it is
+    /// subscribed). `conn` gives the connection settings.
+    pub fn start(conn: &RedisConnection, max_bytes: usize) -> Result<Self, StorageError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            StorageError::Unavailable("the context cache needs a Tokio runtime".into())
+        })?;
+        let cache = Arc::new(ContextCache::new(max_bytes));
+        let redirect = Arc::new(AtomicI64::new(0));
+        let on_close = {
+            let cache = cache.clone();
+            Arc::new(move || cache.forget_all()) as Arc<dyn Fn() + Send + Sync>
+        };
+        let tracked = Arc::new(conn.tracked(Tracking {
+            redirect: redirect.clone(),
+            on_close,
+        }));
+        // The listener opens its sockets with the same settings.
+        let listening = Arc::new(conn.like());
+        let listener = runtime.spawn(listen(listening, tracked.clone(), cache.clone(), redirect));
+        Ok(Self {
+            cache,
+            conn: tracked,
+            listener,
+        })
+    }
+}
+
+/// Subscribes, serves invalidations until the connection fails, and
+/// subscribes again, for as long as the store lives.
+async fn listen(
+    settings: Arc<RedisConnection>,
+    tracked: Arc<RedisConnection>,
+    cache: Arc<ContextCache>,
+    redirect: Arc<AtomicI64>,
+) {
+    let mut failures = 0usize;
+    loop {
+        let error = match subscribe(&settings).await {
+            Ok((read, id)) => {
+                // The tracked connection is made anew to send its
+                // invalidations here; tickets of before are void.
+                redirect.store(id, Ordering::Release);
+                tracked.reset().await;
+                cache.clear(true);
+                tracing::info!(
+                    client_id = id,
+                    "context cache: invalidation listener subscribed"
+                );
+                failures = 0;
+                serve(read, &cache).await
+            }
+            Err(error) => error,
+        };
+        cache.clear(false);
+        redirect.store(0, Ordering::Release);
+        tracked.reset().await;
+        if failures == 0 {
+            tracing::warn!(%error, "context cache: invalidation listener lost; cache off until it is back");
+        }
+        let wait = BACKOFF[failures.min(BACKOFF.len() - 1)];
+        failures += 1;
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// A subscribed connection: its read half (the write half pings), and its
+/// client id, the tracked connection's redirect.
+async fn subscribe(settings: &RedisConnection) -> Result<(Subscribed, i64), StorageError> {
+    let (mut read, mut write) = settings.open_socket().await?;
+    let mut hello = settings.set_up();
+    // Refused by a Redis without tracking (before 6.0), whose tracked
+    // connection could never be made: the cache then stays off.
+    hello.cmd("CLIENT").arg("TRACKING").arg("OFF");
+    hello.cmd("CLIENT").arg("ID");
+    hello.cmd("SUBSCRIBE").arg(CHANNEL);
+    let mut reader = Replies::new();
+    write
+        .write_all(&hello.packed())
+        .await
+        .map_err(|e| lost(&e))?;
+    let mut id = None;
+    for _ in 0..hello.len() {
+        let reply = tokio::time::timeout(2 * PING_EVERY, reader.next(&mut read))
+            .await
+            .map_err(|_| StorageError::Timeout("subscribing to invalidations".into()))??;
+        match reply.frame {
+            Frame::Error(e) => {
+                return Err(StorageError::Unavailable(format!(
+                    "Redis refused the invalidation listener: {}",
+                    String::from_utf8_lossy(&reply.bytes[e])
+                )))
+            }
+            Frame::Integer(n) => id = Some(n),
+            _ => {}
+        }
+    }
+    let id = id.ok_or_else(|| StorageError::Corrupt("no client id".into()))?;
+    Ok((
+        Subscribed {
+            read,
+            write,
+            reader,
+        },
+        id,
+    ))
+}
+
+struct Subscribed {
+    read: BoxedRead,
+    write: super::redis_conn::BoxedWrite,
+    reader: Replies,
+}
+
+/// Drops the context of every customer whose key Redis names, until the
+/// connection fails or stays silent past a ping.
+async fn serve(mut sub: Subscribed, cache: &ContextCache) -> StorageError {
+    let ping = commands::cmd("PING").packed();
+    let mut ticker = tokio::time::interval(PING_EVERY);
+    let mut silent_ticks = 0;
+    loop {
+        tokio::select! {
+            reply = sub.reader.next(&mut sub.read) => match reply {
+                Ok(reply) => {
+                    silent_ticks = 0;
+                    invalidate(cache, &reply);
+                }
+                Err(error) => return error,
+            },
+            _ = ticker.tick() => {
+                silent_ticks += 1;
+                if silent_ticks > 2 {
+                    return StorageError::Timeout(format!(
+                        "no answer to a ping within {:?}",
+                        2 * PING_EVERY
+                    ));
+                }
+                if let Err(e) = sub.write.write_all(&ping).await {
+                    return lost(&e);
+                }
+            }
+        }
+    }
+}
+
+/// Applies one message: `message`, the channel, then the keys written
+/// (nil when Redis flushed a whole database).
+fn invalidate(cache: &ContextCache, reply: &Reply) {
+    let Frame::Array(items) = &reply.frame else {
+        return;
+    };
+    let text = |f: &Frame| match f {
+        Frame::Bulk(span) | Frame::Simple(span) => Some(&reply.bytes[span.clone()]),
+        _ => None,
+    };
+    if items.first().and_then(text) != Some(b"message".as_slice()) {
+        return; // a pong or the subscription's confirmation
+    }
+    match items.get(2) {
+        Some(Frame::Array(keys)) => {
+            for key in keys.iter().filter_map(text) {
+                if let Some(customer) = customer_of_key(key) {
+                    cache.invalidate(customer);
+                }
+            }
+        }
+        Some(Frame::Null) => cache.clear(true),
+        // A key as a lone string would be a protocol this does not know:
+        // trust nothing kept.
+        _ => cache.clear(true),
+    }
+}
+
+fn lost(e: &std::io::Error) -> StorageError {
+    StorageError::Unavailable(format!("invalidation listener: {e}"))
+}
+
+/// Replies read off a socket one at a time.
+struct Replies {
+    buf: BytesMut,
+    decoder: Decoder,
+}
+
+impl Replies {
+    fn new() -> Self {
+        Self {
+            buf: BytesMut::with_capacity(4096),
+            decoder: Decoder::default(),
+        }
+    }
+
+    /// The next reply. Cancel-safe: what was read stays in the buffer.
+    async fn next(&mut self, read: &mut BoxedRead) -> Result<Reply, StorageError> {
+        loop {
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Decoded::Reply(reply)) => return Ok(reply),
+                Ok(Decoded::Partial { .. }) => {}
+                Err(e) => return Err(StorageError::Corrupt(e.to_string())),
+            }
+            self.buf.reserve(4096);
+            match read.read_buf(&mut self.buf).await {
+                Ok(0) => {
+                    return Err(StorageError::Unavailable(
+                        "Redis closed the invalidation listener's connection".into(),
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(lost(&e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_their_customer() {
+        assert_eq!(customer_of_key(b"journey:{c-1}:tl"), Some("c-1"));
+        assert_eq!(customer_of_key(b"journey:{a}:b}:jny"), Some("a}:b"));
+        assert_eq!(customer_of_key(b"journey:jstats:x:1"), None);
+        assert_eq!(customer_of_key(b"other"), None);
+        assert_eq!(customer_of_key(&[0xff, 0xfe]), None);
+    }
+}

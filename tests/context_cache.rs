@@ -1,0 +1,233 @@
+//! The context cache (`--context-cache-mib`) against a real redis-server:
+//! a context read again is served from memory (Redis sees no read), and
+//! every write shows at once through the instance that made it and within
+//! an invalidation's trip through another instance or Redis itself, also
+//! after the invalidation listener's connection was cut.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use journey::{
+    config::{ServeConfig, StoreUrl},
+    pb::{self, journey_service_client::JourneyServiceClient},
+};
+use support::{
+    events::{base_micros, page_view},
+    journey_server::JourneyServer,
+    redis_server::RedisServer,
+};
+use tonic::transport::Channel;
+
+type Client = JourneyServiceClient<Channel>;
+
+/// How long a write may take to show through another instance: far above
+/// an invalidation's trip, far below the cache's 30 s age limit.
+const SHOWS_WITHIN: Duration = Duration::from_secs(5);
+
+async fn instance(redis: &RedisServer, cache_mib: usize) -> (JourneyServer, Client) {
+    let server = JourneyServer::start(ServeConfig {
+        store: StoreUrl::Redis(redis.url()),
+        context_cache_mib: cache_mib,
+        redis_timeout_ms: 5_000,
+        request_timeout_ms: 60_000,
+        ..ServeConfig::default()
+    })
+    .await;
+    let channel = server.channel().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    assert!(support::wait_for_health(&mut health, "", true).await);
+    (server, JourneyServiceClient::new(channel))
+}
+
+/// The ids of the customer's latest events, newest first.
+async fn event_ids(client: &mut Client, customer: &str) -> Option<Vec<String>> {
+    match client
+        .get_journey_context(pb::GetJourneyContextRequest {
+            customer_id: customer.into(),
+            max_events: 50,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(context) => Some(
+            context
+                .into_inner()
+                .events
+                .into_iter()
+                .map(|e| e.event_id)
+                .collect(),
+        ),
+        Err(status) if status.code() == tonic::Code::NotFound => None,
+        Err(status) => panic!("context: {status}"),
+    }
+}
+
+async fn append(client: &mut Client, customer: &str, id: &str, at: i64) {
+    client
+        .append_event(pb::AppendEventRequest {
+            event: Some(page_view(customer, id, at)),
+        })
+        .await
+        .expect("append");
+}
+
+/// How many `ZREVRANGE`s Redis has run: one per context read from it.
+fn timeline_reads(redis: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.connection())
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_zrevrange:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reads the customer's context until two reads in a row leave Redis
+/// untouched (the cache is subscribed and holds it), within 15 s.
+async fn until_served_from_memory(client: &mut Client, redis: &RedisServer, customer: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        event_ids(client, customer).await;
+        let before = timeline_reads(redis);
+        event_ids(client, customer).await;
+        event_ids(client, customer).await;
+        if timeline_reads(redis) == before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the context of {customer} was never served from the cache");
+}
+
+/// Reads through `client` until `wanted` holds, within `SHOWS_WITHIN`.
+async fn until_shown(
+    client: &mut Client,
+    customer: &str,
+    what: &str,
+    wanted: impl Fn(&Option<Vec<String>>) -> bool,
+) {
+    let deadline = Instant::now() + SHOWS_WITHIN;
+    loop {
+        let seen = event_ids(client, customer).await;
+        if wanted(&seen) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not show within {SHOWS_WITHIN:?}: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn holds(id: &'static str) -> impl Fn(&Option<Vec<String>>) -> bool {
+    move |seen| seen.as_ref().is_some_and(|ids| ids.iter().any(|e| e == id))
+}
+
+#[tokio::test]
+async fn a_cached_context_follows_every_write() {
+    let redis = RedisServer::start();
+    let (_cached, mut a) = instance(&redis, 16).await;
+    let (_other, mut b) = instance(&redis, 0).await;
+    let at = base_micros();
+    append(&mut a, "c1", "e1", at).await;
+    until_served_from_memory(&mut a, &redis, "c1").await;
+    assert_eq!(event_ids(&mut a, "c1").await, Some(vec!["e1".to_string()]));
+
+    // Written through the same instance: the next read shows it, every time.
+    for i in 2..12 {
+        let id = format!("e{i}");
+        append(&mut a, "c1", &id, at + i).await;
+        let seen = event_ids(&mut a, "c1").await.expect("known");
+        assert_eq!(seen.first(), Some(&id), "read after its own write");
+    }
+
+    // Written through another instance, or straight into Redis: shown once
+    // Redis's invalidation arrives.
+    until_served_from_memory(&mut a, &redis, "c1").await;
+    append(&mut b, "c1", "from-b", at + 100).await;
+    until_shown(&mut a, "c1", "a write of another instance", holds("from-b")).await;
+
+    until_served_from_memory(&mut a, &redis, "c1").await;
+    let _: i64 = redis::cmd("DEL")
+        .arg("journey:{c1}:tl")
+        .arg("journey:{c1}:sum")
+        .query(&mut redis.connection())
+        .expect("DEL");
+    until_shown(&mut a, "c1", "a deletion in Redis", |seen| seen.is_none()).await;
+}
+
+#[tokio::test]
+async fn a_cut_listener_stops_the_cache_until_it_is_back() {
+    let redis = RedisServer::start();
+    let (_cached, mut a) = instance(&redis, 16).await;
+    let (_other, mut b) = instance(&redis, 0).await;
+    let at = base_micros();
+    append(&mut a, "c2", "e1", at).await;
+    until_served_from_memory(&mut a, &redis, "c2").await;
+
+    // The listener's connection is cut: the invalidation of the next write
+    // is lost with it, so what the cache held must not be served again.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut redis.connection())
+        .expect("CLIENT KILL");
+    assert_eq!(killed, 1, "one listener");
+    append(&mut b, "c2", "after-cut", at + 1).await;
+    until_shown(
+        &mut a,
+        "c2",
+        "a write while the listener was cut",
+        holds("after-cut"),
+    )
+    .await;
+
+    // It subscribes again and the cache serves again, still in step.
+    until_served_from_memory(&mut a, &redis, "c2").await;
+    append(&mut b, "c2", "after-return", at + 2).await;
+    until_shown(
+        &mut a,
+        "c2",
+        "a write after the listener's return",
+        holds("after-return"),
+    )
+    .await;
+
+    // The tracked connection cut: what it read is no longer tracked, so
+    // the cache forgets it.
+    until_served_from_memory(&mut a, &redis, "c2").await;
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut redis.connection())
+        .expect("CLIENT LIST");
+    let tracked: Vec<&str> = clients
+        .lines()
+        .filter(|l| {
+            l.split(' ').any(|f| {
+                f.strip_prefix("flags=")
+                    .is_some_and(|flags| flags.contains('t'))
+            })
+        })
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .collect();
+    assert_eq!(tracked.len(), 1, "one tracked connection: {clients}");
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(tracked[0])
+        .query(&mut redis.connection())
+        .expect("CLIENT KILL");
+    append(&mut b, "c2", "after-data-cut", at + 3).await;
+    until_shown(
+        &mut a,
+        "c2",
+        "a write after the tracked connection was cut",
+        holds("after-data-cut"),
+    )
+    .await;
+}
