@@ -5,7 +5,9 @@
 # cheaper. 127.0.0.1 only; everything started here is stopped on exit.
 #
 # usage: bench/callgrind.sh [SCENARIO...]   (default: context append check echo)
-# Settings (environment): JOURNEY_BIN, BENCH_CUSTOMERS (2000), BENCH_OUT.
+# Settings (environment): JOURNEY_BIN, BENCH_CUSTOMERS (2000), BENCH_OUT,
+# BENCH_SERVE_ARGS (more flags for the measured `journey serve`, e.g.
+# --context-cache-mib 64).
 # The service runs under callgrind (~50x slower); the load generator, not
 # instrumented, sends 4 calls at a time for 8 s; counting covers only that
 # window (callgrind_control switches it on and off), and is divided by the
@@ -68,7 +70,7 @@ for scenario in "${SCENARIOS[@]}"; do
     kill "$seeder"; wait "$seeder" 2>/dev/null || true
     port=$(free_port)
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/$scenario.callgrind.%p" \
-      "$BIN" serve --listen "127.0.0.1:$port" --worker-threads 1 --store "$STORE" \
+      "$BIN" serve --listen "127.0.0.1:$port" --worker-threads 1 --store "$STORE" ${BENCH_SERVE_ARGS:-} \
       >/dev/null 2>"$OUT/$scenario.vg.log" &
     pid=$!
     PIDS+=("$pid")
