@@ -170,7 +170,7 @@ pub struct ServeConfig {
     /// Redis store: most memory (MiB, estimated) this instance may keep
     /// journey contexts read in, served again until Redis says a key of
     /// the customer changed (client-side caching with `CLIENT TRACKING`,
-    /// Redis 6 or later). 0, the default, keeps none. Writes made through
+    /// Redis 6.2 or later). 0, the default, keeps none. Writes made through
     /// this instance are seen at once; those made through others after
     /// Redis's invalidation reaches this one (about a round trip).
     #[arg(long, env = "JOURNEY_CONTEXT_CACHE_MIB", default_value_t = 0)]

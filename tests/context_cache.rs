@@ -40,8 +40,12 @@ async fn instance(redis: &RedisServer, cache_mib: usize) -> (JourneyServer, Clie
     (server, JourneyServiceClient::new(channel))
 }
 
-/// The ids of the customer's latest events, newest first.
-async fn event_ids(client: &mut Client, customer: &str) -> Option<Vec<String>> {
+/// The ids of the customer's latest events, newest first (`None`: the
+/// customer is unknown).
+async fn try_event_ids(
+    client: &mut Client,
+    customer: &str,
+) -> Result<Option<Vec<String>>, tonic::Status> {
     match client
         .get_journey_context(pb::GetJourneyContextRequest {
             customer_id: customer.into(),
@@ -50,17 +54,23 @@ async fn event_ids(client: &mut Client, customer: &str) -> Option<Vec<String>> {
         })
         .await
     {
-        Ok(context) => Some(
+        Ok(context) => Ok(Some(
             context
                 .into_inner()
                 .events
                 .into_iter()
                 .map(|e| e.event_id)
                 .collect(),
-        ),
-        Err(status) if status.code() == tonic::Code::NotFound => None,
-        Err(status) => panic!("context: {status}"),
+        )),
+        Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+        Err(status) => Err(status),
     }
+}
+
+async fn event_ids(client: &mut Client, customer: &str) -> Option<Vec<String>> {
+    try_event_ids(client, customer)
+        .await
+        .unwrap_or_else(|status| panic!("context: {status}"))
 }
 
 async fn append(client: &mut Client, customer: &str, id: &str, at: i64) {
@@ -228,6 +238,45 @@ async fn a_cut_listener_stops_the_cache_until_it_is_back() {
         "c2",
         "a write after the tracked connection was cut",
         holds("after-data-cut"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_restarted_redis_is_followed() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let (_cached, mut a) = instance(&redis, 16).await;
+    let at = base_micros();
+    append(&mut a, "c3", "e1", at).await;
+    until_served_from_memory(&mut a, &redis, "c3").await;
+
+    // A new, empty Redis on the same port (client ids start again there):
+    // what the cache held is gone with the old one.
+    redis.kill();
+    let back = RedisServer::start_on(port);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(None) = try_event_ids(&mut a, "c3").await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old context outlived its Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The cache serves again, in step with the new Redis.
+    append(&mut a, "c3", "e2", at + 1).await;
+    until_served_from_memory(&mut a, &back, "c3").await;
+    let (_other, mut b) = instance(&back, 0).await;
+    append(&mut b, "c3", "from-b", at + 2).await;
+    until_shown(
+        &mut a,
+        "c3",
+        "a write of another instance after the restart",
+        holds("from-b"),
     )
     .await;
 }

@@ -131,8 +131,15 @@ impl Cached {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
         };
+        // A capped read left out contacts at or before its oldest one;
+        // whether they fall in a later window is unknown: read again.
+        let contacts_known = if self.snapshot.contacts_capped {
+            contacts_since == self.contacts_since
+        } else {
+            contacts_since >= self.contacts_since
+        };
         max_events <= self.max_events
-            && contacts_since >= self.contacts_since
+            && contacts_known
             && same_definitions
             && self.read_at.elapsed() < MAX_AGE
     }
@@ -147,9 +154,9 @@ impl Cached {
             .filter(|c| c.at >= contacts_since)
             .cloned()
             .collect();
-        // The read kept the latest contacts; those cut here are older than
-        // every one kept, so once one is cut none were left unread.
-        let contacts_capped = s.contacts_capped && contacts.len() == s.contacts.len();
+        // A capped read answers only its own window (`answers`), where
+        // nothing is cut; an uncapped one left nothing unread.
+        let contacts_capped = s.contacts_capped;
         ContextSnapshot {
             events: s.events.iter().take(max_events).cloned().collect(),
             summary: s.summary.clone(),
@@ -496,15 +503,32 @@ mod tests {
 
     #[test]
     fn contacts_are_cut_at_the_asked_instant() {
-        let s = snapshot(1, 10, &[T0, T0 + 10, T0 + 20], true);
+        let s = snapshot(1, 10, &[T0, T0 + 10, T0 + 20], false);
         let k = kept(&s, 50);
-        let same = k.view(50, Micros(T0));
-        assert_eq!(same.contacts.len(), 3);
-        assert!(same.contacts_capped, "nothing cut: still capped");
+        assert_eq!(k.view(50, Micros(T0)).contacts.len(), 3);
         let later = k.view(50, Micros(T0 + 10));
         let at: Vec<i64> = later.contacts.iter().map(|c| c.at.0).collect();
         assert_eq!(at, vec![T0 + 10, T0 + 20], "from the instant on, inclusive");
-        assert!(!later.contacts_capped, "those left unread were older still");
+        assert!(!later.contacts_capped);
+    }
+
+    #[test]
+    fn a_capped_read_answers_only_its_own_window() {
+        // More contacts than a context holds: those left out may or may
+        // not fall in a later window, so only the same one is served.
+        let cache = ContextCache::new(1 << 20);
+        cache.clear(true);
+        let s = snapshot(1, 10, &[T0, T0 + 10], true);
+        let t = ticket(&cache, "c1");
+        cache.finish("c1", t, kept(&s, 50));
+        let Lookup::Hit(k) = cache.begin("c1", 50, Micros(T0), None) else {
+            panic!("the same window is served")
+        };
+        assert!(k.view(50, Micros(T0)).contacts_capped);
+        assert!(matches!(
+            cache.begin("c1", 50, Micros(T0 + 1), None),
+            Lookup::Miss(_)
+        ));
     }
 
     #[test]

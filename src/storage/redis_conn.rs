@@ -150,9 +150,15 @@ pub(super) struct Tracking {
     /// The listener's client id; 0 while it is not subscribed (the
     /// connection then cannot be made).
     pub redirect: Arc<AtomicI64>,
+    /// The listener's connection name (`CLIENT SETNAME`), unique to this
+    /// store: a connection is made only if its redirect bears it.
+    pub listener_name: Arc<str>,
     /// Called when a connection ends: Redis forgets what it tracked for
     /// it, so what was read through it can no longer be trusted.
     pub on_close: Arc<dyn Fn() + Send + Sync>,
+    /// Called when the redirect names another client (the listener's
+    /// connection is to a server this one replaced): it subscribes again.
+    pub on_stray: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl RedisConnection {
@@ -475,6 +481,8 @@ impl RedisConnection {
                 .arg("ON")
                 .arg("REDIRECT")
                 .arg(redirect);
+            // Last: checked by `Tracking::check_redirect`.
+            hello.cmd("CLIENT").arg("LIST").arg("ID").arg(redirect);
         }
         let (read, write) = self.open_socket().await?;
         let (requests, requests_rx) = mpsc::unbounded_channel();
@@ -498,16 +506,46 @@ impl RedisConnection {
             requests
                 .send(request)
                 .map_err(|_| StorageError::Unavailable("the Redis connection closed".into()))?;
-            for reply in self.wait(rx).await? {
-                if let Frame::Error(e) = reply.frame {
+            let replies = self.wait(rx).await?;
+            for reply in &replies {
+                if let Frame::Error(e) = &reply.frame {
                     return Err(StorageError::Unavailable(format!(
                         "Redis refused the connection set-up: {}",
-                        String::from_utf8_lossy(&reply.bytes[e])
+                        String::from_utf8_lossy(&reply.bytes[e.clone()])
                     )));
                 }
             }
+            if let Some(tracking) = &self.tracking {
+                tracking.check_redirect(replies.last())?;
+            }
         }
         Ok(requests)
+    }
+}
+
+impl Tracking {
+    /// Whether the client the invalidations go to (`CLIENT LIST ID`'s
+    /// answer) is this store's listener on this very server: client ids
+    /// start again after a restart, and a failover leads to another
+    /// server, so the id alone could name a stranger, to whom Redis would
+    /// send the invalidations.
+    fn check_redirect(&self, listed: Option<&Reply>) -> Result<(), StorageError> {
+        let ours = match listed {
+            Some(Reply {
+                bytes,
+                frame: Frame::Bulk(span),
+            }) => bytes[span.clone()]
+                .split(|b| *b == b' ' || *b == b'\n')
+                .any(|field| field == format!("name={}", self.listener_name).as_bytes()),
+            _ => false,
+        };
+        if ours {
+            return Ok(());
+        }
+        (self.on_stray)();
+        Err(StorageError::Unavailable(
+            "the cache's invalidations would go to another client: resubscribing".into(),
+        ))
     }
 }
 
@@ -943,6 +981,39 @@ fn to_value(bytes: &Bytes, frame: Frame) -> Result<redis::Value, StorageError> {
 mod tests {
     use super::*;
     use bytes::BytesMut;
+
+    #[test]
+    fn a_tracking_redirect_must_bear_the_listeners_name() {
+        use std::sync::atomic::AtomicUsize;
+        let strays = Arc::new(AtomicUsize::new(0));
+        let counted = strays.clone();
+        let tracking = Tracking {
+            redirect: Arc::new(AtomicI64::new(7)),
+            listener_name: "journey-invalidations-1-ab".into(),
+            on_close: Arc::new(|| {}),
+            on_stray: Arc::new(move || {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }),
+        };
+        let listed = |line: &str| {
+            let bytes = Bytes::from(line.to_string());
+            Reply {
+                frame: Frame::Bulk(0..bytes.len()),
+                bytes,
+            }
+        };
+        let ours = listed("id=7 addr=127.0.0.1:5 name=journey-invalidations-1-ab age=0 sub=1\n");
+        assert!(tracking.check_redirect(Some(&ours)).is_ok());
+        for stranger in [
+            listed("id=7 addr=127.0.0.1:5 name= age=0 sub=0\n"),
+            listed("id=7 name=journey-invalidations-1-abc sub=1\n"),
+            listed(""),
+        ] {
+            assert!(tracking.check_redirect(Some(&stranger)).is_err());
+        }
+        assert!(tracking.check_redirect(None).is_err());
+        assert_eq!(strays.load(Ordering::Relaxed), 4, "each stray is reported");
+    }
 
     fn replies(wire: &[u8]) -> Vec<Reply> {
         let mut buf = BytesMut::from(wire);

@@ -226,7 +226,9 @@ impl RedisStore {
         }
         let ttl_ms = self.ttl_ms();
         recorded.cmd("PEXPIRE").arg(keys.idents()).arg(ttl_ms);
-        self.conn.query_as::<()>(&recorded).await?;
+        let done = self.conn.query_as::<()>(&recorded).await;
+        self.written([&profile]);
+        done?;
         Ok(identities
             .iter()
             .map(|identity| {
@@ -266,8 +268,21 @@ impl RedisStore {
     }
 
     /// Steps 2 to 5 of a merge whose fence (`pending:survivor` on
-    /// `absorbed`) is set. Safe to run again after any failure.
+    /// `absorbed`) is set. Safe to run again after any failure. Both
+    /// profiles' cached contexts go once it is done (or failed: some of it
+    /// may have landed).
     async fn complete_merge(
+        &self,
+        absorbed: &CustomerId,
+        survivor: &CustomerId,
+        at: Micros,
+    ) -> Result<MergeOutcome, StorageError> {
+        let outcome = self.merge_steps(absorbed, survivor, at).await;
+        self.written([absorbed, survivor]);
+        outcome
+    }
+
+    async fn merge_steps(
         &self,
         absorbed: &CustomerId,
         survivor: &CustomerId,
@@ -409,20 +424,23 @@ impl RedisStore {
     ) -> Result<bool, StorageError> {
         let profile = self.follow(profile).await?;
         let keys = Keys::of(&profile);
-        let recorded: i64 = self
+        let recorded: Result<i64, _> = self
             .conn
             .cmd_as(
                 commands::cmd("HDEL")
                     .arg(keys.idents())
                     .arg(packed_identity(identity)),
             )
-            .await?;
+            .await;
+        self.written([&profile]);
+        let recorded = recorded?;
         if identity.kind == CUSTOMER_ID_IDENTITY {
             // The customer id of a merged profile stops leading here.
             let merged = customer_profile(identity);
             let done = format!("done:{profile}");
-            let lifted = self.cas(Keys::of(&merged).alias(), &done, "", &[]).await?;
-            return Ok(recorded > 0 || lifted.is_ok());
+            let lifted = self.cas(Keys::of(&merged).alias(), &done, "", &[]).await;
+            self.written([&merged]);
+            return Ok(recorded > 0 || lifted?.is_ok());
         }
         let unindexed = self
             .cas(&index_key(identity), profile.as_str(), "", &[])

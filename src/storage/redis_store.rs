@@ -547,12 +547,7 @@ impl TimelineStore for RedisStore {
         identities: &[Identity],
         at: Micros,
     ) -> Result<Vec<CustomerId>, StorageError> {
-        let linked = self.link_identities(profile, identities, at).await;
-        self.written([profile]);
-        if let Ok(merged) = &linked {
-            self.written(merged);
-        }
-        linked
+        self.link_identities(profile, identities, at).await
     }
 
     async fn merge(
@@ -561,9 +556,7 @@ impl TimelineStore for RedisStore {
         absorbed: &CustomerId,
         at: Micros,
     ) -> Result<MergeOutcome, StorageError> {
-        let merged = self.merge_profiles(survivor, absorbed, at).await;
-        self.written([survivor, absorbed]);
-        merged
+        self.merge_profiles(survivor, absorbed, at).await
     }
 
     async fn unlink(
@@ -571,9 +564,7 @@ impl TimelineStore for RedisStore {
         profile: &CustomerId,
         identity: &Identity,
     ) -> Result<bool, StorageError> {
-        let unlinked = self.unlink_identity(profile, identity).await;
-        self.written([profile]);
-        unlinked
+        self.unlink_identity(profile, identity).await
     }
 }
 

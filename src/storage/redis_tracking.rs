@@ -21,6 +21,7 @@ use std::{
 use bytes::BytesMut;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
+    sync::Notify,
     task::JoinHandle,
 };
 
@@ -68,17 +69,31 @@ impl CachedReads {
         })?;
         let cache = Arc::new(ContextCache::new(max_bytes));
         let redirect = Arc::new(AtomicI64::new(0));
+        let stray = Arc::new(Notify::new());
+        let name: Arc<str> = listener_name().into();
         let on_close = {
             let cache = cache.clone();
             Arc::new(move || cache.forget_all()) as Arc<dyn Fn() + Send + Sync>
         };
+        let on_stray = {
+            let stray = stray.clone();
+            Arc::new(move || stray.notify_one()) as Arc<dyn Fn() + Send + Sync>
+        };
         let tracked = Arc::new(conn.tracked(Tracking {
             redirect: redirect.clone(),
+            listener_name: name.clone(),
             on_close,
+            on_stray,
         }));
-        // The listener opens its sockets with the same settings.
-        let listening = Arc::new(conn.like());
-        let listener = runtime.spawn(listen(listening, tracked.clone(), cache.clone(), redirect));
+        let listener = runtime.spawn(listen(Listener {
+            // Its own sockets, with the same settings.
+            settings: conn.like(),
+            name,
+            tracked: tracked.clone(),
+            cache: cache.clone(),
+            redirect,
+            stray,
+        }));
         Ok(Self {
             cache,
             conn: tracked,
@@ -87,35 +102,59 @@ impl CachedReads {
     }
 }
 
-/// Subscribes, serves invalidations until the connection fails, and
-/// subscribes again, for as long as the store lives.
-async fn listen(
-    settings: Arc<RedisConnection>,
+/// A name no other client has (`CLIENT SETNAME`): the process and a
+/// random number.
+fn listener_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("journey-invalidations-{}-{random:016x}", std::process::id())
+}
+
+/// What the listener task holds.
+struct Listener {
+    settings: RedisConnection,
+    name: Arc<str>,
     tracked: Arc<RedisConnection>,
     cache: Arc<ContextCache>,
     redirect: Arc<AtomicI64>,
-) {
+    /// Told when the tracked connection found its redirect a stranger.
+    stray: Arc<Notify>,
+}
+
+/// A subscription this long-lived was healthy: the next failure starts
+/// the back-off (and its warning) afresh.
+const HEALTHY: Duration = Duration::from_secs(10);
+
+/// Subscribes, serves invalidations until the connection fails, and
+/// subscribes again, for as long as the store lives.
+async fn listen(l: Listener) {
     let mut failures = 0usize;
     loop {
-        let error = match subscribe(&settings).await {
-            Ok((read, id)) => {
+        let error = match subscribe(&l.settings, &l.name).await {
+            Ok((sub, id)) => {
                 // The tracked connection is made anew to send its
                 // invalidations here; tickets of before are void.
-                redirect.store(id, Ordering::Release);
-                tracked.reset().await;
-                cache.clear(true);
+                l.redirect.store(id, Ordering::Release);
+                l.tracked.reset().await;
+                l.cache.clear(true);
                 tracing::info!(
                     client_id = id,
                     "context cache: invalidation listener subscribed"
                 );
-                failures = 0;
-                serve(read, &cache).await
+                let since = tokio::time::Instant::now();
+                let error = serve(sub, &l.cache, &l.stray).await;
+                if since.elapsed() >= HEALTHY {
+                    failures = 0;
+                }
+                error
             }
             Err(error) => error,
         };
-        cache.clear(false);
-        redirect.store(0, Ordering::Release);
-        tracked.reset().await;
+        l.cache.clear(false);
+        l.redirect.store(0, Ordering::Release);
+        l.tracked.reset().await;
         if failures == 0 {
             tracing::warn!(%error, "context cache: invalidation listener lost; cache off until it is back");
         }
@@ -125,14 +164,18 @@ async fn listen(
     }
 }
 
-/// A subscribed connection: its read half (the write half pings), and its
-/// client id, the tracked connection's redirect.
-async fn subscribe(settings: &RedisConnection) -> Result<(Subscribed, i64), StorageError> {
+/// A subscribed connection, and its client id (the tracked connection's
+/// redirect).
+async fn subscribe(
+    settings: &RedisConnection,
+    name: &str,
+) -> Result<(Subscribed, i64), StorageError> {
     let (mut read, mut write) = settings.open_socket().await?;
     let mut hello = settings.set_up();
     // Refused by a Redis without tracking (before 6.0), whose tracked
     // connection could never be made: the cache then stays off.
     hello.cmd("CLIENT").arg("TRACKING").arg("OFF");
+    hello.cmd("CLIENT").arg("SETNAME").arg(name);
     hello.cmd("CLIENT").arg("ID");
     hello.cmd("SUBSCRIBE").arg(CHANNEL);
     let mut reader = Replies::new();
@@ -174,13 +217,19 @@ struct Subscribed {
 }
 
 /// Drops the context of every customer whose key Redis names, until the
-/// connection fails or stays silent past a ping.
-async fn serve(mut sub: Subscribed, cache: &ContextCache) -> StorageError {
+/// connection fails, stays silent over two pings, or the tracked
+/// connection finds it is not the one Redis would send invalidations to.
+async fn serve(mut sub: Subscribed, cache: &ContextCache, stray: &Notify) -> StorageError {
     let ping = commands::cmd("PING").packed();
     let mut ticker = tokio::time::interval(PING_EVERY);
     let mut silent_ticks = 0;
     loop {
         tokio::select! {
+            () = stray.notified() => {
+                return StorageError::Unavailable(
+                    "the tracked connection's server does not know this listener".into(),
+                );
+            }
             reply = sub.reader.next(&mut sub.read) => match reply {
                 Ok(reply) => {
                     silent_ticks = 0;
