@@ -34,13 +34,7 @@ mkdir -p "$OUT"
 . bench/lib.sh
 require redis-server redis-cli jq timeout
 
-REDIS_CONF=${BENCH_REDIS_CONF-deploy/redis-journey.conf}
-REDIS_PORT=$(free_port)
-redis-server ${REDIS_CONF:+"$REDIS_CONF"} --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
-  --dir "$OUT" --logfile "$OUT/redis.log" &
-REDIS_PID=$!
-PIDS+=("$REDIS_PID")
-wait_for redis-server redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
+start_redis
 
 serve() { # name more-args... (sets SERVED_PID and SERVED)
   local name=$1 port; shift
@@ -89,7 +83,6 @@ for rep in $(seq "$REPS"); do
   run "echo_c1_$rep" echo 1 "$ECHO" "$ECHO_PID"
 done
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 m() { for f in $OUT/$1; do jq -r "$2" "$f"; done | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "nan"; else printf "%.2f", a / b }'; }
 C16=$(m "cached_c16_*.json" .rps); P16=$(m "plain_c16_*.json" .rps); E16=$(m "echo_c16_*.json" .rps)

@@ -51,14 +51,7 @@ mkdir -p "$OUT"
 . bench/lib.sh
 require redis-server redis-cli redis-benchmark jq timeout
 
-REDIS_CONF=${BENCH_REDIS_CONF-deploy/redis-journey.conf}
-REDIS_PORT=$(free_port)
-# The settings file first: the command-line options after it win.
-redis-server ${REDIS_CONF:+"$REDIS_CONF"} --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
-  --dir "$OUT" --logfile "$OUT/redis.log" &
-REDIS_PID=$!
-PIDS+=("$REDIS_PID")
-wait_for redis-server redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
+start_redis
 
 JOURNEY_PORT=$(free_port)
 WORKERS=${BENCH_WORKER_THREADS:-1}
@@ -130,7 +123,6 @@ for rep in $(seq "$REPS"); do
 done
 
 # Medians over the repetitions, and the ratios the targets are stated in.
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 json_median() { # file-glob jq-filter
   for f in $OUT/$1; do jq -r "$2" "$f"; done | median
 }

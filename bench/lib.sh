@@ -1,6 +1,7 @@
 # Shared by the bench scripts (sourced, not run): their prerequisites, the
-# processes they start stopped on exit, free loopback ports, and waiting
-# for a process to come up. Needs OUT (where logs go) set by the script.
+# processes they start stopped on exit, free loopback ports, waiting for a
+# process to come up, a fresh redis-server, and medians. Needs OUT (where
+# logs go) set by the script.
 
 PIDS=()
 # Stops every process started (kept in PIDS), and forgets them.
@@ -39,3 +40,20 @@ require() {
     exit 1
   }
 }
+
+# Starts a fresh redis-server on a free loopback port with persistence off
+# and BENCH_REDIS_CONF's settings (deploy/redis-journey.conf; '' for
+# Redis's defaults); sets REDIS_CONF, REDIS_PORT and REDIS_PID.
+start_redis() {
+  REDIS_CONF=${BENCH_REDIS_CONF-deploy/redis-journey.conf}
+  REDIS_PORT=$(free_port)
+  # The settings file first: the command-line options after it win.
+  redis-server ${REDIS_CONF:+"$REDIS_CONF"} --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    --dir "$OUT" --logfile "$OUT/redis.log" &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  wait_for redis-server redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
+}
+
+# The median of the numbers on stdin, one per line ("nan" for none).
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

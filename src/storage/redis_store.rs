@@ -379,56 +379,49 @@ impl TimelineStore for RedisStore {
             .as_ref()
             .map(|j| j.tracker.definitions())
             .filter(|d| !d.is_empty());
-        let uncached = || async {
-            let read = self
-                .read_context(
-                    &self.conn,
-                    customer,
-                    max_events,
-                    contacts_since,
-                    definitions.as_deref(),
-                )
-                .await?;
-            Ok(read.map(|(snapshot, _)| snapshot))
+        let read = |conn| {
+            self.read_context(
+                conn,
+                customer,
+                max_events,
+                contacts_since,
+                definitions.as_deref(),
+            )
         };
         let id = customer.as_str();
-        let (cached, ticket) = match &self.cached_reads {
-            None => return uncached().await,
+        let lookup = match &self.cached_reads {
+            None => None,
             Some(cached) => {
                 match cached
                     .cache
                     .begin(id, max_events, contacts_since, definitions.as_ref())
                 {
                     Lookup::Hit(kept) => return Ok(Some(kept.view(max_events, contacts_since))),
-                    Lookup::Miss(ticket) => (cached, ticket),
-                    Lookup::Off => return uncached().await,
+                    Lookup::Miss(ticket) => Some((cached, ticket)),
+                    Lookup::Off => None,
                 }
             }
         };
-        let read = self
-            .read_context(
-                &cached.conn,
-                customer,
-                max_events,
-                contacts_since,
-                definitions.as_deref(),
-            )
-            .await;
-        match read {
+        let Some((cached, ticket)) = lookup else {
+            return Ok(read(&self.conn).await?.map(|(snapshot, _)| snapshot));
+        };
+        let read_tracked = read(&cached.conn).await;
+        // Whatever happens to the read, its placeholder goes unless filled.
+        match read_tracked {
             Ok(Some((snapshot, true))) => {
                 let kept = Cached::new(&snapshot, max_events, contacts_since, definitions.clone());
                 cached.cache.finish(id, ticket, kept);
                 Ok(Some(snapshot))
             }
-            Ok(read) => {
+            Ok(other) => {
                 cached.cache.invalidate(id);
-                Ok(read.map(|(snapshot, _)| snapshot))
+                Ok(other.map(|(snapshot, _)| snapshot))
             }
             // The tracked connection failed (the listener just went away,
             // say): the read goes once more on the main one, kept nowhere.
             Err(StorageError::Unavailable(_)) => {
                 cached.cache.invalidate(id);
-                uncached().await
+                Ok(read(&self.conn).await?.map(|(snapshot, _)| snapshot))
             }
             Err(error) => {
                 cached.cache.invalidate(id);
