@@ -167,6 +167,10 @@ pub fn open_store(
                 max_events = config.memory_max_events,
                 "using the in-memory store: nothing is persisted, data is lost on restart"
             );
+            if config.context_cache_mib > 0 {
+                // The memory store answers from memory already.
+                tracing::warn!("--context-cache-mib applies to the Redis store only: ignored");
+            }
             Arc::new(
                 MemoryStore::new(config.retention(), rules, config.memory_max_events)
                     .with_journeys(tracker),
