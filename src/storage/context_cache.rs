@@ -291,10 +291,6 @@ impl ContextCache {
         self.lock().reset(None);
     }
 
-    pub fn is_enabled(&self) -> bool {
-        self.lock().enabled
-    }
-
     fn evict(&self, inner: &mut Inner) {
         while inner.bytes > self.max_bytes {
             match inner.slots.pop_lru() {
@@ -419,6 +415,15 @@ mod tests {
             Lookup::Hit(kept) => Some(kept),
             _ => None,
         }
+    }
+
+    #[test]
+    fn keys_name_their_customer() {
+        assert_eq!(customer_of_key(b"journey:{c-1}:tl"), Some("c-1"));
+        assert_eq!(customer_of_key(b"journey:{a}:b}:jny"), Some("a}:b"));
+        assert_eq!(customer_of_key(b"journey:jstats:x:1"), None);
+        assert_eq!(customer_of_key(b"other"), None);
+        assert_eq!(customer_of_key(&[0xff, 0xfe]), None);
     }
 
     #[test]

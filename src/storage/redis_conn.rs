@@ -156,9 +156,10 @@ pub(super) struct Tracking {
     /// Called when a connection ends: Redis forgets what it tracked for
     /// it, so what was read through it can no longer be trusted.
     pub on_close: Arc<dyn Fn() + Send + Sync>,
-    /// Called when the redirect names another client (the listener's
-    /// connection is to a server this one replaced): it subscribes again.
-    pub on_stray: Arc<dyn Fn() + Send + Sync>,
+    /// Called with the redirect when Redis does not know the listener by
+    /// it (no such client, or another one: the listener's connection is to
+    /// a server this one replaced): it subscribes again.
+    pub on_stray: Arc<dyn Fn(i64) + Send + Sync>,
 }
 
 impl RedisConnection {
@@ -468,8 +469,12 @@ impl RedisConnection {
 
     async fn connect(&self) -> Result<mpsc::UnboundedSender<Request>, StorageError> {
         let mut hello = self.set_up();
-        if let Some(tracking) = &self.tracking {
-            let redirect = tracking.redirect.load(Ordering::Acquire);
+        // The tracked connection's redirect, read once: the one checked.
+        let tracked = self
+            .tracking
+            .as_ref()
+            .map(|t| (t, t.redirect.load(Ordering::Acquire)));
+        if let Some((_, redirect)) = tracked {
             if redirect <= 0 {
                 return Err(StorageError::Unavailable(
                     "the cache's invalidation listener is not subscribed".into(),
@@ -509,14 +514,19 @@ impl RedisConnection {
             let replies = self.wait(rx).await?;
             for reply in &replies {
                 if let Frame::Error(e) = &reply.frame {
+                    // For the tracked connection, most likely a redirect to
+                    // a client id this server does not have.
+                    if let Some((tracking, redirect)) = tracked {
+                        (tracking.on_stray)(redirect);
+                    }
                     return Err(StorageError::Unavailable(format!(
                         "Redis refused the connection set-up: {}",
                         String::from_utf8_lossy(&reply.bytes[e.clone()])
                     )));
                 }
             }
-            if let Some(tracking) = &self.tracking {
-                tracking.check_redirect(replies.last())?;
+            if let Some((tracking, redirect)) = tracked {
+                tracking.check_redirect(redirect, replies.last())?;
             }
         }
         Ok(requests)
@@ -529,20 +539,21 @@ impl Tracking {
     /// start again after a restart, and a failover leads to another
     /// server, so the id alone could name a stranger, to whom Redis would
     /// send the invalidations.
-    fn check_redirect(&self, listed: Option<&Reply>) -> Result<(), StorageError> {
+    fn check_redirect(&self, redirect: i64, listed: Option<&Reply>) -> Result<(), StorageError> {
+        let name = format!("name={}", self.listener_name);
         let ours = match listed {
             Some(Reply {
                 bytes,
                 frame: Frame::Bulk(span),
             }) => bytes[span.clone()]
                 .split(|b| *b == b' ' || *b == b'\n')
-                .any(|field| field == format!("name={}", self.listener_name).as_bytes()),
+                .any(|field| field == name.as_bytes()),
             _ => false,
         };
         if ours {
             return Ok(());
         }
-        (self.on_stray)();
+        (self.on_stray)(redirect);
         Err(StorageError::Unavailable(
             "the cache's invalidations would go to another client: resubscribing".into(),
         ))
@@ -991,7 +1002,8 @@ mod tests {
             redirect: Arc::new(AtomicI64::new(7)),
             listener_name: "journey-invalidations-1-ab".into(),
             on_close: Arc::new(|| {}),
-            on_stray: Arc::new(move || {
+            on_stray: Arc::new(move |redirect| {
+                assert_eq!(redirect, 7);
                 counted.fetch_add(1, Ordering::Relaxed);
             }),
         };
@@ -1003,15 +1015,15 @@ mod tests {
             }
         };
         let ours = listed("id=7 addr=127.0.0.1:5 name=journey-invalidations-1-ab age=0 sub=1\n");
-        assert!(tracking.check_redirect(Some(&ours)).is_ok());
+        assert!(tracking.check_redirect(7, Some(&ours)).is_ok());
         for stranger in [
             listed("id=7 addr=127.0.0.1:5 name= age=0 sub=0\n"),
             listed("id=7 name=journey-invalidations-1-abc sub=1\n"),
             listed(""),
         ] {
-            assert!(tracking.check_redirect(Some(&stranger)).is_err());
+            assert!(tracking.check_redirect(7, Some(&stranger)).is_err());
         }
-        assert!(tracking.check_redirect(None).is_err());
+        assert!(tracking.check_redirect(7, None).is_err());
         assert_eq!(strays.load(Ordering::Relaxed), 4, "each stray is reported");
     }
 

@@ -169,14 +169,6 @@ impl RedisStore {
         Ok(self)
     }
 
-    /// Whether the context cache is on and in step with Redis (its
-    /// listener subscribed).
-    pub fn context_cache_serving(&self) -> bool {
-        self.cached_reads
-            .as_ref()
-            .is_some_and(|c| c.cache.is_enabled())
-    }
-
     /// Forgets the contexts of customers this instance just wrote: Redis
     /// invalidates them too, but on another socket, maybe after the writer
     /// has its answer and reads again. Called once the write is answered

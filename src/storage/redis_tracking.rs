@@ -4,11 +4,13 @@
 //! customer's context dropped from the cache.
 //!
 //! The cache serves only while this link is whole. It is switched on once
-//! the listener is subscribed and the tracked connection is made anew to
-//! point at it, and it is cleared and switched off the moment the listener's
-//! connection fails or stays silent past a ping. The tracked connection
-//! clears it too when it ends (`redis_conn::Tracking::on_close`): Redis
-//! forgets what it tracked for a connection gone.
+//! the listener is subscribed and the tracked connection has been made
+//! anew, pointing at it (and checked to: `Tracking::check_redirect`); it is
+//! cleared and switched off the moment the listener's connection fails,
+//! leaves its pings unanswered for two periods, or the tracked connection
+//! finds Redis does not know the listener. The tracked connection clears it
+//! too when it ends (`redis_conn::Tracking::on_close`): Redis forgets what
+//! it tracked for a connection gone.
 
 use std::{
     sync::{
@@ -28,16 +30,19 @@ use tokio::{
 use super::{
     commands,
     context_cache::{customer_of_key, ContextCache},
-    redis_conn::{BoxedRead, RedisConnection, Tracking},
+    redis_conn::{BoxedRead, BoxedWrite, RedisConnection, Tracking},
     resp::{Decoded, Decoder, Frame, Reply},
     StorageError,
 };
 
 /// Where Redis sends invalidations in the RESP2 protocol.
 const CHANNEL: &str = "__redis__:invalidate";
-/// The listener pings this often; a connection silent for twice as long
-/// is taken for dead (a host gone without a reset).
+/// The listener pings this often; a connection that answers nothing for
+/// two periods is taken for dead (a host gone without a reset).
 const PING_EVERY: Duration = Duration::from_secs(1);
+/// A subscription this long-lived was healthy: the next failure starts
+/// the back-off (and its warning) afresh.
+const HEALTHY: Duration = Duration::from_secs(10);
 /// Waits between attempts to subscribe, doubling up to the last.
 const BACKOFF: [Duration; 4] = [
     Duration::from_millis(50),
@@ -69,7 +74,7 @@ impl CachedReads {
         })?;
         let cache = Arc::new(ContextCache::new(max_bytes));
         let redirect = Arc::new(AtomicI64::new(0));
-        let stray = Arc::new(Notify::new());
+        let stray = Arc::new(Stray::default());
         let name: Arc<str> = listener_name().into();
         let on_close = {
             let cache = cache.clone();
@@ -77,7 +82,7 @@ impl CachedReads {
         };
         let on_stray = {
             let stray = stray.clone();
-            Arc::new(move || stray.notify_one()) as Arc<dyn Fn() + Send + Sync>
+            Arc::new(move |redirect| stray.report(redirect)) as Arc<dyn Fn(i64) + Send + Sync>
         };
         let tracked = Arc::new(conn.tracked(Tracking {
             redirect: redirect.clone(),
@@ -114,18 +119,40 @@ fn listener_name() -> String {
 
 /// What the listener task holds.
 struct Listener {
+    /// Unused as a connection: the settings its sockets are opened with.
     settings: RedisConnection,
     name: Arc<str>,
     tracked: Arc<RedisConnection>,
     cache: Arc<ContextCache>,
     redirect: Arc<AtomicI64>,
-    /// Told when the tracked connection found its redirect a stranger.
-    stray: Arc<Notify>,
+    stray: Arc<Stray>,
 }
 
-/// A subscription this long-lived was healthy: the next failure starts
-/// the back-off (and its warning) afresh.
-const HEALTHY: Duration = Duration::from_secs(10);
+/// The tracked connection's report that Redis does not know the listener
+/// by the redirect it was given: which redirect, so that a report about a
+/// subscription already replaced does not end the next one.
+#[derive(Default)]
+struct Stray {
+    redirect: AtomicI64,
+    notify: Notify,
+}
+
+impl Stray {
+    fn report(&self, redirect: i64) {
+        self.redirect.store(redirect, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Waits for a report about `redirect`.
+    async fn about(&self, redirect: i64) {
+        loop {
+            self.notify.notified().await;
+            if self.redirect.load(Ordering::Acquire) == redirect {
+                return;
+            }
+        }
+    }
+}
 
 /// Subscribes, serves invalidations until the connection fails, and
 /// subscribes again, for as long as the store lives.
@@ -135,20 +162,28 @@ async fn listen(l: Listener) {
         let error = match subscribe(&l.settings, &l.name).await {
             Ok((sub, id)) => {
                 // The tracked connection is made anew to send its
-                // invalidations here; tickets of before are void.
+                // invalidations here, and must be made before the cache
+                // serves (a Redis without `CLIENT LIST ID`, or an ACL
+                // without it, refuses it: the cache then stays off).
                 l.redirect.store(id, Ordering::Release);
                 l.tracked.reset().await;
-                l.cache.clear(true);
-                tracing::info!(
-                    client_id = id,
-                    "context cache: invalidation listener subscribed"
-                );
-                let since = tokio::time::Instant::now();
-                let error = serve(sub, &l.cache, &l.stray).await;
-                if since.elapsed() >= HEALTHY {
-                    failures = 0;
+                match l.tracked.cmd_as::<String>(&commands::cmd("PING")).await {
+                    Ok(_) => {
+                        // Tickets of before are void.
+                        l.cache.clear(true);
+                        tracing::info!(
+                            client_id = id,
+                            "context cache: invalidation listener subscribed"
+                        );
+                        let since = tokio::time::Instant::now();
+                        let error = serve(sub, &l.cache, &l.stray, id).await;
+                        if since.elapsed() >= HEALTHY {
+                            failures = 0;
+                        }
+                        error
+                    }
+                    Err(error) => error,
                 }
-                error
             }
             Err(error) => error,
         };
@@ -172,8 +207,8 @@ async fn subscribe(
 ) -> Result<(Subscribed, i64), StorageError> {
     let (mut read, mut write) = settings.open_socket().await?;
     let mut hello = settings.set_up();
-    // Refused by a Redis without tracking (before 6.0), whose tracked
-    // connection could never be made: the cache then stays off.
+    // Refused by a Redis without tracking (before 6.0): the cache then
+    // stays off.
     hello.cmd("CLIENT").arg("TRACKING").arg("OFF");
     hello.cmd("CLIENT").arg("SETNAME").arg(name);
     hello.cmd("CLIENT").arg("ID");
@@ -212,20 +247,22 @@ async fn subscribe(
 
 struct Subscribed {
     read: BoxedRead,
-    write: super::redis_conn::BoxedWrite,
+    write: BoxedWrite,
     reader: Replies,
 }
 
 /// Drops the context of every customer whose key Redis names, until the
-/// connection fails, stays silent over two pings, or the tracked
-/// connection finds it is not the one Redis would send invalidations to.
-async fn serve(mut sub: Subscribed, cache: &ContextCache, stray: &Notify) -> StorageError {
+/// connection fails, answers nothing for two ping periods, or the tracked
+/// connection finds Redis does not know this listener as `id`.
+async fn serve(mut sub: Subscribed, cache: &ContextCache, stray: &Stray, id: i64) -> StorageError {
     let ping = commands::cmd("PING").packed();
     let mut ticker = tokio::time::interval(PING_EVERY);
+    // Ticks since anything was heard: the second ends the subscription,
+    // one to two periods after the last message.
     let mut silent_ticks = 0;
     loop {
         tokio::select! {
-            () = stray.notified() => {
+            () = stray.about(id) => {
                 return StorageError::Unavailable(
                     "the tracked connection's server does not know this listener".into(),
                 );
@@ -239,7 +276,7 @@ async fn serve(mut sub: Subscribed, cache: &ContextCache, stray: &Notify) -> Sto
             },
             _ = ticker.tick() => {
                 silent_ticks += 1;
-                if silent_ticks > 2 {
+                if silent_ticks >= 2 {
                     return StorageError::Timeout(format!(
                         "no answer to a ping within {:?}",
                         2 * PING_EVERY
@@ -274,10 +311,9 @@ fn invalidate(cache: &ContextCache, reply: &Reply) {
                 }
             }
         }
-        Some(Frame::Null) => cache.clear(true),
-        // A key as a lone string would be a protocol this does not know:
-        // trust nothing kept.
-        _ => cache.clear(true),
+        // Nil: Redis flushed a database. Anything else (a key as a lone
+        // string) would be a protocol this does not know: trust nothing kept.
+        _ => cache.forget_all(),
     }
 }
 
@@ -318,19 +354,5 @@ impl Replies {
                 Err(e) => return Err(lost(&e)),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_name_their_customer() {
-        assert_eq!(customer_of_key(b"journey:{c-1}:tl"), Some("c-1"));
-        assert_eq!(customer_of_key(b"journey:{a}:b}:jny"), Some("a}:b"));
-        assert_eq!(customer_of_key(b"journey:jstats:x:1"), None);
-        assert_eq!(customer_of_key(b"other"), None);
-        assert_eq!(customer_of_key(&[0xff, 0xfe]), None);
     }
 }
