@@ -251,7 +251,7 @@ mod cases {
             .await
             .expect("ctx")
             .expect("found");
-        assert_eq!(snap.summary, CustomerSummary::from_events(&events));
+        assert_eq!(*snap.summary, CustomerSummary::from_events(&events));
         let latest = |who: Initiator| {
             let mut of: Vec<&Event> = events.iter().filter(|e| e.initiator == who).collect();
             // The earliest appended wins among events of the same instant.
@@ -695,7 +695,7 @@ mod cases {
             .chain(theirs[2..].iter())
             .collect();
         let reference = CustomerSummary::from_events(unique.iter().copied());
-        assert_eq!(snap.summary, reference);
+        assert_eq!(*snap.summary, reference);
         assert_eq!(snap.profile, c1);
         assert_eq!(snap.merges.len(), 1);
         assert_eq!(snap.merges[0].from, anon);

@@ -392,9 +392,9 @@ mod tests {
             contacts_capped: capped,
             profile: CustomerId::parse("customer_id", "c1", &EventLimits::default())
                 .expect("valid id"),
-            identities: Vec::new(),
-            merges: Vec::new(),
-            journeys: Vec::new(),
+            identities: Arc::from([]),
+            merges: Arc::from([]),
+            journeys: Arc::from([]),
         }
     }
 

@@ -251,7 +251,7 @@ impl Timeline {
                 .take(max_events)
                 .map(|(_, bytes)| EncodedEvent(bytes.clone()))
                 .collect(),
-            summary: self.summary.clone(),
+            summary: self.summary.clone().into(),
             last_customer_interaction: self
                 .last_customer
                 .as_ref()
@@ -263,8 +263,8 @@ impl Timeline {
             contacts: Vec::new(),
             contacts_capped: false,
             profile,
-            identities: self.identities(),
-            merges: self.merges.clone(),
+            identities: self.identities().into(),
+            merges: self.merges.clone().into(),
             journeys: self.journeys.values().map(|s| (**s).clone()).collect(),
         }
     }

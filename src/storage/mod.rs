@@ -26,7 +26,7 @@ pub mod redis_store;
 mod redis_tracking;
 mod resp;
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -93,7 +93,9 @@ pub struct Swept {
 pub struct ContextSnapshot {
     /// The most recent events, newest first.
     pub events: Vec<EncodedEvent>,
-    pub summary: CustomerSummary,
+    /// The summary, identities, merges and journeys are shared: the
+    /// context cache hands the same ones to every call it answers.
+    pub summary: Arc<CustomerSummary>,
     pub last_customer_interaction: Option<EncodedEvent>,
     pub last_company_contact: Option<EncodedEvent>,
     /// Contacts (company events and reservations) since the asked instant,
@@ -103,10 +105,10 @@ pub struct ContextSnapshot {
     pub contacts_capped: bool,
     /// The profile read: the one asked for, or the one it was merged into.
     pub profile: CustomerId,
-    pub identities: Vec<LinkedIdentity>,
-    pub merges: Vec<MergeRecord>,
+    pub identities: Arc<[LinkedIdentity]>,
+    pub merges: Arc<[MergeRecord]>,
     /// The customer's state in every journey they have a state in.
-    pub journeys: Vec<JourneyState>,
+    pub journeys: Arc<[JourneyState]>,
 }
 
 /// What became of a merge.

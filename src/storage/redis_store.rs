@@ -614,15 +614,15 @@ impl RedisStore {
             let summary = SummaryHash::read(&fields, held)?;
             let snapshot = ContextSnapshot {
                 events: members.into_iter().map(EncodedEvent).collect(),
-                summary: summary.summary,
+                summary: summary.summary.into(),
                 last_customer_interaction: summary.last_customer_interaction,
                 last_company_contact: summary.last_company_contact,
                 contacts,
                 contacts_capped: capped,
                 profile,
-                identities,
-                merges,
-                journeys,
+                identities: identities.into(),
+                merges: merges.into(),
+                journeys: journeys.into(),
             };
             return Ok(Some((snapshot, one_trip)));
         }
