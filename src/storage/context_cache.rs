@@ -192,6 +192,16 @@ enum Slot {
     Ready(Arc<Cached>),
 }
 
+/// What the cache answered since the last `take_counts`: for the
+/// listener's periodic log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Counts {
+    pub hits: u64,
+    pub misses: u64,
+    /// Reads while the cache was off (its link to Redis not whole).
+    pub off: u64,
+}
+
 struct Inner {
     /// Off until the invalidation listener is subscribed and the tracked
     /// connection points at it; off again as soon as either is lost.
@@ -201,6 +211,7 @@ struct Inner {
     next_token: u64,
     bytes: usize,
     slots: LruCache<String, Slot>,
+    counts: Counts,
 }
 
 /// Contexts by customer, bounded in (estimated) bytes, least recently
@@ -219,6 +230,7 @@ impl ContextCache {
                 next_token: 0,
                 bytes: 0,
                 slots: LruCache::unbounded(),
+                counts: Counts::default(),
             }),
             max_bytes,
         }
@@ -239,13 +251,17 @@ impl ContextCache {
     ) -> Lookup {
         let mut inner = self.lock();
         if !inner.enabled {
+            inner.counts.off += 1;
             return Lookup::Off;
         }
         if let Some(Slot::Ready(cached)) = inner.slots.get(customer) {
             if cached.answers(max_events, contacts_since, definitions) {
-                return Lookup::Hit(cached.clone());
+                let hit = Lookup::Hit(cached.clone());
+                inner.counts.hits += 1;
+                return hit;
             }
         }
+        inner.counts.misses += 1;
         inner.next_token += 1;
         let ticket = Ticket {
             token: inner.next_token,
@@ -289,6 +305,17 @@ impl ContextCache {
     /// the listener's clear cannot be undone in between).
     pub fn forget_all(&self) {
         self.lock().reset(None);
+    }
+
+    /// The counts since the last call, and how many contexts are kept.
+    pub fn take_counts(&self) -> (Counts, usize) {
+        let mut inner = self.lock();
+        let kept = inner
+            .slots
+            .iter()
+            .filter(|(_, slot)| matches!(slot, Slot::Ready(_)))
+            .count();
+        (std::mem::take(&mut inner.counts), kept)
     }
 
     fn evict(&self, inner: &mut Inner) {
@@ -439,6 +466,13 @@ mod tests {
         cache.finish("c1", t, kept(&s, 50));
         let served = hit(&cache, "c1").expect("kept").view(50, Micros(T0));
         assert_eq!(served, s, "a hit answers what was read");
+        let counts = Counts {
+            hits: 1,
+            misses: 1,
+            off: 1,
+        };
+        assert_eq!(cache.take_counts(), (counts, 1));
+        assert_eq!(cache.take_counts(), (Counts::default(), 1), "taken");
         cache.clear(false);
         assert!(matches!(
             cache.begin("c1", 50, Micros(T0), None),

@@ -29,7 +29,7 @@ use tokio::{
 
 use super::{
     commands,
-    context_cache::{customer_of_key, ContextCache},
+    context_cache::{customer_of_key, ContextCache, Counts},
     redis_conn::{BoxedRead, BoxedWrite, RedisConnection, Tracking},
     resp::{Decoded, Decoder, Frame, Reply},
     StorageError,
@@ -43,6 +43,8 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 /// A subscription this long-lived was healthy: the next failure starts
 /// the back-off (and its warning) afresh.
 const HEALTHY: Duration = Duration::from_secs(10);
+/// How often the cache's hits and misses are logged (when it was asked).
+const REPORT_EVERY: Duration = Duration::from_secs(60);
 /// Waits between attempts to subscribe, doubling up to the last.
 const BACKOFF: [Duration; 4] = [
     Duration::from_millis(50),
@@ -52,16 +54,18 @@ const BACKOFF: [Duration; 4] = [
 ];
 
 /// The cache, the tracked connection its reads go through, and the
-/// listener task (stopped when this is dropped).
+/// listener and report tasks (stopped when this is dropped).
 pub(super) struct CachedReads {
     pub cache: Arc<ContextCache>,
     pub conn: Arc<RedisConnection>,
-    listener: JoinHandle<()>,
+    tasks: [JoinHandle<()>; 2],
 }
 
 impl Drop for CachedReads {
     fn drop(&mut self) {
-        self.listener.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -99,11 +103,31 @@ impl CachedReads {
             redirect,
             stray,
         }));
+        let reporter = runtime.spawn(report(cache.clone()));
         Ok(Self {
             cache,
             conn: tracked,
-            listener,
+            tasks: [listener, reporter],
         })
+    }
+}
+
+/// Logs what the cache answered, once a period in which it was asked.
+async fn report(cache: Arc<ContextCache>) {
+    let mut ticker = tokio::time::interval(REPORT_EVERY);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let (counts, kept) = cache.take_counts();
+        if counts != Counts::default() {
+            tracing::info!(
+                hits = counts.hits,
+                misses = counts.misses,
+                off = counts.off,
+                kept,
+                "context cache in the last {REPORT_EVERY:?}"
+            );
+        }
     }
 }
 
