@@ -52,9 +52,10 @@ pub(super) struct Cached {
 }
 
 impl Cached {
-    /// A snapshot read from Redis, its bytes copied out of the reply: a
-    /// reply is a slice of the connection's read buffer, and keeping it
-    /// would keep the whole buffer (64 KiB) alive.
+    /// A snapshot read from Redis, its events and contacts copied out of
+    /// the reply: they are slices of the connection's read buffer, and
+    /// keeping them would keep the whole buffer (64 KiB) alive. The other
+    /// parts hold no reply bytes and are shared with the read's caller.
     pub fn new(
         snapshot: &ContextSnapshot,
         max_events: usize,
