@@ -2,7 +2,9 @@
 //! a context read again is served from memory (Redis sees no read), and
 //! every write shows at once through the instance that made it and within
 //! an invalidation's trip through another instance or Redis itself, also
-//! after the invalidation listener's connection was cut.
+//! after the invalidation listener's connection was cut, after a failover
+//! to a server that does not know the listener, and with a Redis user not
+//! allowed the commands the cache needs (the cache then stays off).
 
 mod support;
 
@@ -15,6 +17,7 @@ use journey::{
 use support::{
     events::{base_micros, page_view},
     journey_server::JourneyServer,
+    proxy::CountingProxy,
     redis_server::RedisServer,
 };
 use tonic::transport::Channel;
@@ -26,8 +29,12 @@ type Client = JourneyServiceClient<Channel>;
 const SHOWS_WITHIN: Duration = Duration::from_secs(5);
 
 async fn instance(redis: &RedisServer, cache_mib: usize) -> (JourneyServer, Client) {
+    instance_at(redis.url(), cache_mib).await
+}
+
+async fn instance_at(url: String, cache_mib: usize) -> (JourneyServer, Client) {
     let server = JourneyServer::start(ServeConfig {
-        store: StoreUrl::Redis(redis.url()),
+        store: StoreUrl::Redis(url),
         context_cache_mib: cache_mib,
         redis_timeout_ms: 5_000,
         request_timeout_ms: 60_000,
@@ -279,4 +286,146 @@ async fn a_restarted_redis_is_followed() {
         holds("from-b"),
     )
     .await;
+}
+
+/// The client id of the cache's invalidation listener on `redis`, if one
+/// is subscribed there.
+fn listener_id(redis: &RedisServer) -> Option<i64> {
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut redis.connection())
+        .expect("CLIENT LIST");
+    clients
+        .lines()
+        .filter(|l| l.contains(" name=journey-invalidations-"))
+        .find_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .and_then(|id| id.parse().ok())
+}
+
+fn next_client_id(redis: &RedisServer) -> i64 {
+    redis::cmd("CLIENT")
+        .arg("ID")
+        .query(&mut redis.connection())
+        .expect("CLIENT ID")
+}
+
+#[tokio::test]
+async fn a_failover_to_a_server_without_the_listener_is_followed() {
+    let old = RedisServer::start();
+    let new = RedisServer::start();
+    // Each connection takes the next client id: the listener's id on the
+    // old server will be one the new server has not given out.
+    for _ in 0..100 {
+        drop(old.connection());
+    }
+    let proxy = CountingProxy::start(old.port).await;
+    let (_cached, mut a) = instance_at(proxy.url(), 16).await;
+    let (_other, mut b) = instance(&new, 0).await;
+    let at = base_micros();
+    append(&mut a, "c4", "e1", at).await;
+    until_served_from_memory(&mut a, &old, "c4").await;
+    let listener = listener_id(&old).expect("the listener is on the old server");
+    append(&mut b, "c4", "on-new", at + 1).await;
+    assert!(
+        next_client_id(&new) < listener,
+        "the new server has not given out the listener's id {listener}"
+    );
+
+    // The failover: new connections reach the new server, while the
+    // listener's stays on the old one. The store's connections are cut
+    // there; the tracked one comes back on the new server with a redirect
+    // to a client id it does not have, which Redis refuses.
+    proxy.switch_to(new.port);
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut old.connection())
+        .expect("CLIENT KILL");
+    assert!(
+        killed >= 2,
+        "the store's connection and the tracked one: {killed}"
+    );
+    until_shown(&mut a, "c4", "the new server's timeline", |seen| {
+        seen.as_deref() == Some(&["on-new".to_string()][..])
+    })
+    .await;
+
+    // The listener follows to the new server, and the cache serves again,
+    // in step with it.
+    until_served_from_memory(&mut a, &new, "c4").await;
+    assert!(listener_id(&new).is_some(), "the listener moved");
+    append(&mut b, "c4", "after-failover", at + 2).await;
+    until_shown(
+        &mut a,
+        "c4",
+        "a write on the new server",
+        holds("after-failover"),
+    )
+    .await;
+}
+
+/// How many times Redis refused `command` (e.g. `client|list`) to a user
+/// by its ACL (`ACL LOG` counts repeats in one entry).
+fn refusals(redis: &RedisServer, command: &str) -> i64 {
+    let entries: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("ACL")
+        .arg("LOG")
+        .query(&mut redis.connection())
+        .expect("ACL LOG");
+    entries
+        .iter()
+        .filter(|e| {
+            e.get("object").is_some_and(|o| {
+                redis::from_redis_value::<String>(o.clone()).ok().as_deref() == Some(command)
+            })
+        })
+        .filter_map(|e| e.get("count"))
+        .filter_map(|c| redis::from_redis_value::<i64>(c.clone()).ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_user_without_client_list_or_tracking_reads_without_the_cache() {
+    for denied in ["client|list", "client|tracking"] {
+        let redis = RedisServer::start();
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("journey")
+            .arg("on")
+            .arg(">secret")
+            .arg("~*")
+            .arg("&*")
+            .arg("+@all")
+            .arg(format!("-{denied}"))
+            .query(&mut redis.connection())
+            .expect("ACL SETUSER");
+        let url = format!("redis://journey:secret@127.0.0.1:{}/0", redis.port);
+        let (_cached, mut a) = instance_at(url, 16).await;
+        let at = base_micros();
+        append(&mut a, "c5", "e1", at).await;
+
+        // The listener has tried to set the cache up, and tried again.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while refusals(&redis, denied) < 2 {
+            assert!(Instant::now() < deadline, "{denied} was never tried");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // Every read goes to Redis, and answers.
+        let before = timeline_reads(&redis);
+        for _ in 0..5 {
+            assert_eq!(
+                event_ids(&mut a, "c5").await,
+                Some(vec!["e1".to_string()]),
+                "without {denied}"
+            );
+        }
+        assert_eq!(
+            timeline_reads(&redis),
+            before + 5,
+            "without {denied}, no read is served from memory"
+        );
+    }
 }

@@ -1,10 +1,12 @@
 //! A TCP proxy on loopback that counts round trips: each time the client
 //! starts sending after the server has answered (or for the first time)
 //! counts one. A pipeline of many commands written at once is one round
-//! trip; a command that waits for an earlier reply is another.
+//! trip; a command that waits for an earlier reply is another. It can also
+//! cut its connections after a number of round trips, and send new
+//! connections to another server while the old ones stay (a failover).
 
 use std::sync::{
-    atomic::{AtomicBool, AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering},
     Arc,
 };
 
@@ -17,6 +19,8 @@ pub struct CountingProxy {
     pub port: u16,
     round_trips: Arc<AtomicU64>,
     faults: Arc<Faults>,
+    /// Where new connections go.
+    upstream: Arc<AtomicU16>,
 }
 
 /// A switch that cuts the proxy after a number of round trips, to test
@@ -36,14 +40,17 @@ impl CountingProxy {
         let round_trips = Arc::new(AtomicU64::new(0));
         let faults = Arc::new(Faults::default());
         faults.budget.store(-1, Ordering::SeqCst);
+        let upstream = Arc::new(AtomicU16::new(upstream_port));
         let counter = round_trips.clone();
         let switch = faults.clone();
+        let target = upstream.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if switch.down.load(Ordering::SeqCst) {
                     continue; // dropped: the client sees the connection close
                 }
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)).await else {
+                let port = target.load(Ordering::SeqCst);
+                let Ok(server) = TcpStream::connect(("127.0.0.1", port)).await else {
                     continue;
                 };
                 let _ = client.set_nodelay(true);
@@ -55,7 +62,14 @@ impl CountingProxy {
             port,
             round_trips,
             faults,
+            upstream,
         }
+    }
+
+    /// Sends the connections made from now on to another server; those
+    /// already open stay with the old one.
+    pub fn switch_to(&self, upstream_port: u16) {
+        self.upstream.store(upstream_port, Ordering::SeqCst);
     }
 
     /// Lets `n` more round trips through, then cuts every connection and
