@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures the performance targets bench/compare.sh does not: the open loop
-# at half the mix's maximum, the service's memory with 1,000 connections
-# open, Redis memory per stored event, and the context's cost against how
+# at half the mix's maximum (beside the echo server at the same rate), the
+# service's memory with 1,000 connections open, Redis memory per stored
+# event, and the context's cost against how
 # many events a customer has and how many customers there are (10,000 or
 # 1,000,000 of 5 events: ~3.7 GB in Redis, ~2 minutes of seeding; skip with
 # BENCH_MILLION=0). 127.0.0.1 only; each step starts its own
@@ -46,15 +47,26 @@ run() { timeout 60 "$BIN" bench run --target "$T" "$@" --json; }
 echo "# journey bench targets: $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), nproc $(nproc)"
 echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-echo "## open loop: the mix at half its closed-loop maximum"
+echo "## open loop: the mix at half its closed-loop maximum, and the echo server at the same rate"
 start
+# The baseline: the gRPC stack alone at the same arrival rate, on the
+# service's runtime (1 worker), sharing the cores as the service does.
+"$BIN" bench echo-server --listen 127.0.0.1:0 --worker-threads 1 >"$OUT/echo.log" 2>&1 &
+ECHO_PID=$!
+PIDS+=("$ECHO_PID")
+wait_for "echo server" grep -q "listening on" "$OUT/echo.log"
+ECHO=$(sed -n 's/.*listening on //p' "$OUT/echo.log" | head -1)
 "$BIN" bench seed --target "$T" --customers 10000 --events-per-customer 50
+open_loop() { # target rate pids
+  timeout 60 "$BIN" bench run --target "$1" --scenario "$4" -c 32 --rate "$2" --duration 8 --pids "$3" --json \
+    | jq -c '{rps: (.rps|floor), p50_us, p90_us, p99_us, p999_us, errors, not_sent: (.errors_by_code.NOT_SENT // 0)}'
+}
 for rep in $(seq "$REPS"); do
   max=$(run --scenario mix -c 16 --duration 4 | jq .rps)
   rate=$(echo "$max / 2" | bc)
   echo "closed loop c16: $max rps; open loop at $rate rps:"
-  run --scenario mix -c 32 --rate "$rate" --duration 8 --pids "$SERVE_PID,$REDIS_PID" \
-    | jq -c '{rps: (.rps|floor), p50_us, p90_us, p99_us, p999_us, errors, not_sent: (.errors_by_code.NOT_SENT // 0)}'
+  echo "  mix:  $(open_loop "$T" "$rate" "$SERVE_PID,$REDIS_PID" mix)"
+  echo "  echo: $(open_loop "$ECHO" "$rate" "$ECHO_PID" echo)"
 done
 
 echo "## service memory with 1,000 connections open"
