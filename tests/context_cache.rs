@@ -154,12 +154,29 @@ async fn a_cached_context_follows_every_write() {
     until_served_from_memory(&mut a, &redis, "c1").await;
     assert_eq!(event_ids(&mut a, "c1").await, Some(vec!["e1".to_string()]));
 
-    // Written through the same instance: the next read shows it, every time.
+    // Written through the same instance: the next read shows it, every time,
+    // in the events and in the parts rendered once per read (the summary).
     for i in 2..12 {
         let id = format!("e{i}");
         append(&mut a, "c1", &id, at + i).await;
         let seen = event_ids(&mut a, "c1").await.expect("known");
         assert_eq!(seen.first(), Some(&id), "read after its own write");
+        let context = a
+            .get_journey_context(pb::GetJourneyContextRequest {
+                customer_id: "c1".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("context")
+            .into_inner();
+        assert_eq!(
+            context.total_events, i as u64,
+            "summary after its own write"
+        );
+        assert_eq!(
+            context.last_customer_interaction.map(|e| e.event_id),
+            Some(id)
+        );
     }
 
     // Written through another instance, or straight into Redis: shown once

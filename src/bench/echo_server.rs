@@ -36,8 +36,10 @@ pub struct EchoService {
 
 impl EchoService {
     pub fn new() -> Self {
-        // Decoded into the server-side schema, the events stay as bytes:
-        // each answer clones reference-counted buffers, as the real service
+        // Decoded into the server-side schema, the events stay as bytes,
+        // and so do the fields the service renders once per read (the
+        // summary, identities and merges: `wire::ContextFixed`): each
+        // answer clones reference-counted buffers, as the real service
         // answers with the bytes its store returns.
         let bytes = canned_context(Micros::now().0).encode_to_vec();
         Self {

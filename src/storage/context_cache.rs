@@ -92,12 +92,22 @@ impl Cached {
         let last_company_contact = single(&snapshot.last_company_contact);
         let contacts: Vec<_> = snapshot.contacts.iter().map(|c| c.detached()).collect();
         let contact_bytes: usize = contacts.iter().map(|c| c.text_len() + 64).sum();
+        // The transport's rendering of the fixed parts, made at the first
+        // call: the single events again, and about as much as the summary,
+        // identities and merges take here.
+        let rendered_bytes = 64
+            + singles
+                .iter()
+                .filter_map(|e| e.as_ref())
+                .map(|e| e.0.len())
+                .sum::<usize>();
         let bytes = SLOT_BYTES
             + event_bytes
             + contact_bytes
-            + 256 * (snapshot.identities.len() + snapshot.merges.len())
+            + rendered_bytes
+            + 2 * 256 * (snapshot.identities.len() + snapshot.merges.len())
             + 1024 * snapshot.journeys.len()
-            + 128 * snapshot.summary.channels.len();
+            + 2 * 128 * snapshot.summary.channels.len();
         Self {
             snapshot: ContextSnapshot {
                 events,
@@ -110,6 +120,9 @@ impl Cached {
                 identities: snapshot.identities.clone(),
                 merges: snapshot.merges.clone(),
                 journeys: snapshot.journeys.clone(),
+                // Shared: the rendering the read's own call makes is the
+                // hits' (it holds no part of the reply).
+                rendered: snapshot.rendered.clone(),
             },
             max_events,
             contacts_since,
@@ -169,6 +182,7 @@ impl Cached {
             identities: s.identities.clone(),
             merges: s.merges.clone(),
             journeys: s.journeys.clone(),
+            rendered: s.rendered.clone(),
         }
     }
 }
@@ -423,6 +437,7 @@ mod tests {
             identities: Arc::from([]),
             merges: Arc::from([]),
             journeys: Arc::from([]),
+            rendered: Default::default(),
         }
     }
 

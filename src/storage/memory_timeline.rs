@@ -262,6 +262,7 @@ impl Timeline {
                 .map(|(_, b)| EncodedEvent(b.clone())),
             contacts: Vec::new(),
             contacts_capped: false,
+            rendered: Default::default(),
             profile,
             identities: self.identities().into(),
             merges: self.merges.clone().into(),

@@ -109,6 +109,35 @@ pub struct ContextSnapshot {
     pub merges: Arc<[MergeRecord]>,
     /// The customer's state in every journey they have a state in.
     pub journeys: Arc<[JourneyState]>,
+    /// The parts above that do not change from call to call, as the
+    /// transport renders them: kept with the snapshot and shared with every
+    /// view of it the context cache hands out, so a hit renders nothing again.
+    pub rendered: Rendered,
+}
+
+/// A snapshot's rendering by the transport, made at most once (opaque to
+/// the store). It is derived from the snapshot, so it never makes two
+/// snapshots differ: all compare equal.
+#[derive(Clone, Default)]
+pub struct Rendered(Arc<std::sync::OnceLock<bytes::Bytes>>);
+
+impl Rendered {
+    /// The rendering, made by `render` if this is the first call.
+    pub fn get_or_init(&self, render: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
+        self.0.get_or_init(render).clone()
+    }
+}
+
+impl PartialEq for Rendered {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Rendered({:?} bytes)", self.0.get().map(|b| b.len()))
+    }
 }
 
 /// What became of a merge.

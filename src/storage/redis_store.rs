@@ -623,6 +623,7 @@ impl RedisStore {
                 identities: identities.into(),
                 merges: merges.into(),
                 journeys: journeys.into(),
+                rendered: Default::default(),
             };
             return Ok(Some((snapshot, one_trip)));
         }

@@ -7,7 +7,7 @@ use crate::{
         Taxonomy,
     },
     pb,
-    storage::EncodedEvent,
+    storage::{ContextSnapshot, EncodedEvent},
     wire::{self, WireEvent},
 };
 
@@ -74,6 +74,31 @@ pub fn event(encoded: &EncodedEvent) -> WireEvent {
 
 pub fn events(encoded: &[EncodedEvent]) -> Vec<WireEvent> {
     encoded.iter().map(event).collect()
+}
+
+/// The context's fields that are the same for every call answered from
+/// this snapshot (all but the events, contact counts and journeys),
+/// encoded.
+pub fn context_fixed(snapshot: &ContextSnapshot, taxonomy: &Taxonomy) -> bytes::Bytes {
+    let summary = &snapshot.summary;
+    let profile = snapshot.profile.to_string();
+    let fixed = wire::ContextFixed {
+        customer_id: if snapshot.profile.is_anonymous() {
+            String::new()
+        } else {
+            profile.clone()
+        },
+        channels: channel_summaries(summary, taxonomy),
+        first_seen: summary.first_seen.map(to_timestamp),
+        last_seen: summary.last_seen.map(to_timestamp),
+        total_events: summary.total_events,
+        last_customer_interaction: snapshot.last_customer_interaction.as_ref().map(event),
+        last_company_contact: snapshot.last_company_contact.as_ref().map(event),
+        profile_id: profile,
+        identities: snapshot.identities.iter().map(linked_identity).collect(),
+        merges: snapshot.merges.iter().map(merge_record).collect(),
+    };
+    prost::Message::encode_to_vec(&fixed).into()
 }
 
 /// The per-channel summary, in channel name order, with each channel's

@@ -239,28 +239,12 @@ impl JourneyService for JourneyApi {
             )
             .await?
             .ok_or_else(|| ApiError::UnknownCustomer(customer.to_string()))?;
-        let summary = &snapshot.summary;
-        let optional = |e: &Option<_>| e.as_ref().map(convert::event);
         Ok(Response::new(pb::GetJourneyContextResponse {
             events: convert::events(&snapshot.events),
-            customer_id: if snapshot.profile.is_anonymous() {
-                String::new()
-            } else {
-                snapshot.profile.to_string()
-            },
-            profile_id: snapshot.profile.to_string(),
-            identities: snapshot
-                .identities
-                .iter()
-                .map(convert::linked_identity)
-                .collect(),
-            merges: snapshot.merges.iter().map(convert::merge_record).collect(),
-            channels: convert::channel_summaries(summary, &self.taxonomy),
-            first_seen: summary.first_seen.map(convert::to_timestamp),
-            last_seen: summary.last_seen.map(convert::to_timestamp),
-            total_events: summary.total_events,
-            last_customer_interaction: optional(&snapshot.last_customer_interaction),
-            last_company_contact: optional(&snapshot.last_company_contact),
+            // Rendered once per read: a cached snapshot's hits share it.
+            fixed: snapshot
+                .rendered
+                .get_or_init(|| convert::context_fixed(&snapshot, &self.taxonomy)),
             contact_counts: Some(pb::ContactCounts {
                 capped: snapshot.contacts_capped,
                 ..contact::contact_counts(&policy.counts(&snapshot.contacts, now))

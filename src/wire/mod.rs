@@ -246,6 +246,9 @@ impl<T: Message> tonic::codec::Encoder for SizedEncoder<T> {
     }
 }
 
+mod context;
+pub use context::{ContextFixed, GetJourneyContextResponse};
+
 include!(concat!(env!("OUT_DIR"), "/wire/journey.v1.rs"));
 
 #[cfg(test)]
@@ -273,7 +276,12 @@ mod tests {
         let encoded = Bytes::from(event().encode_to_vec());
         let response = GetJourneyContextResponse {
             events: vec![WireEvent(encoded.clone()), WireEvent(encoded)],
-            customer_id: "c1".into(),
+            fixed: ContextFixed {
+                customer_id: "c1".into(),
+                ..Default::default()
+            }
+            .encode_to_vec()
+            .into(),
             ..Default::default()
         };
         let plain = pb::GetJourneyContextResponse::decode(response.encode_to_vec().as_slice())
