@@ -239,17 +239,18 @@ impl JourneyService for JourneyApi {
             )
             .await?
             .ok_or_else(|| ApiError::UnknownCustomer(customer.to_string()))?;
+        // Rendered once per read: a cached snapshot's hits share it.
+        let fixed = snapshot
+            .rendered
+            .get_or_init(|| convert::context_fixed(&snapshot, &self.taxonomy));
         Ok(Response::new(pb::GetJourneyContextResponse {
-            events: convert::events(&snapshot.events),
-            // Rendered once per read: a cached snapshot's hits share it.
-            fixed: snapshot
-                .rendered
-                .get_or_init(|| convert::context_fixed(&snapshot, &self.taxonomy)),
             contact_counts: Some(pb::ContactCounts {
                 capped: snapshot.contacts_capped,
                 ..contact::contact_counts(&policy.counts(&snapshot.contacts, now))
             }),
             journeys: self.context_journeys(&snapshot.journeys, now),
+            fixed,
+            events: convert::into_events(snapshot.events),
         }))
     }
 
@@ -295,7 +296,7 @@ impl JourneyService for JourneyApi {
             .await?
             .ok_or_else(|| ApiError::UnknownCustomer(customer.to_string()))?;
         Ok(Response::new(pb::ListEventsResponse {
-            events: convert::events(&page.events),
+            events: convert::into_events(page.events),
             next_page_token: page
                 .next
                 .as_ref()
