@@ -320,6 +320,26 @@ impl ContactPolicy {
         Self::count(contacts.iter().filter(|c| self.counts_at(c, at)), at)
     }
 
+    /// The first instant after `at` at which `counts(contacts, ·)` may
+    /// answer differently from at `at`: a contact's own instant (it starts
+    /// to count) or the end of one of its windows, the counts' own or one
+    /// of `also` (e.g. how long the caller keeps a contact in view).
+    /// `Micros(i64::MAX)` when nothing is left to change.
+    pub fn counts_change_after(contacts: &[Contact], at: Micros, also: &[i64]) -> Micros {
+        let windows = [0, DAY, 7 * DAY, 30 * DAY];
+        contacts
+            .iter()
+            .flat_map(|c| {
+                windows
+                    .iter()
+                    .chain(also)
+                    .map(move |w| c.at.0.saturating_add(*w))
+            })
+            .filter(|&t| t > at.0)
+            .min()
+            .map_or(Micros(i64::MAX), Micros)
+    }
+
     /// `contacts` (non-exempt, at or before `at`) counted per window.
     fn count<'a>(contacts: impl Iterator<Item = &'a Contact>, at: Micros) -> ContactCounts {
         let mut counts = ContactCounts::default();
@@ -613,6 +633,51 @@ channel = "email"
 max = 2
 window = "1d"
 "#;
+
+    #[test]
+    fn counts_hold_until_the_next_change_they_name() {
+        let p = policy(&format!(
+            "exempt_reasons = [\"payment_receipt\"]\n{TWO_EMAILS_A_DAY}"
+        ));
+        let contacts = [
+            contact(T0 - 40 * DAY, "email", ""),
+            contact(T0 - 8 * DAY, "sms", ""),
+            contact_for(T0 - 2 * DAY, "email", "payment_receipt", ""),
+            contact(T0 - HOUR, "email", ""),
+            contact(T0 + HOUR, "push", ""),
+        ];
+        let also = [45 * DAY];
+        let mut boundaries: Vec<i64> = contacts
+            .iter()
+            .flat_map(|c| [0, DAY, 7 * DAY, 30 * DAY, 45 * DAY].map(|w| c.at.0 + w))
+            .collect();
+        boundaries.sort_unstable();
+        let instants: Vec<i64> = boundaries
+            .iter()
+            .flat_map(|&b| [b - 1, b, b + 1])
+            .chain([T0 - 100 * DAY, T0, T0 + 100 * DAY])
+            .collect();
+        for &at in &instants {
+            let held = p.counts(&contacts, Micros(at));
+            let until = ContactPolicy::counts_change_after(&contacts, Micros(at), &also);
+            assert!(until.0 > at);
+            // Every instant where anything could change, up to `until`.
+            for &t in instants.iter().filter(|&&t| t > at && t < until.0) {
+                assert_eq!(p.counts(&contacts, Micros(t)), held, "from {at} to {t}");
+            }
+            if until.0 < i64::MAX {
+                assert_eq!(p.counts(&contacts, Micros(until.0 - 1)), held);
+            }
+        }
+        // The last window of the last contact ends, and nothing is left.
+        let end = ContactPolicy::counts_change_after(&contacts, Micros(T0 + 50 * DAY), &also);
+        assert_eq!(end, Micros(i64::MAX));
+        // A contact in the future changes the counts when it comes.
+        assert_eq!(
+            ContactPolicy::counts_change_after(&contacts, Micros(T0), &[]),
+            Micros(T0 + HOUR)
+        );
+    }
 
     #[test]
     fn builtin_policy_loads() {

@@ -115,16 +115,60 @@ pub struct ContextSnapshot {
     pub rendered: Rendered,
 }
 
-/// A snapshot's rendering by the transport, made at most once (opaque to
-/// the store). It is derived from the snapshot, so it never makes two
+/// A snapshot's renderings by the transport (opaque to the store): one
+/// made at most once, and one that holds over a span of time, made again
+/// when it ends. They are derived from the snapshot, so they never make two
 /// snapshots differ: all compare equal.
 #[derive(Clone, Default)]
-pub struct Rendered(Arc<std::sync::OnceLock<bytes::Bytes>>);
+pub struct Rendered(Arc<Renderings>);
+
+#[derive(Default)]
+struct Renderings {
+    fixed: std::sync::OnceLock<bytes::Bytes>,
+    timed: arc_swap::ArcSwapOption<Timed>,
+}
+
+/// A rendering made at `from` with `key`, true until `until` (µs).
+struct Timed {
+    key: Arc<dyn std::any::Any + Send + Sync>,
+    from: i64,
+    until: i64,
+    bytes: bytes::Bytes,
+}
 
 impl Rendered {
     /// The rendering, made by `render` if this is the first call.
     pub fn get_or_init(&self, render: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
-        self.0.get_or_init(render).clone()
+        self.0.fixed.get_or_init(render).clone()
+    }
+
+    /// The rendering for the instant `now` (µs) and `key` (the same object,
+    /// not an equal one: it is held, so its address is not reused): the one
+    /// kept if it was made with this key, at or before `now`, and holds
+    /// after it; else `render`'s, which says until when it holds, and is
+    /// kept in its place.
+    pub fn timed(
+        &self,
+        key: &Arc<dyn std::any::Any + Send + Sync>,
+        now: i64,
+        render: impl FnOnce() -> (bytes::Bytes, i64),
+    ) -> bytes::Bytes {
+        if let Some(kept) = &*self.0.timed.load() {
+            if std::ptr::addr_eq(Arc::as_ptr(&kept.key), Arc::as_ptr(key))
+                && kept.from <= now
+                && now < kept.until
+            {
+                return kept.bytes.clone();
+            }
+        }
+        let (bytes, until) = render();
+        self.0.timed.store(Some(Arc::new(Timed {
+            key: key.clone(),
+            from: now,
+            until,
+            bytes: bytes.clone(),
+        })));
+        bytes
     }
 }
 
@@ -136,7 +180,11 @@ impl PartialEq for Rendered {
 
 impl std::fmt::Debug for Rendered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Rendered({:?} bytes)", self.0.get().map(|b| b.len()))
+        write!(
+            f,
+            "Rendered({:?} bytes)",
+            self.0.fixed.get().map(|b| b.len())
+        )
     }
 }
 

@@ -2,6 +2,7 @@
 //! map errors. No rule of the domain and no Redis command lives here.
 
 pub mod contact;
+pub mod context_counts;
 pub mod convert;
 pub mod customers;
 pub mod journeys;

@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use tonic::{Request, Response, Status};
 use ulid::Ulid;
 
-use super::{contact, convert, page_token, status::ApiError};
+use super::{context_counts::context_counts, convert, page_token, status::ApiError};
 use crate::{
     domain::{
         journey::JourneyDefinitions, taxonomy::NameKind, ContactPolicy, DomainError, Event,
@@ -228,7 +228,7 @@ impl JourneyService for JourneyApi {
             .profile_of(&request.customer_id, request.customer.as_ref())
             .await?;
         let max_events = self.page_size("max_events", request.max_events)?;
-        let policy = self.policy.load();
+        let policy = self.policy.load_full();
         let now = Micros::now();
         let snapshot = self
             .store
@@ -244,10 +244,8 @@ impl JourneyService for JourneyApi {
             .rendered
             .get_or_init(|| convert::context_fixed(&snapshot, &self.taxonomy));
         Ok(Response::new(pb::GetJourneyContextResponse {
-            contact_counts: Some(pb::ContactCounts {
-                capped: snapshot.contacts_capped,
-                ..contact::contact_counts(&policy.counts(&snapshot.contacts, now))
-            }),
+            contact_counts_encoded: context_counts(&snapshot, &policy, now),
+            contact_counts: None,
             journeys: self.context_journeys(&snapshot.journeys, now),
             fixed,
             events: convert::into_events(snapshot.events),

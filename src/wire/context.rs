@@ -4,9 +4,11 @@
 //! which depend on the call's page size and instant) go in as bytes
 //! encoded once (`ContextFixed`): the context cache keeps them with its
 //! snapshot, so a hit copies them instead of converting and encoding the
-//! summary, identities and merges again. The events go in as stored
-//! (`WireEvent`). Protobuf reads fields in any order, so the fixed part
-//! sits between the events and the rest.
+//! summary, identities and merges again. The contact counts, which change
+//! only when a contact's window ends, can come encoded too
+//! (`contact_counts_field`). The events go in as stored (`WireEvent`).
+//! Protobuf reads fields in any order, so the encoded parts sit between
+//! the events and the rest.
 
 use bytes::{BufMut, Bytes};
 use prost::{
@@ -46,21 +48,33 @@ const CONTACT_COUNTS: u32 = 9;
 const JOURNEYS: u32 = 13;
 
 /// The response: the events, the fixed part's bytes, the contact counts
-/// and the journeys.
+/// (encoded, or not) and the journeys.
 #[derive(Clone, PartialEq, Default, Debug)]
 pub struct GetJourneyContextResponse {
     pub events: Vec<WireEvent>,
     /// `ContextFixed`, encoded; decoding keeps every field other than
     /// 1, 9 and 13 here, as it came.
     pub fixed: Bytes,
+    /// Field 9 encoded, key included (`contact_counts_field`), or empty.
+    /// Decoding fills `contact_counts` instead.
+    pub contact_counts_encoded: Bytes,
     pub contact_counts: Option<ContactCounts>,
     pub journeys: Vec<JourneyState>,
+}
+
+/// The contact counts as the response's field 9, key included: what
+/// `contact_counts_encoded` takes.
+pub fn contact_counts_field(counts: &ContactCounts) -> Bytes {
+    let mut buf = Vec::with_capacity(encoding::message::encoded_len(CONTACT_COUNTS, counts));
+    encoding::message::encode(CONTACT_COUNTS, counts, &mut buf);
+    buf.into()
 }
 
 impl Message for GetJourneyContextResponse {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         encoding::message::encode_repeated(EVENTS, &self.events, buf);
         buf.put_slice(&self.fixed);
+        buf.put_slice(&self.contact_counts_encoded);
         if let Some(counts) = &self.contact_counts {
             encoding::message::encode(CONTACT_COUNTS, counts, buf);
         }
@@ -97,6 +111,7 @@ impl Message for GetJourneyContextResponse {
     fn encoded_len(&self) -> usize {
         encoding::message::encoded_len_repeated(EVENTS, &self.events)
             + self.fixed.len()
+            + self.contact_counts_encoded.len()
             + self
                 .contact_counts
                 .as_ref()
@@ -208,13 +223,14 @@ mod tests {
         GetJourneyContextResponse {
             events: vec![wire_event("e2"), wire_event("e1")],
             fixed: fixed.encode_to_vec().into(),
-            contact_counts: Some(ContactCounts {
+            contact_counts_encoded: contact_counts_field(&ContactCounts {
                 last_24h: 1,
                 last_7d: 2,
                 last_30d: 3,
                 capped: true,
                 ..Default::default()
             }),
+            contact_counts: None,
             journeys: vec![JourneyState {
                 journey: "onboarding".into(),
                 ..Default::default()
@@ -241,6 +257,23 @@ mod tests {
         assert_eq!(decoded.events.len(), 2);
         assert_eq!(decoded.journeys.len(), 1);
         assert!(decoded.contact_counts.is_some());
+    }
+
+    #[test]
+    fn contact_counts_encode_the_same_either_way() {
+        let encoded = wire();
+        let plain_counts = GetJourneyContextResponse {
+            contact_counts_encoded: Bytes::new(),
+            contact_counts: plain().contact_counts.map(|c| ContactCounts {
+                last_24h: c.last_24h,
+                last_7d: c.last_7d,
+                last_30d: c.last_30d,
+                capped: c.capped,
+                ..Default::default()
+            }),
+            ..encoded.clone()
+        };
+        assert_eq!(encoded.encode_to_vec(), plain_counts.encode_to_vec());
     }
 
     #[test]

@@ -247,7 +247,7 @@ impl<T: Message> tonic::codec::Encoder for SizedEncoder<T> {
 }
 
 mod context;
-pub use context::{ContextFixed, GetJourneyContextResponse};
+pub use context::{contact_counts_field, ContextFixed, GetJourneyContextResponse};
 
 include!(concat!(env!("OUT_DIR"), "/wire/journey.v1.rs"));
 
