@@ -38,7 +38,7 @@ impl EchoService {
     pub fn new() -> Self {
         // Decoded into the server-side schema, the events stay as bytes,
         // and so do the fields the service renders once per read (the
-        // summary, identities and merges: `wire::ContextFixed`): each
+        // summary, identities and merges: `wire::ContextHead` and `ContextTail`): each
         // answer clones reference-counted buffers, as the real service
         // answers with the bytes its store returns.
         let bytes = canned_context(Micros::now().0).encode_to_vec();

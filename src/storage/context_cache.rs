@@ -92,10 +92,12 @@ impl Cached {
         let last_company_contact = single(&snapshot.last_company_contact);
         let contacts: Vec<_> = snapshot.contacts.iter().map(|c| c.detached()).collect();
         let contact_bytes: usize = contacts.iter().map(|c| c.text_len() + 64).sum();
-        // The transport's rendering of the fixed parts, made at the first
-        // call: the single events again, and about as much as the summary,
-        // identities and merges take here.
-        let rendered_bytes = 64
+        // The transport's renderings, made at the first call: the profile
+        // id twice, timestamps and counts, the kept contact counts, the
+        // single events again, and about as much as the summary, identities
+        // and merges take here.
+        let rendered_bytes = 256
+            + 2 * snapshot.profile.as_str().len()
             + singles
                 .iter()
                 .filter_map(|e| e.as_ref())
@@ -584,6 +586,28 @@ mod tests {
             cache.begin("c1", 50, Micros(T0 + 1), None),
             Lookup::Miss(_)
         ));
+    }
+
+    #[test]
+    fn views_of_one_read_share_its_renderings_and_a_new_read_does_not() {
+        let read = snapshot(3, 10, &[T0], false);
+        let cached = kept(&read, 3);
+        let rendered = |s: &ContextSnapshot, made: &'static str| {
+            s.rendered
+                .get_or_init(|| [Bytes::from_static(made.as_bytes()), Bytes::new()])
+        };
+        // The read's own call renders; the views after it answer the same.
+        assert_eq!(rendered(&read, "first")[0], "first");
+        assert_eq!(rendered(&cached.view(3, Micros(T0)), "again")[0], "first");
+        assert_eq!(
+            rendered(&cached.view(1, Micros(T0 + 1)), "again")[0],
+            "first"
+        );
+        let next = kept(&snapshot(3, 10, &[T0], false), 3);
+        assert_eq!(
+            rendered(&next.view(3, Micros(T0)), "new read")[0],
+            "new read"
+        );
     }
 
     #[test]

@@ -109,9 +109,13 @@ pub struct ContextSnapshot {
     pub merges: Arc<[MergeRecord]>,
     /// The customer's state in every journey they have a state in.
     pub journeys: Arc<[JourneyState]>,
-    /// The parts above that do not change from call to call, as the
-    /// transport renders them: kept with the snapshot and shared with every
-    /// view of it the context cache hands out, so a hit renders nothing again.
+    /// What the transport renders of this snapshot (the summary, identities,
+    /// merges and last events; the contact counts while they hold): kept
+    /// with the snapshot and shared with every view of it the context
+    /// cache hands out, so a hit renders them once. A view must therefore
+    /// keep every part a rendering reads as the read gave it (`Cached::view`
+    /// cuts only the events and the contacts, and the counts' rendering
+    /// holds only while the contacts it counted are the view's).
     pub rendered: Rendered,
 }
 
@@ -124,7 +128,7 @@ pub struct Rendered(Arc<Renderings>);
 
 #[derive(Default)]
 struct Renderings {
-    fixed: std::sync::OnceLock<bytes::Bytes>,
+    fixed: std::sync::OnceLock<[bytes::Bytes; 2]>,
     timed: arc_swap::ArcSwapOption<Timed>,
 }
 
@@ -137,8 +141,9 @@ struct Timed {
 }
 
 impl Rendered {
-    /// The rendering, made by `render` if this is the first call.
-    pub fn get_or_init(&self, render: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
+    /// The rendering (in two parts), made by `render` if this is the first
+    /// call. A call that comes while another renders waits for it.
+    pub fn get_or_init(&self, render: impl FnOnce() -> [bytes::Bytes; 2]) -> [bytes::Bytes; 2] {
         self.0.fixed.get_or_init(render).clone()
     }
 
@@ -183,7 +188,7 @@ impl std::fmt::Debug for Rendered {
         write!(
             f,
             "Rendered({:?} bytes)",
-            self.0.fixed.get().map(|b| b.len())
+            self.0.fixed.get().map(|[a, b]| a.len() + b.len())
         )
     }
 }

@@ -80,11 +80,11 @@ pub fn into_events(encoded: Vec<EncodedEvent>) -> Vec<WireEvent> {
 
 /// The context's fields that are the same for every call answered from
 /// this snapshot (all but the events, contact counts and journeys),
-/// encoded.
-pub fn context_fixed(snapshot: &ContextSnapshot, taxonomy: &Taxonomy) -> bytes::Bytes {
+/// encoded: the fields before the contact counts, and those after.
+pub fn context_fixed(snapshot: &ContextSnapshot, taxonomy: &Taxonomy) -> [bytes::Bytes; 2] {
     let summary = &snapshot.summary;
     let profile = snapshot.profile.to_string();
-    let fixed = wire::ContextFixed {
+    let head = wire::ContextHead {
         customer_id: if snapshot.profile.is_anonymous() {
             String::new()
         } else {
@@ -96,11 +96,16 @@ pub fn context_fixed(snapshot: &ContextSnapshot, taxonomy: &Taxonomy) -> bytes::
         total_events: summary.total_events,
         last_customer_interaction: snapshot.last_customer_interaction.as_ref().map(event),
         last_company_contact: snapshot.last_company_contact.as_ref().map(event),
+    };
+    let tail = wire::ContextTail {
         profile_id: profile,
         identities: snapshot.identities.iter().map(linked_identity).collect(),
         merges: snapshot.merges.iter().map(merge_record).collect(),
     };
-    prost::Message::encode_to_vec(&fixed).into()
+    [
+        prost::Message::encode_to_vec(&head).into(),
+        prost::Message::encode_to_vec(&tail).into(),
+    ]
 }
 
 /// The per-channel summary, in channel name order, with each channel's

@@ -240,14 +240,15 @@ impl JourneyService for JourneyApi {
             .await?
             .ok_or_else(|| ApiError::UnknownCustomer(customer.to_string()))?;
         // Rendered once per read: a cached snapshot's hits share it.
-        let fixed = snapshot
+        let [head, tail] = snapshot
             .rendered
             .get_or_init(|| convert::context_fixed(&snapshot, &self.taxonomy));
         Ok(Response::new(pb::GetJourneyContextResponse {
             contact_counts_encoded: context_counts(&snapshot, &policy, now),
             contact_counts: None,
             journeys: self.context_journeys(&snapshot.journeys, now),
-            fixed,
+            head,
+            tail,
             events: convert::into_events(snapshot.events),
         }))
     }

@@ -2,13 +2,13 @@
 //! fields that stay the same for every call answered from one read of a
 //! customer (all but the events, the contact counts and the journeys,
 //! which depend on the call's page size and instant) go in as bytes
-//! encoded once (`ContextFixed`): the context cache keeps them with its
-//! snapshot, so a hit copies them instead of converting and encoding the
-//! summary, identities and merges again. The contact counts, which change
-//! only when a contact's window ends, can come encoded too
-//! (`contact_counts_field`). The events go in as stored (`WireEvent`).
-//! Protobuf reads fields in any order, so the encoded parts sit between
-//! the events and the rest.
+//! encoded once (`ContextHead`, `ContextTail`): the context cache keeps
+//! them with its snapshot, so a hit copies them instead of converting and
+//! encoding the summary, identities and merges again. The contact counts,
+//! which change only when a contact comes due or leaves a window, can come
+//! encoded too (`contact_counts_field`). The events go in as stored
+//! (`WireEvent`). Every field is written in field-number order, as prost
+//! writes the generated type.
 
 use bytes::{BufMut, Bytes};
 use prost::{
@@ -18,9 +18,9 @@ use prost::{
 
 use super::{ChannelSummary, ContactCounts, JourneyState, LinkedIdentity, Merge, WireEvent};
 
-/// Fields 2–8 and 10–12 of the response, encoded by prost on their own.
+/// Fields 2–8 of the response, encoded by prost on their own.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct ContextFixed {
+pub struct ContextHead {
     #[prost(string, tag = "2")]
     pub customer_id: String,
     #[prost(message, repeated, tag = "3")]
@@ -35,6 +35,11 @@ pub struct ContextFixed {
     pub last_customer_interaction: Option<WireEvent>,
     #[prost(message, optional, tag = "8")]
     pub last_company_contact: Option<WireEvent>,
+}
+
+/// Fields 10–12 of the response, encoded by prost on their own.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ContextTail {
     #[prost(string, tag = "10")]
     pub profile_id: String,
     #[prost(message, repeated, tag = "11")]
@@ -44,21 +49,23 @@ pub struct ContextFixed {
 }
 
 const EVENTS: u32 = 1;
+const TOTAL_EVENTS: u32 = 6;
 const CONTACT_COUNTS: u32 = 9;
 const JOURNEYS: u32 = 13;
 
-/// The response: the events, the fixed part's bytes, the contact counts
-/// (encoded, or not) and the journeys.
+/// The response: the events, the encoded head, the contact counts
+/// (encoded, or not), the encoded tail and the journeys.
 #[derive(Clone, PartialEq, Default, Debug)]
 pub struct GetJourneyContextResponse {
     pub events: Vec<WireEvent>,
-    /// `ContextFixed`, encoded; decoding keeps every field other than
-    /// 1, 9 and 13 here, as it came.
-    pub fixed: Bytes,
+    /// `ContextHead`, encoded; decoding keeps fields 2–8 here as they came.
+    pub head: Bytes,
     /// Field 9 encoded, key included (`contact_counts_field`), or empty.
     /// Decoding fills `contact_counts` instead.
     pub contact_counts_encoded: Bytes,
     pub contact_counts: Option<ContactCounts>,
+    /// `ContextTail`, encoded; decoding keeps fields 10–12 here as they came.
+    pub tail: Bytes,
     pub journeys: Vec<JourneyState>,
 }
 
@@ -70,14 +77,37 @@ pub fn contact_counts_field(counts: &ContactCounts) -> Bytes {
     buf.into()
 }
 
+/// Appends one field, key and value, to encoded bytes (as `WireEvent`
+/// keeps an event's fields), once its wire type is the one the schema
+/// gives it.
+fn keep_field(
+    kept: &mut Bytes,
+    tag: u32,
+    wire_type: WireType,
+    buf: &mut impl bytes::Buf,
+    ctx: DecodeContext,
+) -> Result<(), DecodeError> {
+    let expected = if tag == TOTAL_EVENTS {
+        WireType::Varint
+    } else {
+        WireType::LengthDelimited
+    };
+    encoding::check_wire_type(expected, wire_type)?;
+    let mut field = WireEvent(std::mem::take(kept));
+    let merged = field.merge_field(tag, wire_type, buf, ctx);
+    *kept = field.0;
+    merged
+}
+
 impl Message for GetJourneyContextResponse {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         encoding::message::encode_repeated(EVENTS, &self.events, buf);
-        buf.put_slice(&self.fixed);
+        buf.put_slice(&self.head);
         buf.put_slice(&self.contact_counts_encoded);
         if let Some(counts) = &self.contact_counts {
             encoding::message::encode(CONTACT_COUNTS, counts, buf);
         }
+        buf.put_slice(&self.tail);
         encoding::message::encode_repeated(JOURNEYS, &self.journeys, buf);
     }
 
@@ -88,34 +118,35 @@ impl Message for GetJourneyContextResponse {
         buf: &mut impl bytes::Buf,
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
-        match tag {
+        let merged = match tag {
             EVENTS => encoding::message::merge_repeated(wire_type, &mut self.events, buf, ctx),
+            2..=8 => keep_field(&mut self.head, tag, wire_type, buf, ctx),
             CONTACT_COUNTS => encoding::message::merge(
                 wire_type,
                 self.contact_counts.get_or_insert_with(Default::default),
                 buf,
                 ctx,
             ),
+            10..=12 => keep_field(&mut self.tail, tag, wire_type, buf, ctx),
             JOURNEYS => encoding::message::merge_repeated(wire_type, &mut self.journeys, buf, ctx),
-            // Appended to the fixed bytes with its key, as `WireEvent`
-            // keeps an event's fields.
-            _ => {
-                let mut fixed = WireEvent(std::mem::take(&mut self.fixed));
-                let merged = fixed.merge_field(tag, wire_type, buf, ctx);
-                self.fixed = fixed.0;
-                merged
-            }
-        }
+            // Skipped, as prost skips an unknown field.
+            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+        };
+        merged.map_err(|mut e| {
+            e.push("GetJourneyContextResponse", "field");
+            e
+        })
     }
 
     fn encoded_len(&self) -> usize {
         encoding::message::encoded_len_repeated(EVENTS, &self.events)
-            + self.fixed.len()
+            + self.head.len()
             + self.contact_counts_encoded.len()
             + self
                 .contact_counts
                 .as_ref()
                 .map_or(0, |c| encoding::message::encoded_len(CONTACT_COUNTS, c))
+            + self.tail.len()
             + encoding::message::encoded_len_repeated(JOURNEYS, &self.journeys)
     }
 
@@ -192,7 +223,7 @@ mod tests {
     }
 
     fn wire() -> GetJourneyContextResponse {
-        let fixed = ContextFixed {
+        let head = ContextHead {
             customer_id: "c1".into(),
             channels: vec![ChannelSummary {
                 channel: "web".into(),
@@ -206,6 +237,8 @@ mod tests {
             total_events: 2,
             last_customer_interaction: Some(wire_event("e2")),
             last_company_contact: Some(wire_event("k1")),
+        };
+        let tail = ContextTail {
             profile_id: "c1".into(),
             identities: vec![LinkedIdentity {
                 identity: Some(super::super::Identity {
@@ -222,7 +255,7 @@ mod tests {
         };
         GetJourneyContextResponse {
             events: vec![wire_event("e2"), wire_event("e1")],
-            fixed: fixed.encode_to_vec().into(),
+            head: head.encode_to_vec().into(),
             contact_counts_encoded: contact_counts_field(&ContactCounts {
                 last_24h: 1,
                 last_7d: 2,
@@ -231,6 +264,7 @@ mod tests {
                 ..Default::default()
             }),
             contact_counts: None,
+            tail: tail.encode_to_vec().into(),
             journeys: vec![JourneyState {
                 journey: "onboarding".into(),
                 ..Default::default()
@@ -239,12 +273,26 @@ mod tests {
     }
 
     #[test]
-    fn clients_read_every_field_of_the_fixed_part() {
+    fn clients_read_every_field_and_the_bytes_are_prosts() {
         let response = wire();
         let bytes = response.encode_to_vec();
         assert_eq!(bytes.len(), response.encoded_len());
         let read = pb::GetJourneyContextResponse::decode(bytes.as_slice()).expect("decodes");
         assert_eq!(read, plain());
+        // Field-number order, as the generated type writes it.
+        assert_eq!(bytes, plain().encode_to_vec());
+    }
+
+    #[test]
+    fn decoding_refuses_a_known_field_of_the_wrong_type_and_skips_unknown_ones() {
+        let mut wrong = Vec::new();
+        encoding::string::encode(TOTAL_EVENTS, &"six".to_string(), &mut wrong);
+        assert!(pb::GetJourneyContextResponse::decode(wrong.as_slice()).is_err());
+        assert!(GetJourneyContextResponse::decode(wrong.as_slice()).is_err());
+        let mut unknown = plain().encode_to_vec();
+        encoding::uint64::encode(99, &7, &mut unknown);
+        let decoded = GetJourneyContextResponse::decode(unknown.as_slice()).expect("decodes");
+        assert_eq!(decoded.encode_to_vec(), plain().encode_to_vec());
     }
 
     #[test]

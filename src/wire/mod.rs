@@ -247,7 +247,7 @@ impl<T: Message> tonic::codec::Encoder for SizedEncoder<T> {
 }
 
 mod context;
-pub use context::{contact_counts_field, ContextFixed, GetJourneyContextResponse};
+pub use context::{contact_counts_field, ContextHead, ContextTail, GetJourneyContextResponse};
 
 include!(concat!(env!("OUT_DIR"), "/wire/journey.v1.rs"));
 
@@ -276,7 +276,7 @@ mod tests {
         let encoded = Bytes::from(event().encode_to_vec());
         let response = GetJourneyContextResponse {
             events: vec![WireEvent(encoded.clone()), WireEvent(encoded)],
-            fixed: ContextFixed {
+            head: ContextHead {
                 customer_id: "c1".into(),
                 ..Default::default()
             }
