@@ -55,15 +55,19 @@ pub struct WindowCounts {
     pub last_30d: u64,
 }
 
+/// The windows `WindowCounts` counts over: 24 hours, 7 days, 30 days.
+const COUNT_WINDOWS: [i64; 3] = [DAY, 7 * DAY, 30 * DAY];
+
 impl WindowCounts {
     fn add(&mut self, age: i64) {
-        if age < DAY {
+        let [day, week, month] = COUNT_WINDOWS;
+        if age < day {
             self.last_24h += 1;
         }
-        if age < 7 * DAY {
+        if age < week {
             self.last_7d += 1;
         }
-        if age < 30 * DAY {
+        if age < month {
             self.last_30d += 1;
         }
     }
@@ -307,7 +311,7 @@ impl ContactPolicy {
             .map(|r| r.window_micros)
             .max()
             .unwrap_or(0)
-            .max(30 * DAY)
+            .max(COUNT_WINDOWS[2])
     }
 
     pub fn is_exempt(&self, reason: &str, event_type: &str) -> bool {
@@ -326,14 +330,13 @@ impl ContactPolicy {
     /// of `also` (e.g. how long the caller keeps a contact in view).
     /// `Micros(i64::MAX)` when nothing is left to change.
     pub fn counts_change_after(contacts: &[Contact], at: Micros, also: &[i64]) -> Micros {
-        let windows = [0, DAY, 7 * DAY, 30 * DAY];
         contacts
             .iter()
             .flat_map(|c| {
-                windows
-                    .iter()
-                    .chain(also)
-                    .map(move |w| c.at.0.saturating_add(*w))
+                std::iter::once(0)
+                    .chain(COUNT_WINDOWS)
+                    .chain(also.iter().copied())
+                    .map(move |w| c.at.0.saturating_add(w))
             })
             .filter(|&t| t > at.0)
             .min()
