@@ -15,7 +15,8 @@
 //! What a hit answers does not depend on when it was read: the contacts
 //! are cut at the asked instant and the events at the asked count here,
 //! and the parts that age (journeys, contact counts) are derived per call
-//! from the snapshot by the handler.
+//! from the snapshot by the handler (which reuses the counts' encoding
+//! until the first instant they could change).
 
 use std::{
     sync::{Arc, Mutex},

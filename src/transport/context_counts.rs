@@ -111,40 +111,82 @@ mod tests {
             .expect("field 9")
     }
 
+    /// The built-in policy (a look-back of 30 days, the counts' longest
+    /// window) and one that reads contacts over 45 days.
+    fn policies() -> Vec<Arc<ContactPolicy>> {
+        let taxonomy = Taxonomy::builtin();
+        let long = "[[rule]]\nname = \"sms-3-per-45-days\"\nchannel = \"sms\"\nmax = 3\nwindow = \"45d\"\n";
+        vec![
+            Arc::new(ContactPolicy::builtin(&taxonomy).expect("valid")),
+            Arc::new(ContactPolicy::from_toml(long, &taxonomy).expect("valid")),
+        ]
+    }
+
     #[test]
     fn kept_counts_are_the_counts_of_the_moment_at_every_change() {
-        let taxonomy = Taxonomy::builtin();
-        let policy = Arc::new(ContactPolicy::builtin(&taxonomy).expect("valid"));
-        let lookback = policy.lookback_micros();
+        for policy in policies() {
+            let lookback = policy.lookback_micros();
+            let kept = snapshot(vec![
+                contact(T0 - lookback - DAY, "email", "campaign_offer"),
+                contact(T0 - 40 * DAY, "sms", "campaign_offer"),
+                contact(T0 - 8 * DAY, "sms", "campaign_offer"),
+                contact(T0 - 2 * DAY, "email", "campaign_offer"),
+                contact(T0 - HOUR, "email", "campaign_offer"),
+                contact(T0 + HOUR, "push", "campaign_offer"),
+            ]);
+            // Every instant where something could change, and either side.
+            let mut instants: Vec<i64> = kept
+                .contacts
+                .iter()
+                .flat_map(|c| {
+                    [0, DAY, 7 * DAY, 30 * DAY, lookback, lookback + 1].map(|w| c.at.0 + w)
+                })
+                .flat_map(|b| [b - 1, b, b + 1])
+                .collect();
+            instants.sort_unstable();
+            let mut changes = 0;
+            let mut last = None;
+            // Forward in time, then back (a clock set back makes them again).
+            for &now in instants.iter().chain(instants.iter().rev()) {
+                let v = view(&kept, &policy, now);
+                let counts = decoded(context_counts(&v, &policy, Micros(now)));
+                let expected = fresh(&v, &policy, now);
+                assert_eq!(counts, expected, "at {now}, look-back {lookback}");
+                if last.as_ref() != Some(&expected) {
+                    changes += 1;
+                }
+                last = Some(expected);
+            }
+            assert!(changes > 5, "the instants cover changes: {changes}");
+        }
+    }
+
+    #[test]
+    fn the_encoding_is_reused_until_the_counts_could_change() {
+        let policy = &policies()[0];
         let kept = snapshot(vec![
-            contact(T0 - lookback - DAY, "email", "campaign_offer"),
-            contact(T0 - 8 * DAY, "sms", "campaign_offer"),
             contact(T0 - 2 * DAY, "email", "campaign_offer"),
             contact(T0 - HOUR, "email", "campaign_offer"),
-            contact(T0 + HOUR, "push", "campaign_offer"),
         ]);
-        // Every instant where something could change, and either side of it.
-        let mut instants: Vec<i64> = kept
-            .contacts
-            .iter()
-            .flat_map(|c| [0, DAY, 7 * DAY, 30 * DAY, lookback, lookback + 1].map(|w| c.at.0 + w))
-            .flat_map(|b| [b - 1, b, b + 1])
-            .collect();
-        instants.sort_unstable();
-        let mut changes = 0;
-        let mut last = None;
-        // Forward in time, then back (a clock set back makes them again).
-        for &now in instants.iter().chain(instants.iter().rev()) {
-            let v = view(&kept, &policy, now);
-            let counts = decoded(context_counts(&v, &policy, Micros(now)));
-            let expected = fresh(&v, &policy, now);
-            assert_eq!(counts, expected, "at {now}");
-            if last.as_ref() != Some(&expected) {
-                changes += 1;
-            }
-            last = Some(expected);
+        let at = |now: i64| context_counts(&view(&kept, policy, now), policy, Micros(now));
+        let first = at(T0);
+        // The same bytes (not equal ones: the same buffer) while they hold.
+        for now in [T0, T0 + 1, T0 + DAY - HOUR - 1] {
+            assert_eq!(at(now).as_ptr(), first.as_ptr(), "reused at {now}");
         }
-        assert!(changes > 5, "the instants cover changes: {changes}");
+        // The latest contact leaves the last 24 h: encoded again, then kept.
+        let later = at(T0 + DAY - HOUR);
+        assert_ne!(later.as_ptr(), first.as_ptr());
+        assert_eq!(decoded(later.clone()).last_24h, 0);
+        assert_eq!(at(T0 + DAY).as_ptr(), later.as_ptr());
+        // Another policy object (a reload) encodes again.
+        let reloaded = policies().swap_remove(0);
+        let again = context_counts(
+            &view(&kept, &reloaded, T0 + DAY),
+            &reloaded,
+            Micros(T0 + DAY),
+        );
+        assert_ne!(again.as_ptr(), later.as_ptr());
     }
 
     #[test]
