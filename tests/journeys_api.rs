@@ -626,6 +626,41 @@ mod two_instances {
         assert!(s.steps.iter().all(|st| st.reached == 1), "{s:?}");
     }
 
+    /// The instance that wrote a customer's journey states answers its
+    /// contexts from its own copy of them (same version), the other from
+    /// Redis's: both the same, also once the other instance wrote a newer
+    /// version than the copy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writers_copy_of_the_states_and_redis_give_one_context() {
+        let redis = RedisServer::start();
+        let (a, b) = (instance(&redis).await, instance(&redis).await);
+        let (mut ca, mut cb) = (a.client().await, b.client().await);
+        let at = Micros::now().0 - 10 * MINUTE;
+        let step = |n: usize| pb::AppendEventRequest {
+            event: Some(banking_step("copy", n, &format!("s{n}"), at + n as i64)),
+        };
+        for n in 0..3 {
+            ca.append_event(step(n)).await.expect("append");
+        }
+        let (from_a, from_b) = (
+            context(&mut ca, "copy").await,
+            context(&mut cb, "copy").await,
+        );
+        assert_eq!(from_a.journeys, from_b.journeys);
+        let state = banking_of(&from_a).expect("journey");
+        assert_eq!(state.last_event_id, "s2");
+
+        // A newer version written by the other instance: the writer's copy
+        // is older, so the context reads Redis's.
+        cb.append_event(step(3)).await.expect("append");
+        let (from_a, from_b) = (
+            context(&mut ca, "copy").await,
+            context(&mut cb, "copy").await,
+        );
+        assert_eq!(from_a.journeys, from_b.journeys);
+        assert_eq!(banking_of(&from_a).expect("journey").last_event_id, "s3");
+    }
+
     /// A customer's journey states hash that expired (here: deleted) under
     /// an instance that still caches them: the next append rebuilds it
     /// instead of failing.

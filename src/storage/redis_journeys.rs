@@ -28,8 +28,8 @@ use super::{
 };
 use crate::domain::{
     journey::{
-        listing_keys, sweep_due, Day, DayCounters, Interaction, JourneyState, JourneyStates,
-        JourneyUpdate, RecentInteraction, StepVisit, STATS_KEPT_DAYS,
+        listing_keys, sweep_due, Day, DayCounters, Interaction, JourneyDefinitions, JourneyState,
+        JourneyStates, JourneyStatus, JourneyUpdate, RecentInteraction, StepVisit, STATS_KEPT_DAYS,
     },
     CustomerId, Micros,
 };
@@ -199,6 +199,20 @@ impl VersionedStates {
             recent: recent.unwrap_or_else(|| self.recent.clone()),
         }
     }
+}
+
+/// The started journeys among states this instance holds, in the order
+/// of the definitions: what `started_states` gives for the same version.
+pub(super) fn kept_started_states(
+    definitions: &JourneyDefinitions,
+    kept: &VersionedStates,
+) -> Vec<JourneyState> {
+    definitions
+        .iter()
+        .filter_map(|d| kept.states.get(d.name()))
+        .filter(|state| state.status != JourneyStatus::NotStarted)
+        .map(|state| JourneyState::clone(state))
+        .collect()
 }
 
 /// The started journeys among states read by journey name (`HMGET`);

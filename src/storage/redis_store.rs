@@ -25,7 +25,8 @@ use super::{
     context_cache::{Cached, Lookup},
     redis_conn::{Frames, LuaScript, RedisConnection},
     redis_journeys::{
-        push_write_set, stale_reply, started_states, RedisJourneys, StatesCache, VersionedStates,
+        kept_started_states, push_write_set, stale_reply, started_states, RedisJourneys,
+        StatesCache, VersionedStates,
     },
     redis_keys::{packed_identity, Keys},
     redis_replies::{self as replies, SummaryHash},
@@ -560,6 +561,18 @@ enum Listed {
 }
 
 impl RedisStore {
+    /// The journey states this instance holds for `profile`, if they are at
+    /// `version` (as a states hash gives it; none for a hash not there).
+    fn kept_states(
+        &self,
+        profile: &CustomerId,
+        version: Option<&[u8]>,
+    ) -> Option<Arc<VersionedStates>> {
+        let version: u64 = std::str::from_utf8(version?).ok()?.parse().ok()?;
+        let kept = self.journeys.as_ref()?.cache.get(profile);
+        (version != 0 && kept.version == version).then_some(kept)
+    }
+
     /// A context read over `conn`, and whether it may be kept by the
     /// context cache: only when read in one round trip from the customer's
     /// own keys (not those of a profile it was merged into, whose writes
@@ -600,15 +613,19 @@ impl RedisStore {
             contacts.reverse();
             let identities = replies::identities(replies::as_slices(&replies.pairs()?));
             let merges = replies::merges(replies::as_slices(&replies.pairs()?));
-            // Only started journeys are shown; the cache is left to the
-            // writers (a reader's copy would cost more than it saves).
+            // Only started journeys are shown. The states cache is left to
+            // the writers (a reader's copy would cost more than it saves),
+            // but when it holds the version read, its states are these:
+            // versions are never reused, so their JSON need not be read.
             let journeys = match definitions {
-                Some(definitions) => started_states(
-                    definitions
-                        .iter()
-                        .map(|d| d.name())
-                        .zip(replies.bulks_or_nil()?),
-                ),
+                Some(definitions) => {
+                    let mut json = replies.bulks_or_nil()?;
+                    let version = json.pop().flatten();
+                    match self.kept_states(&profile, version.as_deref()) {
+                        Some(kept) => kept_started_states(definitions, &kept),
+                        None => started_states(definitions.iter().map(|d| d.name()).zip(json)),
+                    }
+                }
                 None => Vec::new(),
             };
             let summary = SummaryHash::read(&fields, held)?;
@@ -798,6 +815,9 @@ pub(super) fn context_pipeline(
         for definition in definitions.iter() {
             read.arg(definition.name());
         }
+        // Last, the states' version: the states this instance holds at
+        // that version are these very states (`kept_states`).
+        read.arg("");
     }
     pipe
 }
