@@ -403,7 +403,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::domain::{Contact, ContactNames, CustomerId, EventLimits};
+    use crate::domain::{Contact, ContactNames};
 
     const T0: i64 = 1_767_225_600_000_000;
 
@@ -432,15 +432,9 @@ mod tests {
                 .collect(),
             summary: Default::default(),
             last_customer_interaction: Some(EncodedEvent(reply.slice(0..size))),
-            last_company_contact: None,
             contacts: contacts.iter().map(|&at| contact(at)).collect(),
             contacts_capped: capped,
-            profile: CustomerId::parse("customer_id", "c1", &EventLimits::default())
-                .expect("valid id"),
-            identities: Arc::from([]),
-            merges: Arc::from([]),
-            journeys: Arc::from([]),
-            rendered: Default::default(),
+            ..ContextSnapshot::empty("c1")
         }
     }
 

@@ -119,6 +119,31 @@ pub struct ContextSnapshot {
     pub rendered: Rendered,
 }
 
+#[cfg(test)]
+impl ContextSnapshot {
+    /// A snapshot of `profile` holding nothing, for tests to fill.
+    pub(crate) fn empty(profile: &str) -> Self {
+        Self {
+            events: Vec::new(),
+            summary: Default::default(),
+            last_customer_interaction: None,
+            last_company_contact: None,
+            contacts: Vec::new(),
+            contacts_capped: false,
+            profile: CustomerId::parse(
+                "customer_id",
+                profile,
+                &crate::domain::EventLimits::default(),
+            )
+            .expect("a valid customer id"),
+            identities: Arc::from([]),
+            merges: Arc::from([]),
+            journeys: Arc::from([]),
+            rendered: Default::default(),
+        }
+    }
+}
+
 /// A snapshot's renderings by the transport (opaque to the store): one
 /// made at most once, and one that holds over a span of time, made again
 /// when it ends. They are derived from the snapshot, so they never make two

@@ -43,7 +43,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        domain::{Contact, ContactNames, CustomerId, EventLimits, Taxonomy},
+        domain::{Contact, ContactNames, Taxonomy},
         storage::ContextSnapshot,
     };
 
@@ -67,18 +67,8 @@ mod tests {
 
     fn snapshot(contacts: Vec<Contact>) -> ContextSnapshot {
         ContextSnapshot {
-            events: Vec::new(),
-            summary: Default::default(),
-            last_customer_interaction: None,
-            last_company_contact: None,
             contacts,
-            contacts_capped: false,
-            profile: CustomerId::parse("customer_id", "c1", &EventLimits::default())
-                .expect("valid id"),
-            identities: Arc::from([]),
-            merges: Arc::from([]),
-            journeys: Arc::from([]),
-            rendered: Default::default(),
+            ..ContextSnapshot::empty("c1")
         }
     }
 
