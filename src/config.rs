@@ -115,6 +115,9 @@ pub struct ServeConfig {
     /// Address the gRPC server listens on.
     #[arg(long, env = "JOURNEY_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`, HTTP/1.1), e.g. `127.0.0.1:9464`; none when unset.
+    #[arg(long, env = "JOURNEY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// `memory` (the default: nothing persisted) or a Redis URL such as `redis://127.0.0.1:6379/0` or `redis+unix:///run/redis.sock?db=0`.
     #[arg(long, env = "JOURNEY_STORE", default_value = "memory")]
     pub store: StoreUrl,

@@ -26,6 +26,8 @@ use crate::{
         TimelineStore,
     },
     transport::{
+        metrics::Metrics,
+        metrics_http,
         service::{SharedJourneys, SharedPolicy},
         JourneyApi,
     },
@@ -60,6 +62,11 @@ pub enum ServeError {
     Journeys(#[from] JourneyError),
     #[error(transparent)]
     Store(#[from] StorageError),
+    #[error("cannot listen for metrics on {address}: {source}")]
+    MetricsListen {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
@@ -196,10 +203,32 @@ pub fn open_store(
 }
 
 /// Runs the server on `listener` until `shutdown` completes, then stops
-/// accepting, lets in-flight calls finish and returns.
+/// accepting, lets in-flight calls finish and returns. The metrics
+/// endpoint, when `--metrics-listen` is set, listens there.
 pub async fn run(
     config: ServeConfig,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let metrics =
+        match config.metrics_listen {
+            None => None,
+            Some(address) => Some(TcpListener::bind(address).await.map_err(|source| {
+                ServeError::MetricsListen {
+                    address: address.to_string(),
+                    source,
+                }
+            })?),
+        };
+    run_with_metrics(config, listener, metrics, shutdown).await
+}
+
+/// `run`, with the metrics endpoint on `metrics` when given (whatever
+/// `--metrics-listen` says): tests bind it to a free port.
+pub async fn run_with_metrics(
+    config: ServeConfig,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     config.check().map_err(ServeError::Config)?;
@@ -215,6 +244,7 @@ pub async fn run(
     );
     let tracker = JourneyTracker::new(journeys.clone(), taxonomy.clone());
     let store = open_store(&config, &taxonomy, tracker)?;
+    let metrics_store = store.clone();
     let rules = config.merge_rules(&taxonomy);
     let api = JourneyApi::new(
         store.clone(),
@@ -251,6 +281,34 @@ pub async fn run(
 
     let journey =
         JourneyServiceServer::new(api).max_decoding_message_size(config.max_message_bytes);
+    let (stop_metrics, metrics_stopped) = watch::channel(false);
+    let mut metrics_task = None;
+    let mut metrics_layer = None;
+    if let Some(metrics_listener) = metrics_listener {
+        let metrics = Arc::new(Metrics::new(
+            &[
+                pb::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ],
+            metrics_store,
+        ));
+        metrics_layer = Some(metrics.layer());
+        let address = metrics_listener
+            .local_addr()
+            .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
+        tracing::info!(listen = %address, "metrics endpoint started");
+        let mut stopped = metrics_stopped;
+        metrics_task = Some(tokio::spawn(async move {
+            let stop = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            if let Err(err) = metrics_http::serve(metrics_listener, metrics, stop).await {
+                tracing::error!(error = %err, "metrics endpoint stopped");
+            }
+        }));
+    }
     let local = listener
         .local_addr()
         .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
@@ -266,16 +324,25 @@ pub async fn run(
         let _ = sweeper.await;
         report(&reporter, ServingStatus::NotServing).await;
     };
-    Server::builder()
+    let served = Server::builder()
         .timeout(Duration::from_millis(config.request_timeout_ms))
         .concurrency_limit_per_connection(config.max_in_flight)
         .load_shed(true)
+        .layer(tower::util::option_layer(metrics_layer))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(journey)
         .serve_with_incoming_shutdown(incoming, signal)
-        .await?;
+        .await;
+    let _ = stop_metrics.send(true);
+    if let Some(task) = metrics_task {
+        // A scraper's idle keep-alive connection would hold a graceful
+        // stop: the endpoint has nothing to finish, so it is cut.
+        task.abort();
+        let _ = task.await;
+    }
+    served?;
     tracing::info!("journey server stopped");
     Ok(())
 }

@@ -210,8 +210,8 @@ enum Slot {
     Ready(Arc<Cached>),
 }
 
-/// What the cache answered since the last `take_counts`: for the
-/// listener's periodic log line.
+/// What the cache answered since it was made: for the metrics endpoint
+/// and, as differences, the listener's periodic log line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Counts {
     pub hits: u64,
@@ -325,15 +325,16 @@ impl ContextCache {
         self.lock().reset(None);
     }
 
-    /// The counts since the last call, and how many contexts are kept.
-    pub fn take_counts(&self) -> (Counts, usize) {
-        let mut inner = self.lock();
+    /// The counts so far, how many contexts are kept and their
+    /// (estimated) bytes, placeholders of reads under way included.
+    pub fn counts(&self) -> (Counts, usize, usize) {
+        let inner = self.lock();
         let kept = inner
             .slots
             .iter()
             .filter(|(_, slot)| matches!(slot, Slot::Ready(_)))
             .count();
-        (std::mem::take(&mut inner.counts), kept)
+        (inner.counts, kept, inner.bytes)
     }
 
     fn evict(&self, inner: &mut Inner) {
@@ -484,8 +485,10 @@ mod tests {
             misses: 1,
             off: 1,
         };
-        assert_eq!(cache.take_counts(), (counts, 1));
-        assert_eq!(cache.take_counts(), (Counts::default(), 1), "taken");
+        let (so_far, kept, bytes) = cache.counts();
+        assert_eq!((so_far, kept), (counts, 1));
+        assert!(bytes > 0, "the kept context is counted in bytes");
+        assert_eq!(cache.counts().0, counts, "reading the counts keeps them");
         cache.clear(false);
         assert!(matches!(
             cache.begin("c1", 50, Micros(T0), None),

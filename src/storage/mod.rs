@@ -287,6 +287,42 @@ pub struct TimelinePage {
     pub next: Option<Cursor>,
 }
 
+/// What a store's caches did since it opened, read at each scrape of the
+/// metrics endpoint. Counters only grow; sizes are estimates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// The context cache, when the store has one.
+    pub context: Option<ContextCacheStats>,
+    /// The journey states cache, when the store has one.
+    pub journey_states: Option<JourneyStatesStats>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContextCacheStats {
+    /// Contexts answered from memory.
+    pub hits: u64,
+    /// Contexts read from Redis while the cache served.
+    pub misses: u64,
+    /// Contexts read from Redis while the cache was off (its link to Redis
+    /// not whole).
+    pub off: u64,
+    /// Contexts kept now.
+    pub entries: u64,
+    /// Their estimated size, in bytes.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JourneyStatesStats {
+    /// Customers' writes sent again because this instance's copy of their
+    /// journey states was not the current one: each cost a round trip.
+    pub stale: u64,
+    /// Customers whose states are kept now.
+    pub entries: u64,
+    /// Their estimated size, in bytes.
+    pub bytes: u64,
+}
+
 /// The contract of a timeline store. Every backend keeps every guarantee
 /// stated here; `tests/conformance.rs` runs the same cases on each.
 #[async_trait]
@@ -417,4 +453,9 @@ pub trait TimelineStore: Send + Sync + 'static {
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StorageError>;
+
+    /// What the store's caches did so far (none by default).
+    fn cache_stats(&self) -> CacheStats {
+        CacheStats::default()
+    }
 }

@@ -15,7 +15,10 @@
 use std::{
     collections::{BTreeMap, HashMap},
     num::NonZeroUsize,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use bytes::Bytes;
@@ -24,7 +27,7 @@ use lru::LruCache;
 use super::{
     commands::{self, Pipeline},
     redis_store::RedisStore,
-    JourneyListPage, JourneyListQuery, JourneyTracker, StorageError, Swept,
+    JourneyListPage, JourneyListQuery, JourneyStatesStats, JourneyTracker, StorageError, Swept,
 };
 use crate::domain::{
     journey::{
@@ -247,6 +250,8 @@ pub(super) fn started_states<'a>(
 pub(super) struct StatesCache {
     inner: Mutex<Cached>,
     max_bytes: usize,
+    /// Writes sent again because the copy held was not current.
+    stale: AtomicU64,
 }
 
 struct Cached {
@@ -264,6 +269,7 @@ impl StatesCache {
                 bytes: 0,
             }),
             max_bytes,
+            stale: AtomicU64::new(0),
         }
     }
 
@@ -274,6 +280,22 @@ impl StatesCache {
     /// The cached states, or none at version 0 (what a new customer has).
     pub fn get(&self, profile: &CustomerId) -> Arc<VersionedStates> {
         self.lock().lru.get(profile).cloned().unwrap_or_default()
+    }
+
+    /// Counts a write the store answered "stale": the copy held (if any)
+    /// was not the current one.
+    pub fn note_stale(&self) {
+        self.stale.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stale writes so far, customers kept and their estimated bytes.
+    pub fn stats(&self) -> JourneyStatesStats {
+        let cached = self.lock();
+        JourneyStatesStats {
+            stale: self.stale.load(Ordering::Relaxed),
+            entries: cached.lru.len() as u64,
+            bytes: cached.bytes as u64,
+        }
     }
 
     /// The estimated size of what the cache holds, in bytes.

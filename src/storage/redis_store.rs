@@ -31,9 +31,9 @@ use super::{
     redis_keys::{packed_identity, Keys},
     redis_replies::{self as replies, SummaryHash},
     redis_tracking::CachedReads,
-    AppendOutcome, ContactHistory, ContextSnapshot, Cursor, EncodedEvent, JourneyListPage,
-    JourneyListQuery, JourneyTracker, MergeOutcome, Retention, StorageError, Swept, TimelinePage,
-    TimelineQuery, TimelineStore, CONTEXT_MAX_CONTACTS,
+    AppendOutcome, CacheStats, ContactHistory, ContextCacheStats, ContextSnapshot, Cursor,
+    EncodedEvent, JourneyListPage, JourneyListQuery, JourneyTracker, MergeOutcome, Retention,
+    StorageError, Swept, TimelinePage, TimelineQuery, TimelineStore, CONTEXT_MAX_CONTACTS,
 };
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY,
@@ -347,6 +347,7 @@ impl TimelineStore for RedisStore {
                         // cache held (even a hash that expired meanwhile).
                         let current = Arc::new(current);
                         if let Some((journeys, _)) = &tracking {
+                            journeys.cache.note_stale();
                             journeys.cache.put_shared(&profile, current.clone());
                         }
                         again.push((profile, indices, Some(current)));
@@ -510,6 +511,22 @@ impl TimelineStore for RedisStore {
             .cmd_as::<String>(&commands::cmd("PING"))
             .await
             .map(|_| ())
+    }
+
+    fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            context: self.cached_reads.as_ref().map(|reads| {
+                let (counts, kept, bytes) = reads.cache.counts();
+                ContextCacheStats {
+                    hits: counts.hits,
+                    misses: counts.misses,
+                    off: counts.off,
+                    entries: kept as u64,
+                    bytes: bytes as u64,
+                }
+            }),
+            journey_states: self.journeys.as_ref().map(|j| j.cache.stats()),
+        }
     }
 
     async fn resolve(

@@ -116,17 +116,19 @@ impl CachedReads {
 async fn report(cache: Arc<ContextCache>) {
     let mut ticker = tokio::time::interval(REPORT_EVERY);
     ticker.tick().await;
+    let mut before = Counts::default();
     loop {
         ticker.tick().await;
-        let (counts, kept) = cache.take_counts();
-        if counts != Counts::default() {
+        let (counts, kept, _) = cache.counts();
+        if counts != before {
             tracing::info!(
-                hits = counts.hits,
-                misses = counts.misses,
-                off = counts.off,
+                hits = counts.hits - before.hits,
+                misses = counts.misses - before.misses,
+                off = counts.off - before.off,
                 kept,
                 "context cache in the last {REPORT_EVERY:?}"
             );
+            before = counts;
         }
     }
 }

@@ -1,11 +1,14 @@
 //! The gRPC transport: handlers that decode, validate, call the store and
-//! map errors. No rule of the domain and no Redis command lives here.
+//! map errors, and the metrics of the calls (served over HTTP). No rule of
+//! the domain and no Redis command lives here.
 
 pub mod contact;
 pub mod context_counts;
 pub mod convert;
 pub mod customers;
 pub mod journeys;
+pub mod metrics;
+pub mod metrics_http;
 pub mod page_token;
 pub mod service;
 pub mod status;

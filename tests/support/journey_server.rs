@@ -13,23 +13,64 @@ use tonic::transport::Channel;
 
 pub struct JourneyServer {
     pub addr: SocketAddr,
+    /// The metrics endpoint's address, when it has one.
+    pub metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), server::ServeError>>>,
 }
 
 impl JourneyServer {
     pub async fn start(config: ServeConfig) -> Self {
+        Self::start_on(config, None).await
+    }
+
+    /// The server with its metrics endpoint on another free port.
+    pub async fn start_with_metrics(config: ServeConfig) -> Self {
+        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on(config, Some(metrics)).await
+    }
+
+    async fn start_on(config: ServeConfig, metrics: Option<TcpListener>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let metrics_addr = metrics.as_ref().map(|m| m.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(server::run_with_metrics(
+            config,
+            listener,
+            metrics,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             addr,
+            metrics_addr,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// `GET path` on the metrics endpoint: the status line and the body.
+    pub async fn metrics_get(&self, path: &str) -> (String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics_addr.expect("started with metrics");
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to the metrics endpoint");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send the request");
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .await
+            .expect("read the answer");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = head.lines().next().unwrap_or_default().to_string();
+        (status, body.to_string())
     }
 
     pub async fn memory() -> Self {

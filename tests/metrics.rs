@@ -1,0 +1,248 @@
+//! The metrics endpoint (`--metrics-listen`) of a server in-process, scraped
+//! over HTTP: calls counted by method and status code and timed, a path no
+//! service serves counted under `unknown`, and, on a real redis-server, the
+//! context cache's lookups and the journey states cache's stale writes.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use journey::{
+    config::{ServeConfig, StoreUrl},
+    pb::{self, journey_service_client::JourneyServiceClient},
+    server,
+};
+use support::{
+    events::{banking_step, base_micros, page_view},
+    journey_server::JourneyServer,
+    redis_server::RedisServer,
+};
+use tonic::transport::Channel;
+
+/// The value of the sample `name` whose labels include every one of
+/// `labels`; `None` when there is none.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .find(|(series, _)| {
+            let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+            series_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|(_, value)| value.parse().ok())
+}
+
+fn journey_call<'a>(method: &'a str, code: &'a str) -> [(&'a str, &'a str); 3] {
+    [
+        ("grpc_service", "journey.v1.JourneyService"),
+        ("grpc_method", method),
+        ("grpc_code", code),
+    ]
+}
+
+async fn scrape(server: &JourneyServer) -> String {
+    let (status, body) = server.metrics_get("/metrics").await;
+    assert!(status.contains(" 200 "), "scrape answered {status:?}");
+    body
+}
+
+/// Calls a method no service has, as a client built for another version
+/// of the API would.
+async fn call_unknown_method(channel: Channel) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    grpc.unary::<(), (), _>(
+        tonic::Request::new(()),
+        "/journey.v1.JourneyService/NoSuchMethod"
+            .parse()
+            .expect("path"),
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .expect_err("no such method")
+}
+
+#[tokio::test]
+async fn calls_are_counted_by_method_and_status_and_timed() {
+    let server = JourneyServer::start_with_metrics(ServeConfig::default()).await;
+    let before = scrape(&server).await;
+    assert_eq!(
+        sample(
+            &before,
+            "grpc_server_handled_total",
+            &journey_call("AppendEvent", "OK")
+        ),
+        Some(0.0),
+        "every method's series is there from the start"
+    );
+    let channel = server.channel().await;
+    let mut client = JourneyServiceClient::new(channel.clone());
+    client
+        .append_event(pb::AppendEventRequest {
+            event: Some(page_view("c1", "e1", base_micros())),
+        })
+        .await
+        .expect("append");
+    let refused = client
+        .get_journey_context(pb::GetJourneyContextRequest::default())
+        .await
+        .expect_err("no customer");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        call_unknown_method(channel).await.code(),
+        tonic::Code::Unimplemented
+    );
+
+    let text = scrape(&server).await;
+    let handled = |labels: &[(&str, &str)]| sample(&text, "grpc_server_handled_total", labels);
+    assert_eq!(handled(&journey_call("AppendEvent", "OK")), Some(1.0));
+    assert_eq!(
+        handled(&journey_call("GetJourneyContext", "InvalidArgument")),
+        Some(1.0)
+    );
+    assert_eq!(handled(&journey_call("GetJourneyContext", "OK")), Some(0.0));
+    assert_eq!(
+        handled(&[
+            ("grpc_service", "unknown"),
+            ("grpc_method", "unknown"),
+            ("grpc_code", "Unimplemented")
+        ]),
+        Some(1.0),
+        "a path no service serves is counted, under no name the client chose"
+    );
+    assert!(
+        !text.contains("NoSuchMethod"),
+        "the client's path is no label"
+    );
+    let timed = [
+        ("grpc_service", "journey.v1.JourneyService"),
+        ("grpc_method", "AppendEvent"),
+    ];
+    assert_eq!(
+        sample(&text, "grpc_server_handling_seconds_count", &timed),
+        Some(1.0)
+    );
+    let seconds = sample(&text, "grpc_server_handling_seconds_sum", &timed).expect("sum");
+    assert!(seconds > 0.0 && seconds < 60.0, "took {seconds} s");
+    assert!(
+        !text.contains("journey_context_cache"),
+        "the memory store has no context cache"
+    );
+    assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics ends so");
+
+    let (status, _) = server.metrics_get("/other").await;
+    assert!(status.contains(" 404 "), "answered {status:?}");
+    server
+        .stop()
+        .await
+        .expect("stops with its metrics endpoint");
+}
+
+#[tokio::test]
+async fn a_metrics_address_taken_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("addr");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let config = ServeConfig {
+        metrics_listen: Some(address),
+        ..ServeConfig::default()
+    };
+    let error = server::run(config, listener, async {})
+        .await
+        .expect_err("the metrics address is taken");
+    assert!(
+        matches!(error, server::ServeError::MetricsListen { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains(&address.to_string()), "{error}");
+}
+
+#[tokio::test]
+async fn the_redis_stores_caches_are_reported() {
+    let redis = RedisServer::start();
+    let config = |cache_mib| ServeConfig {
+        store: StoreUrl::Redis(redis.url()),
+        context_cache_mib: cache_mib,
+        redis_timeout_ms: 5_000,
+        request_timeout_ms: 60_000,
+        ..ServeConfig::default()
+    };
+    let measured = JourneyServer::start_with_metrics(config(16)).await;
+    let other = JourneyServer::start(config(0)).await;
+    let mut a = measured.client().await;
+    let mut b = other.client().await;
+    let at = base_micros();
+    // The journey states: the measured instance writes first (a new
+    // customer, nothing to be stale), the other one next, so the measured
+    // instance's copy is one version behind at its second write.
+    for (by_measured, step, id) in [(true, 0, "e1"), (false, 1, "e2"), (true, 2, "e3")] {
+        let client = if by_measured { &mut a } else { &mut b };
+        client
+            .append_event(pb::AppendEventRequest {
+                event: Some(banking_step("c1", step, id, at + step as i64)),
+            })
+            .await
+            .expect("append");
+    }
+    let text = scrape(&measured).await;
+    assert_eq!(
+        sample(&text, "journey_states_cache_stale_writes_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "journey_states_cache_entries", &[]),
+        Some(1.0)
+    );
+    assert!(sample(&text, "journey_states_cache_bytes", &[]).is_some_and(|b| b > 0.0));
+
+    // The context cache serves once its invalidation listener is
+    // subscribed: read until a read is a hit.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let request = pb::GetJourneyContextRequest {
+            customer_id: "c1".into(),
+            ..Default::default()
+        };
+        a.get_journey_context(request).await.expect("context");
+        let text = scrape(&measured).await;
+        let hits = sample(
+            &text,
+            "journey_context_cache_lookups_total",
+            &[("result", "hit")],
+        );
+        if hits.is_some_and(|h| h > 0.0) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no context was answered from memory: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let lookups = |result| {
+        sample(
+            &text,
+            "journey_context_cache_lookups_total",
+            &[("result", result)],
+        )
+        .unwrap_or(-1.0)
+    };
+    assert!(lookups("miss") >= 1.0, "the first read served was a miss");
+    let reads = lookups("hit") + lookups("miss") + lookups("off");
+    let answered = sample(
+        &text,
+        "grpc_server_handled_total",
+        &journey_call("GetJourneyContext", "OK"),
+    )
+    .unwrap_or(-1.0);
+    assert_eq!(reads, answered, "every context read is one lookup");
+    assert_eq!(
+        sample(&text, "journey_context_cache_entries", &[]),
+        Some(1.0)
+    );
+}
