@@ -28,6 +28,7 @@ use crate::{
     transport::{
         metrics::Metrics,
         metrics_http,
+        rpc_layer::RpcMetricsLayer,
         service::{SharedJourneys, SharedPolicy},
         JourneyApi,
     },
@@ -328,7 +329,7 @@ pub async fn run_with_metrics(
         .timeout(Duration::from_millis(config.request_timeout_ms))
         .concurrency_limit_per_connection(config.max_in_flight)
         .load_shed(true)
-        .layer(tower::util::option_layer(metrics_layer))
+        .layer(metrics_layer.unwrap_or_else(RpcMetricsLayer::off))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -336,11 +337,16 @@ pub async fn run_with_metrics(
         .serve_with_incoming_shutdown(incoming, signal)
         .await;
     let _ = stop_metrics.send(true);
-    if let Some(task) = metrics_task {
-        // A scraper's idle keep-alive connection would hold a graceful
-        // stop: the endpoint has nothing to finish, so it is cut.
-        task.abort();
-        let _ = task.await;
+    if let Some(mut task) = metrics_task {
+        // A graceful stop closes idle connections at once; whatever a
+        // client does, the endpoint has nothing to finish: a second, then
+        // it is cut, so no scraper can hold the server's stop.
+        if tokio::time::timeout(Duration::from_secs(1), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
     }
     served?;
     tracing::info!("journey server stopped");

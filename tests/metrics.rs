@@ -1,6 +1,7 @@
 //! The metrics endpoint (`--metrics-listen`) of a server in-process, scraped
 //! over HTTP: calls counted by method and status code and timed, a path no
-//! service serves counted under `unknown`, and, on a real redis-server, the
+//! service serves counted under `unknown`, a stream counted when it ends,
+//! a stop with scrapers connected, and, on a real redis-server, the
 //! context cache's lookups and the journey states cache's stale writes.
 
 mod support;
@@ -135,10 +136,65 @@ async fn calls_are_counted_by_method_and_status_and_timed() {
 
     let (status, _) = server.metrics_get("/other").await;
     assert!(status.contains(" 404 "), "answered {status:?}");
-    server
-        .stop()
+}
+
+#[tokio::test]
+async fn a_stream_is_counted_when_it_ends() {
+    let server = JourneyServer::start_with_metrics(ServeConfig::default()).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest::default())
         .await
-        .expect("stops with its metrics endpoint");
+        .expect("watch")
+        .into_inner();
+    watch.message().await.expect("a status").expect("one");
+    let watched = [
+        ("grpc_service", "grpc.health.v1.Health"),
+        ("grpc_method", "Watch"),
+    ];
+    let text = scrape(&server).await;
+    assert_eq!(
+        sample(&text, "grpc_server_handling_seconds_count", &watched),
+        Some(0.0),
+        "a stream still open is not counted yet"
+    );
+    // The client leaves: the server hears the reset, then counts it.
+    drop(watch);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let canceled = [watched[0], watched[1], ("grpc_code", "Canceled")];
+    let ok = [watched[0], watched[1], ("grpc_code", "OK")];
+    loop {
+        let text = scrape(&server).await;
+        if sample(&text, "grpc_server_handled_total", &canceled) == Some(1.0) {
+            assert_eq!(sample(&text, "grpc_server_handled_total", &ok), Some(0.0));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream the client left was not counted: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_server_stops_with_scrapers_connected() {
+    use tokio::io::AsyncWriteExt;
+    let server = JourneyServer::start_with_metrics(ServeConfig::default()).await;
+    let addr = server.metrics_addr.expect("metrics");
+    // One scraper that keeps its connection alive after a scrape, and one
+    // that connected and sent nothing.
+    let mut alive = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    alive
+        .write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    let _silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    scrape(&server).await;
+    tokio::time::timeout(Duration::from_secs(20), server.stop())
+        .await
+        .expect("the server stops, its metrics endpoint too")
+        .expect("cleanly");
 }
 
 #[tokio::test]
@@ -170,6 +226,10 @@ async fn the_redis_stores_caches_are_reported() {
         context_cache_mib: cache_mib,
         redis_timeout_ms: 5_000,
         request_timeout_ms: 60_000,
+        // The test's events are an hour old, past a built-in journey's
+        // inactivity timeout: a sweep between the appends would write a
+        // version of the states too.
+        journey_sweep_interval_ms: 3_600_000,
         ..ServeConfig::default()
     };
     let measured = JourneyServer::start_with_metrics(config(16)).await;

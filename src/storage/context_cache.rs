@@ -228,6 +228,8 @@ struct Inner {
     epoch: u64,
     next_token: u64,
     bytes: usize,
+    /// How many of `slots` are `Ready`.
+    ready: usize,
     slots: LruCache<String, Slot>,
     counts: Counts,
 }
@@ -247,6 +249,7 @@ impl ContextCache {
                 epoch: 0,
                 next_token: 0,
                 bytes: 0,
+                ready: 0,
                 slots: LruCache::unbounded(),
                 counts: Counts::default(),
             }),
@@ -326,21 +329,18 @@ impl ContextCache {
     }
 
     /// The counts so far, how many contexts are kept and their
-    /// (estimated) bytes, placeholders of reads under way included.
+    /// (estimated) bytes, placeholders of reads under way included. Kept
+    /// up to date as slots come and go: a scrape must not walk the cache
+    /// under the lock every read takes.
     pub fn counts(&self) -> (Counts, usize, usize) {
         let inner = self.lock();
-        let kept = inner
-            .slots
-            .iter()
-            .filter(|(_, slot)| matches!(slot, Slot::Ready(_)))
-            .count();
-        (inner.counts, kept, inner.bytes)
+        (inner.counts, inner.ready, inner.bytes)
     }
 
     fn evict(&self, inner: &mut Inner) {
         while inner.bytes > self.max_bytes {
             match inner.slots.pop_lru() {
-                Some((_, slot)) => inner.bytes -= slot_bytes(&slot),
+                Some((_, slot)) => inner.forgot(&slot),
                 None => break,
             }
         }
@@ -362,6 +362,7 @@ impl Inner {
     fn reset(&mut self, enabled: Option<bool>) {
         self.slots.clear();
         self.bytes = 0;
+        self.ready = 0;
         self.epoch += 1;
         if let Some(enabled) = enabled {
             self.enabled = enabled;
@@ -370,15 +371,22 @@ impl Inner {
 
     fn put(&mut self, customer: &str, slot: Slot) {
         self.bytes += slot_bytes(&slot);
+        self.ready += usize::from(matches!(slot, Slot::Ready(_)));
         if let Some(old) = self.slots.put(customer.to_string(), slot) {
-            self.bytes -= slot_bytes(&old);
+            self.forgot(&old);
         }
     }
 
     fn remove(&mut self, customer: &str) {
         if let Some(old) = self.slots.pop(customer) {
-            self.bytes -= slot_bytes(&old);
+            self.forgot(&old);
         }
+    }
+
+    /// Takes a slot that left `slots` out of the totals.
+    fn forgot(&mut self, slot: &Slot) {
+        self.bytes -= slot_bytes(slot);
+        self.ready -= usize::from(matches!(slot, Slot::Ready(_)));
     }
 }
 
@@ -632,6 +640,18 @@ mod tests {
         }
         assert!(!cache.holds("a"), "the oldest went");
         assert!(cache.holds("b") && cache.holds("d"));
+        assert_eq!(cache.counts().1, 3, "the kept count follows evictions");
+        let t = ticket(&cache, "e");
+        assert!(cache.counts().1 <= 3, "a placeholder is not kept context");
+        cache.invalidate("b");
+        cache.finish("e", t, kept(&s, 50));
+        let kept_now = ["b", "c", "d", "e"]
+            .iter()
+            .filter(|c| cache.holds(c))
+            .count();
+        assert_eq!(cache.counts().1, kept_now, "and invalidations");
+        cache.forget_all();
+        assert_eq!(cache.counts().1, 0, "and a clear");
         // A context larger than the whole cache is not kept.
         let small = ContextCache::new(one / 2);
         small.clear(true);

@@ -1,5 +1,5 @@
 //! The service's Prometheus metrics: every RPC counted by method and status
-//! code and timed by method (a tower layer around the gRPC services), and
+//! code and timed by method (by the tower layer of `rpc_layer.rs`), and
 //! the store's caches, read at each scrape. Names and labels follow the
 //! usual gRPC server metrics (`grpc_server_handled_total`,
 //! `grpc_server_handling_seconds`), so existing dashboards read them.
@@ -10,14 +10,10 @@
 use std::{
     collections::HashMap,
     fmt,
-    future::Future,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
+    sync::{Arc, Weak},
     time::Instant,
 };
 
-use pin_project_lite::pin_project;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
@@ -30,8 +26,8 @@ use prometheus_client::{
     registry::Registry,
 };
 use prost::Message;
-use tonic::codegen::http;
 
+use super::rpc_layer::RpcMetricsLayer;
 use crate::storage::TimelineStore;
 
 /// Upper bounds of the latency buckets, in seconds: a context answered
@@ -66,7 +62,7 @@ struct MethodSeries {
     seconds: Histogram,
 }
 
-struct Rpcs {
+pub(super) struct Rpcs {
     /// Index in `series` of each known path.
     by_path: HashMap<String, usize>,
     /// Every known method's series, then the `unknown` one.
@@ -75,14 +71,14 @@ struct Rpcs {
 }
 
 impl Rpcs {
-    fn index(&self, path: &str) -> usize {
+    pub(super) fn index(&self, path: &str) -> usize {
         self.by_path
             .get(path)
             .copied()
             .unwrap_or(self.series.len() - 1)
     }
 
-    fn record(&self, index: usize, code: tonic::Code, started: Instant) {
+    pub(super) fn record(&self, index: usize, code: tonic::Code, started: Instant) {
         let Some(series) = self.series.get(index) else {
             return;
         };
@@ -142,10 +138,10 @@ impl Metrics {
         );
         registry.register(
             "grpc_server_handling_seconds",
-            "Time from a call's arrival to its response headers (for a unary call, its handling)",
+            "Time from a call's arrival to the end of its response (its status sent)",
             seconds,
         );
-        registry.register_collector(Box::new(StoreCaches(store)));
+        registry.register_collector(Box::new(StoreCaches(Arc::downgrade(&store))));
         Self {
             registry,
             rpcs: Arc::new(Rpcs {
@@ -158,9 +154,7 @@ impl Metrics {
 
     /// The layer that counts and times every call of the services under it.
     pub fn layer(&self) -> RpcMetricsLayer {
-        RpcMetricsLayer {
-            rpcs: self.rpcs.clone(),
-        }
+        RpcMetricsLayer::new(self.rpcs.clone())
     }
 
     /// The metrics in the OpenMetrics text format.
@@ -233,127 +227,10 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// What a wrapped service answered, as a status code.
-pub trait CallOutcome {
-    fn code(&self) -> tonic::Code;
-}
-
-impl<B, E> CallOutcome for Result<http::Response<B>, E> {
-    /// The status is in the response's headers when the call failed (a
-    /// trailers-only response), else in the trailers, which a unary call
-    /// sends only after its message: taken as OK.
-    fn code(&self) -> tonic::Code {
-        match self {
-            Ok(response) => response
-                .headers()
-                .get("grpc-status")
-                .and_then(|value| value.to_str().ok())
-                .and_then(|text| text.parse::<i32>().ok())
-                .map_or(tonic::Code::Ok, tonic::Code::from),
-            Err(_) => tonic::Code::Unknown,
-        }
-    }
-}
-
-/// Counts and times every call of the service it wraps.
-#[derive(Clone)]
-pub struct RpcMetricsLayer {
-    rpcs: Arc<Rpcs>,
-}
-
-impl<S> tower::Layer<S> for RpcMetricsLayer {
-    type Service = RpcMetricsService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RpcMetricsService {
-            inner,
-            rpcs: self.rpcs.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct RpcMetricsService<S> {
-    inner: S,
-    rpcs: Arc<Rpcs>,
-}
-
-impl<S, B, R> tower::Service<http::Request<B>> for RpcMetricsService<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Recorded<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let started = Instant::now();
-        let index = self.rpcs.index(request.uri().path());
-        Recorded {
-            inner: self.inner.call(request),
-            pending: Some(Pending {
-                rpcs: self.rpcs.clone(),
-                index,
-                started,
-            }),
-        }
-    }
-}
-
-/// A call not answered yet: recorded when it is, or as Canceled when it
-/// is dropped first (the client went away, or `--request-timeout` passed).
-struct Pending {
-    rpcs: Arc<Rpcs>,
-    index: usize,
-    started: Instant,
-}
-
-impl Pending {
-    fn record(self, code: tonic::Code) {
-        self.rpcs.record(self.index, code, self.started);
-    }
-}
-
-pin_project! {
-    /// The wrapped service's future, recording the call when it completes.
-    pub struct Recorded<F> {
-        #[pin]
-        inner: F,
-        pending: Option<Pending>,
-    }
-
-    impl<F> PinnedDrop for Recorded<F> {
-        fn drop(this: Pin<&mut Self>) {
-            if let Some(pending) = this.project().pending.take() {
-                pending.record(tonic::Code::Cancelled);
-            }
-        }
-    }
-}
-
-impl<F> Future for Recorded<F>
-where
-    F: Future,
-    F::Output: CallOutcome,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let output = std::task::ready!(this.inner.poll(cx));
-        if let Some(pending) = this.pending.take() {
-            pending.record(output.code());
-        }
-        Poll::Ready(output)
-    }
-}
-
-/// The store's caches, read at each scrape.
-struct StoreCaches(Arc<dyn TimelineStore>);
+/// The store's caches, read at each scrape. Held weakly: a scrape still
+/// under way when the server stops must not keep the store (its Redis
+/// connections) alive.
+struct StoreCaches(Weak<dyn TimelineStore>);
 
 impl fmt::Debug for StoreCaches {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -363,7 +240,10 @@ impl fmt::Debug for StoreCaches {
 
 impl Collector for StoreCaches {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let stats = self.0.cache_stats();
+        let Some(store) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let stats = store.cache_stats();
         if let Some(context) = stats.context {
             let counter = ConstCounter::new(0u64);
             let mut lookups = encoder.encode_descriptor(
@@ -429,78 +309,7 @@ fn gauge(
 
 #[cfg(test)]
 mod tests {
-    use std::future::{pending, ready};
-
-    use tower::{Layer, Service, ServiceExt};
-
     use super::*;
-    use crate::storage::{MemoryStore, Retention};
-
-    const DESCRIPTORS: &[&[u8]] = &[crate::pb::FILE_DESCRIPTOR_SET];
-
-    fn metrics() -> Metrics {
-        let rules = crate::domain::MergeRules {
-            unique_types: Default::default(),
-            max_identities: 100,
-        };
-        let store = MemoryStore::new(Retention::default(), rules, 1_000);
-        Metrics::new(DESCRIPTORS, Arc::new(store))
-    }
-
-    fn request(path: &str) -> http::Request<()> {
-        http::Request::builder()
-            .uri(path)
-            .body(())
-            .expect("request")
-    }
-
-    fn line_of<'a>(text: &'a str, method: &str, code: &str) -> Option<&'a str> {
-        text.lines().find(|line| {
-            line.starts_with("grpc_server_handled_total{")
-                && line.contains(&format!("grpc_method=\"{method}\""))
-                && line.contains(&format!("grpc_code=\"{code}\""))
-        })
-    }
-
-    #[tokio::test]
-    async fn a_call_is_counted_with_the_code_its_response_carries() {
-        let metrics = metrics();
-        let mut service = metrics.layer().layer(tower::service_fn(|_| {
-            ready(Ok::<_, std::convert::Infallible>(
-                http::Response::builder()
-                    .header("grpc-status", "5")
-                    .body(())
-                    .expect("response"),
-            ))
-        }));
-        let path = "/journey.v1.JourneyService/GetJourneyContext";
-        let _ = service
-            .ready()
-            .await
-            .expect("ready")
-            .call(request(path))
-            .await;
-        let text = metrics.render().expect("render");
-        let line = line_of(&text, "GetJourneyContext", "NotFound").expect("counted");
-        assert!(line.ends_with(" 1"), "{line}");
-    }
-
-    #[tokio::test]
-    async fn a_call_dropped_before_its_answer_counts_as_canceled() {
-        let metrics = metrics();
-        let mut service = metrics.layer().layer(tower::service_fn(|_| {
-            pending::<Result<http::Response<()>, std::convert::Infallible>>()
-        }));
-        let call = service
-            .ready()
-            .await
-            .expect("ready")
-            .call(request("/journey.v1.JourneyService/AppendEvent"));
-        drop(call);
-        let text = metrics.render().expect("render");
-        let line = line_of(&text, "AppendEvent", "Canceled").expect("counted");
-        assert!(line.ends_with(" 1"), "{line}");
-    }
 
     #[test]
     fn every_method_of_the_descriptors_is_known_with_its_kind() {

@@ -10,6 +10,7 @@ pub mod journeys;
 pub mod metrics;
 pub mod metrics_http;
 pub mod page_token;
+pub mod rpc_layer;
 pub mod service;
 pub mod status;
 

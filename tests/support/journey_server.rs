@@ -52,7 +52,14 @@ impl JourneyServer {
     }
 
     /// `GET path` on the metrics endpoint: the status line and the body.
+    /// Fails the test after 10 s rather than hang it.
     pub async fn metrics_get(&self, path: &str) -> (String, String) {
+        tokio::time::timeout(Duration::from_secs(10), self.metrics_get_now(path))
+            .await
+            .expect("the metrics endpoint answers within 10 s")
+    }
+
+    async fn metrics_get_now(&self, path: &str) -> (String, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.metrics_addr.expect("started with metrics");
         let mut stream = tokio::net::TcpStream::connect(addr)
