@@ -280,6 +280,7 @@ pub async fn run_with_metrics(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    let counters = api.counters();
     let journey =
         JourneyServiceServer::new(api).max_decoding_message_size(config.max_message_bytes);
     let (stop_metrics, metrics_stopped) = watch::channel(false);
@@ -293,6 +294,7 @@ pub async fn run_with_metrics(
                 tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
             ],
+            counters,
             metrics_store,
         ));
         metrics_layer = Some(metrics.layer());

@@ -1,6 +1,7 @@
 //! The metrics endpoint (`--metrics-listen`) of a server in-process, scraped
 //! over HTTP: calls counted by method and status code and timed, a path no
-//! service serves counted under `unknown`, a stream counted when it ends,
+//! service serves counted under `unknown`, events by outcome and contact
+//! decisions as answered, a stream counted when it ends,
 //! a stop with scrapers connected, and, on a real redis-server, the
 //! context cache's lookups and the journey states cache's stale writes.
 
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use journey::{
     config::{ServeConfig, StoreUrl},
+    domain::TaxonomyMode,
     pb::{self, journey_service_client::JourneyServiceClient},
     server,
 };
@@ -136,6 +138,90 @@ async fn calls_are_counted_by_method_and_status_and_timed() {
 
     let (status, _) = server.metrics_get("/other").await;
     assert!(status.contains(" 404 "), "answered {status:?}");
+}
+
+#[tokio::test]
+async fn events_and_contact_decisions_are_counted() {
+    let server = JourneyServer::start_with_metrics(ServeConfig {
+        taxonomy_mode: TaxonomyMode::Lenient,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut client = server.client().await;
+    let at = base_micros();
+    let mut unknown_channel = page_view("c1", "e3", at + 2);
+    unknown_channel.channel = "pigeon_post".into();
+    let results = client
+        .append_events(pb::AppendEventsRequest {
+            events: vec![
+                page_view("c1", "e1", at),
+                page_view("c1", "e2", at + 1),
+                page_view("c1", "e1", at),
+                unknown_channel,
+                page_view("", "e4", at),
+            ],
+        })
+        .await
+        .expect("append")
+        .into_inner()
+        .results;
+    let outcomes: Vec<_> = results.iter().map(|r| r.outcome()).collect();
+    use pb::Outcome::*;
+    assert_eq!(outcomes, [Stored, Stored, Duplicate, Stored, Rejected]);
+    let refused = client
+        .append_event(pb::AppendEventRequest {
+            event: Some(page_view("", "e5", at)),
+        })
+        .await
+        .expect_err("no customer");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+
+    // Reservations until the policy says no, at noon yesterday (UTC):
+    // outside any quiet hours, inside retention.
+    let day = 86_400 * 1_000_000;
+    let noon = (base_micros() / day - 1) * day + day / 2;
+    let check = pb::CheckContactRequest {
+        customer_id: "c2".into(),
+        channel: "email".into(),
+        reason: "campaign_offer".into(),
+        reserve: true,
+        at: Some(support::events::timestamp(noon)),
+        ..Default::default()
+    };
+    let mut allowed = 0.0;
+    loop {
+        let answer = client
+            .check_contact_frequency(check.clone())
+            .await
+            .expect("check")
+            .into_inner();
+        if !answer.allowed {
+            break;
+        }
+        allowed += 1.0;
+        assert!(allowed < 50.0, "the policy never said no");
+    }
+    assert!(allowed >= 1.0);
+
+    let text = scrape(&server).await;
+    let events = |outcome| sample(&text, "journey_events_total", &[("outcome", outcome)]);
+    assert_eq!(events("stored"), Some(3.0));
+    assert_eq!(events("duplicate"), Some(1.0));
+    assert_eq!(events("rejected"), Some(2.0));
+    assert_eq!(sample(&text, "journey_unknown_names_total", &[]), Some(1.0));
+    let decisions = |decision| {
+        sample(
+            &text,
+            "journey_contact_decisions_total",
+            &[("decision", decision)],
+        )
+    };
+    assert_eq!(decisions("allowed"), Some(allowed));
+    assert_eq!(decisions("blocked"), Some(1.0));
+    assert_eq!(
+        sample(&text, "journey_contact_reservations_total", &[]),
+        Some(allowed)
+    );
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 use ulid::Ulid;
 
-use super::{convert, service::JourneyApi, status::ApiError};
+use super::{convert, counters::ApiCounters, service::JourneyApi, status::ApiError};
 use crate::{
     domain::{
         taxonomy::NameKind, Contact, ContactCounts, ContactDecision, ContactNames, ContactPolicy,
@@ -130,7 +130,7 @@ impl JourneyApi {
                 .unwrap_or_default();
             let decision = self.decide(&policy, &history, &proposal);
             if !request.reserve || !decision.allowed {
-                return Ok(answer(&customer, history.known, &decision, String::new()));
+                return Ok(self.answer(&customer, history.known, &decision, String::new()));
             }
             let reservation = Contact::new(
                 proposal.at,
@@ -148,7 +148,8 @@ impl JourneyApi {
                 .reserve_contact(&customer, &reservation, history.version, Micros::now())
                 .await?
             {
-                return Ok(answer(
+                ApiCounters::add(&self.counters.reservations, 1);
+                return Ok(self.answer(
                     &customer,
                     history.known,
                     &decision,
@@ -198,7 +199,7 @@ impl JourneyApi {
             .zip(histories)
             .map(|(customer, history)| {
                 let decision = self.decide(&policy, &history, &proposal);
-                answer(customer, history.known, &decision, String::new())
+                self.answer(customer, history.known, &decision, String::new())
             })
             .collect();
         Ok(pb::CheckContactBatchResponse { results })
@@ -249,6 +250,24 @@ impl JourneyApi {
                     .unwrap_or_else(|| CustomerId::anonymous(&Ulid::new().to_string())),
             })
             .collect())
+    }
+}
+
+impl JourneyApi {
+    /// The answer for one customer, counted as allowed or not.
+    fn answer(
+        &self,
+        customer: &CustomerId,
+        found: bool,
+        decision: &ContactDecision,
+        reservation_id: String,
+    ) -> pb::CheckContactResponse {
+        let counter = match decision.allowed {
+            true => &self.counters.contacts_allowed,
+            false => &self.counters.contacts_blocked,
+        };
+        ApiCounters::add(counter, 1);
+        answer(customer, found, decision, reservation_id)
     }
 }
 

@@ -27,7 +27,7 @@ use prometheus_client::{
 };
 use prost::Message;
 
-use super::rpc_layer::RpcMetricsLayer;
+use super::{counters::ApiCounters, rpc_layer::RpcMetricsLayer};
 use crate::storage::TimelineStore;
 
 /// Upper bounds of the latency buckets, in seconds: a context answered
@@ -104,9 +104,13 @@ pub struct Metrics {
 
 impl Metrics {
     /// Metrics for the methods of the services described by
-    /// `descriptor_sets` (encoded `FileDescriptorSet`s), and for the
-    /// caches of `store`.
-    pub fn new(descriptor_sets: &[&[u8]], store: Arc<dyn TimelineStore>) -> Self {
+    /// `descriptor_sets` (encoded `FileDescriptorSet`s), the handlers'
+    /// `counters`, and the caches of `store`.
+    pub fn new(
+        descriptor_sets: &[&[u8]],
+        counters: Arc<ApiCounters>,
+        store: Arc<dyn TimelineStore>,
+    ) -> Self {
         let mut registry = Registry::default();
         let handled = Family::<CallLabels, Counter>::default();
         let seconds = Family::<MethodLabels, Histogram>::new_with_constructor(
@@ -141,6 +145,7 @@ impl Metrics {
             "Time from a call's arrival to the end of its response (its status sent)",
             seconds,
         );
+        registry.register_collector(Box::new(Handled(counters)));
         registry.register_collector(Box::new(StoreCaches(Arc::downgrade(&store))));
         Self {
             registry,
@@ -227,6 +232,50 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// What the handlers counted, read at each scrape.
+#[derive(Debug)]
+struct Handled(Arc<ApiCounters>);
+
+impl Collector for Handled {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let c = &self.0;
+        let read = ApiCounters::read;
+        labelled_counter(
+            &mut encoder,
+            "journey_events",
+            "Events appended, by outcome: stored, duplicate (the customer had the id: nothing written) or rejected (refused by validation)",
+            "outcome",
+            &[
+                ("stored", read(&c.events_stored)),
+                ("duplicate", read(&c.events_duplicate)),
+                ("rejected", read(&c.events_rejected)),
+            ],
+        )?;
+        counter(
+            &mut encoder,
+            "journey_unknown_names",
+            "Channel, reason and type names outside the taxonomy that lenient mode accepted",
+            read(&c.unknown_names),
+        )?;
+        labelled_counter(
+            &mut encoder,
+            "journey_contact_decisions",
+            "Contact checks answered, one per customer of a batch, by decision",
+            "decision",
+            &[
+                ("allowed", read(&c.contacts_allowed)),
+                ("blocked", read(&c.contacts_blocked)),
+            ],
+        )?;
+        counter(
+            &mut encoder,
+            "journey_contact_reservations",
+            "Contacts recorded by checks in reserve mode",
+            read(&c.reservations),
+        )
+    }
+}
+
 /// The store's caches, read at each scrape. Held weakly: a scrape still
 /// under way when the server stops must not keep the store (its Redis
 /// connections) alive.
@@ -245,20 +294,17 @@ impl Collector for StoreCaches {
         };
         let stats = store.cache_stats();
         if let Some(context) = stats.context {
-            let counter = ConstCounter::new(0u64);
-            let mut lookups = encoder.encode_descriptor(
+            labelled_counter(
+                &mut encoder,
                 "journey_context_cache_lookups",
                 "GetJourneyContext reads by what the context cache answered: hit (from memory), miss (read from Redis, then kept), off (read from Redis: the cache's link to Redis is not whole)",
-                None,
-                counter.metric_type(),
+                "result",
+                &[
+                    ("hit", context.hits),
+                    ("miss", context.misses),
+                    ("off", context.off),
+                ],
             )?;
-            for (result, n) in [
-                ("hit", context.hits),
-                ("miss", context.misses),
-                ("off", context.off),
-            ] {
-                ConstCounter::new(n).encode(lookups.encode_family(&[("result", result)])?)?;
-            }
             gauge(
                 &mut encoder,
                 "journey_context_cache_entries",
@@ -273,13 +319,12 @@ impl Collector for StoreCaches {
             )?;
         }
         if let Some(states) = stats.journey_states {
-            let stale = ConstCounter::new(states.stale);
-            stale.encode(encoder.encode_descriptor(
+            counter(
+                &mut encoder,
                 "journey_states_cache_stale_writes",
                 "Writes sent again because this instance's copy of the customer's journey states was not current (one more Redis round trip each)",
-                None,
-                stale.metric_type(),
-            )?)?;
+                states.stale,
+            )?;
             gauge(
                 &mut encoder,
                 "journey_states_cache_entries",
@@ -295,6 +340,32 @@ impl Collector for StoreCaches {
         }
         Ok(())
     }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), fmt::Error> {
+    let counter = ConstCounter::new(value);
+    counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)
+}
+
+/// One counter per value of `label`.
+fn labelled_counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, u64)],
+) -> Result<(), fmt::Error> {
+    let mut family =
+        encoder.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+    for &(value, n) in values {
+        ConstCounter::new(n).encode(family.encode_family(&[(label, value)])?)?;
+    }
+    Ok(())
 }
 
 fn gauge(

@@ -5,6 +5,7 @@
 pub mod contact;
 pub mod context_counts;
 pub mod convert;
+pub mod counters;
 pub mod customers;
 pub mod journeys;
 pub mod metrics;

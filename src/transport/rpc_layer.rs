@@ -253,7 +253,11 @@ mod tests {
             max_identities: 100,
         };
         let store = MemoryStore::new(Retention::default(), rules, 1_000);
-        Metrics::new(&[crate::pb::FILE_DESCRIPTOR_SET], Arc::new(store))
+        Metrics::new(
+            &[crate::pb::FILE_DESCRIPTOR_SET],
+            Arc::default(),
+            Arc::new(store),
+        )
     }
 
     fn request(method: &str) -> http::Request<()> {

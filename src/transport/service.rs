@@ -1,19 +1,15 @@
 //! The `JourneyService` handlers: decode, validate, call the store once,
 //! map the answer.
 
-use std::{
-    collections::BTreeSet,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-};
+use std::{collections::BTreeSet, sync::Arc};
 
 use arc_swap::ArcSwap;
 use tonic::{Request, Response, Status};
 use ulid::Ulid;
 
-use super::{context_counts::context_counts, convert, page_token, status::ApiError};
+use super::{
+    context_counts::context_counts, convert, counters::ApiCounters, page_token, status::ApiError,
+};
 use crate::{
     domain::{
         journey::JourneyDefinitions, taxonomy::NameKind, ContactPolicy, DomainError, Event,
@@ -67,8 +63,8 @@ pub struct JourneyApi {
     pub(super) journeys: SharedJourneys,
     pub(super) rules: MergeRules,
     pub(super) limits: ApiLimits,
-    /// Names outside the taxonomy accepted in lenient mode, since start.
-    unknown_names: AtomicU64,
+    /// What the handlers counted since start.
+    pub(super) counters: Arc<ApiCounters>,
 }
 
 impl JourneyApi {
@@ -87,13 +83,18 @@ impl JourneyApi {
             journeys,
             rules,
             limits,
-            unknown_names: AtomicU64::new(0),
+            counters: Arc::default(),
         }
     }
 
     /// Names outside the taxonomy that lenient mode accepted since start.
     pub fn unknown_names(&self) -> u64 {
-        self.unknown_names.load(Ordering::Relaxed)
+        ApiCounters::read(&self.counters.unknown_names)
+    }
+
+    /// What the handlers counted since start (the metrics endpoint reads it).
+    pub fn counters(&self) -> Arc<ApiCounters> {
+        self.counters.clone()
     }
 
     /// Converts and checks one event; `now` is shared by a whole batch.
@@ -107,13 +108,11 @@ impl JourneyApi {
         }
         let (event, leniency) = raw.validate(&self.taxonomy, &self.limits.event, now)?;
         if leniency.unknown_names > 0 {
-            let total = self
-                .unknown_names
-                .fetch_add(u64::from(leniency.unknown_names), Ordering::Relaxed)
-                + u64::from(leniency.unknown_names);
+            let names = u64::from(leniency.unknown_names);
+            ApiCounters::add(&self.counters.unknown_names, names);
             tracing::debug!(
                 channel = %event.channel, reason = %event.reason, r#type = %event.event_type,
-                total, "accepted names outside the taxonomy (lenient mode)"
+                names, "accepted names outside the taxonomy (lenient mode)"
             );
         }
         Ok(event)
@@ -154,7 +153,10 @@ impl JourneyService for JourneyApi {
     ) -> Result<Response<pb::AppendEventResponse>, Status> {
         let event = self
             .accept(request.into_inner().event, Micros::now())
-            .map_err(|e| e.within("event"))?;
+            .map_err(|e| {
+                ApiCounters::add(&self.counters.events_rejected, 1);
+                e.within("event")
+            })?;
         let mut events = [event];
         self.place(&mut events).await?;
         let [event] = events;
@@ -163,9 +165,15 @@ impl JourneyService for JourneyApi {
             .store
             .append(std::slice::from_ref(&event), Micros::now())
             .await?;
+        let duplicate = outcomes.first() == Some(&AppendOutcome::Duplicate);
+        let counter = match duplicate {
+            true => &self.counters.events_duplicate,
+            false => &self.counters.events_stored,
+        };
+        ApiCounters::add(counter, 1);
         Ok(Response::new(pb::AppendEventResponse {
             event_id: event.event_id.to_string(),
-            duplicate: outcomes.first() == Some(&AppendOutcome::Duplicate),
+            duplicate,
         }))
     }
 
@@ -209,11 +217,18 @@ impl JourneyService for JourneyApi {
         }
         self.place(&mut accepted).await?;
         let outcomes = self.store.append(&accepted, now).await?;
+        let counters = &self.counters;
+        ApiCounters::add(
+            &counters.events_rejected,
+            (results.len() - accepted.len()) as u64,
+        );
         for (slot, outcome) in slots.into_iter().zip(outcomes) {
-            results[slot].outcome = match outcome {
-                AppendOutcome::Stored => pb::Outcome::Stored,
-                AppendOutcome::Duplicate => pb::Outcome::Duplicate,
-            } as i32;
+            let (outcome, counter) = match outcome {
+                AppendOutcome::Stored => (pb::Outcome::Stored, &counters.events_stored),
+                AppendOutcome::Duplicate => (pb::Outcome::Duplicate, &counters.events_duplicate),
+            };
+            results[slot].outcome = outcome as i32;
+            ApiCounters::add(counter, 1);
         }
         Ok(Response::new(pb::AppendEventsResponse { results }))
     }
