@@ -213,6 +213,9 @@ pub struct ServeConfig {
     /// Concurrent RPCs per client connection; more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "JOURNEY_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
+    /// Concurrent RPCs in the whole server, over all connections; more are refused at once with RESOURCE_EXHAUSTED (and counted in the metrics).
+    #[arg(long, env = "JOURNEY_MAX_IN_FLIGHT_TOTAL", default_value_t = 4_096)]
+    pub max_in_flight_total: usize,
     /// Largest request message, in bytes.
     #[arg(long, env = "JOURNEY_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_message_bytes: usize,
@@ -300,6 +303,7 @@ impl ServeConfig {
             ("--redis-timeout-ms", self.redis_timeout_ms),
             ("--request-timeout-ms", self.request_timeout_ms),
             ("--max-in-flight", self.max_in_flight as u64),
+            ("--max-in-flight-total", self.max_in_flight_total as u64),
             ("--health-interval-ms", self.health_interval_ms),
             (
                 "--journey-sweep-interval-ms",

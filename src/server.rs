@@ -28,7 +28,7 @@ use crate::{
     transport::{
         metrics::Metrics,
         metrics_http,
-        rpc_layer::RpcMetricsLayer,
+        rpc_layer::RpcLayer,
         service::{SharedJourneys, SharedPolicy},
         JourneyApi,
     },
@@ -285,7 +285,7 @@ pub async fn run_with_metrics(
         JourneyServiceServer::new(api).max_decoding_message_size(config.max_message_bytes);
     let (stop_metrics, metrics_stopped) = watch::channel(false);
     let mut metrics_task = None;
-    let mut metrics_layer = None;
+    let mut rpc_layer = RpcLayer::new(None, config.max_in_flight_total);
     if let Some(metrics_listener) = metrics_listener {
         let metrics = Arc::new(Metrics::new(
             &[
@@ -297,7 +297,7 @@ pub async fn run_with_metrics(
             counters,
             metrics_store,
         ));
-        metrics_layer = Some(metrics.layer());
+        rpc_layer = RpcLayer::new(Some(&metrics), config.max_in_flight_total);
         let address = metrics_listener
             .local_addr()
             .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
@@ -331,7 +331,7 @@ pub async fn run_with_metrics(
         .timeout(Duration::from_millis(config.request_timeout_ms))
         .concurrency_limit_per_connection(config.max_in_flight)
         .load_shed(true)
-        .layer(metrics_layer.unwrap_or_else(RpcMetricsLayer::off))
+        .layer(rpc_layer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -1,7 +1,8 @@
 //! The metrics endpoint (`--metrics-listen`) of a server in-process, scraped
 //! over HTTP: calls counted by method and status code and timed, a path no
 //! service serves counted under `unknown`, events by outcome and contact
-//! decisions as answered, a stream counted when it ends,
+//! decisions as answered, calls beyond `--max-in-flight-total` refused and
+//! counted, a stream counted when it ends,
 //! a stop with scrapers connected, and, on a real redis-server, the
 //! context cache's lookups and the journey states cache's stale writes.
 
@@ -222,6 +223,67 @@ async fn events_and_contact_decisions_are_counted() {
         sample(&text, "journey_contact_reservations_total", &[]),
         Some(allowed)
     );
+}
+
+#[tokio::test]
+async fn calls_beyond_the_servers_limit_are_refused_and_counted() {
+    let redis = RedisServer::start();
+    let server = JourneyServer::start_with_metrics(ServeConfig {
+        store: StoreUrl::Redis(redis.url()),
+        max_in_flight_total: 1,
+        redis_timeout_ms: 10_000,
+        request_timeout_ms: 60_000,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut client = server.client().await;
+    client
+        .append_event(pb::AppendEventRequest {
+            event: Some(page_view("c1", "e1", base_micros())),
+        })
+        .await
+        .expect("append");
+    // Redis holds every command for 2 s: the first context read holds the
+    // server's only slot meanwhile, so the second is refused at once.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2_000)
+        .arg("ALL")
+        .query(&mut redis.connection())
+        .expect("pause");
+    let read = || {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_journey_context(pb::GetJourneyContextRequest {
+                    customer_id: "c1".into(),
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    let (a, b) = tokio::join!(read(), read());
+    let refused: Vec<_> = [&a, &b]
+        .into_iter()
+        .filter_map(|answer| answer.as_ref().err())
+        .collect();
+    assert_eq!(refused.len(), 1, "{a:?} {b:?}");
+    assert_eq!(refused[0].code(), tonic::Code::ResourceExhausted);
+    assert!(
+        refused[0].message().contains("--max-in-flight-total"),
+        "{:?}",
+        refused[0]
+    );
+    let text = scrape(&server).await;
+    let handled = |code| {
+        sample(
+            &text,
+            "grpc_server_handled_total",
+            &journey_call("GetJourneyContext", code),
+        )
+    };
+    assert_eq!(handled("ResourceExhausted"), Some(1.0));
+    assert_eq!(handled("OK"), Some(1.0));
 }
 
 #[tokio::test]

@@ -21,6 +21,7 @@ use crate::{
     config::ServeConfig,
     domain::{Micros, Taxonomy},
     pb,
+    transport::rpc_layer::RpcLayer,
     wire::{
         self,
         journey_service_server::{JourneyService, JourneyServiceServer},
@@ -215,10 +216,13 @@ pub async fn run(
     let config = ServeConfig::default();
     let service = JourneyServiceServer::new(EchoService::new())
         .max_decoding_message_size(config.max_message_bytes);
+    // The same middleware as the service's (without metrics), so the two
+    // differ only by what their handlers do.
     Server::builder()
         .timeout(Duration::from_millis(config.request_timeout_ms))
         .concurrency_limit_per_connection(config.max_in_flight)
         .load_shed(true)
+        .layer(RpcLayer::new(None, config.max_in_flight_total))
         .add_service(service)
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),

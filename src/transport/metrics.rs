@@ -27,7 +27,7 @@ use prometheus_client::{
 };
 use prost::Message;
 
-use super::{counters::ApiCounters, rpc_layer::RpcMetricsLayer};
+use super::counters::ApiCounters;
 use crate::storage::TimelineStore;
 
 /// Upper bounds of the latency buckets, in seconds: a context answered
@@ -157,9 +157,9 @@ impl Metrics {
         }
     }
 
-    /// The layer that counts and times every call of the services under it.
-    pub fn layer(&self) -> RpcMetricsLayer {
-        RpcMetricsLayer::new(self.rpcs.clone())
+    /// The series of the calls, for `rpc_layer::RpcLayer`.
+    pub(super) fn rpcs(&self) -> Arc<Rpcs> {
+        self.rpcs.clone()
     }
 
     /// The metrics in the OpenMetrics text format.

@@ -1,10 +1,13 @@
-//! The tower layer that counts and times every call for `metrics.rs`. A
+//! The tower layer around every service of the server: it bounds the
+//! calls under way in the whole server (`--max-in-flight-total`; the
+//! per-connection bound is tonic's) and counts and times every call for
+//! `metrics.rs`, refusals included. A
 //! call's status is in its response headers when it failed before sending
 //! anything (a trailers-only response), else in the trailers that end the
 //! response body: so the body is wrapped, and the call is recorded when its
 //! trailers pass, at the end of the response (a streaming call's whole
 //! life), or as Canceled when the response or its body is dropped first.
-//! Without metrics the layer passes calls through untouched.
+//! Without metrics the layer only bounds the calls.
 
 use std::{
     future::Future,
@@ -17,66 +20,103 @@ use std::{
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::codegen::http;
 
-use super::metrics::Rpcs;
+use super::{
+    metrics::{Metrics, Rpcs},
+    status::overloaded,
+};
 
-/// Counts and times every call of the service it wraps (or, made by
-/// `off`, nothing).
+/// Bounds the calls under way in the whole server and, with metrics,
+/// counts and times every call of the service it wraps.
 #[derive(Clone)]
-pub struct RpcMetricsLayer {
+pub struct RpcLayer {
     rpcs: Option<Arc<Rpcs>>,
+    slots: Arc<Semaphore>,
+    max_in_flight: usize,
 }
 
-impl RpcMetricsLayer {
-    pub(super) fn new(rpcs: Arc<Rpcs>) -> Self {
-        Self { rpcs: Some(rpcs) }
-    }
-
-    /// A layer that records nothing: the server without `--metrics-listen`.
-    pub fn off() -> Self {
-        Self { rpcs: None }
+impl RpcLayer {
+    /// At most `max_in_flight` calls under way at once (health checks
+    /// aside), recorded in `metrics` when given.
+    pub fn new(metrics: Option<&Metrics>, max_in_flight: usize) -> Self {
+        Self {
+            rpcs: metrics.map(Metrics::rpcs),
+            slots: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+        }
     }
 }
 
-impl<S> tower::Layer<S> for RpcMetricsLayer {
-    type Service = RpcMetricsService<S>;
+impl<S> tower::Layer<S> for RpcLayer {
+    type Service = RpcService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcMetricsService {
+        RpcService {
             inner,
-            rpcs: self.rpcs.clone(),
+            layer: self.clone(),
         }
     }
 }
 
 #[derive(Clone)]
-pub struct RpcMetricsService<S> {
+pub struct RpcService<S> {
     inner: S,
-    rpcs: Option<Arc<Rpcs>>,
+    layer: RpcLayer,
 }
 
-impl<S, B, R> tower::Service<http::Request<B>> for RpcMetricsService<S>
+/// Whether a call takes one of the server's slots. Health checks do not:
+/// an overloaded server that failed its probes would be taken out of
+/// service (or restarted) just when it is busiest.
+fn takes_a_slot(path: &str) -> bool {
+    !path.starts_with("/grpc.health.v1.Health/")
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for RpcService<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Error: Into<tower::BoxError>,
 {
     type Response = http::Response<RecordedBody<R>>;
-    type Error = S::Error;
+    type Error = tower::BoxError;
     type Future = Recorded<S::Future, R, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let pending = self.rpcs.as_ref().map(|rpcs| Pending {
-            index: rpcs.index(request.uri().path()),
+        let path = request.uri().path();
+        let pending = self.layer.rpcs.as_ref().map(|rpcs| Pending {
+            index: rpcs.index(path),
             rpcs: rpcs.clone(),
             started: Instant::now(),
         });
+        let slot = if takes_a_slot(path) {
+            match self.layer.slots.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    if let Some(pending) = pending {
+                        pending.record(tonic::Code::ResourceExhausted);
+                    }
+                    return Recorded {
+                        inner: None,
+                        pending: None,
+                        slot: None,
+                        refused_beyond: self.layer.max_in_flight,
+                        _output: PhantomData,
+                    };
+                }
+            }
+        } else {
+            None
+        };
         Recorded {
-            inner: self.inner.call(request),
+            inner: Some(self.inner.call(request)),
             pending,
+            slot,
+            refused_beyond: 0,
             _output: PhantomData,
         }
     }
@@ -111,12 +151,16 @@ fn cancel(pending: &mut Option<Pending>) {
 }
 
 pin_project! {
-    /// The wrapped service's future: a failure answered in the headers is
-    /// recorded at once, any other response goes on in a `RecordedBody`.
+    /// The wrapped service's future (none for a call refused for want of
+    /// a slot): a failure answered in the headers is recorded at once, any
+    /// other response goes on in a `RecordedBody`. The call's slot is
+    /// given back when its response is ready.
     pub struct Recorded<F, R, E> {
         #[pin]
-        inner: F,
+        inner: Option<F>,
         pending: Option<Pending>,
+        slot: Option<OwnedSemaphorePermit>,
+        refused_beyond: usize,
         _output: PhantomData<fn() -> (R, E)>,
     }
 
@@ -130,12 +174,17 @@ pin_project! {
 impl<F, R, E> Future for Recorded<F, R, E>
 where
     F: Future<Output = Result<http::Response<R>, E>>,
+    E: Into<tower::BoxError>,
 {
-    type Output = Result<http::Response<RecordedBody<R>>, E>;
+    type Output = Result<http::Response<RecordedBody<R>>, tower::BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let output = std::task::ready!(this.inner.poll(cx));
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(Err(Box::new(overloaded(*this.refused_beyond))));
+        };
+        let output = std::task::ready!(inner.poll(cx));
+        this.slot.take();
         let mut pending = this.pending.take();
         Poll::Ready(match output {
             Ok(response) => {
@@ -147,8 +196,14 @@ where
                 Ok(response.map(|inner| RecordedBody { inner, pending }))
             }
             Err(error) => {
+                let error = error.into();
                 if let Some(pending) = pending {
-                    pending.record(tonic::Code::Unknown);
+                    // tonic answers an error of the stack with the status
+                    // it carries, else UNKNOWN.
+                    let code = error
+                        .downcast_ref::<tonic::Status>()
+                        .map_or(tonic::Code::Unknown, tonic::Status::code);
+                    pending.record(code);
                 }
                 Err(error)
             }
@@ -297,7 +352,7 @@ mod tests {
     #[tokio::test]
     async fn a_failure_in_the_headers_is_counted_with_its_code() {
         let metrics = metrics();
-        let mut service = metrics.layer().layer(tower::service_fn(|_| {
+        let mut service = RpcLayer::new(Some(&metrics), 16).layer(tower::service_fn(|_| {
             let response = http::Response::builder()
                 .header("grpc-status", "5")
                 .body(Frames(VecDeque::new()))
@@ -321,7 +376,7 @@ mod tests {
     #[tokio::test]
     async fn a_status_in_the_trailers_is_counted_when_they_pass() {
         let metrics = metrics();
-        let mut service = metrics.layer().layer(tower::service_fn(|_| {
+        let mut service = RpcLayer::new(Some(&metrics), 16).layer(tower::service_fn(|_| {
             let frames = VecDeque::from([Frame::data(Bytes::from_static(b"x")), trailers("13")]);
             ready(Ok::<_, Infallible>(http::Response::new(Frames(frames))))
         }));
@@ -340,7 +395,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_dropped_before_its_status_counts_as_canceled() {
         let metrics = metrics();
-        let mut service = metrics.layer().layer(tower::service_fn(|_| {
+        let mut service = RpcLayer::new(Some(&metrics), 16).layer(tower::service_fn(|_| {
             pending::<Result<http::Response<Frames>, Infallible>>()
         }));
         let call = service.ready().await.expect("ready");
@@ -348,7 +403,7 @@ mod tests {
         assert_eq!(handled(&metrics, "AppendEvent", "Canceled"), 1);
 
         // A body dropped before its trailers (a stream the client left).
-        let mut service = metrics.layer().layer(tower::service_fn(|_| {
+        let mut service = RpcLayer::new(Some(&metrics), 16).layer(tower::service_fn(|_| {
             let frames = VecDeque::from([Frame::data(Bytes::from_static(b"x")), trailers("0")]);
             ready(Ok::<_, Infallible>(http::Response::new(Frames(frames))))
         }));
@@ -360,8 +415,75 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refusal_of_the_layers_below_is_counted_with_its_code() {
+        let metrics = metrics();
+        let mut service = RpcLayer::new(Some(&metrics), 16).layer(tower::service_fn(|_| {
+            let refusal: tower::BoxError = Box::new(tonic::Status::resource_exhausted("full"));
+            ready(Err::<http::Response<Frames>, _>(refusal))
+        }));
+        let call = service.ready().await.expect("ready");
+        let refused = call.call(request("CheckContactFrequency")).await;
+        assert!(refused.is_err());
+        assert_eq!(
+            handled(&metrics, "CheckContactFrequency", "ResourceExhausted"),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn calls_beyond_the_slots_are_refused_and_health_checks_are_not() {
+        let metrics = metrics();
+        let mut service = RpcLayer::new(Some(&metrics), 1).layer(tower::service_fn(|_| {
+            pending::<Result<http::Response<Frames>, Infallible>>()
+        }));
+        let under_way = service
+            .ready()
+            .await
+            .expect("ready")
+            .call(request("ListEvents"));
+        let refused = service
+            .ready()
+            .await
+            .expect("ready")
+            .call(request("ListEvents"))
+            .await
+            .err()
+            .expect("no slot left");
+        let status = refused.downcast_ref::<tonic::Status>().expect("a status");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("--max-in-flight-total"));
+        assert_eq!(handled(&metrics, "ListEvents", "ResourceExhausted"), 1);
+        let health = http::Request::builder()
+            .uri("/grpc.health.v1.Health/Check")
+            .body(())
+            .expect("request");
+        let mut check = service.ready().await.expect("ready").call(health);
+        let waker = std::task::Waker::noop();
+        assert!(
+            Pin::new(&mut check)
+                .poll(&mut Context::from_waker(waker))
+                .is_pending(),
+            "a health check takes no slot: it reached the service"
+        );
+        drop(under_way);
+        let again = service
+            .ready()
+            .await
+            .expect("ready")
+            .call(request("ListEvents"));
+        let mut again = Box::pin(again);
+        assert!(
+            again
+                .as_mut()
+                .poll(&mut Context::from_waker(waker))
+                .is_pending(),
+            "the slot came back when the call ended"
+        );
+    }
+
+    #[tokio::test]
     async fn the_layer_off_passes_calls_through() {
-        let mut service = RpcMetricsLayer::off().layer(tower::service_fn(|_| {
+        let mut service = RpcLayer::new(None, 16).layer(tower::service_fn(|_| {
             ready(Ok::<_, Infallible>(http::Response::new(Frames(
                 VecDeque::from([trailers("0")]),
             ))))

@@ -74,3 +74,10 @@ impl From<ApiError> for Status {
         }
     }
 }
+
+/// The server's refusal of a call beyond `--max-in-flight-total`.
+pub fn overloaded(max_in_flight: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "the server has {max_in_flight} calls under way (--max-in-flight-total); retry later"
+    ))
+}
