@@ -243,11 +243,12 @@ async fn calls_beyond_the_servers_limit_are_refused_and_counted() {
         })
         .await
         .expect("append");
-    // Redis holds every command for 2 s: the first context read holds the
-    // server's only slot meanwhile, so the second is refused at once.
+    // Redis holds every command for 5 s: the first context read holds the
+    // server's only slot meanwhile, so the second is refused at once (the
+    // pause only has to outlast the two calls' arrival).
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
-        .arg(2_000)
+        .arg(5_000)
         .arg("ALL")
         .query(&mut redis.connection())
         .expect("pause");

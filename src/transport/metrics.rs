@@ -78,11 +78,16 @@ impl Rpcs {
             .unwrap_or(self.series.len() - 1)
     }
 
-    pub(super) fn record(&self, index: usize, code: tonic::Code, started: Instant) {
+    /// Counts a call that ended with `code` and, when it started (was
+    /// handled at all), times it: a refusal timed at ~0 s would make the
+    /// latencies look better just when the server is overloaded.
+    pub(super) fn record(&self, index: usize, code: tonic::Code, started: Option<Instant>) {
         let Some(series) = self.series.get(index) else {
             return;
         };
-        series.seconds.observe(started.elapsed().as_secs_f64());
+        if let Some(started) = started {
+            series.seconds.observe(started.elapsed().as_secs_f64());
+        }
         if code == tonic::Code::Ok {
             series.ok.inc();
         } else {

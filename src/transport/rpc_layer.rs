@@ -98,7 +98,7 @@ where
                 Ok(slot) => Some(slot),
                 Err(_) => {
                     if let Some(pending) = pending {
-                        pending.record(tonic::Code::ResourceExhausted);
+                        pending.refused();
                     }
                     return Recorded {
                         inner: None,
@@ -131,7 +131,13 @@ struct Pending {
 
 impl Pending {
     fn record(self, code: tonic::Code) {
-        self.rpcs.record(self.index, code, self.started);
+        self.rpcs.record(self.index, code, Some(self.started));
+    }
+
+    /// Counts a call refused before it was handled (and not timed).
+    fn refused(self) {
+        self.rpcs
+            .record(self.index, tonic::Code::ResourceExhausted, None);
     }
 }
 
@@ -153,8 +159,9 @@ fn cancel(pending: &mut Option<Pending>) {
 pin_project! {
     /// The wrapped service's future (none for a call refused for want of
     /// a slot): a failure answered in the headers is recorded at once, any
-    /// other response goes on in a `RecordedBody`. The call's slot is
-    /// given back when its response is ready.
+    /// other response goes on in a `RecordedBody`, with the call's slot: a
+    /// unary reply is encoded and sent as its body is read, so the slot
+    /// bounds what calls hold until then.
     pub struct Recorded<F, R, E> {
         #[pin]
         inner: Option<F>,
@@ -184,7 +191,7 @@ where
             return Poll::Ready(Err(Box::new(overloaded(*this.refused_beyond))));
         };
         let output = std::task::ready!(inner.poll(cx));
-        this.slot.take();
+        let slot = this.slot.take();
         let mut pending = this.pending.take();
         Poll::Ready(match output {
             Ok(response) => {
@@ -193,7 +200,11 @@ where
                         pending.record(code);
                     }
                 }
-                Ok(response.map(|inner| RecordedBody { inner, pending }))
+                Ok(response.map(|inner| RecordedBody {
+                    inner,
+                    pending,
+                    slot,
+                }))
             }
             Err(error) => {
                 let error = error.into();
@@ -212,11 +223,13 @@ where
 }
 
 pin_project! {
-    /// A response body that records its call when the trailers pass.
+    /// A response body that records its call when the trailers pass, and
+    /// gives its slot back at its end.
     pub struct RecordedBody<B> {
         #[pin]
         inner: B,
         pending: Option<Pending>,
+        slot: Option<OwnedSemaphorePermit>,
     }
 
     impl<B> PinnedDrop for RecordedBody<B> {
@@ -236,6 +249,13 @@ impl<B: Body> Body for RecordedBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let polled = std::task::ready!(this.inner.poll_frame(cx));
+        let ended = match &polled {
+            Some(Ok(frame)) => frame.is_trailers(),
+            Some(Err(_)) | None => true,
+        };
+        if ended {
+            this.slot.take();
+        }
         if this.pending.is_some() {
             let code = match &polled {
                 Some(Ok(frame)) => frame
@@ -453,6 +473,18 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert!(status.message().contains("--max-in-flight-total"));
         assert_eq!(handled(&metrics, "ListEvents", "ResourceExhausted"), 1);
+        assert!(
+            !metrics
+                .render()
+                .expect("render")
+                .contains("grpc_server_handling_seconds_count{grpc_service=\"journey.v1.JourneyService\",grpc_method=\"ListEvents\",grpc_type=\"unary\"} 1"),
+            "a refusal is not timed"
+        );
+        assert_eq!(
+            handled(&metrics, "ListEvents", "Canceled"),
+            0,
+            "nor counted again when dropped"
+        );
         let health = http::Request::builder()
             .uri("/grpc.health.v1.Health/Check")
             .body(())
@@ -479,6 +511,36 @@ mod tests {
                 .is_pending(),
             "the slot came back when the call ended"
         );
+    }
+
+    #[tokio::test]
+    async fn a_slot_is_held_until_the_response_body_ends() {
+        let mut service = RpcLayer::new(None, 1).layer(tower::service_fn(|_| {
+            let frames = VecDeque::from([Frame::data(Bytes::from_static(b"x")), trailers("0")]);
+            ready(Ok::<_, Infallible>(http::Response::new(Frames(frames))))
+        }));
+        let first = service
+            .ready()
+            .await
+            .expect("ready")
+            .call(request("ListEvents"))
+            .await
+            .expect("answer");
+        let while_sent = service
+            .ready()
+            .await
+            .expect("ready")
+            .call(request("ListEvents"))
+            .await;
+        assert!(while_sent.is_err(), "the first reply is not sent yet");
+        assert_eq!(drain(first.into_body()).await, 2);
+        let after = service
+            .ready()
+            .await
+            .expect("ready")
+            .call(request("ListEvents"))
+            .await;
+        assert!(after.is_ok(), "the slot came back at the trailers");
     }
 
     #[tokio::test]
