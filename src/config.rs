@@ -321,12 +321,6 @@ impl ServeConfig {
                 return Err(format!("{flag} must be above 0"));
             }
         }
-        if self.max_in_flight_total > tokio::sync::Semaphore::MAX_PERMITS {
-            return Err(format!(
-                "--max-in-flight-total must be at most {}",
-                tokio::sync::Semaphore::MAX_PERMITS
-            ));
-        }
         crate::domain::identity::parse_region(&self.phone_region)
             .map_err(|e| format!("--phone-region: {e}"))?;
         if self.max_identities_per_profile < 2 {

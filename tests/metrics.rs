@@ -203,6 +203,21 @@ async fn events_and_contact_decisions_are_counted() {
         assert!(allowed < 50.0, "the policy never said no");
     }
     assert!(allowed >= 1.0);
+    // A batch: one decision per customer (c2 is at its cap, c3 is new).
+    let batch = client
+        .check_contact_frequency_batch(pb::CheckContactBatchRequest {
+            customer_ids: vec!["c2".into(), "c3".into()],
+            channel: check.channel.clone(),
+            reason: check.reason.clone(),
+            at: check.at,
+            ..Default::default()
+        })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    let says: Vec<_> = batch.iter().map(|r| r.allowed).collect();
+    assert_eq!(says, [false, true]);
 
     let text = scrape(&server).await;
     let events = |outcome| sample(&text, "journey_events_total", &[("outcome", outcome)]);
@@ -217,8 +232,8 @@ async fn events_and_contact_decisions_are_counted() {
             &[("decision", decision)],
         )
     };
-    assert_eq!(decisions("allowed"), Some(allowed));
-    assert_eq!(decisions("blocked"), Some(1.0));
+    assert_eq!(decisions("allowed"), Some(allowed + 1.0));
+    assert_eq!(decisions("blocked"), Some(2.0));
     assert_eq!(
         sample(&text, "journey_contact_reservations_total", &[]),
         Some(allowed)
