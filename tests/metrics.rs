@@ -4,7 +4,8 @@
 //! decisions as answered, calls beyond `--max-in-flight-total` refused and
 //! counted, a stream counted when it ends,
 //! a stop with scrapers connected, and, on a real redis-server, the
-//! context cache's lookups and the journey states cache's stale writes.
+//! context cache's lookups, the journey states cache's stale writes, and
+//! the Redis connection's round trips and reconnections.
 
 mod support;
 
@@ -469,4 +470,41 @@ async fn the_redis_stores_caches_are_reported() {
         sample(&text, "journey_context_cache_entries", &[]),
         Some(1.0)
     );
+
+    // The store's Redis connection: its round trips, and a reconnection
+    // after Redis dropped every client.
+    let trips = sample(&text, "journey_redis_round_trip_seconds_count", &[]).unwrap_or(0.0);
+    assert!(trips >= 4.0, "three appends and the reads: {trips}");
+    assert_eq!(
+        sample(
+            &text,
+            "journey_redis_round_trip_seconds_bucket",
+            &[("le", "+Inf")]
+        ),
+        Some(trips)
+    );
+    let connects = sample(&text, "journey_redis_connects_total", &[]).expect("connects");
+    assert!(connects >= 1.0);
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut redis.connection())
+        .expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        // The first write after the cut may fail with it; a later one
+        // reconnects.
+        let _ = a
+            .append_event(pb::AppendEventRequest {
+                event: Some(page_view("c9", "e9", at)),
+            })
+            .await;
+        let text = scrape(&measured).await;
+        if sample(&text, "journey_redis_connects_total", &[]).is_some_and(|n| n > connects) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reconnection counted: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -22,6 +22,7 @@ mod redis_profiles;
 #[doc(hidden)]
 pub mod redis_raw;
 mod redis_replies;
+pub mod redis_stats;
 pub mod redis_store;
 mod redis_tracking;
 mod resp;
@@ -287,10 +288,13 @@ pub struct TimelinePage {
     pub next: Option<Cursor>,
 }
 
-/// What a store's caches did since it opened, read at each scrape of the
-/// metrics endpoint. Counters only grow; sizes are estimates.
+/// What a store's caches and its Redis connection did since it opened,
+/// read at each scrape of the metrics endpoint. Counters only grow; sizes
+/// are estimates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CacheStats {
+pub struct StoreStats {
+    /// The store's Redis connection (not the context cache's own).
+    pub redis: Option<redis_stats::RedisStats>,
     /// The context cache, when the store has one.
     pub context: Option<ContextCacheStats>,
     /// The journey states cache, when the store has one.
@@ -454,8 +458,9 @@ pub trait TimelineStore: Send + Sync + 'static {
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StorageError>;
 
-    /// What the store's caches did so far (none by default).
-    fn cache_stats(&self) -> CacheStats {
-        CacheStats::default()
+    /// What the store's caches and Redis connection did so far (none by
+    /// default).
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
     }
 }

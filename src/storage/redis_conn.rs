@@ -43,6 +43,7 @@ use tokio::{
 
 use super::{
     commands::{self, Pipeline},
+    redis_stats::{ConnectionStats, RedisStats},
     resp::{self, Decoded, Frame, Reply},
     StorageError,
 };
@@ -140,6 +141,7 @@ pub(super) struct RedisConnection {
     current: Mutex<Current>,
     /// Set for the connection of the context cache's reads.
     tracking: Option<Tracking>,
+    stats: Arc<ConnectionStats>,
 }
 
 /// A connection whose reads Redis tracks (`CLIENT TRACKING ... REDIRECT`):
@@ -191,6 +193,7 @@ impl RedisConnection {
             connect_timeout,
             response_timeout,
             current: Mutex::new(Current::None),
+            stats: Arc::default(),
             tracking: None,
         })
     }
@@ -202,6 +205,7 @@ impl RedisConnection {
             connect_timeout: self.connect_timeout,
             response_timeout: self.response_timeout,
             current: Mutex::new(Current::None),
+            stats: Arc::default(),
             tracking: None,
         }
     }
@@ -326,11 +330,17 @@ impl RedisConnection {
         }
     }
 
+    /// Connections opened and round trips so far.
+    pub fn stats(&self) -> RedisStats {
+        self.stats.snapshot()
+    }
+
     /// Sends packed commands and answers their `replies` frames.
     async fn send(&self, packed: Bytes, replies: usize) -> Answer {
         if replies == 0 {
             return Ok(Vec::new());
         }
+        let started = std::time::Instant::now();
         // A request the queue refused or the writer did not write (its
         // connection broke meanwhile) goes once more, on a new connection.
         for _ in 0..2 {
@@ -343,6 +353,7 @@ impl RedisConnection {
             };
             if queue.send(request).is_ok() {
                 if let Heard::Answer(answer) = self.answer(rx).await {
+                    self.stats.round_trip(started.elapsed());
                     return answer;
                 }
             }
@@ -392,6 +403,7 @@ impl RedisConnection {
         }
         match self.connect().await {
             Ok(queue) => {
+                self.stats.connected();
                 *current = Current::Live(queue.clone());
                 Ok(queue)
             }

@@ -31,9 +31,9 @@ use super::{
     redis_keys::{packed_identity, Keys},
     redis_replies::{self as replies, SummaryHash},
     redis_tracking::CachedReads,
-    AppendOutcome, CacheStats, ContactHistory, ContextCacheStats, ContextSnapshot, Cursor,
-    EncodedEvent, JourneyListPage, JourneyListQuery, JourneyTracker, MergeOutcome, Retention,
-    StorageError, Swept, TimelinePage, TimelineQuery, TimelineStore, CONTEXT_MAX_CONTACTS,
+    AppendOutcome, ContactHistory, ContextCacheStats, ContextSnapshot, Cursor, EncodedEvent,
+    JourneyListPage, JourneyListQuery, JourneyTracker, MergeOutcome, Retention, StorageError,
+    StoreStats, Swept, TimelinePage, TimelineQuery, TimelineStore, CONTEXT_MAX_CONTACTS,
 };
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY,
@@ -513,8 +513,9 @@ impl TimelineStore for RedisStore {
             .map(|_| ())
     }
 
-    fn cache_stats(&self) -> CacheStats {
-        CacheStats {
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            redis: Some(self.conn.stats()),
             context: self.cached_reads.as_ref().map(|reads| {
                 let (counts, kept, bytes) = reads.cache.counts();
                 ContextCacheStats {

@@ -16,7 +16,8 @@ use std::{
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet},
+    metrics::MetricType,
     metrics::{
         counter::{ConstCounter, Counter},
         family::Family,
@@ -28,7 +29,7 @@ use prometheus_client::{
 use prost::Message;
 
 use super::counters::ApiCounters;
-use crate::storage::TimelineStore;
+use crate::storage::{redis_stats::ROUND_TRIP_BOUNDS_MICROS, TimelineStore};
 
 /// Upper bounds of the latency buckets, in seconds: a context answered
 /// from memory takes ~100 µs, a Redis round trip under load milliseconds.
@@ -281,7 +282,7 @@ impl Collector for Handled {
     }
 }
 
-/// The store's caches, read at each scrape. Held weakly: a scrape still
+/// The store's caches and Redis connection, read at each scrape. Held weakly: a scrape still
 /// under way when the server stops must not keep the store (its Redis
 /// connections) alive.
 struct StoreCaches(Weak<dyn TimelineStore>);
@@ -297,7 +298,34 @@ impl Collector for StoreCaches {
         let Some(store) = self.0.upgrade() else {
             return Ok(());
         };
-        let stats = store.cache_stats();
+        let stats = store.stats();
+        if let Some(redis) = stats.redis {
+            counter(
+                &mut encoder,
+                "journey_redis_connects",
+                "Connections the store opened to Redis: the first, then one per reconnection",
+                redis.connects,
+            )?;
+            let buckets: Vec<(f64, u64)> = ROUND_TRIP_BOUNDS_MICROS
+                .iter()
+                .map(|&micros| micros as f64 / 1e6)
+                .chain([f64::INFINITY])
+                .zip(redis.round_trip_buckets)
+                .collect();
+            encoder
+                .encode_descriptor(
+                    "journey_redis_round_trip_seconds",
+                    "Time from a request (a pipeline or a script call) to its answer on the store's Redis connection, timeouts included",
+                    None,
+                    MetricType::Histogram,
+                )?
+                .encode_histogram::<NoLabelSet>(
+                    redis.round_trip_sum_micros as f64 / 1e6,
+                    redis.round_trips,
+                    &buckets,
+                    None,
+                )?;
+        }
         if let Some(context) = stats.context {
             labelled_counter(
                 &mut encoder,
