@@ -76,13 +76,15 @@ const RS: char = '\u{1e}';
 /// append ~20,000 instructions (callgrind).
 fn pack_recent(recent: &[RecentInteraction]) -> String {
     let mut packed = String::with_capacity(recent.len() * 64);
+    // One buffer for every instant: `to_string` allocated a String each.
+    let mut instant = itoa::Buffer::new();
     for (i, r) in recent.iter().enumerate() {
         if i > 0 {
             packed.push(RS);
         }
         for (j, part) in [
             r.event_id.as_str(),
-            &r.at.0.to_string(),
+            instant.format(r.at.0),
             &r.interaction.channel,
             &r.interaction.reason,
             &r.interaction.event_type,
