@@ -340,11 +340,13 @@ impl RedisConnection {
         if replies == 0 {
             return Ok(Vec::new());
         }
-        let started = std::time::Instant::now();
         // A request the queue refused or the writer did not write (its
         // connection broke meanwhile) goes once more, on a new connection.
         for _ in 0..2 {
             let queue = self.queue().await?;
+            // Timed from here: waiting for a connection (or making one) is
+            // not Redis's time.
+            let started = std::time::Instant::now();
             let (tx, rx) = oneshot::channel();
             let request = Request {
                 packed: packed.clone(),

@@ -22,7 +22,7 @@ pub(super) struct ConnectionStats {
     /// Round trips per bucket (not cumulative); the last one is above
     /// every bound.
     buckets: [AtomicU64; ROUND_TRIP_BOUNDS_MICROS.len() + 1],
-    sum_micros: AtomicU64,
+    sum_nanos: AtomicU64,
 }
 
 impl ConnectionStats {
@@ -32,10 +32,13 @@ impl ConnectionStats {
 
     /// One request answered (or timed out) after `took`.
     pub fn round_trip(&self, took: Duration) {
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let bucket = ROUND_TRIP_BOUNDS_MICROS.partition_point(|&bound| bound < micros);
+        // In nanoseconds: whole microseconds would put 50.9 µs in the
+        // 50 µs bucket.
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let bucket =
+            ROUND_TRIP_BOUNDS_MICROS.partition_point(|&bound| bound.saturating_mul(1_000) < nanos);
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> RedisStats {
@@ -44,7 +47,7 @@ impl ConnectionStats {
             connects: self.connects.load(Ordering::Relaxed),
             round_trips: buckets.iter().sum(),
             round_trip_buckets: buckets,
-            round_trip_sum_micros: self.sum_micros.load(Ordering::Relaxed),
+            round_trip_sum_nanos: self.sum_nanos.load(Ordering::Relaxed),
         }
     }
 }
@@ -59,7 +62,7 @@ pub struct RedisStats {
     /// Round trips per bucket (not cumulative): at most each bound of
     /// `ROUND_TRIP_BOUNDS_MICROS` and above the one before, then above all.
     pub round_trip_buckets: [u64; ROUND_TRIP_BOUNDS_MICROS.len() + 1],
-    pub round_trip_sum_micros: u64,
+    pub round_trip_sum_nanos: u64,
 }
 
 #[cfg(test)]
@@ -70,15 +73,18 @@ mod tests {
     fn round_trips_fall_in_their_buckets() {
         let stats = ConnectionStats::default();
         stats.connected();
-        for micros in [10, 50, 51, 900, 2_000_000] {
-            stats.round_trip(Duration::from_micros(micros));
+        for nanos in [10_000, 50_000, 50_001, 900_000, 2_000_000_000] {
+            stats.round_trip(Duration::from_nanos(nanos));
         }
         let seen = stats.snapshot();
         assert_eq!(seen.connects, 1);
         assert_eq!(seen.round_trips, 5);
-        assert_eq!(seen.round_trip_sum_micros, 10 + 50 + 51 + 900 + 2_000_000);
-        // At most 50 µs: 10 and 50; then 51 (≤ 100), 900 (≤ 1 ms), and
-        // 2 s above every bound.
+        assert_eq!(
+            seen.round_trip_sum_nanos,
+            10_000 + 50_000 + 50_001 + 900_000 + 2_000_000_000
+        );
+        // At most 50 µs: 10 and 50; then 50.001 (≤ 100), 900 (≤ 1 ms),
+        // and 2 s above every bound.
         assert_eq!(&seen.round_trip_buckets[..5], &[2, 1, 0, 0, 1]);
         assert_eq!(seen.round_trip_buckets[14], 1, "above 1 s");
         assert_eq!(seen.round_trip_buckets.iter().sum::<u64>(), 5);

@@ -320,7 +320,7 @@ impl Collector for StoreCaches {
                     MetricType::Histogram,
                 )?
                 .encode_histogram::<NoLabelSet>(
-                    redis.round_trip_sum_micros as f64 / 1e6,
+                    redis.round_trip_sum_nanos as f64 / 1e9,
                     redis.round_trips,
                     &buckets,
                     None,
