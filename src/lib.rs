@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod pb;
+pub mod procstat;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

@@ -137,6 +137,12 @@ async fn calls_are_counted_by_method_and_status_and_timed() {
         "the memory store has no context cache"
     );
     assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics ends so");
+    // The process's own figures (the test's process: the server is in it).
+    let rss = sample(&text, "process_resident_memory_bytes", &[]).expect("rss");
+    assert!(rss > 1_048_576.0, "{rss} B resident");
+    let fds = sample(&text, "process_open_fds", &[]).expect("fds");
+    assert!(fds >= 4.0, "listeners and a connection at least: {fds}");
+    assert!(sample(&text, "process_cpu_seconds_total", &[]).is_some_and(|s| s >= 0.0));
 
     let (status, _) = server.metrics_get("/other").await;
     assert!(status.contains(" 404 "), "answered {status:?}");

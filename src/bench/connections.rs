@@ -38,25 +38,10 @@ pub struct ConnectionsReport {
     pub rss_kib_open: Vec<(u32, u64)>,
 }
 
-/// Resident memory of a process, in KiB, from /proc/PID/status.
-fn rss_kib(pid: u32) -> Result<u64, BenchError> {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| BenchError::Cpu {
-            pid: pid.to_string(),
-            reason: e.to_string(),
-        })?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| BenchError::Cpu {
-            pid: pid.to_string(),
-            reason: "no VmRSS line".into(),
-        })
-}
-
 fn rss_of(pids: &[u32]) -> Result<Vec<(u32, u64)>, BenchError> {
-    pids.iter().map(|&p| rss_kib(p).map(|r| (p, r))).collect()
+    pids.iter()
+        .map(|&p| super::cpu::rss_kib(p).map(|r| (p, r)))
+        .collect()
 }
 
 pub async fn hold(args: &ConnectionsArgs) -> Result<ConnectionsReport, BenchError> {

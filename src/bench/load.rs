@@ -268,7 +268,7 @@ fn tally_unsent(tally: &mut Tally, plan: &Plan, rate: f64, task: usize, mut k: u
 }
 
 fn sample(processes: &[Process]) -> Result<Vec<u64>, BenchError> {
-    processes.iter().map(|p| p.cpu_ticks()).collect()
+    processes.iter().map(|&p| cpu::cpu_ticks(p)).collect()
 }
 
 /// Differs between runs, so appended event ids are new every run.

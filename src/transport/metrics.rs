@@ -29,7 +29,10 @@ use prometheus_client::{
 use prost::Message;
 
 use super::counters::ApiCounters;
-use crate::storage::{redis_stats::ROUND_TRIP_BOUNDS_MICROS, TimelineStore};
+use crate::{
+    procstat::{ticks_per_second, Process},
+    storage::{redis_stats::ROUND_TRIP_BOUNDS_MICROS, TimelineStore},
+};
 
 /// Upper bounds of the latency buckets, in seconds: a context answered
 /// from memory takes ~100 µs, a Redis round trip under load milliseconds.
@@ -151,6 +154,7 @@ impl Metrics {
             "Time from a call's arrival to the end of its response (its status sent)",
             seconds,
         );
+        registry.register_collector(Box::new(ProcessFigures));
         registry.register_collector(Box::new(Handled(counters)));
         registry.register_collector(Box::new(StoreCaches(Arc::downgrade(&store))));
         Self {
@@ -235,6 +239,44 @@ fn code_name(code: tonic::Code) -> &'static str {
         Unavailable => "Unavailable",
         DataLoss => "DataLoss",
         Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// The process's CPU time, resident memory and open files, read from
+/// `/proc` at each scrape under the names Prometheus's own clients use; a
+/// figure that cannot be read (not Linux) is left out.
+#[derive(Debug)]
+struct ProcessFigures;
+
+impl Collector for ProcessFigures {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let me = Process::Myself;
+        if let Ok(ticks) = me.cpu_ticks() {
+            let seconds = ConstCounter::new(ticks as f64 / ticks_per_second());
+            seconds.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "User and system CPU time of the process",
+                None,
+                seconds.metric_type(),
+            )?)?;
+        }
+        if let Ok(kib) = me.rss_kib() {
+            gauge(
+                &mut encoder,
+                "process_resident_memory_bytes",
+                "Resident memory of the process",
+                kib.saturating_mul(1024),
+            )?;
+        }
+        if let Ok(open) = me.open_fds() {
+            gauge(
+                &mut encoder,
+                "process_open_fds",
+                "Open file descriptors of the process (client connections among them)",
+                open,
+            )?;
+        }
+        Ok(())
     }
 }
 
