@@ -499,4 +499,69 @@ mod tests {
         assert_eq!(decoded.occurred_at.map(|t| t.nanos), Some(123_456_000));
         assert_eq!(cursor_after(&encoded).expect("cursor").event_id, "e");
     }
+
+    /// Contact entries of any names, and bytes that are not entries.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn name() -> impl Strategy<Value = String> {
+            "[a-z0-9_é]{0,6}"
+        }
+
+        proptest! {
+            #[test]
+            fn contacts_unpack_as_packed(
+                names in (name(), name(), name(), name()),
+                // A campaign id may hold the separator (it comes last).
+                campaign in "[a-z\u{1f}]{0,6}",
+                at in -100_000_000_000_000_000i64..100_000_000_000_000_000,
+                reserved in any::<bool>(),
+            ) {
+                let contact = Contact::new(
+                    Micros(at),
+                    reserved,
+                    crate::domain::ContactNames {
+                        event_id: &names.0,
+                        channel: &names.1,
+                        reason: &names.2,
+                        event_type: &names.3,
+                        campaign_id: &campaign,
+                    },
+                );
+                let packed = Bytes::from(pack_contact(&contact));
+                let read = unpack_contact(packed, None);
+                prop_assert!(read.is_ok(), "{read:?}");
+                let read = read.unwrap_or_else(|_| contact.clone());
+                prop_assert_eq!(&read, &contact);
+                prop_assert_eq!(read.campaign_id(), campaign.as_str());
+                prop_assert_eq!(read.at, Micros(at));
+            }
+
+            /// Bytes mostly of separators, kinds and digits: unpacked or
+            /// refused, never a panic.
+            #[test]
+            fn any_entry_unpacks_or_fails_without_panicking(
+                bytes in proptest::collection::vec(
+                    prop_oneof![
+                        prop::sample::select(b"\x1fEeRr-0123456789".to_vec()),
+                        any::<u8>(),
+                    ],
+                    0..40,
+                ),
+                score in proptest::option::of(any::<i64>()),
+            ) {
+                let _ = needs_score(&bytes);
+                let _ = unpack_contact(Bytes::from(bytes), score.map(Micros));
+            }
+
+            /// `integer` reads what Rust's parser reads, within 18 digits.
+            #[test]
+            fn integers_read_as_rust_parses_them(text in "-?[0-9]{0,18}|[-+ 0-9a]{0,6}") {
+                let expected = text.parse::<i64>().ok().filter(|_| !text.starts_with('+'));
+                prop_assert_eq!(integer(text.as_bytes()), expected);
+            }
+        }
+    }
 }

@@ -299,7 +299,7 @@ mod tests {
     use super::*;
 
     /// A frame with its strings resolved, to compare with what is expected.
-    #[derive(Debug, PartialEq)]
+    #[derive(Debug, Clone, PartialEq)]
     enum Plain {
         Simple(&'static str),
         Error(&'static str),
@@ -549,5 +549,115 @@ mod tests {
         let mut long = BytesMut::from(&b"+"[..]);
         long.extend_from_slice(&vec![b'x'; MAX_LINE]);
         assert!(decode(&mut long).is_err(), "the buffer would grow forever");
+    }
+
+    /// Replies as Redis could send them, over reads cut anywhere; and
+    /// bytes that are not replies.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A reply and its encoding.
+        fn reply() -> impl Strategy<Value = (Plain, Vec<u8>)> {
+            let leaf = prop_oneof![
+                "[ -~]{0,8}".prop_map(|s| (
+                    Plain::Simple(Box::leak(s.clone().into_boxed_str())),
+                    format!("+{s}\r\n").into_bytes()
+                )),
+                "[ -~]{0,8}".prop_map(|s| (
+                    Plain::Error(Box::leak(s.clone().into_boxed_str())),
+                    format!("-{s}\r\n").into_bytes()
+                )),
+                any::<i64>().prop_map(|n| (Plain::Integer(n), format!(":{n}\r\n").into_bytes())),
+                // Bulk strings hold any bytes, CRLF included.
+                proptest::collection::vec(
+                    prop_oneof![Just(b'\r'), Just(b'\n'), b'a'..=b'z'],
+                    0..12
+                )
+                .prop_map(|b| {
+                    let mut wire = format!("${}\r\n", b.len()).into_bytes();
+                    wire.extend_from_slice(&b);
+                    wire.extend_from_slice(b"\r\n");
+                    (Plain::Bulk(String::from_utf8(b).unwrap_or_default()), wire)
+                }),
+                Just((Plain::Null, b"$-1\r\n".to_vec())),
+                Just((Plain::Null, b"*-1\r\n".to_vec())),
+            ];
+            leaf.prop_recursive(3, 40, 6, |inner| {
+                proptest::collection::vec(inner, 0..6).prop_map(|items| {
+                    let mut wire = format!("*{}\r\n", items.len()).into_bytes();
+                    let mut plains = Vec::new();
+                    for (plain, bytes) in items {
+                        plains.push(plain);
+                        wire.extend(bytes);
+                    }
+                    (Plain::Array(plains), wire)
+                })
+            })
+        }
+
+        /// `bytes` handed to one decoder in pieces cut at `cuts`: the
+        /// replies it gave, and its error if it failed.
+        fn decode_in_pieces(
+            bytes: &[u8],
+            cuts: &[prop::sample::Index],
+        ) -> (Vec<Plain>, Option<ProtocolError>, BytesMut) {
+            let mut ends: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+            ends.push(bytes.len());
+            ends.sort_unstable();
+            let mut decoder = Decoder::default();
+            let mut buf = BytesMut::new();
+            let mut replies = Vec::new();
+            let mut from = 0;
+            for end in ends {
+                buf.extend_from_slice(&bytes[from..end]);
+                from = end;
+                loop {
+                    match decoder.decode(&mut buf) {
+                        Ok(Decoded::Reply(reply)) => {
+                            replies.push(plain(&reply.bytes, &reply.frame))
+                        }
+                        Ok(Decoded::Partial { need }) => {
+                            assert!(need > buf.len(), "asks for more than it holds");
+                            break;
+                        }
+                        Err(error) => return (replies, Some(error), buf),
+                    }
+                }
+            }
+            (replies, None, buf)
+        }
+
+        proptest! {
+            #[test]
+            fn replies_read_in_any_pieces_decode_as_sent(
+                replies in proptest::collection::vec(reply(), 1..4),
+                cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..5),
+            ) {
+                let (expected, wire): (Vec<Plain>, Vec<Vec<u8>>) = replies.into_iter().unzip();
+                let (decoded, error, left) = decode_in_pieces(&wire.concat(), &cuts);
+                prop_assert!(error.is_none(), "{error:?}");
+                prop_assert_eq!(decoded, expected);
+                prop_assert!(left.is_empty());
+            }
+
+            /// Bytes mostly of RESP's own characters, so that many get far:
+            /// decoded or refused, never a panic, and every span decoded
+            /// lies in its reply (`plain` would panic otherwise).
+            #[test]
+            fn any_bytes_decode_or_fail_without_panicking(
+                bytes in proptest::collection::vec(
+                    prop_oneof![
+                        prop::sample::select(b"$*+-:\r\n0123456789".to_vec()),
+                        any::<u8>(),
+                    ],
+                    0..64,
+                ),
+                cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..3),
+            ) {
+                let _ = decode_in_pieces(&bytes, &cuts);
+            }
+        }
     }
 }

@@ -371,4 +371,132 @@ mod tests {
         bytes.truncate(bytes.len() - 3);
         assert!(AppendEventRequest::decode(bytes.as_slice()).is_err());
     }
+
+    /// Requests as any client could send them, and what the hand-written
+    /// decoders above make of them, against prost's generated ones.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            "[a-z0-9_é]{0,6}"
+        }
+
+        fn event() -> impl Strategy<Value = pb::Event> {
+            (
+                (text(), text(), text(), text(), text(), text()),
+                0..4i32,
+                proptest::option::of((any::<i64>(), 0..1_000_000_000i32)),
+                proptest::collection::btree_map(text(), text(), 0..3),
+                proptest::collection::vec((text(), text()), 0..3),
+            )
+                .prop_map(|(names, initiator, at, attributes, identities)| {
+                    let (event_id, customer_id, session_id, channel, reason, r#type) = names;
+                    pb::Event {
+                        event_id,
+                        customer_id,
+                        session_id,
+                        channel,
+                        reason,
+                        r#type,
+                        initiator,
+                        occurred_at: at
+                            .map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos }),
+                        attributes,
+                        identities: identities
+                            .into_iter()
+                            .map(|(r#type, value)| pb::Identity { r#type, value })
+                            .collect(),
+                    }
+                })
+        }
+
+        /// An encoded request of random events, then damaged: bytes
+        /// changed, cut short, or more added.
+        fn request_bytes() -> impl Strategy<Value = Vec<u8>> {
+            (
+                proptest::collection::vec(event(), 0..4),
+                proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+                any::<prop::sample::Index>(),
+                proptest::collection::vec(any::<u8>(), 0..8),
+                0..4u8,
+            )
+                .prop_map(|(events, changes, cut, extra, damage)| {
+                    let mut bytes = pb::AppendEventsRequest { events }.encode_to_vec();
+                    if bytes.is_empty() || damage == 0 {
+                        return bytes;
+                    }
+                    match damage {
+                        1 => {
+                            for (at, byte) in changes {
+                                let at = at.index(bytes.len());
+                                bytes[at] = byte;
+                            }
+                        }
+                        2 => bytes.truncate(cut.index(bytes.len())),
+                        _ => bytes.extend(extra),
+                    }
+                    bytes
+                })
+        }
+
+        fn events_of(wire: &[WireEvent]) -> Vec<pb::Event> {
+            wire.iter()
+                .map(|e| pb::Event::decode(e.0.clone()).expect("an event prost read reads"))
+                .collect()
+        }
+
+        proptest! {
+            /// Whatever prost reads as a request, the server's decoders read
+            /// too, each event's bytes whole, decoding to the same events.
+            #[test]
+            fn requests_read_as_prost_reads_them(bytes in request_bytes()) {
+                if let Ok(plain) = pb::AppendEventsRequest::decode(bytes.as_slice()) {
+                    let wire = AppendEventsRequest::decode(bytes.as_slice());
+                    prop_assert!(wire.is_ok(), "{wire:?}");
+                    prop_assert_eq!(events_of(&wire.unwrap_or_default().events), plain.events);
+                }
+                if let Ok(plain) = pb::AppendEventRequest::decode(bytes.as_slice()) {
+                    let wire = AppendEventRequest::decode(bytes.as_slice());
+                    prop_assert!(wire.is_ok(), "{wire:?}");
+                    let event = wire.unwrap_or_default().event;
+                    prop_assert_eq!(
+                        event.map(|e| events_of(&[e]).remove(0)),
+                        plain.event
+                    );
+                }
+            }
+
+            /// Any bytes: decoded or refused, never a panic.
+            #[test]
+            fn any_bytes_decode_or_fail_without_panicking(
+                bytes in proptest::collection::vec(any::<u8>(), 0..200)
+            ) {
+                let _ = AppendEventsRequest::decode(bytes.as_slice());
+                let _ = AppendEventRequest::decode(bytes.as_slice());
+                let _ = WireEvent::decode(bytes.as_slice());
+                let _ = GetJourneyContextResponse::decode(bytes.as_slice());
+            }
+
+            /// A response of stored events reads, for a client, as the
+            /// events themselves.
+            #[test]
+            fn responses_of_wire_events_read_as_their_events(
+                events in proptest::collection::vec(event(), 0..4)
+            ) {
+                let response = GetJourneyContextResponse {
+                    events: events
+                        .iter()
+                        .map(|e| WireEvent(e.encode_to_vec().into()))
+                        .collect(),
+                    ..Default::default()
+                };
+                let bytes = response.encode_to_vec();
+                prop_assert_eq!(bytes.len(), response.encoded_len());
+                let plain = pb::GetJourneyContextResponse::decode(bytes.as_slice());
+                prop_assert_eq!(plain.map(|p| p.events).ok(), Some(events));
+            }
+        }
+    }
 }
