@@ -68,7 +68,7 @@ mod cases {
             Initiator, Micros,
         },
         storage::{
-            codec, AppendOutcome, ContactHistory, Cursor, EncodedEvent, MergeOutcome,
+            codec, AppendOutcome, ContactHistory, Cursor, EncodedEvent, FramedEvents, MergeOutcome,
             TimelineQuery, TimelineStore,
         },
     };
@@ -91,6 +91,10 @@ mod cases {
             .iter()
             .map(|e| codec::decode(e).expect("decodes").event_id)
             .collect()
+    }
+
+    fn framed_ids(events: &FramedEvents) -> Vec<String> {
+        ids(&events.iter().collect::<Vec<_>>())
     }
 
     fn query(c: &str, limit: usize) -> TimelineQuery {
@@ -186,7 +190,7 @@ mod cases {
             .expect("ctx")
             .expect("found");
         assert_eq!(snap.summary.total_events, 1);
-        assert_eq!(ids(&snap.events), vec!["e1"]);
+        assert_eq!(framed_ids(&snap.events), vec!["e1"]);
         assert_eq!(
             snap.summary.channels.keys().collect::<Vec<_>>(),
             vec!["web"]
@@ -234,13 +238,16 @@ mod cases {
             .await
             .expect("ctx")
             .expect("found");
-        assert_eq!(ids(&snap.events), expected_order(&events));
+        assert_eq!(framed_ids(&snap.events), expected_order(&events));
         let few = store
             .context(&customer("c1"), 5, Micros(0))
             .await
             .expect("ctx")
             .expect("found");
-        assert_eq!(ids(&few.events), expected_order(&events)[..5].to_vec());
+        assert_eq!(
+            framed_ids(&few.events),
+            expected_order(&events)[..5].to_vec()
+        );
     }
 
     pub async fn summary_matches_a_direct_computation(store: &dyn TimelineStore) {
@@ -281,7 +288,7 @@ mod cases {
             .expect("ctx")
             .expect("found");
         let order = expected_order(&events);
-        assert_eq!(ids(&snap.events), order[..10].to_vec());
+        assert_eq!(framed_ids(&snap.events), order[..10].to_vec());
         let held: Vec<&Event> = events
             .iter()
             .filter(|e| order[..10].contains(&e.event_id.to_string()))
@@ -310,7 +317,7 @@ mod cases {
             .await
             .expect("ctx")
             .expect("found");
-        assert_eq!(ids(&snap.events), vec!["new"]);
+        assert_eq!(framed_ids(&snap.events), vec!["new"]);
         assert_eq!(
             snap.summary.channels.keys().collect::<Vec<_>>(),
             vec!["chat"]
@@ -400,7 +407,7 @@ mod cases {
                 .expect("ctx")
                 .expect("found");
             assert_eq!(snap.summary.total_events, 1, "{c}");
-            let decoded = codec::decode(&snap.events[0]).expect("decodes");
+            let decoded = codec::decode(&snap.events.get(0).expect("an event")).expect("decodes");
             assert_eq!(decoded.customer_id, *c);
             assert_eq!(codec::occurred_at(&decoded), Micros(T0 + i as i64));
         }
@@ -420,7 +427,7 @@ mod cases {
             .await
             .expect("ctx")
             .expect("found");
-        let event = codec::decode(&snap.events[0]).expect("decodes");
+        let event = codec::decode(&snap.events.get(0).expect("an event")).expect("decodes");
         assert_eq!(
             event.occurred_at.map(|t| t.nanos % 1_000_000_000),
             Some(123_457_000)
@@ -686,7 +693,7 @@ mod cases {
             .await
             .expect("ctx")
             .expect("found");
-        let mut got = ids(&snap.events);
+        let mut got = framed_ids(&snap.events);
         got.sort();
         assert_eq!(got, ["e1", "e3", "e4", "shared"], "each event once");
         let unique: Vec<&Event> = mine

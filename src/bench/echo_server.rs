@@ -21,6 +21,7 @@ use crate::{
     config::ServeConfig,
     domain::{Micros, Taxonomy},
     pb,
+    storage::{EncodedEvent, FramedEvents},
     transport::rpc_layer::RpcLayer,
     wire::{
         self,
@@ -38,14 +39,21 @@ pub struct EchoService {
 impl EchoService {
     pub fn new() -> Self {
         // Decoded into the server-side schema, the events stay as bytes,
-        // and so do the fields the service renders once per read (the
-        // summary, identities and merges: `wire::ContextHead` and `ContextTail`): each
-        // answer clones reference-counted buffers, as the real service
-        // answers with the bytes its store returns.
+        // framed in one run as the service's store hands them over
+        // (`FramedEvents`), and so do the fields the service renders once
+        // per read (the summary, identities and merges: `wire::ContextHead`
+        // and `ContextTail`): each answer clones reference-counted
+        // buffers, as the real service answers with the bytes its store
+        // returns.
         let bytes = canned_context(Micros::now().0).encode_to_vec();
-        Self {
-            context: wire::GetJourneyContextResponse::decode(bytes.as_slice()).unwrap_or_default(),
-        }
+        let mut context =
+            wire::GetJourneyContextResponse::decode(bytes.as_slice()).unwrap_or_default();
+        let events: Vec<EncodedEvent> = std::mem::take(&mut context.events)
+            .into_iter()
+            .map(|e| EncodedEvent(e.0))
+            .collect();
+        context.events_encoded = FramedEvents::from(&events[..]).framed().clone();
+        Self { context }
     }
 }
 

@@ -53,9 +53,10 @@ pub(super) struct Cached {
 }
 
 impl Cached {
-    /// A snapshot read from Redis, its events and contacts copied out of
-    /// the reply: they are slices of the connection's read buffer, and
-    /// keeping them would keep the whole buffer (64 KiB) alive. The other
+    /// A snapshot read from Redis, its last events and contacts copied out
+    /// of the reply: they are slices of the connection's read buffer, and
+    /// keeping them would keep the whole buffer (64 KiB) alive. The events
+    /// were copied out by the read (`FramedEvents::copied`); the other
     /// parts hold no reply bytes and are shared with the read's caller.
     pub fn new(
         snapshot: &ContextSnapshot,
@@ -67,43 +68,31 @@ impl Cached {
             &snapshot.last_customer_interaction,
             &snapshot.last_company_contact,
         ];
-        let event_bytes: usize = snapshot.events.iter().map(|e| e.0.len()).sum::<usize>()
-            + singles
-                .iter()
-                .filter_map(|e| e.as_ref())
-                .map(|e| e.0.len())
-                .sum::<usize>();
-        let mut buf = BytesMut::with_capacity(event_bytes);
-        let mut spans = Vec::with_capacity(snapshot.events.len() + 2);
-        let mut copy = |event: &EncodedEvent| {
-            let start = buf.len();
-            buf.extend_from_slice(&event.0);
-            spans.push(start..buf.len());
-        };
-        snapshot.events.iter().for_each(&mut copy);
-        singles
+        let single_bytes: usize = singles
             .iter()
             .filter_map(|e| e.as_ref())
-            .for_each(&mut copy);
+            .map(|e| e.0.len())
+            .sum();
+        let mut buf = BytesMut::with_capacity(single_bytes);
+        let mut copy = |event: &Option<EncodedEvent>| {
+            event.as_ref().map(|event| {
+                let start = buf.len();
+                buf.extend_from_slice(&event.0);
+                start..buf.len()
+            })
+        };
+        let spans = singles.map(&mut copy);
         let all = buf.freeze();
-        let mut spans = spans.into_iter().map(|span| EncodedEvent(all.slice(span)));
-        let events: Vec<EncodedEvent> = spans.by_ref().take(snapshot.events.len()).collect();
-        let mut single = |e: &Option<EncodedEvent>| e.as_ref().and_then(|_| spans.next());
-        let last_customer_interaction = single(&snapshot.last_customer_interaction);
-        let last_company_contact = single(&snapshot.last_company_contact);
+        let [last_customer_interaction, last_company_contact] =
+            spans.map(|span| span.map(|span| EncodedEvent(all.slice(span))));
+        let event_bytes = snapshot.events.framed().len() + single_bytes;
         let contacts: Vec<_> = snapshot.contacts.iter().map(|c| c.detached()).collect();
         let contact_bytes: usize = contacts.iter().map(|c| c.text_len() + 64).sum();
         // The transport's renderings, made at the first call: the profile
         // id twice, timestamps and counts, the kept contact counts, the
         // single events again, and about as much as the summary, identities
         // and merges take here.
-        let rendered_bytes = 256
-            + 2 * snapshot.profile.as_str().len()
-            + singles
-                .iter()
-                .filter_map(|e| e.as_ref())
-                .map(|e| e.0.len())
-                .sum::<usize>();
+        let rendered_bytes = 256 + 2 * snapshot.profile.as_str().len() + single_bytes;
         let bytes = SLOT_BYTES
             + event_bytes
             + contact_bytes
@@ -113,7 +102,7 @@ impl Cached {
             + 2 * 128 * snapshot.summary.channels.len();
         Self {
             snapshot: ContextSnapshot {
-                events,
+                events: snapshot.events.clone(),
                 summary: snapshot.summary.clone(),
                 last_customer_interaction,
                 last_company_contact,
@@ -175,7 +164,7 @@ impl Cached {
         // nothing is cut; an uncapped one left nothing unread.
         let contacts_capped = s.contacts_capped;
         ContextSnapshot {
-            events: s.events.iter().take(max_events).cloned().collect(),
+            events: s.events.first(max_events),
             summary: s.summary.clone(),
             last_customer_interaction: s.last_customer_interaction.clone(),
             last_company_contact: s.last_company_contact.clone(),
@@ -621,10 +610,20 @@ mod tests {
         let s = snapshot(3, 100, &[T0], false);
         let k = kept(&s, 50);
         let view = k.view(50, Micros(T0));
-        assert_eq!(view.events, s.events);
         assert_eq!(view.last_customer_interaction, s.last_customer_interaction);
         // Not a slice of the reply's buffer: another allocation.
-        assert_ne!(view.events[0].0.as_ptr(), s.events[0].0.as_ptr());
+        let ptr = |e: &Option<EncodedEvent>| e.as_ref().map(|e| e.0.as_ptr());
+        assert_ne!(
+            ptr(&view.last_customer_interaction),
+            ptr(&s.last_customer_interaction)
+        );
+        // The events were copied out by the read: kept and viewed as
+        // they are, no copy.
+        assert_eq!(view.events, s.events);
+        assert_eq!(view.events.framed().as_ptr(), s.events.framed().as_ptr());
+        let fewer = k.view(2, Micros(T0));
+        assert_eq!(fewer.events, s.events.first(2));
+        assert_eq!(fewer.events.framed().as_ptr(), s.events.framed().as_ptr());
     }
 
     #[test]

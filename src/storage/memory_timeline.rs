@@ -10,8 +10,8 @@ use std::{
 use bytes::Bytes;
 
 use super::{
-    codec, AppendOutcome, ContactHistory, ContextSnapshot, EncodedEvent, Retention, StorageError,
-    TimelinePage, TimelineQuery,
+    codec, AppendOutcome, ContactHistory, ContextSnapshot, EncodedEvent, FramedEvents, Retention,
+    StorageError, TimelinePage, TimelineQuery,
 };
 use crate::domain::{
     journey::{JourneyStates, RecentInteraction},
@@ -244,13 +244,13 @@ impl Timeline {
 
     pub(super) fn snapshot(&self, max_events: usize, profile: CustomerId) -> ContextSnapshot {
         ContextSnapshot {
-            events: self
-                .entries
-                .keys()
-                .rev()
-                .take(max_events)
-                .map(|(_, bytes)| EncodedEvent(bytes.clone()))
-                .collect(),
+            events: FramedEvents::copied(
+                self.entries
+                    .keys()
+                    .rev()
+                    .take(max_events)
+                    .map(|(_, bytes)| &bytes[..]),
+            ),
             summary: self.summary.clone().into(),
             last_customer_interaction: self
                 .last_customer

@@ -10,6 +10,7 @@ pub mod codec;
 mod commands;
 mod context_cache;
 pub mod error;
+mod framed_events;
 pub mod journeys;
 mod memory_journeys;
 pub mod memory_store;
@@ -39,6 +40,7 @@ use crate::domain::{
 };
 
 pub use error::StorageError;
+pub use framed_events::FramedEvents;
 pub use journeys::{JourneyListPage, JourneyListQuery, JourneyTracker, ListingCursor};
 pub use memory_store::MemoryStore;
 pub use redis_store::RedisStore;
@@ -92,8 +94,9 @@ pub struct Swept {
 /// What `GetJourneyContext` needs from the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContextSnapshot {
-    /// The most recent events, newest first.
-    pub events: Vec<EncodedEvent>,
+    /// The most recent events, newest first, framed as the response
+    /// carries them.
+    pub events: FramedEvents,
     /// The summary, identities, merges and journeys are shared: the
     /// context cache hands the same ones to every call it answers.
     pub summary: Arc<CustomerSummary>,
@@ -125,7 +128,7 @@ impl ContextSnapshot {
     /// A snapshot of `profile` holding nothing, for tests to fill.
     pub(crate) fn empty(profile: &str) -> Self {
         Self {
-            events: Vec::new(),
+            events: FramedEvents::default(),
             summary: Default::default(),
             last_customer_interaction: None,
             last_company_contact: None,

@@ -32,8 +32,9 @@ use super::{
     redis_replies::{self as replies, SummaryHash},
     redis_tracking::CachedReads,
     AppendOutcome, ContactHistory, ContextCacheStats, ContextSnapshot, Cursor, EncodedEvent,
-    JourneyListPage, JourneyListQuery, JourneyTracker, MergeOutcome, Retention, StorageError,
-    StoreStats, Swept, TimelinePage, TimelineQuery, TimelineStore, CONTEXT_MAX_CONTACTS,
+    FramedEvents, JourneyListPage, JourneyListQuery, JourneyTracker, MergeOutcome, Retention,
+    StorageError, StoreStats, Swept, TimelinePage, TimelineQuery, TimelineStore,
+    CONTEXT_MAX_CONTACTS,
 };
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY,
@@ -612,13 +613,16 @@ impl RedisStore {
                 profile = self.follow(&profile).await?;
                 continue;
             }
-            let mut members = replies.bulks()?;
+            let members = replies.strings()?;
             let fields = replies.strings()?;
             let held = replies.int()?.max(0) as u64;
             if fields.is_empty() && held == 0 {
                 return Ok(None);
             }
-            members.truncate(max_events);
+            let shown = members.len().min(max_events);
+            // Copied out of the reply: a context kept by the cache would
+            // otherwise keep the connection's whole read buffer alive.
+            let events = FramedEvents::copied((0..shown).map(|i| members.get(i)));
             let (mut contacts, one_trip) = match replies::timed_contacts(&replies.strings()?)? {
                 Some(contacts) => (contacts, hop == 0),
                 None => (
@@ -648,7 +652,7 @@ impl RedisStore {
             };
             let summary = SummaryHash::read(&fields, held)?;
             let snapshot = ContextSnapshot {
-                events: members.into_iter().map(EncodedEvent).collect(),
+                events,
                 summary: summary.summary.into(),
                 last_customer_interaction: summary.last_customer_interaction,
                 last_company_contact: summary.last_company_contact,

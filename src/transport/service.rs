@@ -264,7 +264,8 @@ impl JourneyService for JourneyApi {
             journeys: self.context_journeys(&snapshot.journeys, now),
             head,
             tail,
-            events: convert::into_events(snapshot.events),
+            events_encoded: snapshot.events.framed().clone(),
+            events: Vec::new(),
         }))
     }
 

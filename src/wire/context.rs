@@ -6,8 +6,9 @@
 //! them with its snapshot, so a hit copies them instead of converting and
 //! encoding the summary, identities and merges again. The contact counts,
 //! which change only when a contact comes due or leaves a window, can come
-//! encoded too (`contact_counts_field`). The events go in as stored
-//! (`WireEvent`). Every field is written in field-number order, as prost
+//! encoded too (`contact_counts_field`). The events go in as stored, each
+//! already framed as field 1 in one run (`events_encoded`, from
+//! `storage::FramedEvents`), or one by one (`WireEvent`). Every field is written in field-number order, as prost
 //! writes the generated type.
 
 use bytes::{BufMut, Bytes};
@@ -57,6 +58,9 @@ const JOURNEYS: u32 = 13;
 /// (encoded, or not), the encoded tail and the journeys.
 #[derive(Clone, PartialEq, Default, Debug)]
 pub struct GetJourneyContextResponse {
+    /// Field 1 encoded, keys included, once per event (written before
+    /// `events`). Decoding fills `events` instead.
+    pub events_encoded: Bytes,
     pub events: Vec<WireEvent>,
     /// `ContextHead`, encoded; decoding keeps fields 2–8 here as they came.
     pub head: Bytes,
@@ -101,6 +105,7 @@ fn keep_field(
 
 impl Message for GetJourneyContextResponse {
     fn encode_raw(&self, buf: &mut impl BufMut) {
+        buf.put_slice(&self.events_encoded);
         encoding::message::encode_repeated(EVENTS, &self.events, buf);
         buf.put_slice(&self.head);
         buf.put_slice(&self.contact_counts_encoded);
@@ -139,7 +144,8 @@ impl Message for GetJourneyContextResponse {
     }
 
     fn encoded_len(&self) -> usize {
-        encoding::message::encoded_len_repeated(EVENTS, &self.events)
+        self.events_encoded.len()
+            + encoding::message::encoded_len_repeated(EVENTS, &self.events)
             + self.head.len()
             + self.contact_counts_encoded.len()
             + self
@@ -253,8 +259,13 @@ mod tests {
                 at: at(5),
             }],
         };
+        // The first event framed in the run, the second on its own: both
+        // ways write the same bytes.
+        let mut framed = Vec::new();
+        encoding::message::encode(EVENTS, &wire_event("e2"), &mut framed);
         GetJourneyContextResponse {
-            events: vec![wire_event("e2"), wire_event("e1")],
+            events_encoded: framed.into(),
+            events: vec![wire_event("e1")],
             head: head.encode_to_vec().into(),
             contact_counts_encoded: contact_counts_field(&ContactCounts {
                 last_24h: 1,
