@@ -9,8 +9,8 @@
 //! context cache then cut its views event by event again. A run is one
 //! copy out of the reply, and a view of its first events is one slice.
 
-use bytes::{BufMut, Bytes, BytesMut};
-use prost::encoding::{decode_varint, encode_varint, encoded_len_varint};
+use bytes::Bytes;
+use prost::encoding::{decode_varint, encoded_len_varint};
 
 use super::EncodedEvent;
 
@@ -39,21 +39,29 @@ impl std::fmt::Debug for FramedEvents {
 impl FramedEvents {
     /// The events, copied into one buffer of their own.
     pub fn copied<'a>(events: impl IntoIterator<Item = &'a [u8]> + Clone) -> Self {
-        let size: usize = events
-            .clone()
-            .into_iter()
-            .map(|e| 1 + encoded_len_varint(e.len() as u64) + e.len())
-            .sum();
-        let mut framed = BytesMut::with_capacity(size);
-        let mut ends = Vec::new();
+        let (count, size) = events.clone().into_iter().fold((0, 0), |(n, size), e| {
+            (
+                n + 1,
+                size + 1 + encoded_len_varint(e.len() as u64) + e.len(),
+            )
+        });
+        // A `Vec` sized up front, not a `BytesMut`: each of its `put_*`
+        // checks and may grow the buffer, ~200 instructions an event here.
+        let mut framed = Vec::with_capacity(size);
+        let mut ends = Vec::with_capacity(count);
         for event in events {
-            framed.put_u8(KEY);
-            encode_varint(event.len() as u64, &mut framed);
-            framed.put_slice(event);
+            framed.push(KEY);
+            let mut len = event.len() as u64;
+            while len >= 0x80 {
+                framed.push((len as u8) | 0x80);
+                len >>= 7;
+            }
+            framed.push(len as u8);
+            framed.extend_from_slice(event);
             ends.push(framed.len());
         }
         Self {
-            framed: framed.freeze(),
+            framed: framed.into(),
             ends,
         }
     }

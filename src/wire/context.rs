@@ -50,6 +50,8 @@ pub struct ContextTail {
 }
 
 const EVENTS: u32 = 1;
+/// The size of the pieces `events_encoded` is copied in.
+const COPY_PIECE: usize = 2_048;
 const TOTAL_EVENTS: u32 = 6;
 const CONTACT_COUNTS: u32 = 9;
 const JOURNEYS: u32 = 13;
@@ -105,7 +107,13 @@ fn keep_field(
 
 impl Message for GetJourneyContextResponse {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        buf.put_slice(&self.events_encoded);
+        // In pieces below glibc's `rep movsb` threshold (2,048 bytes at
+        // least): on this project's machines (AMD EPYC), one 15 KiB copy
+        // by `rep movsb` cost the echo server ~5 µs of CPU per call more
+        // than the same bytes copied by vector loads (BENCHMARKS.md).
+        for piece in self.events_encoded.chunks(COPY_PIECE) {
+            buf.put_slice(piece);
+        }
         encoding::message::encode_repeated(EVENTS, &self.events, buf);
         buf.put_slice(&self.head);
         buf.put_slice(&self.contact_counts_encoded);
