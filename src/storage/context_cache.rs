@@ -85,7 +85,8 @@ impl Cached {
         let all = buf.freeze();
         let [last_customer_interaction, last_company_contact] =
             spans.map(|span| span.map(|span| EncodedEvent(all.slice(span))));
-        let event_bytes = snapshot.events.framed().len() + single_bytes;
+        // The run's bytes and its offsets (shared with the read's caller).
+        let event_bytes = snapshot.events.framed().len() + 8 * snapshot.events.len() + single_bytes;
         let contacts: Vec<_> = snapshot.contacts.iter().map(|c| c.detached()).collect();
         let contact_bytes: usize = contacts.iter().map(|c| c.text_len() + 64).sum();
         // The transport's renderings, made at the first call: the profile

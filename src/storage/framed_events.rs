@@ -9,6 +9,8 @@
 //! context cache then cut its views event by event again. A run is one
 //! copy out of the reply, and a view of its first events is one slice.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use prost::encoding::{decode_varint, encoded_len_varint};
 
@@ -17,20 +19,33 @@ use super::EncodedEvent;
 /// The key of field 1, length-delimited.
 const KEY: u8 = 0x0a;
 
-/// Encoded events, framed, newest first as a context lists them.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// Encoded events, framed, newest first as a context lists them. Its
+/// buffer is always its own (every constructor copies the events into
+/// it): a context cache that keeps a run never keeps a Redis read buffer
+/// alive through it.
+#[derive(Clone, Default)]
 pub struct FramedEvents {
     framed: Bytes,
-    /// Where each framed event ends in `framed`.
-    ends: Vec<usize>,
+    /// Where each framed event ends in `framed`: the first `count` are
+    /// this run's (a view of the first events shares a longer run's).
+    ends: Arc<[usize]>,
+    count: usize,
 }
+
+impl PartialEq for FramedEvents {
+    fn eq(&self, other: &Self) -> bool {
+        self.framed == other.framed && self.ends() == other.ends()
+    }
+}
+
+impl Eq for FramedEvents {}
 
 impl std::fmt::Debug for FramedEvents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "FramedEvents({} events, {} bytes)",
-            self.ends.len(),
+            self.count,
             self.framed.len()
         )
     }
@@ -62,16 +77,21 @@ impl FramedEvents {
         }
         Self {
             framed: framed.into(),
-            ends,
+            ends: ends.into(),
+            count,
         }
     }
 
+    fn ends(&self) -> &[usize] {
+        &self.ends[..self.count]
+    }
+
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.count == 0
     }
 
     /// The run as a response carries it: keys and lengths included.
@@ -79,21 +99,23 @@ impl FramedEvents {
         &self.framed
     }
 
-    /// The first `n` events (all if fewer), sharing this run's buffer.
+    /// The first `n` events (all if fewer), sharing this run's buffer and
+    /// offsets: no allocation.
     pub fn first(&self, n: usize) -> Self {
-        if n >= self.ends.len() {
+        if n >= self.count {
             return self.clone();
         }
         let end = n.checked_sub(1).map_or(0, |last| self.ends[last]);
         Self {
             framed: self.framed.slice(..end),
-            ends: self.ends[..n].to_vec(),
+            ends: self.ends.clone(),
+            count: n,
         }
     }
 
     /// The `i`-th event, without its frame (a slice of the run).
     pub fn get(&self, i: usize) -> Option<EncodedEvent> {
-        let end = *self.ends.get(i)?;
+        let end = *self.ends().get(i)?;
         let start = i.checked_sub(1).map_or(0, |before| self.ends[before]);
         // The frame was written by `copied`: a key, then the length.
         let mut frame = self.framed.get(start + 1..end)?;
@@ -171,9 +193,61 @@ mod tests {
             if kept > 0 {
                 assert_eq!(first.framed().as_ptr(), run.framed().as_ptr(), "no copy");
             }
+            assert!(Arc::ptr_eq(&first.ends, &run.ends), "offsets shared");
         }
         assert!(run.first(0).is_empty());
         assert_eq!(run.get(events.len()), None);
         assert!(FramedEvents::default().framed().is_empty());
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::{pb, wire};
+
+        /// Events of up to ~20 KiB: lengths of one to three varint bytes.
+        fn event() -> impl Strategy<Value = pb::Event> {
+            ("[a-z0-9]{1,8}", 0..20_000usize).prop_map(|(id, size)| pb::Event {
+                event_id: id,
+                attributes: [("a".to_string(), "x".repeat(size))].into(),
+                ..Default::default()
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// A response of a run (copied in pieces) and events on their
+            /// own: its length as announced, read by clients as the run's
+            /// events, then the others.
+            #[test]
+            fn a_run_in_a_response_reads_as_its_events(
+                framed in proptest::collection::vec(event(), 0..5),
+                alone in proptest::collection::vec(event(), 0..2),
+                shown in 0..6usize,
+            ) {
+                let encoded: Vec<EncodedEvent> = framed
+                    .iter()
+                    .map(|e| EncodedEvent(e.encode_to_vec().into()))
+                    .collect();
+                let run = FramedEvents::from(&encoded[..]).first(shown);
+                let response = wire::GetJourneyContextResponse {
+                    events_encoded: run.framed().clone(),
+                    events: alone
+                        .iter()
+                        .map(|e| wire::WireEvent(e.encode_to_vec().into()))
+                        .collect(),
+                    ..Default::default()
+                };
+                let bytes = response.encode_to_vec();
+                prop_assert_eq!(bytes.len(), response.encoded_len());
+                let read = pb::GetJourneyContextResponse::decode(bytes.as_slice());
+                let mut expected = framed[..shown.min(framed.len())].to_vec();
+                expected.extend(alone);
+                prop_assert_eq!(read.map(|r| r.events).ok(), Some(expected));
+                prop_assert_eq!(run.iter().collect::<Vec<_>>(), encoded[..run.len()].to_vec());
+            }
+        }
     }
 }

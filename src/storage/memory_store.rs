@@ -13,8 +13,9 @@ use async_trait::async_trait;
 
 use super::{
     memory_journeys::JourneyBook, memory_timeline::Timeline, AppendOutcome, ContactHistory,
-    ContextSnapshot, JourneyListPage, JourneyListQuery, JourneyTracker, MergeOutcome, Retention,
-    StorageError, Swept, TimelinePage, TimelineQuery, TimelineStore, CONTEXT_MAX_CONTACTS,
+    ContextSnapshot, FramedEvents, JourneyListPage, JourneyListQuery, JourneyTracker, MergeOutcome,
+    Retention, StorageError, Swept, TimelinePage, TimelineQuery, TimelineStore,
+    CONTEXT_MAX_CONTACTS,
 };
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY,
@@ -200,21 +201,30 @@ impl TimelineStore for MemoryStore {
         max_events: usize,
         contacts_since: Micros,
     ) -> Result<Option<ContextSnapshot>, StorageError> {
-        let mut state = self.lock();
-        let profile = state.follow(customer);
-        Ok(state
-            .live(&profile, Micros::now())
-            .filter(|t| t.has_events())
-            .map(|t| {
-                let mut contacts = t.contact_history(contacts_since).contacts;
-                let capped = contacts.len() > CONTEXT_MAX_CONTACTS;
-                contacts.drain(..contacts.len().saturating_sub(CONTEXT_MAX_CONTACTS));
-                ContextSnapshot {
-                    contacts,
-                    contacts_capped: capped,
-                    ..t.snapshot(max_events, profile.clone())
-                }
-            }))
+        let read = {
+            let mut state = self.lock();
+            let profile = state.follow(customer);
+            state
+                .live(&profile, Micros::now())
+                .filter(|t| t.has_events())
+                .map(|t| {
+                    let mut contacts = t.contact_history(contacts_since).contacts;
+                    let capped = contacts.len() > CONTEXT_MAX_CONTACTS;
+                    contacts.drain(..contacts.len().saturating_sub(CONTEXT_MAX_CONTACTS));
+                    let snapshot = ContextSnapshot {
+                        contacts,
+                        contacts_capped: capped,
+                        ..t.snapshot(profile.clone())
+                    };
+                    (snapshot, t.latest(max_events))
+                })
+        };
+        // Framed once the lock is released: up to `max_page` events are
+        // copied, which must not hold up every other call.
+        Ok(read.map(|(snapshot, events)| ContextSnapshot {
+            events: FramedEvents::copied(events.iter().map(|e| &e[..])),
+            ..snapshot
+        }))
     }
 
     async fn list(&self, query: &TimelineQuery) -> Result<Option<TimelinePage>, StorageError> {

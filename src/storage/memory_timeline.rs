@@ -242,15 +242,10 @@ impl Timeline {
         removed
     }
 
-    pub(super) fn snapshot(&self, max_events: usize, profile: CustomerId) -> ContextSnapshot {
+    /// The context's parts, its events left out (`FramedEvents::default`).
+    pub(super) fn snapshot(&self, profile: CustomerId) -> ContextSnapshot {
         ContextSnapshot {
-            events: FramedEvents::copied(
-                self.entries
-                    .keys()
-                    .rev()
-                    .take(max_events)
-                    .map(|(_, bytes)| &bytes[..]),
-            ),
+            events: FramedEvents::default(),
             summary: self.summary.clone().into(),
             last_customer_interaction: self
                 .last_customer
@@ -268,6 +263,16 @@ impl Timeline {
             merges: self.merges.clone().into(),
             journeys: self.journeys.values().map(|s| (**s).clone()).collect(),
         }
+    }
+
+    /// The latest `max_events` events, newest first (shared, not copied).
+    pub(super) fn latest(&self, max_events: usize) -> Vec<Bytes> {
+        self.entries
+            .keys()
+            .rev()
+            .take(max_events)
+            .map(|(_, bytes)| bytes.clone())
+            .collect()
     }
 
     pub(super) fn page(&self, query: &TimelineQuery) -> Result<TimelinePage, StorageError> {

@@ -1,8 +1,9 @@
 //! The store's connection to Redis: one multiplexed socket, pipelines out
 //! as packed bytes, replies back as frames (`resp.rs`) whose strings are
-//! spans of the bytes read, so an event read from Redis reaches the gRPC
-//! response as a zero-copy slice, never parsed into an owned value on the
-//! way. The hot paths read replies directly (`Frames`, `Strings`); the
+//! spans of the bytes read: an event read from Redis reaches the gRPC
+//! response without being parsed into an owned value on the way (a page's
+//! events as zero-copy slices, a context's copied once into one framed
+//! run, `FramedEvents`). The hot paths read replies directly (`Frames`, `Strings`); the
 //! others parse them with redis-rs's `FromRedisValue` (`query_as`).
 //!
 //! Why not redis-rs's connection: a profile of GetJourneyContext (50 events

@@ -10,7 +10,8 @@
 //!
 //! Every call goes through one multiplexed connection (`redis_conn`) whose
 //! replies are zero-copy frames: the hot reads (context, page, contacts)
-//! take events straight from them; the rest parse them with redis-rs's
+//! read events and entries in place (a page's events as slices of the
+//! reply, a context's copied once into one framed run); the rest parse them with redis-rs's
 //! `FromRedisValue`. redis-rs still builds the commands and scripts.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};

@@ -1,7 +1,7 @@
 //! RESP2, the protocol of Redis's replies: a decoder that takes complete
 //! replies off the connection's read buffer, each as its bytes (frozen, so
-//! an event read from Redis goes into the gRPC response as a zero-copy
-//! slice of them) and its frames, whose strings are spans of those bytes.
+//! a string kept, e.g. an event of a ListEvents page, is a zero-copy slice
+//! of them) and its frames, whose strings are spans of those bytes.
 //!
 //! Why not a library: `redis-protocol` (fred's decoder) did this first, and
 //! under callgrind its nom-based decoder took 22 % of the service's

@@ -8,8 +8,8 @@
 //! which change only when a contact comes due or leaves a window, can come
 //! encoded too (`contact_counts_field`). The events go in as stored, each
 //! already framed as field 1 in one run (`events_encoded`, from
-//! `storage::FramedEvents`), or one by one (`WireEvent`). Every field is written in field-number order, as prost
-//! writes the generated type.
+//! `storage::FramedEvents`), or one by one (`WireEvent`). Every field is
+//! written in field-number order, as prost writes the generated type.
 
 use bytes::{BufMut, Bytes};
 use prost::{
@@ -61,7 +61,8 @@ const JOURNEYS: u32 = 13;
 #[derive(Clone, PartialEq, Default, Debug)]
 pub struct GetJourneyContextResponse {
     /// Field 1 encoded, keys included, once per event (written before
-    /// `events`). Decoding fills `events` instead.
+    /// `events`), as `storage::FramedEvents` frames it: written as given,
+    /// unchecked. Decoding fills `events` instead.
     pub events_encoded: Bytes,
     pub events: Vec<WireEvent>,
     /// `ContextHead`, encoded; decoding keeps fields 2–8 here as they came.
