@@ -2,13 +2,10 @@
 //! types. Field paths in errors are relative to the message converted.
 
 use crate::{
-    domain::{
-        CustomerSummary, DomainError, Initiator, LinkedIdentity, MergeRecord, Micros, RawEvent,
-        Taxonomy,
-    },
+    domain::{DomainError, Initiator, Micros, RawEvent, Taxonomy},
     pb,
     storage::{ContextSnapshot, EncodedEvent},
-    wire::{self, WireEvent},
+    wire::{fields, WireEvent},
 };
 
 /// A producer's event as the domain reads it. Only what cannot be
@@ -67,11 +64,6 @@ pub fn to_timestamp(at: Micros) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds, nanos }
 }
 
-/// A stored event for a response, as stored: no decoding, no copy.
-pub fn event(encoded: &EncodedEvent) -> WireEvent {
-    WireEvent(encoded.0.clone())
-}
-
 /// Events for a response, moved: the vector is reused in place, with no
 /// reference count touched.
 pub fn into_events(encoded: Vec<EncodedEvent>) -> Vec<WireEvent> {
@@ -80,70 +72,212 @@ pub fn into_events(encoded: Vec<EncodedEvent>) -> Vec<WireEvent> {
 
 /// The context's fields that are the same for every call answered from
 /// this snapshot (all but the events, contact counts and journeys),
-/// encoded: the fields before the contact counts, and those after.
+/// encoded: the fields before the contact counts (2–8), and those after
+/// (10–12). Written straight from the snapshot (`wire::fields`), as prost
+/// would write them from `wire::ContextHead` and `ContextTail`.
 pub fn context_fixed(snapshot: &ContextSnapshot, taxonomy: &Taxonomy) -> [bytes::Bytes; 2] {
     let summary = &snapshot.summary;
-    let profile = snapshot.profile.to_string();
-    let head = wire::ContextHead {
-        customer_id: if snapshot.profile.is_anonymous() {
-            String::new()
-        } else {
-            profile.clone()
-        },
-        channels: channel_summaries(summary, taxonomy),
-        first_seen: summary.first_seen.map(to_timestamp),
-        last_seen: summary.last_seen.map(to_timestamp),
-        total_events: summary.total_events,
-        last_customer_interaction: snapshot.last_customer_interaction.as_ref().map(event),
-        last_company_contact: snapshot.last_company_contact.as_ref().map(event),
-    };
-    let tail = wire::ContextTail {
-        profile_id: profile,
-        identities: snapshot.identities.iter().map(linked_identity).collect(),
-        merges: snapshot.merges.iter().map(merge_record).collect(),
-    };
-    [
-        prost::Message::encode_to_vec(&head).into(),
-        prost::Message::encode_to_vec(&tail).into(),
-    ]
-}
-
-/// The per-channel summary, in channel name order, with each channel's
-/// class from the taxonomy ("unknown" for a name lenient mode let in).
-pub fn channel_summaries(
-    summary: &CustomerSummary,
-    taxonomy: &Taxonomy,
-) -> Vec<wire::ChannelSummary> {
-    summary
-        .channels
+    let profile = snapshot.profile.as_str().as_bytes();
+    let singles = [
+        &snapshot.last_customer_interaction,
+        &snapshot.last_company_contact,
+    ];
+    let single_bytes: usize = singles
         .iter()
-        .map(|(channel, activity)| wire::ChannelSummary {
-            channel: channel.clone(),
-            channel_class: taxonomy
-                .channel_class(channel)
-                .map_or("unknown", |c| c.as_str())
-                .to_string(),
-            customer_initiated: activity.customer_initiated,
-            company_initiated: activity.company_initiated,
-            last_interaction_at: activity.last_at.map(to_timestamp),
-        })
-        .collect()
-}
-
-pub fn linked_identity(linked: &LinkedIdentity) -> wire::LinkedIdentity {
-    wire::LinkedIdentity {
-        identity: Some(wire::Identity {
-            r#type: linked.identity.kind.clone(),
-            value: linked.identity.value.clone(),
-        }),
-        first_seen: Some(to_timestamp(linked.first_seen)),
-        first_channel: linked.first_channel.clone(),
+        .filter_map(|e| e.as_ref())
+        .map(|e| e.0.len())
+        .sum();
+    let mut head = Vec::with_capacity(128 + 64 * summary.channels.len() + single_bytes);
+    if !snapshot.profile.is_anonymous() {
+        fields::string(2, profile, &mut head);
     }
+    for (channel, activity) in &summary.channels {
+        fields::message(3, &mut head, |buf| {
+            fields::string(1, channel.as_bytes(), buf);
+            let class = taxonomy
+                .channel_class(channel)
+                .map_or("unknown", |c| c.as_str());
+            fields::string(2, class.as_bytes(), buf);
+            fields::uint64(3, activity.customer_initiated, buf);
+            fields::uint64(4, activity.company_initiated, buf);
+            if let Some(at) = activity.last_at {
+                fields::timestamp(5, &to_timestamp(at), buf);
+            }
+        });
+    }
+    for (tag, at) in [(4, summary.first_seen), (5, summary.last_seen)] {
+        if let Some(at) = at {
+            fields::timestamp(tag, &to_timestamp(at), &mut head);
+        }
+    }
+    fields::uint64(6, summary.total_events, &mut head);
+    for (tag, event) in [7, 8].into_iter().zip(singles) {
+        if let Some(event) = event {
+            fields::embedded(tag, &event.0, &mut head);
+        }
+    }
+    let mut tail = Vec::with_capacity(
+        64 + profile.len() + 96 * (snapshot.identities.len() + snapshot.merges.len()),
+    );
+    fields::string(10, profile, &mut tail);
+    for linked in snapshot.identities.iter() {
+        fields::message(11, &mut tail, |buf| {
+            fields::message(1, buf, |buf| {
+                fields::string(1, linked.identity.kind.as_bytes(), buf);
+                fields::string(2, linked.identity.value.as_bytes(), buf);
+            });
+            fields::timestamp(2, &to_timestamp(linked.first_seen), buf);
+            fields::string(3, linked.first_channel.as_bytes(), buf);
+        });
+    }
+    for merge in snapshot.merges.iter() {
+        fields::message(12, &mut tail, |buf| {
+            fields::string(1, merge.from.as_str().as_bytes(), buf);
+            fields::timestamp(2, &to_timestamp(merge.at), buf);
+        });
+    }
+    [head.into(), tail.into()]
 }
 
-pub fn merge_record(merge: &MergeRecord) -> wire::Merge {
-    wire::Merge {
-        from_profile_id: merge.from.to_string(),
-        at: Some(to_timestamp(merge.at)),
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use prost::Message;
+
+    use super::*;
+    use crate::{
+        domain::{
+            ChannelActivity, CustomerId, CustomerSummary, EventLimits, Identity, LinkedIdentity,
+            MergeRecord,
+        },
+        wire,
+    };
+
+    /// `context_fixed` as it was written before: prost's owned structs,
+    /// encoded. What the direct writing must give, byte for byte.
+    fn through_prost(snapshot: &ContextSnapshot, taxonomy: &Taxonomy) -> [Vec<u8>; 2] {
+        let summary = &snapshot.summary;
+        let profile = snapshot.profile.to_string();
+        let event = |e: &EncodedEvent| WireEvent(e.0.clone());
+        let head = wire::ContextHead {
+            customer_id: if snapshot.profile.is_anonymous() {
+                String::new()
+            } else {
+                profile.clone()
+            },
+            channels: summary
+                .channels
+                .iter()
+                .map(|(channel, activity)| wire::ChannelSummary {
+                    channel: channel.clone(),
+                    channel_class: taxonomy
+                        .channel_class(channel)
+                        .map_or("unknown", |c| c.as_str())
+                        .to_string(),
+                    customer_initiated: activity.customer_initiated,
+                    company_initiated: activity.company_initiated,
+                    last_interaction_at: activity.last_at.map(to_timestamp),
+                })
+                .collect(),
+            first_seen: summary.first_seen.map(to_timestamp),
+            last_seen: summary.last_seen.map(to_timestamp),
+            total_events: summary.total_events,
+            last_customer_interaction: snapshot.last_customer_interaction.as_ref().map(event),
+            last_company_contact: snapshot.last_company_contact.as_ref().map(event),
+        };
+        let tail = wire::ContextTail {
+            profile_id: profile,
+            identities: snapshot
+                .identities
+                .iter()
+                .map(|linked: &LinkedIdentity| wire::LinkedIdentity {
+                    identity: Some(wire::Identity {
+                        r#type: linked.identity.kind.clone(),
+                        value: linked.identity.value.clone(),
+                    }),
+                    first_seen: Some(to_timestamp(linked.first_seen)),
+                    first_channel: linked.first_channel.clone(),
+                })
+                .collect(),
+            merges: snapshot
+                .merges
+                .iter()
+                .map(|merge: &MergeRecord| wire::Merge {
+                    from_profile_id: merge.from.to_string(),
+                    at: Some(to_timestamp(merge.at)),
+                })
+                .collect(),
+        };
+        [head.encode_to_vec(), tail.encode_to_vec()]
+    }
+
+    fn id(text: &str) -> CustomerId {
+        CustomerId::parse("customer_id", text, &EventLimits::default()).expect("valid")
+    }
+
+    #[test]
+    fn the_fixed_parts_are_written_as_prost_writes_them() {
+        let taxonomy = Taxonomy::builtin();
+        let empty = ContextSnapshot::empty("c1");
+        let mut full = ContextSnapshot::empty("c2");
+        let mut summary = CustomerSummary {
+            first_seen: Some(Micros(-1_500_000)),
+            last_seen: Some(Micros(1_763_800_000_123_456)),
+            total_events: 51,
+            ..CustomerSummary::default()
+        };
+        for (i, channel) in ["web", "branch", "not_in_the_taxonomy", &"x".repeat(300)]
+            .into_iter()
+            .enumerate()
+        {
+            summary.channels.insert(
+                channel.to_string(),
+                ChannelActivity {
+                    customer_initiated: i as u64,
+                    company_initiated: 7 * i as u64,
+                    last_at: (i != 1).then_some(Micros(i as i64 * 1_000_001)),
+                },
+            );
+        }
+        full.summary = Arc::new(summary);
+        full.last_customer_interaction = Some(EncodedEvent(vec![9u8; 300].into()));
+        full.last_company_contact = Some(EncodedEvent(bytes::Bytes::new()));
+        full.identities = vec![
+            LinkedIdentity {
+                identity: Identity {
+                    kind: "email".into(),
+                    value: "a@example.com".into(),
+                },
+                first_seen: Micros(0),
+                first_channel: String::new(),
+            },
+            LinkedIdentity {
+                identity: Identity {
+                    kind: "phone".into(),
+                    value: "+33600000000".into(),
+                },
+                first_seen: Micros(5),
+                first_channel: "app".into(),
+            },
+        ]
+        .into();
+        full.merges = vec![MergeRecord {
+            from: id("c0"),
+            at: Micros(42),
+        }]
+        .into();
+        // A profile made for identities alone: its id is not a customer id.
+        let anonymous = ContextSnapshot {
+            profile: CustomerId::anonymous("01J0000000000000000000000"),
+            ..full.clone()
+        };
+        assert!(anonymous.profile.is_anonymous());
+        for snapshot in [&empty, &full, &anonymous] {
+            let [head, tail] = context_fixed(snapshot, &taxonomy);
+            let [expected_head, expected_tail] = through_prost(snapshot, &taxonomy);
+            assert_eq!(&head[..], &expected_head[..]);
+            assert_eq!(&tail[..], &expected_tail[..]);
+        }
     }
 }

@@ -247,6 +247,7 @@ impl<T: Message> tonic::codec::Encoder for SizedEncoder<T> {
 }
 
 mod context;
+pub mod fields;
 pub use context::{contact_counts_field, ContextHead, ContextTail, GetJourneyContextResponse};
 
 include!(concat!(env!("OUT_DIR"), "/wire/journey.v1.rs"));
