@@ -260,6 +260,16 @@ mod tests {
                 first_seen: Micros(5),
                 first_channel: "app".into(),
             },
+            // Long enough that the identity's own length and its
+            // entry's are both patched in: one inside the other.
+            LinkedIdentity {
+                identity: Identity {
+                    kind: "cookie".into(),
+                    value: "v".repeat(200),
+                },
+                first_seen: Micros(6),
+                first_channel: "web".into(),
+            },
         ]
         .into();
         full.merges = vec![MergeRecord {

@@ -2,7 +2,9 @@
 //! fields that stay the same for every call answered from one read of a
 //! customer (all but the events, the contact counts and the journeys,
 //! which depend on the call's page size and instant) go in as bytes
-//! encoded once (`ContextHead`, `ContextTail`): the context cache keeps
+//! encoded once (fields 2–8 and 10–12, written straight from the store's
+//! snapshot by `transport::convert::context_fixed` as prost would write
+//! `ContextHead` and `ContextTail`): the context cache keeps
 //! them with its snapshot, so a hit copies them instead of converting and
 //! encoding the summary, identities and merges again. The contact counts,
 //! which change only when a contact comes due or leaves a window, can come
@@ -19,7 +21,9 @@ use prost::{
 
 use super::{ChannelSummary, ContactCounts, JourneyState, LinkedIdentity, Merge, WireEvent};
 
-/// Fields 2–8 of the response, encoded by prost on their own.
+/// Fields 2–8 of the response as a message of their own: what `head`
+/// holds, for decoding and for tests (the server writes the bytes
+/// directly).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ContextHead {
     #[prost(string, tag = "2")]
@@ -38,7 +42,8 @@ pub struct ContextHead {
     pub last_company_contact: Option<WireEvent>,
 }
 
-/// Fields 10–12 of the response, encoded by prost on their own.
+/// Fields 10–12 of the response as a message of their own: what `tail`
+/// holds, as `ContextHead` is for `head`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ContextTail {
     #[prost(string, tag = "10")]
@@ -65,13 +70,15 @@ pub struct GetJourneyContextResponse {
     /// unchecked. Decoding fills `events` instead.
     pub events_encoded: Bytes,
     pub events: Vec<WireEvent>,
-    /// `ContextHead`, encoded; decoding keeps fields 2–8 here as they came.
+    /// Fields 2–8, encoded (`ContextHead`'s bytes); decoding keeps them
+    /// here as they came.
     pub head: Bytes,
     /// Field 9 encoded, key included (`contact_counts_field`), or empty.
     /// Decoding fills `contact_counts` instead.
     pub contact_counts_encoded: Bytes,
     pub contact_counts: Option<ContactCounts>,
-    /// `ContextTail`, encoded; decoding keeps fields 10–12 here as they came.
+    /// Fields 10–12, encoded (`ContextTail`'s bytes); decoding keeps them
+    /// here as they came.
     pub tail: Bytes,
     pub journeys: Vec<JourneyState>,
 }

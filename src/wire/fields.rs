@@ -53,9 +53,11 @@ pub fn message(tag: u32, buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
     if len < 0x80 {
         buf[at] = len as u8;
     } else {
-        let mut varint = Vec::with_capacity(10);
-        encode_varint(len as u64, &mut varint);
-        buf.splice(at..at + 1, varint);
+        let mut varint = [0u8; 10];
+        let mut rest = &mut varint[..];
+        encode_varint(len as u64, &mut rest);
+        let used = 10 - rest.len();
+        buf.splice(at..at + 1, varint[..used].iter().copied());
     }
 }
 
@@ -105,9 +107,14 @@ mod tests {
                 last_interaction_at: Some(prost_types::Timestamp::default()),
                 ..Default::default()
             },
-            // A body past 127 bytes: a two-byte length, patched in.
+            // Bodies of 127 and 128 bytes (the name's key and length take
+            // 2): the last one-byte length, and the first patched in.
             pb::ChannelSummary {
-                channel: "c".repeat(200),
+                channel: "b".repeat(125),
+                ..Default::default()
+            },
+            pb::ChannelSummary {
+                channel: "c".repeat(126),
                 ..Default::default()
             },
             pb::ChannelSummary {
@@ -125,6 +132,12 @@ mod tests {
                 "{}",
                 case.channel.len()
             );
+            if case.channel.len() == 125 {
+                assert_eq!(buf[1], 127, "a one-byte length");
+            }
+            if case.channel.len() == 126 {
+                assert_eq!(buf[1..3], [0x80, 0x01], "a two-byte length");
+            }
         }
         let mut all = Vec::new();
         cases.iter().for_each(|c| channel(&mut all, c));
