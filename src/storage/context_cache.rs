@@ -87,7 +87,7 @@ impl Cached {
             spans.map(|span| span.map(|span| EncodedEvent(all.slice(span))));
         // The run's bytes and its offsets (shared with the read's caller).
         let event_bytes = snapshot.events.framed().len() + 8 * snapshot.events.len() + single_bytes;
-        let contacts: Vec<_> = snapshot.contacts.iter().map(|c| c.detached()).collect();
+        let contacts: Arc<[_]> = snapshot.contacts.iter().map(|c| c.detached()).collect();
         let contact_bytes: usize = contacts.iter().map(|c| c.text_len() + 64).sum();
         // The transport's renderings, made at the first call: the profile
         // id twice, timestamps and counts, the kept contact counts, the
@@ -155,12 +155,17 @@ impl Cached {
     /// have answered it.
     pub fn view(&self, max_events: usize, contacts_since: Micros) -> ContextSnapshot {
         let s = &self.snapshot;
-        let contacts: Vec<_> = s
-            .contacts
-            .iter()
-            .filter(|c| c.at >= contacts_since)
-            .cloned()
-            .collect();
+        // Usually none is cut (a call's window starts where the read's did,
+        // or seconds later): then the kept contacts are shared, not copied.
+        let contacts = if s.contacts.iter().all(|c| c.at >= contacts_since) {
+            s.contacts.clone()
+        } else {
+            s.contacts
+                .iter()
+                .filter(|c| c.at >= contacts_since)
+                .cloned()
+                .collect()
+        };
         // A capped read answers only its own window (`answers`), where
         // nothing is cut; an uncapped one left nothing unread.
         let contacts_capped = s.contacts_capped;
@@ -558,7 +563,13 @@ mod tests {
     fn contacts_are_cut_at_the_asked_instant() {
         let s = snapshot(1, 10, &[T0, T0 + 10, T0 + 20], false);
         let k = kept(&s, 50);
-        assert_eq!(k.view(50, Micros(T0)).contacts.len(), 3);
+        let whole = k.view(50, Micros(T0));
+        assert_eq!(whole.contacts.len(), 3);
+        // Nothing cut: the kept contacts themselves, shared.
+        assert!(Arc::ptr_eq(
+            &whole.contacts,
+            &k.view(50, Micros(T0 - 5)).contacts
+        ));
         let later = k.view(50, Micros(T0 + 10));
         let at: Vec<i64> = later.contacts.iter().map(|c| c.at.0).collect();
         assert_eq!(at, vec![T0 + 10, T0 + 20], "from the instant on, inclusive");

@@ -212,7 +212,7 @@ impl TimelineStore for MemoryStore {
                     let capped = contacts.len() > CONTEXT_MAX_CONTACTS;
                     contacts.drain(..contacts.len().saturating_sub(CONTEXT_MAX_CONTACTS));
                     let snapshot = ContextSnapshot {
-                        contacts,
+                        contacts: contacts.into(),
                         contacts_capped: capped,
                         ..t.snapshot(profile.clone())
                     };

@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     ops::Bound,
+    sync::Arc,
 };
 
 use bytes::Bytes;
@@ -255,7 +256,7 @@ impl Timeline {
                 .last_company
                 .as_ref()
                 .map(|(_, b)| EncodedEvent(b.clone())),
-            contacts: Vec::new(),
+            contacts: Arc::from([]),
             contacts_capped: false,
             rendered: Default::default(),
             profile,

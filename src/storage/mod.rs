@@ -104,7 +104,7 @@ pub struct ContextSnapshot {
     pub last_company_contact: Option<EncodedEvent>,
     /// Contacts (company events and reservations) since the asked instant,
     /// at most the latest `CONTEXT_MAX_CONTACTS`.
-    pub contacts: Vec<Contact>,
+    pub contacts: Arc<[Contact]>,
     /// There were more contacts than `CONTEXT_MAX_CONTACTS`.
     pub contacts_capped: bool,
     /// The profile read: the one asked for, or the one it was merged into.
@@ -132,7 +132,7 @@ impl ContextSnapshot {
             summary: Default::default(),
             last_customer_interaction: None,
             last_company_contact: None,
-            contacts: Vec::new(),
+            contacts: Arc::from([]),
             contacts_capped: false,
             profile: CustomerId::parse(
                 "customer_id",

@@ -657,7 +657,7 @@ impl RedisStore {
                 summary: summary.summary.into(),
                 last_customer_interaction: summary.last_customer_interaction,
                 last_company_contact: summary.last_company_contact,
-                contacts,
+                contacts: contacts.into(),
                 contacts_capped: capped,
                 profile,
                 identities: identities.into(),

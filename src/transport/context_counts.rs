@@ -67,7 +67,7 @@ mod tests {
 
     fn snapshot(contacts: Vec<Contact>) -> ContextSnapshot {
         ContextSnapshot {
-            contacts,
+            contacts: contacts.into(),
             ..ContextSnapshot::empty("c1")
         }
     }
