@@ -149,8 +149,8 @@ impl ContextSnapshot {
 }
 
 /// A snapshot's renderings by the transport (opaque to the store): one
-/// made at most once, and one that holds over a span of time, made again
-/// when it ends. They are derived from the snapshot, so they never make two
+/// made at most once, and one per `TimedPart` that holds over a span of
+/// time, made again when it ends. They are derived from the snapshot, so they never make two
 /// snapshots differ: all compare equal.
 #[derive(Clone, Default)]
 pub struct Rendered(Arc<Renderings>);
@@ -158,7 +158,16 @@ pub struct Rendered(Arc<Renderings>);
 #[derive(Default)]
 struct Renderings {
     fixed: std::sync::OnceLock<[bytes::Bytes; 2]>,
-    timed: arc_swap::ArcSwapOption<Timed>,
+    timed: [arc_swap::ArcSwapOption<Timed>; 2],
+}
+
+/// The renderings of a snapshot that hold over a span of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimedPart {
+    /// Until a contact comes due or leaves a window.
+    ContactCounts = 0,
+    /// Until a finished journey leaves the context's look-back.
+    Journeys = 1,
 }
 
 /// A rendering made at `from` with `key`, true until `until` (µs).
@@ -183,11 +192,13 @@ impl Rendered {
     /// kept in its place.
     pub fn timed(
         &self,
+        part: TimedPart,
         key: &Arc<dyn std::any::Any + Send + Sync>,
         now: i64,
         render: impl FnOnce() -> (bytes::Bytes, i64),
     ) -> bytes::Bytes {
-        if let Some(kept) = &*self.0.timed.load() {
+        let slot = &self.0.timed[part as usize];
+        if let Some(kept) = &*slot.load() {
             if std::ptr::addr_eq(Arc::as_ptr(&kept.key), Arc::as_ptr(key))
                 && kept.from <= now
                 && now < kept.until
@@ -196,7 +207,7 @@ impl Rendered {
             }
         }
         let (bytes, until) = render();
-        self.0.timed.store(Some(Arc::new(Timed {
+        slot.store(Some(Arc::new(Timed {
             key: key.clone(),
             from: now,
             until,

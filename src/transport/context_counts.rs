@@ -13,7 +13,7 @@ use bytes::Bytes;
 use super::contact;
 use crate::{
     domain::{ContactPolicy, Micros},
-    storage::ContextSnapshot,
+    storage::{ContextSnapshot, TimedPart},
     wire,
 };
 
@@ -24,17 +24,19 @@ pub fn context_counts(
     now: Micros,
 ) -> Bytes {
     let key: Arc<dyn Any + Send + Sync> = policy.clone();
-    snapshot.rendered.timed(&key, now.0, || {
-        let counts = wire::ContactCounts {
-            capped: snapshot.contacts_capped,
-            ..contact::contact_counts(&policy.counts(&snapshot.contacts, now))
-        };
-        // A contact leaves the snapshot's view once older than the
-        // look-back: from then on it is not read, so not counted.
-        let leaves_view = policy.lookback_micros().saturating_add(1);
-        let until = ContactPolicy::counts_change_after(&snapshot.contacts, now, &[leaves_view]);
-        (wire::contact_counts_field(&counts), until.0)
-    })
+    snapshot
+        .rendered
+        .timed(TimedPart::ContactCounts, &key, now.0, || {
+            let counts = wire::ContactCounts {
+                capped: snapshot.contacts_capped,
+                ..contact::contact_counts(&policy.counts(&snapshot.contacts, now))
+            };
+            // A contact leaves the snapshot's view once older than the
+            // look-back: from then on it is not read, so not counted.
+            let leaves_view = policy.lookback_micros().saturating_add(1);
+            let until = ContactPolicy::counts_change_after(&snapshot.contacts, now, &[leaves_view]);
+            (wire::contact_counts_field(&counts), until.0)
+        })
 }
 
 #[cfg(test)]

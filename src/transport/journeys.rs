@@ -3,6 +3,10 @@
 //! counters; ListJourneys pages through a status listing; the context
 //! shows the customer's active and recently finished journeys.
 
+use std::{any::Any, sync::Arc};
+
+use bytes::Bytes;
+
 use super::{
     convert, page_token,
     service::{count_or_default, JourneyApi},
@@ -16,7 +20,7 @@ use crate::{
         },
         DomainError, Initiator, Micros,
     },
-    storage::JourneyListQuery,
+    storage::{ContextSnapshot, JourneyListQuery, TimedPart},
     wire as pb,
 };
 
@@ -97,19 +101,20 @@ const DEFAULT_LIST_PAGE: usize = 100;
 const MAX_LIST_PAGE: usize = 1_000;
 
 impl JourneyApi {
-    /// The journeys a context shows: in progress, or finished within the
-    /// look-back, of journeys still defined.
-    pub(super) fn context_journeys(
-        &self,
-        states: &[JourneyState],
-        now: Micros,
-    ) -> Vec<pb::JourneyState> {
-        let journeys = self.journeys.load();
-        let since = now.saturating_sub_micros(self.limits.journey_lookback_micros);
-        visible(&journeys, states, since)
-            .into_iter()
-            .filter_map(|s| journeys.get(&s.journey).map(|d| journey_state(s, d)))
-            .collect()
+    /// The journeys a context shows, as the response's field 13: in
+    /// progress, or finished within the look-back, of journeys still
+    /// defined. What is shown changes only when a finished journey leaves
+    /// the look-back, so the encoding is kept with the snapshot until then
+    /// (`storage::Rendered::timed`), and a context cache's hits share it;
+    /// reloaded definitions are another key, so they make it again.
+    pub(super) fn context_journeys(&self, snapshot: &ContextSnapshot, now: Micros) -> Bytes {
+        let journeys = self.journeys.load_full();
+        context_journeys(
+            &journeys,
+            self.limits.journey_lookback_micros,
+            snapshot,
+            now,
+        )
     }
 
     pub(super) async fn journey_stats(
@@ -259,6 +264,47 @@ fn duration(micros: i64) -> prost_types::Duration {
     }
 }
 
+/// The journeys of `snapshot` a context shows at `now`, as the response's
+/// field 13, kept with the snapshot while they hold (see
+/// `JourneyApi::context_journeys`).
+fn context_journeys(
+    journeys: &Arc<JourneyDefinitions>,
+    lookback: i64,
+    snapshot: &ContextSnapshot,
+    now: Micros,
+) -> Bytes {
+    let key: Arc<dyn Any + Send + Sync> = journeys.clone();
+    snapshot
+        .rendered
+        .timed(TimedPart::Journeys, &key, now.0, || {
+            let (shown, until) = shown_journeys(journeys, lookback, &snapshot.journeys, now);
+            (pb::journeys_field(&shown), until)
+        })
+}
+
+/// The journeys shown at `now`, and the first instant after it at which
+/// that could change (a finished journey leaving the look-back).
+fn shown_journeys(
+    journeys: &JourneyDefinitions,
+    lookback: i64,
+    states: &[JourneyState],
+    now: Micros,
+) -> (Vec<pb::JourneyState>, i64) {
+    let shown = visible(journeys, states, now.saturating_sub_micros(lookback));
+    // Shown while `finished_at >= now - lookback`.
+    let until = shown
+        .iter()
+        .filter_map(|s| s.finished_at)
+        .map(|at| at.0.saturating_add(lookback).saturating_add(1))
+        .min()
+        .unwrap_or(i64::MAX);
+    let rendered = shown
+        .into_iter()
+        .filter_map(|s| journeys.get(&s.journey).map(|d| journey_state(s, d)))
+        .collect();
+    (rendered, until)
+}
+
 fn journey_state(state: &JourneyState, definition: &JourneyDefinition) -> pb::JourneyState {
     let name = |s: &Option<crate::domain::journey::StepRef>| {
         s.as_ref().map(|s| s.name.clone()).unwrap_or_default()
@@ -355,5 +401,126 @@ fn stats_response(stats: JourneyStats, start: Micros, end: Micros) -> pb::GetJou
         top_sequences_dropped: top(stats.top_sequences_dropped),
         start_time: Some(convert::to_timestamp(start)),
         end_time: Some(convert::to_timestamp(end)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::domain::Taxonomy;
+
+    const T0: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+    const HOUR: i64 = 3_600 * Micros::PER_SECOND;
+    const LOOKBACK: i64 = 24 * HOUR;
+
+    fn definitions() -> Arc<JourneyDefinitions> {
+        Arc::new(JourneyDefinitions::builtin(&Taxonomy::builtin()).expect("built-in definitions"))
+    }
+
+    fn state(journey: &str, status: JourneyStatus, finished_at: Option<i64>) -> JourneyState {
+        JourneyState {
+            status,
+            started_at: Some(Micros(T0 - 48 * HOUR)),
+            last_progress_at: Some(Micros(T0 - 30 * HOUR)),
+            finished_at: finished_at.map(Micros),
+            ..JourneyState::not_started(journey)
+        }
+    }
+
+    /// One journey in progress, two finished at different instants, one
+    /// not started.
+    fn snapshot() -> ContextSnapshot {
+        ContextSnapshot {
+            journeys: vec![
+                state(
+                    "personal_data_verification",
+                    JourneyStatus::InProgress,
+                    None,
+                ),
+                state(
+                    "card_activation",
+                    JourneyStatus::Completed,
+                    Some(T0 - 20 * HOUR),
+                ),
+                state(
+                    "loan_application",
+                    JourneyStatus::Dropped,
+                    Some(T0 - 2 * HOUR),
+                ),
+                state("not_a_defined_journey", JourneyStatus::Completed, Some(T0)),
+            ]
+            .into(),
+            ..ContextSnapshot::empty("c1")
+        }
+    }
+
+    fn names(field: Bytes) -> Vec<String> {
+        pb::GetJourneyContextResponse::decode(field)
+            .expect("decodes")
+            .journeys
+            .into_iter()
+            .map(|j| j.journey)
+            .collect()
+    }
+
+    #[test]
+    fn kept_journeys_are_those_of_the_moment_at_every_change() {
+        let journeys = definitions();
+        let kept = snapshot();
+        // Around each instant a finished journey leaves the look-back,
+        // forward in time, then back (a clock set back makes them again).
+        let mut instants: Vec<i64> = kept
+            .journeys
+            .iter()
+            .filter_map(|s| s.finished_at)
+            .map(|at| at.0 + LOOKBACK)
+            .flat_map(|b| [b - 1, b, b + 1, b + 2])
+            .chain([T0 - 30 * HOUR, T0])
+            .collect();
+        instants.sort_unstable();
+        let mut seen = std::collections::BTreeSet::new();
+        for &now in instants.iter().chain(instants.iter().rev()) {
+            let field = context_journeys(&journeys, LOOKBACK, &kept, Micros(now));
+            let (fresh, _) = shown_journeys(&journeys, LOOKBACK, &kept.journeys, Micros(now));
+            assert_eq!(field, pb::journeys_field(&fresh), "at {now}");
+            seen.insert(names(field));
+        }
+        assert!(seen.len() >= 3, "the instants cover changes: {seen:?}");
+    }
+
+    #[test]
+    fn the_encoding_is_reused_until_a_finished_journey_leaves_the_look_back() {
+        let journeys = definitions();
+        let kept = snapshot();
+        let at = |now: i64| context_journeys(&journeys, LOOKBACK, &kept, Micros(now));
+        let first = at(T0);
+        assert_eq!(
+            names(first.clone()),
+            [
+                "loan_application",
+                "card_activation",
+                "personal_data_verification"
+            ]
+        );
+        // The same buffer while nothing changes.
+        let leaves = T0 - 20 * HOUR + LOOKBACK + 1;
+        for now in [T0, T0 + 1, leaves - 1] {
+            assert_eq!(at(now).as_ptr(), first.as_ptr(), "reused at {now}");
+        }
+        // The journey finished 20 h before T0 leaves: encoded again.
+        let later = at(leaves);
+        assert_ne!(later.as_ptr(), first.as_ptr());
+        assert_eq!(
+            names(later.clone()),
+            ["loan_application", "personal_data_verification"]
+        );
+        assert_eq!(at(leaves + HOUR).as_ptr(), later.as_ptr());
+        // Reloaded definitions (another object) encode again.
+        let reloaded = definitions();
+        let again = context_journeys(&reloaded, LOOKBACK, &kept, Micros(leaves + HOUR));
+        assert_ne!(again.as_ptr(), later.as_ptr());
+        assert_eq!(again, later);
     }
 }

@@ -261,7 +261,8 @@ impl JourneyService for JourneyApi {
         Ok(Response::new(pb::GetJourneyContextResponse {
             contact_counts_encoded: context_counts(&snapshot, &policy, now),
             contact_counts: None,
-            journeys: self.context_journeys(&snapshot.journeys, now),
+            journeys_encoded: self.context_journeys(&snapshot, now),
+            journeys: Vec::new(),
             head,
             tail,
             events_encoded: snapshot.events.framed().clone(),

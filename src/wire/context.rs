@@ -80,7 +80,19 @@ pub struct GetJourneyContextResponse {
     /// Fields 10–12, encoded (`ContextTail`'s bytes); decoding keeps them
     /// here as they came.
     pub tail: Bytes,
+    /// Field 13 encoded, keys included, once per journey
+    /// (`journeys_field`; written before `journeys`). Decoding fills
+    /// `journeys` instead.
+    pub journeys_encoded: Bytes,
     pub journeys: Vec<JourneyState>,
+}
+
+/// The journeys as the response's field 13, keys included: what
+/// `journeys_encoded` takes.
+pub fn journeys_field(journeys: &[JourneyState]) -> Bytes {
+    let mut buf = Vec::with_capacity(encoding::message::encoded_len_repeated(JOURNEYS, journeys));
+    encoding::message::encode_repeated(JOURNEYS, journeys, &mut buf);
+    buf.into()
 }
 
 /// The contact counts as the response's field 9, key included: what
@@ -129,6 +141,7 @@ impl Message for GetJourneyContextResponse {
             encoding::message::encode(CONTACT_COUNTS, counts, buf);
         }
         buf.put_slice(&self.tail);
+        buf.put_slice(&self.journeys_encoded);
         encoding::message::encode_repeated(JOURNEYS, &self.journeys, buf);
     }
 
@@ -169,6 +182,7 @@ impl Message for GetJourneyContextResponse {
                 .as_ref()
                 .map_or(0, |c| encoding::message::encoded_len(CONTACT_COUNTS, c))
             + self.tail.len()
+            + self.journeys_encoded.len()
             + encoding::message::encoded_len_repeated(JOURNEYS, &self.journeys)
     }
 
@@ -237,10 +251,17 @@ mod tests {
                 from_profile_id: "c0".into(),
                 at: at(5),
             }],
-            journeys: vec![pb::JourneyState {
-                journey: "onboarding".into(),
-                ..Default::default()
-            }],
+            journeys: vec![
+                pb::JourneyState {
+                    journey: "onboarding".into(),
+                    ..Default::default()
+                },
+                pb::JourneyState {
+                    journey: "loan".into(),
+                    state: pb::JourneyStatus::InProgress as i32,
+                    ..Default::default()
+                },
+            ],
         }
     }
 
@@ -292,8 +313,14 @@ mod tests {
             }),
             contact_counts: None,
             tail: tail.encode_to_vec().into(),
-            journeys: vec![JourneyState {
+            // The first journey encoded ahead, the second on its own.
+            journeys_encoded: journeys_field(&[JourneyState {
                 journey: "onboarding".into(),
+                ..Default::default()
+            }]),
+            journeys: vec![JourneyState {
+                journey: "loan".into(),
+                state: pb::JourneyStatus::InProgress as i32,
                 ..Default::default()
             }],
         }
@@ -330,7 +357,7 @@ mod tests {
             .expect("decodes again");
         assert_eq!(read, plain());
         assert_eq!(decoded.events.len(), 2);
-        assert_eq!(decoded.journeys.len(), 1);
+        assert_eq!(decoded.journeys.len(), 2);
         assert!(decoded.contact_counts.is_some());
     }
 

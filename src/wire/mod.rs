@@ -248,7 +248,9 @@ impl<T: Message> tonic::codec::Encoder for SizedEncoder<T> {
 
 mod context;
 pub mod fields;
-pub use context::{contact_counts_field, ContextHead, ContextTail, GetJourneyContextResponse};
+pub use context::{
+    contact_counts_field, journeys_field, ContextHead, ContextTail, GetJourneyContextResponse,
+};
 
 include!(concat!(env!("OUT_DIR"), "/wire/journey.v1.rs"));
 
