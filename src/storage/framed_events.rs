@@ -15,9 +15,11 @@ use bytes::Bytes;
 use prost::encoding::{decode_varint, encoded_len_varint};
 
 use super::EncodedEvent;
+use crate::wire::fields;
 
-/// The key of field 1, length-delimited.
-const KEY: u8 = 0x0a;
+/// The response's field the events go in (its key, length-delimited, is
+/// one byte: `get` skips it so).
+const FIELD: u32 = 1;
 
 /// Encoded events, framed, newest first as a context lists them. Its
 /// buffer is always its own (every constructor copies the events into
@@ -65,14 +67,7 @@ impl FramedEvents {
         let mut framed = Vec::with_capacity(size);
         let mut ends = Vec::with_capacity(count);
         for event in events {
-            framed.push(KEY);
-            let mut len = event.len() as u64;
-            while len >= 0x80 {
-                framed.push((len as u8) | 0x80);
-                len >>= 7;
-            }
-            framed.push(len as u8);
-            framed.extend_from_slice(event);
+            fields::embedded(FIELD, event, &mut framed);
             ends.push(framed.len());
         }
         Self {

@@ -6,9 +6,10 @@
 //! walks nested messages twice for their lengths, cost the context ~16k
 //! instructions per read from Redis under callgrind.
 
-use prost::encoding::{encode_key, encode_varint, WireType};
+use prost::encoding::{encode_varint, WireType};
 
 /// A `string` (or `bytes`) field.
+#[inline]
 pub fn string(tag: u32, value: &[u8], buf: &mut Vec<u8>) {
     if !value.is_empty() {
         embedded(tag, value, buf);
@@ -17,17 +18,38 @@ pub fn string(tag: u32, value: &[u8], buf: &mut Vec<u8>) {
 
 /// A length-delimited field written whatever its length: an embedded
 /// message already encoded, set.
+#[inline]
 pub fn embedded(tag: u32, encoded: &[u8], buf: &mut Vec<u8>) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(encoded.len() as u64, buf);
+    key(tag, WireType::LengthDelimited, buf);
+    varint(encoded.len() as u64, buf);
     buf.extend_from_slice(encoded);
 }
 
+/// A field's key.
+#[inline]
+fn key(tag: u32, wire_type: WireType, buf: &mut Vec<u8>) {
+    varint(u64::from(tag << 3 | wire_type as u32), buf);
+}
+
+/// A varint, pushed byte by byte onto the `Vec` (prost's `encode_varint`
+/// goes through `BufMut`). With these writers inlined, framing a
+/// context's events here costs what the hand-written loop it replaced in
+/// `FramedEvents::copied` did (~8.6k instructions for 50 events).
+#[inline]
+fn varint(mut value: u64, buf: &mut Vec<u8>) {
+    while value >= 0x80 {
+        buf.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    buf.push(value as u8);
+}
+
 /// A `uint64` field.
+#[inline]
 pub fn uint64(tag: u32, value: u64, buf: &mut Vec<u8>) {
     if value != 0 {
-        encode_key(tag, WireType::Varint, buf);
-        encode_varint(value, buf);
+        key(tag, WireType::Varint, buf);
+        varint(value, buf);
     }
 }
 
@@ -44,7 +66,7 @@ pub fn timestamp(tag: u32, at: &prost_types::Timestamp, buf: &mut Vec<u8>) {
 /// An embedded message field, set, whose body `write` appends: its length
 /// is patched in after, so nothing is walked twice.
 pub fn message(tag: u32, buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
-    encode_key(tag, WireType::LengthDelimited, buf);
+    key(tag, WireType::LengthDelimited, buf);
     let at = buf.len();
     // One byte for the length, the common case (bodies under 128 bytes).
     buf.push(0);
