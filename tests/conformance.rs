@@ -900,14 +900,14 @@ mod cases {
         let step = |n: usize| {
             let facts = banking_step(n, &format!("s{n}"), at + n as i64 * MINUTE);
             let raw = journey::domain::RawEvent {
-                event_id: facts.event_id.clone(),
+                event_id: facts.event_id.to_string(),
                 customer_id: "j1".into(),
-                channel: facts.channel.clone(),
-                reason: facts.reason.clone(),
-                event_type: facts.event_type.clone(),
+                channel: facts.channel.to_string(),
+                reason: facts.reason.to_string(),
+                event_type: facts.event_type.to_string(),
                 initiator: Some(facts.initiator),
                 occurred_at: Some(facts.at),
-                attributes: facts.attributes.clone().into_iter().collect(),
+                attributes: facts.attributes.clone().into_owned().into_iter().collect(),
                 ..Default::default()
             };
             raw.validate(

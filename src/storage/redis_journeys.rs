@@ -133,7 +133,12 @@ fn unpack_recent(text: &str) -> Result<Vec<RecentInteraction>, StorageError> {
                 },
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(|mut recent| {
+            // Collected by doubling; the cache holds it as it is.
+            recent.shrink_to_fit();
+            recent
+        })
 }
 
 /// A profile's journey states as of one version of its states hash.
@@ -717,6 +722,9 @@ mod recent_tests {
             recent
         );
         assert_eq!(unpack_recent(&pack_recent(&[])).expect("empty"), vec![]);
+        let ten: Vec<_> = (0..10).map(|i| interaction(&format!("e{i}"), i)).collect();
+        let read = unpack_recent(&pack_recent(&ten)).expect("ten");
+        assert_eq!((read.len(), read.capacity()), (10, 10), "no spare room");
         assert!(unpack_recent("e1\u{1f}soon\u{1f}web\u{1f}r\u{1f}t").is_err());
         assert!(unpack_recent("e1\u{1f}5").is_err());
     }

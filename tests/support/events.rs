@@ -80,12 +80,12 @@ pub fn domain_event(
 /// a customer's wire event.
 pub fn from_facts(customer: &str, facts: &EventFacts) -> pb::Event {
     pb::Event {
-        event_id: facts.event_id.clone(),
+        event_id: facts.event_id.to_string(),
         customer_id: customer.to_string(),
         session_id: String::new(),
-        channel: facts.channel.clone(),
-        reason: facts.reason.clone(),
-        r#type: facts.event_type.clone(),
+        channel: facts.channel.to_string(),
+        reason: facts.reason.to_string(),
+        r#type: facts.event_type.to_string(),
         initiator: match facts.initiator {
             Initiator::Customer => pb::Initiator::Customer,
             Initiator::Company => pb::Initiator::Company,

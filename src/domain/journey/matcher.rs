@@ -43,8 +43,7 @@ pub struct EventMatcher {
 
 impl EventMatcher {
     pub fn matches(&self, event: &EventFacts) -> bool {
-        let named =
-            |names: &BTreeSet<String>, name: &String| names.is_empty() || names.contains(name);
+        let named = |names: &BTreeSet<String>, name: &str| names.is_empty() || names.contains(name);
         named(&self.event_types, &event.event_type)
             && named(&self.reasons, &event.reason)
             && named(&self.channels, &event.channel)
@@ -258,20 +257,27 @@ mod tests {
     use super::*;
     use crate::domain::Micros;
 
-    fn facts(channel: &str, reason: &str, event_type: &str, attrs: &[(&str, &str)]) -> EventFacts {
+    fn facts(
+        channel: &str,
+        reason: &str,
+        event_type: &str,
+        attrs: &[(&str, &str)],
+    ) -> EventFacts<'static> {
         let taxonomy = Taxonomy::builtin();
         EventFacts {
             event_id: "e".into(),
             at: Micros(0),
-            event_type: event_type.into(),
-            reason: reason.into(),
-            channel: channel.into(),
+            event_type: event_type.to_string().into(),
+            reason: reason.to_string().into(),
+            channel: channel.to_string().into(),
             channel_class: taxonomy.channel_class(channel),
             initiator: Initiator::Customer,
-            attributes: attrs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            attributes: std::borrow::Cow::Owned(
+                attrs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
         }
     }
 

@@ -82,7 +82,7 @@ fn journey_events(
     customer: usize,
     nth: usize,
     start: i64,
-) -> (Vec<EventFacts>, Truth) {
+) -> (Vec<EventFacts<'static>>, Truth) {
     let id = |what: &str| format!("c{customer}-j{nth}-{what}");
     let ending = match rng.below(100) {
         0..=39 => Ending::Completed,
@@ -198,7 +198,7 @@ fn journey_events(
 }
 
 /// Noise: interactions that match no step of the banking journey.
-fn noise(rng: &mut Rng, id: String, at: i64) -> EventFacts {
+fn noise(rng: &mut Rng, id: String, at: i64) -> EventFacts<'static> {
     use Initiator::{Company, Customer};
     match rng.below(6) {
         0 => facts(
@@ -245,9 +245,9 @@ fn noise(rng: &mut Rng, id: String, at: i64) -> EventFacts {
 /// One generated customer.
 pub struct Customer {
     /// Every distinct event, in time order.
-    pub timeline: Vec<EventFacts>,
+    pub timeline: Vec<EventFacts<'static>>,
     /// The events as delivered: out of order in places, some twice.
-    pub delivery: Vec<EventFacts>,
+    pub delivery: Vec<EventFacts<'static>>,
     journeys: Vec<Truth>,
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
-use super::facts::Interaction;
+use super::facts::{EventFacts, Interaction};
 use crate::domain::Micros;
 
 /// Where a customer stands in a journey.
@@ -84,6 +84,39 @@ pub struct RecentInteraction {
     #[serde(with = "micros_serde")]
     pub at: Micros,
     pub interaction: Interaction,
+}
+
+impl RecentInteraction {
+    /// Adds `event` to `recent`, a customer's latest interactions by time
+    /// (oldest first), keeping at most `capacity`: an event older than all
+    /// of a full list is left out. The oldest leave before the new one
+    /// comes in, so a full list keeps its allocation instead of doubling
+    /// it (a cached customer holds such a list, ~100 bytes an entry).
+    pub fn keep_latest(recent: &mut Vec<Self>, capacity: usize, event: &EventFacts) {
+        if capacity == 0 {
+            return;
+        }
+        let position = recent.partition_point(|r| r.at <= event.at);
+        if position == 0 && recent.len() >= capacity {
+            return; // older than every event kept
+        }
+        let excess = (recent.len() + 1).saturating_sub(capacity);
+        if position < excess {
+            // A list longer than `capacity` (the definitions changed): the
+            // new one is among the oldest, which leave.
+            recent.drain(..excess - 1);
+            return;
+        }
+        recent.drain(..excess);
+        recent.insert(
+            position - excess,
+            Self {
+                event_id: CompactString::from(&*event.event_id),
+                at: event.at,
+                interaction: event.interaction(),
+            },
+        );
+    }
 }
 
 /// A customer's state in one journey. The fields of the current (or last)
@@ -329,5 +362,72 @@ mod tests {
         assert!(!JourneyState::is_not_started_json(&state.to_json()));
         assert!(!JourneyState::is_not_started_json("{}"));
         assert!(!JourneyState::is_not_started_json(""));
+    }
+
+    mod keep_latest {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::domain::{journey::testkit::facts, Initiator};
+
+        /// What `keep_latest` replaced: insert, then drop the oldest.
+        fn reference(recent: &mut Vec<RecentInteraction>, capacity: usize, event: &EventFacts) {
+            if capacity == 0 {
+                return;
+            }
+            let position = recent.partition_point(|r| r.at <= event.at);
+            if position == 0 && recent.len() >= capacity {
+                return;
+            }
+            let mut with = vec![];
+            RecentInteraction::keep_latest(&mut with, 1, event);
+            recent.insert(position, with.remove(0));
+            while recent.len() > capacity {
+                recent.remove(0);
+            }
+        }
+
+        fn event(id: &str, at: i64) -> EventFacts<'static> {
+            facts(
+                id,
+                at,
+                "web",
+                "check_accounts",
+                "page_view",
+                Initiator::Customer,
+                &[],
+            )
+        }
+
+        proptest! {
+            /// Any list (sorted by time, possibly longer than the capacity
+            /// after a definition changed), any capacity and instant: the
+            /// same list as inserting then trimming, and a list held at its
+            /// capacity never grows its allocation.
+            #[test]
+            fn matches_insert_then_trim(
+                mut ats in proptest::collection::vec(0i64..20, 0..14),
+                capacity in 0usize..12,
+                at in 0i64..20,
+            ) {
+                ats.sort_unstable();
+                let mut list: Vec<RecentInteraction> = Vec::with_capacity(ats.len());
+                for (i, t) in ats.iter().enumerate() {
+                    let mut one = vec![];
+                    RecentInteraction::keep_latest(&mut one, 1, &event(&format!("e{i}"), *t));
+                    list.extend(one);
+                }
+                let new = event("new", at);
+                let mut expected = list.clone();
+                reference(&mut expected, capacity, &new);
+                let full = list.len() == capacity;
+                let room = list.capacity();
+                RecentInteraction::keep_latest(&mut list, capacity, &new);
+                prop_assert_eq!(&list, &expected);
+                if full {
+                    prop_assert_eq!(list.capacity(), room);
+                }
+            }
+        }
     }
 }

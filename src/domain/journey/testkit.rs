@@ -30,19 +30,21 @@ pub fn facts(
     event_type: &str,
     initiator: Initiator,
     attrs: &[(&str, &str)],
-) -> EventFacts {
+) -> EventFacts<'static> {
     EventFacts {
-        event_id: id.into(),
+        event_id: id.to_string().into(),
         at: Micros(at),
-        event_type: event_type.into(),
-        reason: reason.into(),
-        channel: channel.into(),
+        event_type: event_type.to_string().into(),
+        reason: reason.to_string().into(),
+        channel: channel.to_string().into(),
         channel_class: Taxonomy::builtin().channel_class(channel),
         initiator,
-        attributes: attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<BTreeMap<_, _>>(),
+        attributes: std::borrow::Cow::Owned(
+            attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        ),
     }
 }
 
@@ -51,7 +53,7 @@ const PDV: &str = "personal_data_verification";
 const SECTIONS: [&str; 3] = ["address", "contact", "income"];
 
 /// The event that reaches banking step `step` (0..=6).
-pub fn banking_step(step: usize, id: &str, at: i64) -> EventFacts {
+pub fn banking_step(step: usize, id: &str, at: i64) -> EventFacts<'static> {
     use Initiator::{Company, Customer};
     match step {
         0 => facts(id, at, "web", "check_accounts", "login", Customer, &[]),
@@ -90,7 +92,7 @@ pub fn banking_step(step: usize, id: &str, at: i64) -> EventFacts {
 }
 
 /// The customer cancels the verification form.
-pub fn banking_cancel(id: &str, at: i64) -> EventFacts {
+pub fn banking_cancel(id: &str, at: i64) -> EventFacts<'static> {
     facts(
         id,
         at,
@@ -107,7 +109,7 @@ pub fn banking_cancel(id: &str, at: i64) -> EventFacts {
 }
 
 /// The customer calls the call center about the verification.
-pub fn call(id: &str, at: i64) -> EventFacts {
+pub fn call(id: &str, at: i64) -> EventFacts<'static> {
     facts(id, at, "call_center", PDV, "call", Initiator::Customer, &[])
 }
 

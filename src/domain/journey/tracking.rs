@@ -189,7 +189,10 @@ pub fn track(
         .map(|d| d.lookback_events())
         .max()
         .unwrap_or(0);
-    let mut shared = recent.to_vec();
+    // Sized for the most kept, so that the list a cache holds has no
+    // spare room (see `keep_latest`).
+    let mut shared = Vec::with_capacity(capacity.max(recent.len()));
+    shared.extend_from_slice(recent);
     let mut current: Vec<Option<JourneyState>> = vec![None; definitions.len()];
     let mut deltas: Vec<Vec<StatDelta>> = vec![Vec::new(); definitions.len()];
     for event in events {
@@ -264,24 +267,10 @@ fn with_recent(
 /// Keeps the customer's latest `capacity` interactions by time, each once
 /// (the rule `advance` applies to a state's own list).
 fn remember(recent: &mut Vec<RecentInteraction>, capacity: usize, event: &EventFacts) {
-    if capacity == 0 || recent.iter().any(|r| r.event_id == event.event_id) {
+    if recent.iter().any(|r| r.event_id == event.event_id) {
         return;
     }
-    let position = recent.partition_point(|r| r.at <= event.at);
-    if position == 0 && recent.len() >= capacity {
-        return;
-    }
-    recent.insert(
-        position,
-        RecentInteraction {
-            event_id: event.event_id.as_str().into(),
-            at: event.at,
-            interaction: event.interaction(),
-        },
-    );
-    while recent.len() > capacity {
-        recent.remove(0);
-    }
+    RecentInteraction::keep_latest(recent, capacity, event);
 }
 
 /// Drops every journey of the customer whose inactivity deadline is at or
@@ -341,7 +330,7 @@ mod tests {
     }
 
     /// The banking sign-in `at` µs after T0.
-    fn sign_in(id: &str, at: i64) -> EventFacts {
+    fn sign_in(id: &str, at: i64) -> EventFacts<'static> {
         banking_step(0, id, T0 + at)
     }
 
@@ -432,6 +421,33 @@ mod tests {
             &d.change,
             crate::domain::journey::StatChange::PreEntry { interactions } if interactions.len() == 1
         )));
+    }
+
+    #[test]
+    fn a_full_list_of_interactions_has_no_spare_room() {
+        let defs = banking_set();
+        let capacity = defs.iter().map(|d| d.lookback_events()).max().expect("one");
+        let noise = |i: usize| {
+            crate::domain::journey::testkit::facts(
+                &format!("n{i}"),
+                T0 + i as i64,
+                "email",
+                "campaign_offer",
+                "email_sent",
+                crate::domain::Initiator::Company,
+                &[],
+            )
+        };
+        let mut recent = Vec::new();
+        for i in 0..capacity + 3 {
+            let update = track(&defs, &JourneyStates::new(), &recent, &[noise(i)]);
+            recent = update.recent.expect("a newer interaction is kept");
+        }
+        // What the Redis store caches per customer: ~100 bytes an entry,
+        // once, not twice as after a doubling.
+        assert_eq!(recent.len(), capacity);
+        assert_eq!(recent.capacity(), capacity);
+        assert_eq!(recent[0].event_id, "n3", "the oldest left");
     }
 
     #[test]

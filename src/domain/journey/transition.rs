@@ -188,14 +188,14 @@ fn start(
         current_step: Some(step_ref(definition, start)),
         started_at: Some(event.at),
         last_progress_at: Some(event.at),
-        last_event_id: Some(event.event_id.clone()),
+        last_event_id: Some(event.event_id.to_string()),
         last_interaction: Some(event.interaction()),
-        channels: BTreeSet::from([event.channel.clone()]),
+        channels: BTreeSet::from([event.channel.to_string()]),
         started_online: event.is_online(),
         step_path: vec![StepVisit {
             step: start,
             at: event.at,
-            event_id: event.event_id.clone(),
+            event_id: event.event_id.to_string(),
         }],
         deadline: Some(deadline_after(definition, event.at)),
         recent,
@@ -243,20 +243,22 @@ fn progress(
     let in_order = definition.in_order();
     let start = definition.start_index();
     let current = state.current_step.as_ref().map_or(start, |s| s.index);
-    state.channels.insert(event.channel.clone());
+    if !state.channels.contains(&*event.channel) {
+        state.channels.insert(event.channel.to_string());
+    }
     if state.started_online && state.offline_switch.is_none() && event.is_offline() {
         let step = state.step_at(event.at, in_order).unwrap_or(current);
         state.offline_switch = Some(OfflineSwitch {
             step: step_ref(definition, step),
-            channel: event.channel.clone(),
-            event_id: event.event_id.clone(),
+            channel: event.channel.to_string(),
+            event_id: event.event_id.to_string(),
             at: event.at,
         });
         deltas.push(delta(
             state,
             StatChange::OfflineSwitch {
                 step: step_ref(definition, step),
-                channel: event.channel.clone(),
+                channel: event.channel.to_string(),
             },
         ));
     }
@@ -297,7 +299,7 @@ fn progress(
     let visit = StepVisit {
         step,
         at: event.at,
-        event_id: event.event_id.clone(),
+        event_id: event.event_id.to_string(),
     };
     // Keep the path in time order; equal instants keep arrival order.
     let position = state.step_path.partition_point(|v| v.at <= event.at);
@@ -320,7 +322,7 @@ fn progress(
     }
     if !late {
         state.last_progress_at = Some(event.at);
-        state.last_event_id = Some(event.event_id.clone());
+        state.last_event_id = Some(event.event_id.to_string());
         state.last_interaction = Some(event.interaction());
         state.deadline = Some(deadline_after(definition, event.at));
     }
@@ -396,24 +398,10 @@ fn sequence(definition: &JourneyDefinition, state: &JourneyState, outcome: Outco
 fn remember(definition: &JourneyDefinition, state: &mut JourneyState, event: &EventFacts) {
     let capacity = definition.lookback_events();
     let may_enter = state.status == JourneyStatus::NotStarted || definition.reentry();
-    if capacity == 0 || !may_enter {
+    if !may_enter {
         return;
     }
-    let position = state.recent.partition_point(|r| r.at <= event.at);
-    if position == 0 && state.recent.len() >= capacity {
-        return; // older than every event kept
-    }
-    state.recent.insert(
-        position,
-        RecentInteraction {
-            event_id: event.event_id.as_str().into(),
-            at: event.at,
-            interaction: event.interaction(),
-        },
-    );
-    while state.recent.len() > capacity {
-        state.recent.remove(0);
-    }
+    RecentInteraction::keep_latest(&mut state.recent, capacity, event);
 }
 
 #[cfg(test)]
