@@ -109,7 +109,7 @@ impl State {
             for changed in update.states {
                 timeline
                     .journeys
-                    .insert(changed.journey.clone(), Box::new(changed));
+                    .insert(changed.journey.clone(), std::sync::Arc::new(changed));
             }
             if let Some(recent) = update.recent {
                 timeline.journey_recent = recent;

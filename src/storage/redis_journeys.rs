@@ -83,7 +83,7 @@ fn pack_recent(recent: &[RecentInteraction]) -> String {
             packed.push(RS);
         }
         for (j, part) in [
-            r.event_id.as_str(),
+            &*r.event_id,
             instant.format(r.at.0),
             &r.interaction.channel,
             &r.interaction.reason,
@@ -166,7 +166,7 @@ impl VersionedStates {
             }
             let state = JourneyState::from_json(&value)
                 .map_err(|e| StorageError::Corrupt(format!("journey state of {field:?}: {e}")))?;
-            read.states.insert(field, Box::new(state));
+            read.states.insert(field, Arc::new(state));
         }
         Ok(read)
     }
@@ -196,7 +196,7 @@ impl VersionedStates {
         }
         let mut states: JourneyStates = changed
             .into_iter()
-            .map(|s| (s.journey.clone(), Box::new(s)))
+            .map(|s| (s.journey.clone(), Arc::new(s)))
             .collect();
         for (journey, state) in &self.states {
             if !states.contains_key(journey) {
@@ -360,10 +360,13 @@ fn entry_bytes(profile: &CustomerId, states: &VersionedStates) -> usize {
     let btree_node = |slot: usize, len: usize| {
         len.div_ceil(BTREE_SLOTS) * (BTREE_SLOTS * slot + 2 * size_of::<usize>())
     };
-    // Interactions hold inline strings; an event id over 24 bytes spills.
+    // Interactions hold their names inline; the event id is on the heap
+    // with its Arc's two counts.
     let recent = |r: &Vec<RecentInteraction>| {
         r.capacity() * size_of::<RecentInteraction>()
-            + r.iter().map(|i| spilled(i.event_id.len())).sum::<usize>()
+            + r.iter()
+                .map(|i| 2 * size_of::<usize>() + i.event_id.len())
+                .sum::<usize>()
     };
     let state = |name: &String, s: &JourneyState| {
         name.capacity()
@@ -389,23 +392,16 @@ fn entry_bytes(profile: &CustomerId, states: &VersionedStates) -> usize {
         + size_of::<VersionedStates>()
         + recent(&states.recent)
         + btree_node(
-            size_of::<String>() + size_of::<Box<JourneyState>>(),
+            size_of::<String>() + size_of::<Arc<JourneyState>>(),
             states.states.len(),
         )
-        + states.states.len() * size_of::<JourneyState>()
+        // Each state with its Arc's two counts.
+        + states.states.len() * (size_of::<JourneyState>() + 2 * size_of::<usize>())
         + states
             .states
             .iter()
             .map(|(name, s)| state(name, s))
             .sum::<usize>()
-}
-
-fn spilled(len: usize) -> usize {
-    if len > 24 {
-        len
-    } else {
-        0
-    }
 }
 
 /// Appends an update's write set to a script call (the layout of

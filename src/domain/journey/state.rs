@@ -3,9 +3,8 @@
 //! serde, so a store keeps it as JSON (one hash field per journey); the
 //! transitions live in `transition.rs`.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
-use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use super::facts::{EventFacts, Interaction};
@@ -80,7 +79,10 @@ pub struct OfflineSwitch {
 /// entering" figure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecentInteraction {
-    pub event_id: CompactString,
+    /// Shared: every append copies the customer's latest interactions
+    /// into its update, and event ids (ULIDs, UUIDs) are too long to be
+    /// held inline.
+    pub event_id: Arc<str>,
     #[serde(with = "micros_serde")]
     pub at: Micros,
     pub interaction: Interaction,
@@ -111,7 +113,7 @@ impl RecentInteraction {
         recent.insert(
             position - excess,
             Self {
-                event_id: CompactString::from(&*event.event_id),
+                event_id: Arc::from(&*event.event_id),
                 at: event.at,
                 interaction: event.interaction(),
             },
@@ -208,7 +210,7 @@ impl JourneyState {
                 .offline_switch
                 .as_ref()
                 .is_some_and(|s| s.event_id == event_id)
-            || self.recent.iter().any(|r| r.event_id == event_id)
+            || self.recent.iter().any(|r| &*r.event_id == event_id)
     }
 
     /// How long a completed journey took.

@@ -12,7 +12,7 @@
 //! again before the state is stored. An event that matches no step then
 //! changes one small list instead of every journey's state.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use super::{
     definition::{JourneyDefinition, JourneyDefinitions},
@@ -23,11 +23,12 @@ use super::{
 };
 use crate::domain::Micros;
 
-/// A customer's states, by journey name. Boxed: a B-tree node holds 11
-/// entries whatever the count, and a state is ~400 bytes, so unboxed the
-/// node of a customer's two or three states took ~5 KB (the Redis store
-/// caches thousands of these).
-pub type JourneyStates = BTreeMap<String, Box<JourneyState>>;
+/// A customer's states, by journey name. Behind a pointer: a B-tree node
+/// holds 11 entries whatever the count, and a state is ~400 bytes, so
+/// unboxed the node of a customer's two or three states took ~5 KB (the
+/// Redis store caches thousands of these). Shared: the states an append
+/// leaves alone pass from the cached copy to the next one as they are.
+pub type JourneyStates = BTreeMap<String, Arc<JourneyState>>;
 
 /// A customer's place in one status listing of a journey: the listing of
 /// every customer in that status, or (with `step`) of those at that step.
@@ -267,7 +268,7 @@ fn with_recent(
 /// Keeps the customer's latest `capacity` interactions by time, each once
 /// (the rule `advance` applies to a state's own list).
 fn remember(recent: &mut Vec<RecentInteraction>, capacity: usize, event: &EventFacts) {
-    if recent.iter().any(|r| r.event_id == event.event_id) {
+    if recent.iter().any(|r| *r.event_id == *event.event_id) {
         return;
     }
     RecentInteraction::keep_latest(recent, capacity, event);
@@ -366,7 +367,7 @@ mod tests {
         let prior: JourneyStates = started
             .states
             .into_iter()
-            .map(|s| (s.journey.clone(), Box::new(s)))
+            .map(|s| (s.journey.clone(), Arc::new(s)))
             .collect();
         let early = sweep_due(&defs, &prior, Micros(T0 + MIN));
         assert!(early.is_empty(), "nothing is due after a minute");
@@ -389,7 +390,7 @@ mod tests {
         let after: JourneyStates = late
             .states
             .into_iter()
-            .map(|s| (s.journey.clone(), Box::new(s)))
+            .map(|s| (s.journey.clone(), Arc::new(s)))
             .collect();
         let mut merged = prior.clone();
         merged.extend(after);
@@ -447,7 +448,7 @@ mod tests {
         // once, not twice as after a doubling.
         assert_eq!(recent.len(), capacity);
         assert_eq!(recent.capacity(), capacity);
-        assert_eq!(recent[0].event_id, "n3", "the oldest left");
+        assert_eq!(&*recent[0].event_id, "n3", "the oldest left");
     }
 
     #[test]
