@@ -52,6 +52,12 @@ impl Listing {
             Some(step) => format!("{}:{status}:{step}", self.journey),
         }
     }
+
+    /// Whether the two are the same listing (the same `key`), whatever
+    /// their instants; without formatting either key.
+    pub fn same_listing(&self, other: &Listing) -> bool {
+        self.journey == other.journey && self.status == other.status && self.step == other.step
+    }
 }
 
 /// Every listing key a journey can have: each status, and in progress and
@@ -158,7 +164,7 @@ impl JourneyUpdate {
         let new = listings(&after);
         self.unlisted.extend(
             old.iter()
-                .filter(|o| !new.iter().any(|n| n.key() == o.key()))
+                .filter(|o| !new.iter().any(|n| n.same_listing(o)))
                 .cloned(),
         );
         self.listed
@@ -422,6 +428,34 @@ mod tests {
             &d.change,
             crate::domain::journey::StatChange::PreEntry { interactions } if interactions.len() == 1
         )));
+    }
+
+    #[test]
+    fn the_same_listing_is_the_same_key() {
+        let mut all = Vec::new();
+        for journey in ["a", "b"] {
+            for status in [
+                JourneyStatus::InProgress,
+                JourneyStatus::Completed,
+                JourneyStatus::Dropped,
+            ] {
+                for step in [None, Some("s1"), Some("s2")] {
+                    for at in [1, 2] {
+                        all.push(Listing {
+                            journey: journey.into(),
+                            status,
+                            step: step.map(str::to_string),
+                            at: Micros(at),
+                        });
+                    }
+                }
+            }
+        }
+        for a in &all {
+            for b in &all {
+                assert_eq!(a.same_listing(b), a.key() == b.key(), "{a:?} {b:?}");
+            }
+        }
     }
 
     #[test]
