@@ -515,6 +515,25 @@ mod tests {
     }
 
     #[test]
+    fn an_initiator_listed_twice_is_still_the_only_one() {
+        use InitiatorName as N;
+        let twice = [N::Customer, N::Customer];
+        assert_eq!(
+            settle_initiator("r", &twice, None).expect("inferred"),
+            Initiator::Customer
+        );
+        let err = settle_initiator("r", &twice, Some(Initiator::Company)).expect_err("not allowed");
+        assert_eq!(
+            err.to_string(),
+            settle_initiator("r", &[N::Customer], Some(Initiator::Company))
+                .expect_err("not allowed")
+                .to_string()
+        );
+        assert!(settle_initiator("r", &[], None).is_err());
+        assert!(settle_initiator("r", &[], Some(Initiator::Customer)).is_err());
+    }
+
+    #[test]
     fn attribute_kinds_and_bounds() {
         let t = Taxonomy::builtin();
         let chat = |s: &str| {

@@ -64,7 +64,8 @@ impl<'a> EventFacts<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Interaction {
     // Inline short strings: every append copies the customer's latest
-    // interactions, and taxonomy names fit in 24 bytes.
+    // interactions, and most taxonomy names fit in 24 bytes (longer ones,
+    // e.g. "personal_data_verification", go to the heap).
     pub channel: CompactString,
     pub reason: CompactString,
     #[serde(rename = "type")]
@@ -100,6 +101,19 @@ mod tests {
             .validate(&taxonomy, &EventLimits::default(), at)
             .expect("valid event");
         let facts = EventFacts::from_event(&event, &taxonomy);
+        // Borrowed from the event, every name unchanged.
+        for (fact, of_event) in [
+            (&facts.event_id, event.event_id.as_str()),
+            (&facts.channel, event.channel.as_str()),
+            (&facts.reason, event.reason.as_str()),
+            (&facts.event_type, event.event_type.as_str()),
+        ] {
+            assert!(
+                matches!(fact, Cow::Borrowed(name) if *name == of_event),
+                "{fact:?}"
+            );
+        }
+        assert!(matches!(facts.attributes, Cow::Borrowed(a) if *a == event.attributes));
         assert!(facts.is_offline());
         assert_eq!(facts.initiator, Initiator::Customer);
         assert_eq!(

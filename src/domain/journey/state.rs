@@ -381,11 +381,21 @@ mod tests {
             if position == 0 && recent.len() >= capacity {
                 return;
             }
-            let mut with = vec![];
-            RecentInteraction::keep_latest(&mut with, 1, event);
-            recent.insert(position, with.remove(0));
+            recent.insert(position, entry(&event.event_id, event.at.0));
             while recent.len() > capacity {
                 recent.remove(0);
+            }
+        }
+
+        fn entry(id: &str, at: i64) -> RecentInteraction {
+            RecentInteraction {
+                event_id: id.into(),
+                at: Micros(at),
+                interaction: Interaction {
+                    channel: "web".into(),
+                    reason: "check_accounts".into(),
+                    event_type: "page_view".into(),
+                },
             }
         }
 
@@ -413,12 +423,12 @@ mod tests {
                 at in 0i64..20,
             ) {
                 ats.sort_unstable();
-                let mut list: Vec<RecentInteraction> = Vec::with_capacity(ats.len());
-                for (i, t) in ats.iter().enumerate() {
-                    let mut one = vec![];
-                    RecentInteraction::keep_latest(&mut one, 1, &event(&format!("e{i}"), *t));
-                    list.extend(one);
-                }
+                let mut list: Vec<RecentInteraction> = ats
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| entry(&format!("e{i}"), *t))
+                    .collect();
+                list.shrink_to_fit();
                 let new = event("new", at);
                 let mut expected = list.clone();
                 reference(&mut expected, capacity, &new);

@@ -196,9 +196,11 @@ pub fn track(
         .map(|d| d.lookback_events())
         .max()
         .unwrap_or(0);
-    // Sized for the most kept, so that the list a cache holds has no
-    // spare room (see `keep_latest`).
-    let mut shared = Vec::with_capacity(capacity.max(recent.len()));
+    // Sized for the most it will hold, so that the list a cache keeps has
+    // no spare room (see `keep_latest`): a full list stays at its length,
+    // a shorter one grows by at most the events, up to `capacity`.
+    let longest = recent.len().max(capacity.min(recent.len() + events.len()));
+    let mut shared = Vec::with_capacity(longest);
     shared.extend_from_slice(recent);
     let mut current: Vec<Option<JourneyState>> = vec![None; definitions.len()];
     let mut deltas: Vec<Vec<StatDelta>> = vec![Vec::new(); definitions.len()];
@@ -221,7 +223,8 @@ pub fn track(
             let transition = advance(definition, Some(&before), event);
             deltas[i].extend(transition.deltas);
             if let Some(mut after) = transition.state {
-                after.recent.clear();
+                // Freed, not cleared: the state is cached as it is.
+                after.recent = Vec::new();
                 current[i] = Some(after);
             }
         }
@@ -477,11 +480,16 @@ mod tests {
         for i in 0..capacity + 3 {
             let update = track(&defs, &JourneyStates::new(), &recent, &[noise(i)]);
             recent = update.recent.expect("a newer interaction is kept");
+            // What the Redis store caches per customer: ~100 bytes an
+            // entry, once, not twice as after a doubling, nor room for
+            // `capacity` while it holds fewer.
+            assert!(
+                recent.capacity() <= capacity.min(i + 1),
+                "{i}: {}",
+                recent.capacity()
+            );
         }
-        // What the Redis store caches per customer: ~100 bytes an entry,
-        // once, not twice as after a doubling.
         assert_eq!(recent.len(), capacity);
-        assert_eq!(recent.capacity(), capacity);
         assert_eq!(&*recent[0].event_id, "n3", "the oldest left");
     }
 
