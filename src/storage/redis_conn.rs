@@ -1042,6 +1042,54 @@ mod tests {
         assert_eq!(strays.load(Ordering::Relaxed), 4, "each stray is reported");
     }
 
+    fn request(packed: &'static [u8]) -> (Request, oneshot::Receiver<Heard>) {
+        let (answer, heard) = oneshot::channel();
+        let request = Request {
+            packed: Bytes::from_static(packed),
+            replies: 1,
+            answer,
+        };
+        (request, heard)
+    }
+
+    /// A request the writer never took is told it was not sent (so `send`
+    /// may try it again on a new connection): here the reader is gone
+    /// before the writer starts.
+    #[tokio::test]
+    async fn a_request_left_in_the_queue_is_told_not_sent() {
+        let (requests, queue) = mpsc::unbounded_channel();
+        let (written, reader) = mpsc::unbounded_channel::<Waiting>();
+        drop(reader);
+        let (ping, heard) = request(b"*1\r\n$4\r\nPING\r\n");
+        requests.send(ping).map_err(|_| "queued").expect("queued");
+        write_loop(tokio::io::sink(), queue, written).await;
+        assert!(matches!(heard.await, Ok(Heard::NotSent)));
+    }
+
+    /// A request announced to the reader may be on the wire: it is the
+    /// reader's to answer, never "not sent"; one queued behind a write that
+    /// the writer abandons (the reader gave up on the connection) is.
+    #[tokio::test]
+    async fn only_requests_behind_an_abandoned_write_are_told_not_sent() {
+        let (requests, queue) = mpsc::unbounded_channel();
+        let (written, mut reader) = mpsc::unbounded_channel::<Waiting>();
+        // A peer that reads nothing: the write of more than one byte waits.
+        let (socket, _peer) = tokio::io::duplex(1);
+        let writer = tokio::spawn(write_loop(socket, queue, written));
+        let (first, first_heard) = request(b"*1\r\n$4\r\nPING\r\n");
+        requests.send(first).map_err(|_| "queued").expect("queued");
+        let announced = reader.recv().await.expect("the first is announced");
+        assert_eq!(announced.replies, 1);
+        let (second, second_heard) = request(b"*1\r\n$4\r\nPING\r\n");
+        requests.send(second).map_err(|_| "queued").expect("queued");
+        drop(reader);
+        writer.await.expect("the writer ends");
+        assert!(matches!(second_heard.await, Ok(Heard::NotSent)));
+        // The first's answer is with what the reader held, not "not sent".
+        drop(announced);
+        assert!(first_heard.await.is_err());
+    }
+
     fn replies(wire: &[u8]) -> Vec<Reply> {
         let mut buf = BytesMut::from(wire);
         let mut all = Vec::new();
