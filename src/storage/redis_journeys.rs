@@ -707,17 +707,7 @@ impl RedisStore {
 mod recent_tests {
     use super::*;
 
-    fn interaction(id: &str, at: i64) -> RecentInteraction {
-        RecentInteraction {
-            event_id: id.into(),
-            at: Micros(at),
-            interaction: Interaction {
-                channel: "web".into(),
-                reason: "check_accounts".into(),
-                event_type: "page_view".into(),
-            },
-        }
-    }
+    use crate::domain::journey::testkit::recent as interaction;
 
     #[test]
     fn latest_interactions_pack_and_unpack() {

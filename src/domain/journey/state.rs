@@ -370,7 +370,10 @@ mod tests {
         use proptest::prelude::*;
 
         use super::super::*;
-        use crate::domain::{journey::testkit::facts, Initiator};
+        use crate::domain::{
+            journey::testkit::{facts, recent as entry},
+            Initiator,
+        };
 
         /// What `keep_latest` replaced: insert, then drop the oldest.
         fn reference(recent: &mut Vec<RecentInteraction>, capacity: usize, event: &EventFacts) {
@@ -384,18 +387,6 @@ mod tests {
             recent.insert(position, entry(&event.event_id, event.at.0));
             while recent.len() > capacity {
                 recent.remove(0);
-            }
-        }
-
-        fn entry(id: &str, at: i64) -> RecentInteraction {
-            RecentInteraction {
-                event_id: id.into(),
-                at: Micros(at),
-                interaction: Interaction {
-                    channel: "web".into(),
-                    reason: "check_accounts".into(),
-                    event_type: "page_view".into(),
-                },
             }
         }
 

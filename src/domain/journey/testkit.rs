@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{advance, EventFacts, JourneyDefinition, JourneyDefinitions, JourneyState, StatDelta};
+use super::{
+    advance, EventFacts, Interaction, JourneyDefinition, JourneyDefinitions, JourneyState,
+    RecentInteraction, StatDelta,
+};
 use crate::domain::{Initiator, Micros, Taxonomy};
 
 pub const T0: i64 = 1_763_800_000_000_000; // 2025-11-22T08:26:40Z
@@ -20,6 +23,19 @@ pub fn journey(name: &str) -> JourneyDefinition {
 
 pub fn banking() -> JourneyDefinition {
     journey("personal_data_verification")
+}
+
+/// One of a customer's latest interactions: a page view on the web.
+pub fn recent(id: &str, at: i64) -> RecentInteraction {
+    RecentInteraction {
+        event_id: id.into(),
+        at: Micros(at),
+        interaction: Interaction {
+            channel: "web".into(),
+            reason: "check_accounts".into(),
+            event_type: "page_view".into(),
+        },
+    }
 }
 
 pub fn facts(
