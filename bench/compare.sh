@@ -159,7 +159,7 @@ row() { # name measured baseline op goal unit: the goal is on measured / baselin
     met = (op == ">=") ? (r >= g) : (r <= g)
     status = (g == "") ? "-" : (met ? "met" : "missed")
     goal = (g == "") ? "-" : op " " g
-    printf "| %s | %.1f %s | %.1f %s | %.2f | %s | %s |\n", n, m, u, b, u, r, goal, status
+    printf "| %s | %.1f %s | %.1f %s | %.3f | %s | %s |\n", n, m, u, b, u, r, goal, status
   }'
 }
 abs_row() { # name measured op goal unit: the goal is on the measured figure itself
