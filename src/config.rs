@@ -216,6 +216,17 @@ pub struct ServeConfig {
     /// Concurrent RPCs in the whole server, over all connections; more are refused at once with RESOURCE_EXHAUSTED (and counted in the metrics).
     #[arg(long, env = "JOURNEY_MAX_IN_FLIGHT_TOTAL", default_value_t = 4_096)]
     pub max_in_flight_total: usize,
+    /// How often the server checks that a client connection's peer is
+    /// still there, in milliseconds: an HTTP/2 PING after this long without
+    /// a frame from it, and TCP keepalive probes after this long idle. A
+    /// connection whose peer does not answer the PING within
+    /// `--keepalive-timeout-ms` is closed, with the calls it held. 0: never.
+    #[arg(long, env = "JOURNEY_KEEPALIVE_INTERVAL_MS", default_value_t = 60_000)]
+    pub keepalive_interval_ms: u64,
+    /// How long the server waits for the answer to its keepalive PING
+    /// before it closes the connection, in milliseconds.
+    #[arg(long, env = "JOURNEY_KEEPALIVE_TIMEOUT_MS", default_value_t = 20_000)]
+    pub keepalive_timeout_ms: u64,
     /// Largest request message, in bytes.
     #[arg(long, env = "JOURNEY_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_message_bytes: usize,
@@ -289,6 +300,11 @@ impl ServeConfig {
         Duration::from_millis(self.redis_timeout_ms)
     }
 
+    /// The keepalive interval, `None` when turned off.
+    pub fn keepalive_interval(&self) -> Option<Duration> {
+        (self.keepalive_interval_ms > 0).then(|| Duration::from_millis(self.keepalive_interval_ms))
+    }
+
     /// Rules across settings, checked once at start-up.
     pub fn check(&self) -> Result<(), String> {
         let positive = [
@@ -305,6 +321,7 @@ impl ServeConfig {
             ("--max-in-flight", self.max_in_flight as u64),
             ("--max-in-flight-total", self.max_in_flight_total as u64),
             ("--health-interval-ms", self.health_interval_ms),
+            ("--keepalive-timeout-ms", self.keepalive_timeout_ms),
             (
                 "--journey-sweep-interval-ms",
                 self.journey_sweep_interval_ms,
@@ -335,7 +352,31 @@ impl ServeConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::StoreUrl;
+    use std::time::Duration;
+
+    use super::{ServeConfig, StoreUrl};
+
+    #[test]
+    fn keepalive_is_on_by_default_and_a_zero_interval_turns_it_off() {
+        assert_eq!(
+            ServeConfig::default().keepalive_interval(),
+            Some(Duration::from_secs(60))
+        );
+        let off = ServeConfig {
+            keepalive_interval_ms: 0,
+            ..ServeConfig::default()
+        };
+        assert_eq!(off.check(), Ok(()));
+        assert_eq!(off.keepalive_interval(), None);
+        let no_wait = ServeConfig {
+            keepalive_timeout_ms: 0,
+            ..ServeConfig::default()
+        };
+        assert_eq!(
+            no_wait.check(),
+            Err("--keepalive-timeout-ms must be above 0".to_string())
+        );
+    }
 
     #[test]
     fn store_urls_of_tcp_and_unix_sockets_are_accepted() {

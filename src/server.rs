@@ -315,7 +315,13 @@ pub async fn run_with_metrics(
     let local = listener
         .local_addr()
         .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Keepalive finds peers gone without a word (a host down, a network
+    // split): without it their connections, and the calls and slots of
+    // `--max-in-flight-total` those held, stayed until the process ended.
+    let keepalive = config.keepalive_interval();
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(keepalive);
     tracing::info!(listen = %local, store = %config.store, "journey server started");
 
     let signal = async move {
@@ -329,6 +335,8 @@ pub async fn run_with_metrics(
     };
     let served = Server::builder()
         .timeout(Duration::from_millis(config.request_timeout_ms))
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
         .concurrency_limit_per_connection(config.max_in_flight)
         .load_shed(true)
         .layer(rpc_layer)

@@ -600,3 +600,81 @@ async fn redis_outage_is_reported_and_recovered() {
         .await
         .expect("store back");
 }
+
+/// The keepalive settings of the keepalive tests: a PING after 200 ms
+/// without a frame, 200 ms for its answer.
+fn quick_keepalive() -> journey::config::ServeConfig {
+    journey::config::ServeConfig {
+        keepalive_interval_ms: 200,
+        keepalive_timeout_ms: 200,
+        ..Default::default()
+    }
+}
+
+/// A peer that stops answering (a host gone without a word) has its
+/// connection closed by the server's keepalive, instead of holding it, and
+/// whatever its calls held, until the process ends.
+#[tokio::test]
+async fn keepalive_closes_the_connection_of_a_silent_peer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = JourneyServer::start(quick_keepalive()).await;
+    let mut socket = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    // The HTTP/2 client preface and an empty SETTINGS frame; then nothing,
+    // not even the acknowledgement of the server's SETTINGS or PING.
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    socket.write_all(&hello).await.expect("preface");
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut sink = [0u8; 1024];
+        loop {
+            match socket.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server closed the silent connection");
+    server.stop().await.expect("clean shutdown");
+}
+
+/// A live peer answers the PINGs: its connection stays open through idle
+/// time several times the interval and its timeout, and serves the next
+/// call on the same connection (a raw HTTP/2 client, which, unlike a tonic
+/// channel, would not connect again behind the test's back).
+#[tokio::test]
+async fn keepalive_keeps_the_connection_of_a_live_peer() {
+    let server = JourneyServer::start(quick_keepalive()).await;
+    let socket = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let (client, connection) = h2::client::handshake(socket).await.expect("handshake");
+    // Driven all along, so the server's PINGs are answered.
+    let driver = tokio::spawn(connection);
+    let addr = server.addr;
+    let health_check = |client: h2::client::SendRequest<bytes::Bytes>| async move {
+        let mut client = client.ready().await.expect("the connection is open");
+        let request = tonic::codegen::http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}/grpc.health.v1.Health/Check"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("request");
+        let (response, mut body) = client.send_request(request, false).expect("sent");
+        // An empty HealthCheckRequest: uncompressed, zero bytes long.
+        body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+            .expect("body");
+        let response = response.await.expect("answered on the same connection");
+        assert_eq!(response.status(), 200);
+        client
+    };
+    let client = health_check(client).await;
+    // Idle for three rounds of PING and answer window.
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let _client = health_check(client).await;
+    assert!(!driver.is_finished(), "the connection is still up");
+    server.stop().await.expect("clean shutdown");
+}
