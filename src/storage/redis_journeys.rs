@@ -173,6 +173,7 @@ impl VersionedStates {
                 .map_err(|e| StorageError::Corrupt(format!("journey state of {field:?}: {e}")))?;
             read.states.insert(field, Arc::new(state));
         }
+        read.states.shrink_to_fit();
         Ok(read)
     }
 
@@ -208,6 +209,8 @@ impl VersionedStates {
                 states.insert(journey.clone(), state.clone());
             }
         }
+        // Cached as it is: no room to spare.
+        states.shrink_to_fit();
         Self {
             version,
             states,
@@ -354,8 +357,8 @@ impl StatesCache {
 }
 
 /// The memory one cached profile takes, estimated from its parts: struct
-/// sizes, list capacities, string lengths, and the node a `BTreeMap` or
-/// `BTreeSet` allocates whole (11 slots, however few are used). Checked
+/// sizes, list capacities, string lengths, and the node a `BTreeSet` (a
+/// state's channels) allocates whole (11 slots, however few are used). Checked
 /// against the process's
 /// resident memory in BENCHMARKS.md; it bounds the cache within a small
 /// factor of `--journey-cache-mib`.
@@ -403,10 +406,7 @@ fn entry_bytes(profile: &CustomerId, states: &VersionedStates) -> usize {
         + 96
         + size_of::<VersionedStates>()
         + recent(&states.recent)
-        + btree_node(
-            size_of::<String>() + size_of::<Arc<JourneyState>>(),
-            states.states.len(),
-        )
+        + states.states.capacity() * size_of::<(String, Arc<JourneyState>)>()
         // Each state with its Arc's two counts.
         + states.states.len() * (size_of::<JourneyState>() + 2 * size_of::<usize>())
         + states

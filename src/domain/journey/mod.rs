@@ -10,6 +10,7 @@ mod facts;
 mod histogram;
 mod matcher;
 mod state;
+mod states;
 mod stats;
 mod tracking;
 mod transition;
@@ -30,12 +31,13 @@ pub use matcher::{AttributeCondition, EventMatcher};
 pub use state::{
     DropCause, JourneyState, JourneyStatus, OfflineSwitch, RecentInteraction, StepRef, StepVisit,
 };
+pub use states::JourneyStates;
 pub use stats::{
     DayCounters, DurationSummary, JourneyStats, Leak, StatsLedger, StepStats, TopEntry,
     STATS_KEPT_DAYS,
 };
 pub use tracking::{
-    listing_keys, listings, status_name, sweep_due, track, visible, DeadlineChange, JourneyStates,
-    JourneyUpdate, Listing,
+    listing_keys, listings, status_name, sweep_due, track, visible, DeadlineChange, JourneyUpdate,
+    Listing,
 };
 pub use transition::{advance, sweep, Transition};

@@ -12,23 +12,15 @@
 //! again before the state is stored. An event that matches no step then
 //! changes one small list instead of every journey's state.
 
-use std::{collections::BTreeMap, sync::Arc};
-
 use super::{
     definition::{JourneyDefinition, JourneyDefinitions},
     delta::StatDelta,
     facts::EventFacts,
     state::{JourneyState, JourneyStatus, RecentInteraction},
+    states::JourneyStates,
     transition::{advance, sweep},
 };
 use crate::domain::Micros;
-
-/// A customer's states, by journey name. Behind a pointer: a B-tree node
-/// holds 11 entries whatever the count, and a state is ~400 bytes, so
-/// unboxed the node of a customer's two or three states took ~5 KB (the
-/// Redis store caches thousands of these). Shared: the states an append
-/// leaves alone pass from the cached copy to the next one as they are.
-pub type JourneyStates = BTreeMap<String, Arc<JourneyState>>;
 
 /// A customer's place in one status listing of a journey: the listing of
 /// every customer in that status, or (with `step`) of those at that step.
@@ -329,6 +321,8 @@ pub fn visible<'a>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::domain::{
         journey::testkit::{banking_step, MINUTE as MIN, T0},
