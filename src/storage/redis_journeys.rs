@@ -200,17 +200,22 @@ impl VersionedStates {
         if changed.is_empty() && recent.is_none() {
             return self.clone();
         }
-        let mut states: JourneyStates = changed
-            .into_iter()
-            .map(|s| (s.journey.clone(), Arc::new(s)))
-            .collect();
+        // Sized exactly (it is cached as it is), so nothing to shrink.
+        let entering = changed
+            .iter()
+            .filter(|s| !self.states.contains_key(&s.journey))
+            .count();
+        let mut states = JourneyStates::with_capacity(self.states.len() + entering);
+        states.extend(
+            changed
+                .into_iter()
+                .map(|s| (s.journey.clone(), Arc::new(s))),
+        );
         for (journey, state) in &self.states {
             if !states.contains_key(journey) {
                 states.insert(journey.clone(), state.clone());
             }
         }
-        // Cached as it is: no room to spare.
-        states.shrink_to_fit();
         Self {
             version,
             states,
@@ -780,6 +785,36 @@ mod cache_tests {
 
     fn id(i: usize) -> CustomerId {
         CustomerId::from_trusted(&format!("c{i}"))
+    }
+
+    #[test]
+    fn states_after_a_write_share_the_unchanged_and_have_no_spare_room() {
+        let mut before = states(0);
+        for journey in ["a", "b"] {
+            before
+                .states
+                .insert(journey.into(), Arc::new(JourneyState::not_started(journey)));
+        }
+        let mut changed_b = JourneyState::not_started("b");
+        changed_b.status = JourneyStatus::InProgress;
+        let after = before.after(
+            vec![changed_b.clone(), JourneyState::not_started("c")],
+            None,
+            2,
+        );
+        let names: Vec<&str> = after.states.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert!(after.states.capacity() <= 3, "sized exactly");
+        assert_eq!(after.version, 2);
+        assert_eq!(**after.states.get("b").expect("b"), changed_b);
+        let (Some(a_before), Some(a_after)) = (before.states.get("a"), after.states.get("a"))
+        else {
+            panic!("a is kept");
+        };
+        assert!(
+            Arc::ptr_eq(a_before, a_after),
+            "the unchanged state is shared"
+        );
     }
 
     #[test]

@@ -19,6 +19,11 @@ impl JourneyStates {
         Self::default()
     }
 
+    /// Room for `journeys` states.
+    pub fn with_capacity(journeys: usize) -> Self {
+        Self(Vec::with_capacity(journeys))
+    }
+
     fn position(&self, journey: &str) -> Result<usize, usize> {
         self.0
             .binary_search_by(|(name, _)| name.as_str().cmp(journey))
