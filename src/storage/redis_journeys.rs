@@ -362,17 +362,12 @@ impl StatesCache {
 }
 
 /// The memory one cached profile takes, estimated from its parts: struct
-/// sizes, list capacities, string lengths, and the node a `BTreeSet` (a
-/// state's channels) allocates whole (11 slots, however few are used). Checked
+/// sizes, list capacities and string lengths. Checked
 /// against the process's
 /// resident memory in BENCHMARKS.md; it bounds the cache within a small
 /// factor of `--journey-cache-mib`.
 fn entry_bytes(profile: &CustomerId, states: &VersionedStates) -> usize {
     use std::mem::size_of;
-    const BTREE_SLOTS: usize = 11;
-    let btree_node = |slot: usize, len: usize| {
-        len.div_ceil(BTREE_SLOTS) * (BTREE_SLOTS * slot + 2 * size_of::<usize>())
-    };
     // An interaction's names are inline up to 24 bytes (`CompactString`),
     // on the heap past that; its event id is on the heap with its Arc's
     // two counts, rounded up to a word.
@@ -397,7 +392,7 @@ fn entry_bytes(profile: &CustomerId, states: &VersionedStates) -> usize {
                 .iter()
                 .map(|v| v.event_id.capacity())
                 .sum::<usize>()
-            + btree_node(size_of::<String>(), s.channels.len())
+            + s.channels.capacity() * size_of::<String>()
             + s.channels.iter().map(String::capacity).sum::<usize>()
             + s.last_event_id.as_ref().map_or(0, String::capacity)
             + [&s.current_step, &s.dropped_at_step]

@@ -3,7 +3,7 @@
 //! serde, so a store keeps it as JSON (one hash field per journey); the
 //! transitions live in `transition.rs`.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -121,6 +121,78 @@ impl RecentInteraction {
     }
 }
 
+/// A set of channel names, sorted: a vector, not a `BTreeSet`, whose node
+/// holds 11 names (~280 bytes) for the one or two channels of a journey,
+/// in every state the Redis store caches. Stored in a state's JSON as the
+/// `BTreeSet` it replaces was: a sorted array of distinct names.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(transparent)]
+pub struct ChannelSet(Vec<String>);
+
+impl ChannelSet {
+    pub fn contains(&self, channel: &str) -> bool {
+        self.position(channel).is_ok()
+    }
+
+    fn position(&self, channel: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|held| held.as_str().cmp(channel))
+    }
+
+    /// Adds `channel`; whether it was new.
+    pub fn insert(&mut self, channel: &str) -> bool {
+        match self.position(channel) {
+            Ok(_) => false,
+            Err(at) => {
+                // One at a time: a journey meets few channels, and the set
+                // is cached with whatever room it has.
+                self.0.reserve_exact(1);
+                self.0.insert(at, channel.to_string());
+                true
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Names the vector has room for (what it takes in memory).
+    pub fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+
+    /// The names, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+}
+
+impl<'de> Deserialize<'de> for ChannelSet {
+    /// Any array of names: sorted and made distinct, as a `BTreeSet` read
+    /// it.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut names = Vec::<String>::deserialize(deserializer)?;
+        names.sort_unstable();
+        names.dedup();
+        names.shrink_to_fit();
+        Ok(Self(names))
+    }
+}
+
+impl<S: Into<String>> FromIterator<S> for ChannelSet {
+    fn from_iter<I: IntoIterator<Item = S>>(names: I) -> Self {
+        let mut set = Self::default();
+        for name in names {
+            set.insert(&name.into());
+        }
+        set
+    }
+}
+
 /// A customer's state in one journey. The fields of the current (or last)
 /// journey are reset when the customer enters again; `recent` carries over.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -163,8 +235,8 @@ pub struct JourneyState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_interaction: Option<Interaction>,
     /// Channels of every event of the customer during the journey.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub channels: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "ChannelSet::is_empty")]
+    pub channels: ChannelSet,
     /// The starting event was on an online channel: only then can the
     /// customer switch to offline, and only then can the journey be
     /// contained.
@@ -317,7 +389,7 @@ mod tests {
             started_at: Some(Micros(10)),
             last_progress_at: Some(Micros(20)),
             deadline: Some(Micros(30)),
-            channels: BTreeSet::from(["web".to_string()]),
+            channels: ChannelSet::from_iter(["web"]),
             started_online: true,
             step_path: vec![
                 StepVisit {
@@ -364,6 +436,44 @@ mod tests {
         assert!(!JourneyState::is_not_started_json(&state.to_json()));
         assert!(!JourneyState::is_not_started_json("{}"));
         assert!(!JourneyState::is_not_started_json(""));
+    }
+
+    mod channel_set {
+        use std::collections::BTreeSet;
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// Any inserts: the same answers and the same JSON as the
+            /// `BTreeSet` it replaces, and it reads back any array a
+            /// `BTreeSet` reads (sorted and made distinct).
+            #[test]
+            fn behaves_and_serializes_as_a_btree_set(
+                names in proptest::collection::vec("[a-d]{0,2}", 0..12),
+                probes in proptest::collection::vec("[a-e]{0,2}", 0..6),
+            ) {
+                let mut set = ChannelSet::default();
+                let mut tree = BTreeSet::new();
+                for name in &names {
+                    prop_assert_eq!(set.insert(name), tree.insert(name.clone()));
+                }
+                for probe in probes.iter().chain(&names) {
+                    prop_assert_eq!(set.contains(probe), tree.contains(probe));
+                }
+                prop_assert_eq!(set.len(), tree.len());
+                prop_assert!(set.capacity() <= set.len(), "no spare room: {}", set.capacity());
+                prop_assert!(set.iter().eq(tree.iter()));
+                let json = serde_json::to_string(&set).expect("json");
+                prop_assert_eq!(&json, &serde_json::to_string(&tree).expect("json"));
+                let unsorted = serde_json::to_string(&names).expect("json");
+                let read: ChannelSet = serde_json::from_str(&unsorted).expect("reads");
+                let read_tree: BTreeSet<String> = serde_json::from_str(&unsorted).expect("reads");
+                prop_assert!(read.iter().eq(read_tree.iter()));
+                prop_assert_eq!(read, set);
+            }
+        }
     }
 
     mod keep_latest {

@@ -43,8 +43,8 @@ use super::{
     delta::{Day, Outcome, StatChange, StatDelta},
     facts::EventFacts,
     state::{
-        DropCause, JourneyState, JourneyStatus, OfflineSwitch, RecentInteraction, StepRef,
-        StepVisit,
+        ChannelSet, DropCause, JourneyState, JourneyStatus, OfflineSwitch, RecentInteraction,
+        StepRef, StepVisit,
     },
 };
 use crate::domain::Micros;
@@ -190,7 +190,7 @@ fn start(
         last_progress_at: Some(event.at),
         last_event_id: Some(event.event_id.to_string()),
         last_interaction: Some(event.interaction()),
-        channels: BTreeSet::from([event.channel.to_string()]),
+        channels: ChannelSet::from_iter([&*event.channel]),
         started_online: event.is_online(),
         step_path: vec![StepVisit {
             step: start,
@@ -243,9 +243,7 @@ fn progress(
     let in_order = definition.in_order();
     let start = definition.start_index();
     let current = state.current_step.as_ref().map_or(start, |s| s.index);
-    if !state.channels.contains(&*event.channel) {
-        state.channels.insert(event.channel.to_string());
-    }
+    state.channels.insert(&event.channel);
     if state.started_online && state.offline_switch.is_none() && event.is_offline() {
         let step = state.step_at(event.at, in_order).unwrap_or(current);
         state.offline_switch = Some(OfflineSwitch {
@@ -430,7 +428,7 @@ mod tests {
         assert_eq!(state.status, JourneyStatus::Completed);
         assert_eq!(state.duration_micros(), Some(6 * MINUTE));
         assert_eq!(state.deadline, None);
-        assert_eq!(state.channels, BTreeSet::from(["web".to_string()]));
+        assert_eq!(state.channels, ChannelSet::from_iter(["web"]));
         let fields = changes(&deltas);
         assert_eq!(
             fields.iter().filter(|f| f.starts_with("reached:")).count(),
