@@ -104,46 +104,39 @@ fn pack_recent(recent: &[RecentInteraction]) -> String {
 /// Reads `pack_recent`'s form, or the JSON that versions before it wrote.
 fn unpack_recent(text: &str) -> Result<Vec<RecentInteraction>, StorageError> {
     let corrupt = |why: String| StorageError::Corrupt(format!("recent interactions: {why}"));
-    if text.starts_with('[') {
-        return serde_json::from_str(text)
-            .map(|mut recent: Vec<RecentInteraction>| {
-                recent.shrink_to_fit();
-                recent
+    let mut recent: Vec<RecentInteraction> = if text.starts_with('[') {
+        serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?
+    } else if text.is_empty() {
+        Vec::new()
+    } else {
+        text.split(RS)
+            .map(|one| {
+                let mut parts = one.split(US);
+                let mut next = || {
+                    parts
+                        .next()
+                        .ok_or_else(|| corrupt(format!("{one:?} is incomplete")))
+                };
+                let event_id = next()?.into();
+                let at = next()?
+                    .parse()
+                    .map(Micros)
+                    .map_err(|_| corrupt(format!("{one:?} has no instant")))?;
+                Ok(RecentInteraction {
+                    event_id,
+                    at,
+                    interaction: Interaction {
+                        channel: next()?.into(),
+                        reason: next()?.into(),
+                        event_type: next()?.into(),
+                    },
+                })
             })
-            .map_err(|e| corrupt(e.to_string()));
-    }
-    if text.is_empty() {
-        return Ok(Vec::new());
-    }
-    text.split(RS)
-        .map(|one| {
-            let mut parts = one.split(US);
-            let mut next = || {
-                parts
-                    .next()
-                    .ok_or_else(|| corrupt(format!("{one:?} is incomplete")))
-            };
-            let event_id = next()?.into();
-            let at = next()?
-                .parse()
-                .map(Micros)
-                .map_err(|_| corrupt(format!("{one:?} has no instant")))?;
-            Ok(RecentInteraction {
-                event_id,
-                at,
-                interaction: Interaction {
-                    channel: next()?.into(),
-                    reason: next()?.into(),
-                    event_type: next()?.into(),
-                },
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(|mut recent| {
-            // Collected by doubling; the cache holds it as it is.
-            recent.shrink_to_fit();
-            recent
-        })
+            .collect::<Result<_, StorageError>>()?
+    };
+    // Read by doubling, either form; the cache holds it as it is.
+    recent.shrink_to_fit();
+    Ok(recent)
 }
 
 /// A profile's journey states as of one version of its states hash.
