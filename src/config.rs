@@ -154,7 +154,7 @@ pub struct ServeConfig {
         default_value_t = 1_000
     )]
     pub journey_sweep_interval_ms: u64,
-    /// Most journeys one sweeper pass drops (the rest wait for the next pass).
+    /// Most deadline entries one sweeper pass reads; a full pass is followed by another at once.
     #[arg(long, env = "JOURNEY_JOURNEY_SWEEP_BATCH", default_value_t = 1_000)]
     pub journey_sweep_batch: usize,
     /// Redis store: customers whose journey states this instance keeps in

@@ -524,6 +524,64 @@ mod cases {
             .expect_err("nothing stored");
         assert_eq!(status.code(), Code::NotFound);
     }
+
+    /// A request naming an unknown identity and carrying a bad field is
+    /// refused for the field (INVALID_ARGUMENT), not NOT_FOUND: every field
+    /// is checked before the identity is looked up.
+    pub async fn bad_fields_are_refused_before_the_identity_is_looked_up(mut client: Client) {
+        let nobody = || by("email", "nobody@example.org");
+        let status = client
+            .get_journey_context(pb::GetJourneyContextRequest {
+                customer: nobody(),
+                max_events: 1_000_000,
+                ..Default::default()
+            })
+            .await
+            .expect_err("context");
+        assert_eq!(bad_field(&status), "max_events");
+        let status = client
+            .list_events(pb::ListEventsRequest {
+                customer: nobody(),
+                channels: vec!["carrier_pigeon".into()],
+                ..Default::default()
+            })
+            .await
+            .expect_err("list");
+        assert_eq!(bad_field(&status), "channels[0]");
+        let status = client
+            .check_contact_frequency(pb::CheckContactRequest {
+                customer: nobody(),
+                channel: "carrier_pigeon".into(),
+                reserve: true,
+                ..Default::default()
+            })
+            .await
+            .expect_err("check");
+        assert_eq!(bad_field(&status), "channel");
+        let status = client
+            .check_contact_frequency_batch(pb::CheckContactBatchRequest {
+                customers: vec![pb::CustomerRef {
+                    r#ref: Some(Ref::Identity(id("email", "nobody@example.org"))),
+                }],
+                channel: "".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("batch");
+        assert_eq!(bad_field(&status), "channel");
+        let status = client
+            .unlink_identity(pb::UnlinkIdentityRequest {
+                customer: nobody(),
+                identity: Some(id("shoe_size", "42")),
+                ..Default::default()
+            })
+            .await
+            .expect_err("unlink");
+        assert_eq!(bad_field(&status), "identity.type");
+        // The same requests with good fields reach the lookup: NOT_FOUND.
+        let status = context(&mut client, nobody()).await.expect_err("unknown");
+        assert_eq!(status.code(), Code::NotFound);
+    }
 }
 
 backend_cases!(
@@ -535,5 +593,6 @@ backend_cases!(
         racing_conflicting_links_end_in_one_consistent_profile,
         unlink_removes_an_identity_going_forward,
         bad_identities_are_refused,
+        bad_fields_are_refused_before_the_identity_is_looked_up,
     ]
 );

@@ -90,6 +90,14 @@ impl JourneyApi {
         &self,
         request: pb::CheckContactRequest,
     ) -> Result<pb::CheckContactResponse, ApiError> {
+        // Every field is checked before an identity is resolved.
+        let proposal = self.contact_request(
+            &request.channel,
+            &request.reason,
+            &request.r#type,
+            &request.campaign_id,
+            request.at,
+        )?;
         let customer =
             match self.reference(&request.customer_id, request.customer.as_ref(), "customer")? {
                 super::customers::Named::Profile(profile) => profile,
@@ -112,13 +120,6 @@ impl JourneyApi {
                     }
                 }
             };
-        let proposal = self.contact_request(
-            &request.channel,
-            &request.reason,
-            &request.r#type,
-            &request.campaign_id,
-            request.at,
-        )?;
         for _ in 0..RESERVE_ATTEMPTS {
             let policy = self.policy.load();
             let since = proposal.at.saturating_sub_micros(policy.lookback_micros());
@@ -181,9 +182,6 @@ impl JourneyApi {
             }
             .into());
         }
-        let customers = self
-            .batch_profiles(&request.customers, &request.customer_ids)
-            .await?;
         let proposal = self.contact_request(
             &request.channel,
             &request.reason,
@@ -191,6 +189,9 @@ impl JourneyApi {
             &request.campaign_id,
             request.at,
         )?;
+        let customers = self
+            .batch_profiles(&request.customers, &request.customer_ids)
+            .await?;
         let policy = self.policy.load();
         let since = proposal.at.saturating_sub_micros(policy.lookback_micros());
         let histories = self.store.contacts(&customers, since).await?;

@@ -150,10 +150,10 @@ impl JourneyApi {
         &self,
         request: pb::UnlinkIdentityRequest,
     ) -> Result<pb::UnlinkIdentityResponse, ApiError> {
+        let identity = self.identity("identity", request.identity.as_ref())?;
         let profile = self
             .profile_of(&request.customer_id, request.customer.as_ref())
             .await?;
-        let identity = self.identity("identity", request.identity.as_ref())?;
         let profile = self
             .store
             .canonical(&profile)

@@ -239,10 +239,12 @@ impl JourneyService for JourneyApi {
         request: Request<pb::GetJourneyContextRequest>,
     ) -> Result<Response<pb::GetJourneyContextResponse>, Status> {
         let request = request.into_inner();
+        // Every field is checked before an identity is resolved: bad input
+        // is INVALID_ARGUMENT and costs no store read.
+        let max_events = self.page_size("max_events", request.max_events)?;
         let customer = self
             .profile_of(&request.customer_id, request.customer.as_ref())
             .await?;
-        let max_events = self.page_size("max_events", request.max_events)?;
         let policy = self.policy.load_full();
         let now = Micros::now();
         let snapshot = self
@@ -276,9 +278,6 @@ impl JourneyService for JourneyApi {
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
         let request = request.into_inner();
-        let customer = self
-            .profile_of(&request.customer_id, request.customer.as_ref())
-            .await?;
         let limit = self.page_size("page_size", request.page_size)?;
         let start = request
             .start_time
@@ -297,12 +296,17 @@ impl JourneyService for JourneyApi {
             "" => None,
             token => Some(page_token::decode(token, self.limits.event.max_id_bytes)?),
         };
+        let channels = self.channel_filter(request.channels)?;
+        let initiator = convert::initiator("initiator", request.initiator)?;
+        let customer = self
+            .profile_of(&request.customer_id, request.customer.as_ref())
+            .await?;
         let query = TimelineQuery {
             customer: customer.clone(),
             start,
             end,
-            channels: self.channel_filter(request.channels)?,
-            initiator: convert::initiator("initiator", request.initiator)?,
+            channels,
+            initiator,
             limit,
             after,
         };
