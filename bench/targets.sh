@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Measures the performance targets bench/compare.sh does not: the open loop
-# at half the mix's maximum (beside the echo server at the same rate), the
+# at half the mix's maximum (beside the echo server and the raw Redis calls at the same rate), the
 # service's memory with 1,000 connections open, Redis memory per stored
 # event, and the context's cost against how
 # many events a customer has and how many customers there are (10,000 or
@@ -47,7 +47,7 @@ run() { timeout 60 "$BIN" bench run --target "$T" "$@" --json; }
 echo "# journey bench targets: $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), nproc $(nproc)"
 echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-echo "## open loop: the mix at half its closed-loop maximum, and the echo server at the same rate"
+echo "## open loop: the mix at half its closed-loop maximum; the echo server and the raw Redis calls at the same rate"
 start
 # The baseline: the gRPC stack alone at the same arrival rate, on the
 # service's runtime (1 worker), sharing the cores as the service does.
@@ -57,16 +57,18 @@ PIDS+=("$ECHO_PID")
 wait_for "echo server" grep -q "listening on" "$OUT/echo.log"
 ECHO=$(sed -n 's/.*listening on //p' "$OUT/echo.log" | head -1)
 "$BIN" bench seed --target "$T" --customers 10000 --events-per-customer 50
-open_loop() { # target rate pids
-  timeout 60 "$BIN" bench run --target "$1" --scenario "$4" -c 32 --rate "$2" --duration 8 --pids "$3" --json \
+open_loop() { # --target ADDR | --redis URL, rate, pids, scenario
+  timeout 60 "$BIN" bench run "$1" "$2" --scenario "$5" -c 32 --rate "$3" --duration 8 --pids "$4" --json \
     | jq -c '{rps: (.rps|floor), p50_us, p90_us, p99_us, p999_us, errors, not_sent: (.errors_by_code.NOT_SENT // 0)}'
 }
 for rep in $(seq "$REPS"); do
   max=$(run --scenario mix -c 16 --duration 4 | jq .rps)
   rate=$(echo "$max / 2" | bc)
   echo "closed loop c16: $max rps; open loop at $rate rps:"
-  echo "  mix:  $(open_loop "$T" "$rate" "$SERVE_PID,$REDIS_PID" mix)"
-  echo "  echo: $(open_loop "$ECHO" "$rate" "$ECHO_PID" echo)"
+  echo "  mix:  $(open_loop --target "$T" "$rate" "$SERVE_PID,$REDIS_PID" mix)"
+  echo "  echo: $(open_loop --target "$ECHO" "$rate" "$ECHO_PID" echo)"
+  # The floor: the mix's own Redis calls, without the service.
+  echo "  raw:  $(open_loop --redis "redis://127.0.0.1:$REDIS_PORT/0" "$rate" "$REDIS_PID" mix)"
 done
 
 echo "## service memory with 1,000 connections open"

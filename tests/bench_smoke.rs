@@ -100,6 +100,9 @@ async fn seeds_and_runs_every_scenario_without_errors() {
     .expect("open-loop run");
     assert_clean(&report);
     assert_eq!(report.rate, Some(200.0));
+    // Exactly the calls due in the measured window (0.1 s to 0.6 s at
+    // 200/s), each sent once, none left unsent.
+    assert_eq!(report.requests, 100, "{}", report.table());
     assert!(report
         .cpu_us_per_rpc
         .contains_key(&std::process::id().to_string()));

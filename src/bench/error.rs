@@ -30,6 +30,8 @@ pub enum BenchError {
     },
     #[error("echo server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("cannot start the open loop's pacer thread: {0}")]
+    Pacer(std::io::Error),
     #[error("a load task stopped abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("cannot write the report: {0}")]

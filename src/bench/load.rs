@@ -1,14 +1,15 @@
 //! `journey bench run`: N tasks send calls for a fixed time and tally them.
 //!
 //! Closed loop (default): each task sends its next call when the previous
-//! one answered. Open loop (`--rate`): calls have fixed intended send times,
-//! and a call sent late because the task was still waiting for an earlier
-//! answer counts its latency from its intended time, so a stalled server
+//! one answered. Open loop (`--rate`): calls are due at evenly spaced
+//! instants, handed out by a pacer thread (`pacer.rs`) to whichever task is
+//! free, and each counts its latency from its due time, so a stalled server
 //! shows as latency instead of silently lowering the load (no coordinated
 //! omission).
 
 use std::{
     collections::BTreeMap,
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -17,6 +18,7 @@ use super::{
     cpu::{self, Process},
     error::BenchError,
     ops::{Caller, Failure, Route},
+    pacer::{Pacer, Schedule},
     population,
     raw::RawSetup,
     report::{Report, Tally},
@@ -27,12 +29,8 @@ use super::{
 /// When a run starts, measures and stops; shared by every task.
 #[derive(Debug, Clone, Copy)]
 struct Plan {
-    start: Instant,
     measure_from: Instant,
     end: Instant,
-    /// Open loop: intended calls per second over the whole run.
-    rate: Option<f64>,
-    concurrency: usize,
 }
 
 /// Runs the load described by `args` and returns what it measured.
@@ -70,11 +68,19 @@ pub async fn run(args: &RunArgs) -> Result<Report, BenchError> {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let plan = Plan {
-        start,
         measure_from,
         end: measure_from + Duration::from_secs_f64(args.duration),
-        rate: args.rate,
-        concurrency: args.concurrency,
+    };
+    let pacer = match args.rate {
+        Some(rate) => Some(Arc::new(
+            Pacer::start(Schedule {
+                start,
+                end: plan.end,
+                rate,
+            })
+            .map_err(BenchError::Pacer)?,
+        )),
+        None => None,
     };
     let nonce = run_nonce();
     let weights = args.scenario.weights();
@@ -87,7 +93,12 @@ pub async fn run(args: &RunArgs) -> Result<Report, BenchError> {
             nonce,
             task,
         );
-        tasks.push(tokio::spawn(load_task(task, plan, caller, weights)));
+        tasks.push(tokio::spawn(load_task(
+            plan,
+            pacer.clone(),
+            caller,
+            weights,
+        )));
     }
 
     tokio::time::sleep_until(measure_from.into()).await;
@@ -97,6 +108,9 @@ pub async fn run(args: &RunArgs) -> Result<Report, BenchError> {
         tally.merge(task.await?);
     }
     let after = sample(&processes)?;
+    if let Some(pacer) = &pacer {
+        tally_not_sent(&mut tally, pacer.not_taken_from(plan.measure_from));
+    }
 
     let ok = tally.requests - tally.error_count();
     let per_rpc =
@@ -175,18 +189,21 @@ fn check(args: &RunArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// One load task: sends calls until the plan ends, tallies those sent in
-/// the measured window.
+/// One load task: sends calls until the plan ends (closed loop) or the
+/// pacer has no more (open loop), tallies those sent in the measured
+/// window.
 async fn load_task(
-    task: usize,
     plan: Plan,
+    pacer: Option<Arc<Pacer>>,
     mut caller: Caller,
     weights: &'static [(Op, u32)],
 ) -> Tally {
     let mut tally = Tally::new();
-    let mut k: u64 = 0;
+    // Open loop, far behind schedule: stop, and let the run count what was
+    // never sent rather than drop it from the figures.
+    let give_up = plan.end + (plan.end - plan.measure_from);
     loop {
-        let sent_at = match plan.rate {
+        let sent_at = match &pacer {
             None => {
                 let now = Instant::now();
                 if now >= plan.end {
@@ -194,31 +211,17 @@ async fn load_task(
                 }
                 now
             }
-            Some(rate) => {
-                let intended = intended_time(&plan, rate, task, k);
-                if intended >= plan.end {
+            Some(pacer) => {
+                if Instant::now() >= give_up {
+                    pacer.stop();
                     break;
                 }
-                if Instant::now() >= plan.end + (plan.end - plan.measure_from) {
-                    // Far behind schedule: stop, and count what was never
-                    // sent rather than drop it from the figures.
-                    tally_unsent(&mut tally, &plan, rate, task, k);
-                    break;
-                }
-                if Instant::now() >= intended {
-                    // Late because an earlier call had not answered: the
-                    // wait is the server's doing and counts as latency.
-                    intended
-                } else {
-                    // Early: sleep, and count from the actual send, so the
-                    // timer's millisecond granularity is not charged to
-                    // the server.
-                    tokio::time::sleep_until(intended.into()).await;
-                    Instant::now()
+                match pacer.next().await {
+                    Some((_, due)) => due,
+                    None => break,
                 }
             }
         };
-        k += 1;
         let op = scenario::pick(weights, caller.rng());
         let result = caller.call(op).await;
         if sent_at < plan.measure_from {
@@ -238,32 +241,17 @@ async fn load_task(
     tally
 }
 
-/// The `k`-th call of `task` is the `(task + k·concurrency)`-th of the run,
-/// so the tasks interleave into one evenly spaced schedule.
-fn intended_time(plan: &Plan, rate: f64, task: usize, k: u64) -> Instant {
-    let nth = task as u64 + k * plan.concurrency as u64;
-    plan.start + Duration::from_secs_f64(nth as f64 / rate)
-}
-
-fn tally_unsent(tally: &mut Tally, plan: &Plan, rate: f64, task: usize, mut k: u64) {
-    let mut first = true;
-    loop {
-        let intended = intended_time(plan, rate, task, k);
-        if intended >= plan.end {
-            return;
-        }
-        if intended >= plan.measure_from {
-            tally.failed(Failure {
-                code: "NOT_SENT",
-                message: if first {
-                    "the load generator fell too far behind the intended rate".into()
-                } else {
-                    String::new()
-                },
-            });
-            first = false;
-        }
-        k += 1;
+/// Counts the measured window's calls that were due but never sent.
+fn tally_not_sent(tally: &mut Tally, calls: u64) {
+    for k in 0..calls {
+        tally.failed(Failure {
+            code: "NOT_SENT",
+            message: if k == 0 {
+                "the load generator fell too far behind the intended rate".into()
+            } else {
+                String::new()
+            },
+        });
     }
 }
 

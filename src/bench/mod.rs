@@ -12,6 +12,7 @@ mod error;
 mod lean;
 mod load;
 mod ops;
+mod pacer;
 mod population;
 mod raw;
 mod report;
