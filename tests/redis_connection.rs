@@ -11,7 +11,7 @@ use journey::{
     pb,
 };
 use support::{
-    events::{base_micros, campaign_email, page_view},
+    events::{banking_step, base_micros, campaign_email, page_view},
     journey_server::JourneyServer,
     redis_server::RedisServer,
 };
@@ -207,13 +207,23 @@ async fn every_key_of_a_profile_expires_after_the_retention() {
         .append_event(pb::AppendEventRequest { event: Some(email) })
         .await
         .expect("append");
+    // A journey started, then moved on: its states hash is new to the
+    // profile's keys, and its day's counters are global keys.
+    for (step, id) in [(0, "s0"), (1, "s1")] {
+        client
+            .append_event(pb::AppendEventRequest {
+                event: Some(banking_step("c1", step, id, at + 10 + step as i64)),
+            })
+            .await
+            .expect("journey step");
+    }
 
     let mut conn = redis.connection();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("journey:{c1}:*")
         .query(&mut conn)
         .expect("KEYS");
-    for suffix in ["tl", "ids", "sum", "contacts", "cids", "idents"] {
+    for suffix in ["tl", "ids", "sum", "contacts", "cids", "idents", "jny"] {
         assert!(
             keys.contains(&format!("journey:{{c1}}:{suffix}")),
             "{suffix} in {keys:?}"
@@ -225,6 +235,24 @@ async fn every_key_of_a_profile_expires_after_the_retention() {
         assert!(
             ttl > 10 * day_ms - 60_000 && ttl <= 10 * day_ms + 10 * day_ms / 100,
             "{key}: {ttl} ms"
+        );
+    }
+    // A day's journey counters expire at a fixed instant: the end of the
+    // 400th day after their day (when the memory store drops them too).
+    let stats: Vec<String> = redis::cmd("KEYS")
+        .arg("journey:jstats:*")
+        .query(&mut conn)
+        .expect("KEYS");
+    assert!(!stats.is_empty(), "no journey counters written");
+    let day = at.div_euclid(86_400_000_000);
+    for key in &stats {
+        assert!(key.ends_with(&format!(":{day}")), "{key}: not day {day}");
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut conn).expect("PTTL");
+        let now_ms = journey::domain::Micros::now().0 / 1_000;
+        let expected = (day + 401) * day_ms - now_ms;
+        assert!(
+            (ttl - expected).abs() < 60_000,
+            "{key}: {ttl} ms, not {expected}"
         );
     }
 }

@@ -12,7 +12,10 @@
 -- then per state (journey, JSON); the number of index operations, then per
 -- operation
 -- (op, key, a, b): "h" HINCRBY key a b, "z" ZADD key a b (score a,
--- member b), "r" ZREM key b, "e" PEXPIRE key a.
+-- member b), "r" ZREM key b, "e" PEXPIREAT key a if an "h" of this call
+-- created a field of key (so a new key always gets its expiry, and a day's
+-- counters are not pushed again by every write: they expire at a fixed
+-- instant, STATS_KEPT_DAYS after their day).
 --
 -- The counters, listings and deadline index are global keys (one per
 -- journey and day, per listing, one deadline index), outside the
@@ -37,22 +40,30 @@ local function journeys_write(states, expected, at, ttl)
     local fields = {'', ARGV[at]}
     at = at + 1
     for i = at, at + 2 * n - 1 do fields[#fields + 1] = ARGV[i] end
-    redis.call('HSET', states, unpack(fields))
-    redis.call('PEXPIRE', states, ttl)
+    -- A new hash (every field added, the version's among them) gets the
+    -- profile's expiry here; afterwards the append script pushes it with
+    -- the profile's other keys.
+    if redis.call('HSET', states, unpack(fields)) == n + 1 then
+      redis.call('PEXPIRE', states, ttl)
+    end
   end
   at = at + 2 * n
   local ops = tonumber(ARGV[at])
   at = at + 1
+  local created = {}
   for i = at, at + 4 * ops - 1, 4 do
     local op, key = ARGV[i], ARGV[i + 1]
     if op == 'h' then
-      redis.call('HINCRBY', key, ARGV[i + 2], ARGV[i + 3])
+      -- The new value equals the increment when the field was absent.
+      if redis.call('HINCRBY', key, ARGV[i + 2], ARGV[i + 3]) == tonumber(ARGV[i + 3]) then
+        created[key] = true
+      end
     elseif op == 'z' then
       redis.call('ZADD', key, ARGV[i + 2], ARGV[i + 3])
     elseif op == 'r' then
       redis.call('ZREM', key, ARGV[i + 3])
     elseif op == 'e' then
-      redis.call('PEXPIRE', key, ARGV[i + 2])
+      if created[key] then redis.call('PEXPIREAT', key, ARGV[i + 2]) end
     end
   end
 end

@@ -37,8 +37,13 @@ use crate::domain::{
     CustomerId, Micros,
 };
 
-/// How long a day's stat counters live after their last change, in ms.
-const STATS_TTL_MS: i64 = STATS_KEPT_DAYS * 86_400_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// When a day's stat counters expire (ms since the epoch): at the end of
+/// the STATS_KEPT_DAYS-th day after it, when the memory store drops them.
+fn stats_expire_at_ms(day: Day) -> i64 {
+    (day.0 + 1 + STATS_KEPT_DAYS).saturating_mul(DAY_MS)
+}
 
 /// The deadline index: member `journey US profile`, score the deadline.
 pub(super) const DEADLINES_KEY: &str = "journey:jdeadlines";
@@ -431,13 +436,18 @@ pub(super) fn push_write_set(
     // Counter increments summed per hash and field: a batch often adds to
     // the same ones.
     let mut counters: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut days: BTreeMap<String, Day> = BTreeMap::new();
     for delta in &update.deltas {
+        let fields = delta.counter_fields();
+        if fields.is_empty() {
+            continue;
+        }
         let key = stats_key(&delta.journey, delta.day);
-        for field in delta.counter_fields() {
+        for field in fields {
             *counters.entry((key.clone(), field)).or_default() += 1;
         }
+        days.entry(key).or_insert(delta.day);
     }
-    let days: std::collections::BTreeSet<&String> = counters.keys().map(|(key, _)| key).collect();
     // Each op is 4 arguments; numbers go in as integers (written straight
     // into the command), not as formatted Strings: ~10 allocations fewer
     // per append.
@@ -451,9 +461,10 @@ pub(super) fn push_write_set(
     for ((key, field), n) in &counters {
         call.arg("h").arg(key).arg(field).arg(*n);
     }
-    // A day's counters live STATS_KEPT_DAYS after their last change.
-    for key in days {
-        call.arg("e").arg(key).arg(STATS_TTL_MS).arg("");
+    // A day's counters expire STATS_KEPT_DAYS after their day (set when
+    // the script creates the key).
+    for (key, day) in &days {
+        call.arg("e").arg(key).arg(stats_expire_at_ms(*day)).arg("");
     }
     let member = profile.as_str();
     for listing in &update.unlisted {
