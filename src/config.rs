@@ -210,7 +210,7 @@ pub struct ServeConfig {
     /// Time limit of one RPC, in milliseconds (a shorter client deadline wins).
     #[arg(long, env = "JOURNEY_REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
     pub request_timeout_ms: u64,
-    /// Concurrent RPCs per client connection; more are refused with RESOURCE_EXHAUSTED.
+    /// Concurrent RPCs per client connection (health checks aside); more are refused at once with RESOURCE_EXHAUSTED (and counted in the metrics).
     #[arg(long, env = "JOURNEY_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
     /// Concurrent RPCs in the whole server, over all connections; more are refused at once with RESOURCE_EXHAUSTED (and counted in the metrics).

@@ -309,6 +309,75 @@ async fn calls_beyond_the_servers_limit_are_refused_and_counted() {
     assert_eq!(handled("OK"), Some(1.0));
 }
 
+/// `--max-in-flight` bounds the calls under way on one connection: a
+/// second call on a busy connection is refused at once and counted, while
+/// another connection is served.
+#[tokio::test]
+async fn calls_beyond_a_connections_limit_are_refused_and_counted() {
+    let redis = RedisServer::start();
+    let server = JourneyServer::start_with_metrics(ServeConfig {
+        store: StoreUrl::Redis(redis.url()),
+        max_in_flight: 1,
+        redis_timeout_ms: 10_000,
+        request_timeout_ms: 60_000,
+        ..ServeConfig::default()
+    })
+    .await;
+    let busy = server.client().await;
+    let other = server.client().await;
+    busy.clone()
+        .append_event(pb::AppendEventRequest {
+            event: Some(page_view("c1", "e1", base_micros())),
+        })
+        .await
+        .expect("append");
+    // Redis holds every command for 2 s, so each read holds its slot that
+    // long (the pause only has to outlast the calls' arrival).
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2_000)
+        .arg("ALL")
+        .query(&mut redis.connection())
+        .expect("pause");
+    let read = |client: &pb::journey_service_client::JourneyServiceClient<_>| {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_journey_context(pb::GetJourneyContextRequest {
+                    customer_id: "c1".into(),
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    let (a, b, c) = tokio::join!(read(&busy), read(&busy), read(&other));
+    let c = c.expect("another connection is served");
+    assert_eq!(c.into_inner().customer_id, "c1");
+    let refused: Vec<_> = [&a, &b]
+        .into_iter()
+        .filter_map(|answer| answer.as_ref().err())
+        .collect();
+    assert_eq!(refused.len(), 1, "{a:?} {b:?}");
+    assert_eq!(refused[0].code(), tonic::Code::ResourceExhausted);
+    assert!(
+        refused[0]
+            .message()
+            .contains("this connection has 1 calls under way (--max-in-flight)"),
+        "{:?}",
+        refused[0]
+    );
+    let text = scrape(&server).await;
+    let handled = |code| {
+        sample(
+            &text,
+            "grpc_server_handled_total",
+            &journey_call("GetJourneyContext", code),
+        )
+    };
+    assert_eq!(handled("ResourceExhausted"), Some(1.0));
+    assert_eq!(handled("OK"), Some(2.0));
+}
+
 #[tokio::test]
 async fn a_stream_is_counted_when_it_ends() {
     let server = JourneyServer::start_with_metrics(ServeConfig::default()).await;

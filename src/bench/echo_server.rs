@@ -228,9 +228,7 @@ pub async fn run(
     // differ only by what their handlers do.
     Server::builder()
         .timeout(Duration::from_millis(config.request_timeout_ms))
-        .concurrency_limit_per_connection(config.max_in_flight)
-        .load_shed(true)
-        .layer(RpcLayer::new(None, config.max_in_flight_total))
+        .layer(RpcLayer::new(None, config.max_in_flight_total).per_connection(config.max_in_flight))
         .add_service(service)
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),

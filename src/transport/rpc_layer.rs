@@ -1,7 +1,9 @@
 //! The tower layer around every service of the server: it bounds the
-//! calls under way in the whole server (`--max-in-flight-total`; the
-//! per-connection bound is tonic's) and counts and times every call for
-//! `metrics.rs`, refusals included. A
+//! calls under way on each client connection (`--max-in-flight`) and in the
+//! whole server (`--max-in-flight-total`), and counts and times every call
+//! for `metrics.rs`, refusals included. The per-connection bound is here
+//! rather than tonic's `concurrency_limit_per_connection`, whose refusals
+//! were answered outside this layer and so were never counted. A
 //! call's status is in its response headers when it failed before sending
 //! anything (a trailers-only response), else in the trailers that end the
 //! response body: so the body is wrapped, and the call is recorded when its
@@ -10,12 +12,14 @@
 //! Without metrics the layer only bounds the calls.
 
 use std::{
+    collections::{hash_map::Entry, HashMap},
     future::Future,
     marker::PhantomData,
+    net::SocketAddr,
     pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex, PoisonError,
     },
     task::{Context, Poll},
     time::Instant,
@@ -23,11 +27,11 @@ use std::{
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tonic::codegen::http;
+use tonic::{codegen::http, transport::server::TcpConnectInfo};
 
 use super::{
     metrics::{Metrics, Rpcs},
-    status::overloaded,
+    status::{connection_overloaded, overloaded},
 };
 
 /// Bounds the calls under way in the whole server and, with metrics,
@@ -38,40 +42,106 @@ pub struct RpcLayer {
     /// Calls under way, health checks aside.
     in_flight: Arc<AtomicUsize>,
     max_in_flight: usize,
+    /// Calls under way per client connection, by the peer's address. An
+    /// entry lives while its connection has a call under way, so there are
+    /// never more entries than calls under way.
+    per_connection: ConnectionCounts,
+    max_per_connection: usize,
+}
+
+/// Calls under way per client connection, by the peer's address.
+type ConnectionCounts = Arc<Mutex<HashMap<SocketAddr, usize>>>;
+
+/// Why a call got no slot.
+enum Refusal {
+    Connection(usize),
+    Server(usize),
 }
 
 impl RpcLayer {
     /// At most `max_in_flight` calls under way at once (health checks
-    /// aside), recorded in `metrics` when given.
+    /// aside), recorded in `metrics` when given; no bound per connection
+    /// until `per_connection` sets one.
     pub fn new(metrics: Option<&Metrics>, max_in_flight: usize) -> Self {
         Self {
             rpcs: metrics.map(Metrics::rpcs),
             in_flight: Arc::default(),
             max_in_flight,
+            per_connection: Arc::default(),
+            max_per_connection: usize::MAX,
         }
     }
 
-    /// A slot for one more call, if fewer than the maximum are under way.
-    /// A counter, not a semaphore: nobody waits for a slot, and releasing
-    /// a tokio semaphore's permit takes a lock (~300 instructions a call
-    /// under callgrind, against two atomic adds).
-    fn take_slot(&self) -> Option<Slot> {
+    /// At most `max` calls under way on one client connection (health
+    /// checks aside). A call whose request does not say its connection
+    /// (no `TcpConnectInfo`) is bounded by the server's maximum only.
+    pub fn per_connection(mut self, max: usize) -> Self {
+        self.max_per_connection = max;
+        self
+    }
+
+    /// A slot for one more call, if fewer than the maximums are under way
+    /// on its connection and in the server. The server's count is a
+    /// counter, not a semaphore: nobody waits for a slot, and releasing a
+    /// tokio semaphore's permit takes a lock (~300 instructions a call
+    /// under callgrind, against two atomic adds). The connections' counts
+    /// share one map under a lock held for a lookup; it is taken only
+    /// when a bound per connection is set.
+    fn take_slot(&self, peer: Option<SocketAddr>) -> Result<Slot, Refusal> {
+        let mut slot = Slot {
+            server: None,
+            connection: None,
+        };
+        if let Some(peer) = peer.filter(|_| self.max_per_connection < usize::MAX) {
+            let mut counts = self.lock_connections();
+            let count = counts.entry(peer).or_insert(0);
+            if *count >= self.max_per_connection {
+                return Err(Refusal::Connection(self.max_per_connection));
+            }
+            *count += 1;
+            slot.connection = Some((self.per_connection.clone(), peer));
+        }
         let max = self.max_in_flight;
         self.in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
-            .ok()
-            .map(|_| Slot(self.in_flight.clone()))
+            // The connection's place, if taken, goes back with `slot`.
+            .map_err(|_| Refusal::Server(max))?;
+        slot.server = Some(self.in_flight.clone());
+        Ok(slot)
+    }
+
+    fn lock_connections(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, usize>> {
+        // A count is changed in one statement: a panic elsewhere cannot
+        // leave it half-updated, so a poisoned map is still right.
+        self.per_connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// One call's place among those under way; given back on drop.
-struct Slot(Arc<AtomicUsize>);
+/// One call's place among those under way, in the server and on its
+/// connection; given back on drop.
+struct Slot {
+    server: Option<Arc<AtomicUsize>>,
+    connection: Option<(ConnectionCounts, SocketAddr)>,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        if let Some(server) = &self.server {
+            server.fetch_sub(1, Ordering::AcqRel);
+        }
+        if let Some((counts, peer)) = &self.connection {
+            let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Entry::Occupied(mut entry) = counts.entry(*peer) {
+                *entry.get_mut() -= 1;
+                if *entry.get() == 0 {
+                    entry.remove();
+                }
+            }
+        }
     }
 }
 
@@ -120,9 +190,13 @@ where
             started: Instant::now(),
         });
         let slot = if takes_a_slot(path) {
-            match self.layer.take_slot() {
-                Some(slot) => Some(slot),
-                None => {
+            let peer = request
+                .extensions()
+                .get::<TcpConnectInfo>()
+                .and_then(TcpConnectInfo::remote_addr);
+            match self.layer.take_slot(peer) {
+                Ok(slot) => Some(slot),
+                Err(refusal) => {
                     if let Some(pending) = pending {
                         pending.refused();
                     }
@@ -130,7 +204,7 @@ where
                         inner: None,
                         pending: None,
                         slot: None,
-                        refused_beyond: self.layer.max_in_flight,
+                        refused: Some(refusal),
                         _output: PhantomData,
                     };
                 }
@@ -142,7 +216,7 @@ where
             inner: Some(self.inner.call(request)),
             pending,
             slot,
-            refused_beyond: 0,
+            refused: None,
             _output: PhantomData,
         }
     }
@@ -193,7 +267,7 @@ pin_project! {
         inner: Option<F>,
         pending: Option<Pending>,
         slot: Option<Slot>,
-        refused_beyond: usize,
+        refused: Option<Refusal>,
         _output: PhantomData<fn() -> (R, E)>,
     }
 
@@ -214,7 +288,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Some(inner) = this.inner.as_pin_mut() else {
-            return Poll::Ready(Err(Box::new(overloaded(*this.refused_beyond))));
+            let status = match this.refused {
+                Some(Refusal::Connection(max)) => connection_overloaded(*max),
+                Some(Refusal::Server(max)) => overloaded(*max),
+                None => tonic::Status::internal("a call polled after its refusal was answered"),
+            };
+            return Poll::Ready(Err(Box::new(status)));
         };
         let output = std::task::ready!(inner.poll(cx));
         let slot = this.slot.take();
@@ -476,6 +555,115 @@ mod tests {
             handled(&metrics, "CheckContactFrequency", "ResourceExhausted"),
             1
         );
+    }
+
+    fn on_connection(method: &str, peer: &str) -> http::Request<()> {
+        let mut request = request(method);
+        request.extensions_mut().insert(TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(peer.parse().expect("an address")),
+        });
+        request
+    }
+
+    #[tokio::test]
+    async fn calls_beyond_a_connections_slots_are_refused_and_its_places_given_back() {
+        let metrics = metrics();
+        let layer = RpcLayer::new(Some(&metrics), 16).per_connection(2);
+        let mut service = layer.clone().layer(tower::service_fn(|_| {
+            pending::<Result<http::Response<Frames>, Infallible>>()
+        }));
+        let (a, b) = ("127.0.0.1:40001", "127.0.0.1:40002");
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(
+                service
+                    .ready()
+                    .await
+                    .expect("ready")
+                    .call(on_connection("ListEvents", a)),
+            );
+        }
+        let refused = service
+            .ready()
+            .await
+            .expect("ready")
+            .call(on_connection("ListEvents", a))
+            .await
+            .err()
+            .expect("the connection's places are taken");
+        let status = refused.downcast_ref::<tonic::Status>().expect("a status");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("(--max-in-flight)"), "{status:?}");
+        assert_eq!(handled(&metrics, "ListEvents", "ResourceExhausted"), 1);
+        // Another connection, and a health check on the busy one, go on.
+        held.push(
+            service
+                .ready()
+                .await
+                .expect("ready")
+                .call(on_connection("ListEvents", b)),
+        );
+        let health = on_connection("x", a);
+        let (mut parts, body) = health.into_parts();
+        parts.uri = "/grpc.health.v1.Health/Check".parse().expect("uri");
+        held.push(
+            service
+                .ready()
+                .await
+                .expect("ready")
+                .call(http::Request::from_parts(parts, body)),
+        );
+        assert_eq!(
+            layer.lock_connections().get(&a.parse().expect("a")),
+            Some(&2)
+        );
+        assert_eq!(layer.in_flight.load(Ordering::Acquire), 3);
+        // Calls ended (here: dropped) give their places back, and a
+        // connection with none under way leaves the map.
+        drop(held);
+        assert!(layer.lock_connections().is_empty());
+        assert_eq!(layer.in_flight.load(Ordering::Acquire), 0);
+        let again = service
+            .ready()
+            .await
+            .expect("ready")
+            .call(on_connection("ListEvents", a));
+        assert_eq!(
+            layer.lock_connections().get(&a.parse().expect("a")),
+            Some(&1)
+        );
+        drop(again);
+    }
+
+    #[tokio::test]
+    async fn a_call_refused_by_the_server_gives_its_connection_place_back() {
+        let layer = RpcLayer::new(None, 1).per_connection(4);
+        let mut service = layer.clone().layer(tower::service_fn(|_| {
+            pending::<Result<http::Response<Frames>, Infallible>>()
+        }));
+        let held = service
+            .ready()
+            .await
+            .expect("ready")
+            .call(on_connection("ListEvents", "127.0.0.1:40001"));
+        let refused = service
+            .ready()
+            .await
+            .expect("ready")
+            .call(on_connection("ListEvents", "127.0.0.1:40001"))
+            .await
+            .err()
+            .expect("the server's only place is taken");
+        let status = refused.downcast_ref::<tonic::Status>().expect("a status");
+        assert!(
+            status.message().contains("--max-in-flight-total"),
+            "{status:?}"
+        );
+        let peer = "127.0.0.1:40001".parse().expect("peer");
+        assert_eq!(layer.lock_connections().get(&peer), Some(&1));
+        drop(held);
+        assert!(layer.lock_connections().is_empty());
     }
 
     #[tokio::test]

@@ -75,6 +75,13 @@ impl From<ApiError> for Status {
     }
 }
 
+/// The refusal of a call beyond `--max-in-flight` on its connection.
+pub fn connection_overloaded(max: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "this connection has {max} calls under way (--max-in-flight); retry later or spread calls over more connections"
+    ))
+}
+
 /// The server's refusal of a call beyond `--max-in-flight-total`.
 pub fn overloaded(max_in_flight: usize) -> Status {
     Status::resource_exhausted(format!(
