@@ -26,6 +26,13 @@ use super::{
     RunArgs,
 };
 
+/// The highest `--rate`: a pacer thread hands out every call one by one.
+const MAX_RATE: f64 = 10_000_000.0;
+
+/// The longest run (warm-up and measured window), in seconds: a bound that
+/// keeps every instant and call count of the plan far from overflowing.
+const MAX_SPAN_S: f64 = 30.0 * 86_400.0;
+
 /// When a run starts, measures and stops; shared by every task.
 #[derive(Debug, Clone, Copy)]
 struct Plan {
@@ -73,11 +80,14 @@ pub async fn run(args: &RunArgs) -> Result<Report, BenchError> {
     };
     let pacer = match args.rate {
         Some(rate) => Some(Arc::new(
-            Pacer::start(Schedule {
-                start,
-                end: plan.end,
-                rate,
-            })
+            Pacer::start(
+                Schedule {
+                    start,
+                    end: plan.end,
+                    rate,
+                },
+                args.concurrency,
+            )
             .map_err(BenchError::Pacer)?,
         )),
         None => None,
@@ -183,8 +193,18 @@ fn check(args: &RunArgs) -> Result<(), BenchError> {
     if args.customers == 0 {
         return fail("--customers must be at least 1");
     }
-    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        return fail("--rate must be above 0");
+    if args.warmup + args.duration > MAX_SPAN_S {
+        return fail("--warmup + --duration must be at most 30 days");
+    }
+    if let Some(rate) = args.rate {
+        // One call a run at least; and a schedule a pacer thread can keep
+        // (well past what one load generator sends).
+        let span = args.warmup + args.duration;
+        if !(rate.is_finite() && rate * span >= 1.0 && rate <= MAX_RATE) {
+            return Err(BenchError::Args(format!(
+                "--rate must give at least one call in --warmup + --duration and be at most {MAX_RATE} calls/s"
+            )));
+        }
     }
     Ok(())
 }
@@ -243,16 +263,13 @@ async fn load_task(
 
 /// Counts the measured window's calls that were due but never sent.
 fn tally_not_sent(tally: &mut Tally, calls: u64) {
-    for k in 0..calls {
-        tally.failed(Failure {
+    tally.failed_n(
+        Failure {
             code: "NOT_SENT",
-            message: if k == 0 {
-                "the load generator fell too far behind the intended rate".into()
-            } else {
-                String::new()
-            },
-        });
-    }
+            message: "the load generator fell too far behind the intended rate".into(),
+        },
+        calls,
+    );
 }
 
 fn sample(processes: &[Process]) -> Result<Vec<u64>, BenchError> {
@@ -265,4 +282,44 @@ fn run_nonce() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     population::mix(&[nanos, u64::from(std::process::id())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::Scenario;
+
+    fn args(rate: Option<f64>, warmup: f64, duration: f64) -> RunArgs {
+        RunArgs {
+            target: Some("127.0.0.1:1".into()),
+            redis: None,
+            scenario: Scenario::Context,
+            concurrency: 4,
+            duration,
+            rate,
+            customers: 10,
+            json: false,
+            pids: Vec::new(),
+            seed: 1,
+            warmup,
+            threads: 1,
+        }
+    }
+
+    #[test]
+    fn rates_and_spans_a_pacer_cannot_keep_are_refused() {
+        assert!(check(&args(Some(1000.0), 1.0, 5.0)).is_ok());
+        assert!(check(&args(None, 0.0, 3600.0)).is_ok());
+        for bad in [
+            args(Some(1e9), 1.0, 5.0),
+            args(Some(0.1), 1.0, 5.0),
+            args(Some(f64::NAN), 1.0, 5.0),
+            args(Some(-5.0), 1.0, 5.0),
+            args(Some(1000.0), 1.0, 1e18),
+            args(None, 1e18, 1.0),
+        ] {
+            let refused = check(&bad).expect_err("refused");
+            assert!(matches!(refused, BenchError::Args(_)), "{refused}");
+        }
+    }
 }

@@ -50,7 +50,7 @@ impl Schedule {
         if calls > 0 && self.due(calls - 1) >= self.end {
             calls - 1
         } else if self.due(calls) < self.end {
-            calls + 1
+            calls.saturating_add(1)
         } else {
             calls
         }
@@ -80,21 +80,21 @@ pub struct Pacer {
 struct Shared {
     schedule: Schedule,
     calls: u64,
+    /// Permits added once the schedule is over or stopped: one per task,
+    /// each of which then takes a number past the last call and stops.
+    closing: usize,
     tickets: Semaphore,
     taken: AtomicU64,
     stop: AtomicBool,
 }
 
-/// Permits added once the schedule is over, so that every waiting task
-/// wakes, takes a number past the last call and stops. Far below
-/// `Semaphore::MAX_PERMITS`.
-const CLOSING_PERMITS: usize = 1 << 20;
-
 impl Pacer {
-    pub fn start(schedule: Schedule) -> std::io::Result<Self> {
+    /// Starts handing out `schedule`'s calls to `tasks` tasks.
+    pub fn start(schedule: Schedule, tasks: usize) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             schedule,
             calls: schedule.calls(),
+            closing: tasks.min(Semaphore::MAX_PERMITS),
             tickets: Semaphore::new(0),
             taken: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -170,7 +170,7 @@ fn pace(shared: &Shared) {
         }
         shared.tickets.add_permits(ready);
     }
-    shared.tickets.add_permits(CLOSING_PERMITS);
+    shared.tickets.add_permits(shared.closing);
 }
 
 /// Linux lets a sleeping thread wake up to 50 µs late by default (its
@@ -180,7 +180,13 @@ fn fine_timer_slack() {
     // SAFETY: prctl(PR_SET_TIMERSLACK) takes an integer and touches no
     // memory of ours; on failure the default slack stays.
     unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_TIMERSLACK,
+            1 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        );
     }
 }
 
@@ -224,7 +230,7 @@ mod tests {
     #[tokio::test]
     async fn every_call_is_handed_out_once_not_before_it_is_due() {
         let s = schedule(2000.0, 50);
-        let pacer = Arc::new(Pacer::start(s).expect("pacer thread"));
+        let pacer = Arc::new(Pacer::start(s, 3).expect("pacer thread"));
         let mut takers = Vec::new();
         for _ in 0..3 {
             let pacer = Arc::clone(&pacer);
@@ -249,7 +255,7 @@ mod tests {
     #[tokio::test]
     async fn a_stopped_pacer_counts_what_nobody_took() {
         let s = schedule(1000.0, 60_000);
-        let pacer = Pacer::start(s).expect("pacer thread");
+        let pacer = Pacer::start(s, 1).expect("pacer thread");
         let (first, _) = pacer.next().await.expect("first call");
         assert_eq!(first, 0);
         pacer.stop();

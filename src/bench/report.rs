@@ -48,8 +48,16 @@ impl Tally {
     }
 
     pub fn failed(&mut self, failure: Failure) {
-        self.requests += 1;
-        *self.errors.entry(failure.code).or_default() += 1;
+        self.failed_n(failure, 1);
+    }
+
+    /// `count` calls that failed alike.
+    pub fn failed_n(&mut self, failure: Failure, count: u64) {
+        if count == 0 {
+            return;
+        }
+        self.requests += count;
+        *self.errors.entry(failure.code).or_default() += count;
         self.error_samples
             .entry(failure.code)
             .or_insert(failure.message);
