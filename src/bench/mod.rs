@@ -89,7 +89,9 @@ pub struct RunArgs {
     /// Length of the measured window, in seconds (after the warm-up).
     #[arg(long, default_value_t = 5.0)]
     pub duration: f64,
-    /// Open loop at this many calls per second; closed loop when unset.
+    /// Open loop at this many calls per second (at most 10,000,000), each
+    /// handed out at its due time by a pacer thread and timed from it;
+    /// closed loop when unset.
     #[arg(long)]
     pub rate: Option<f64>,
     /// Calls go to random customers among the first N seeded ones.
