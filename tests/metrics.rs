@@ -247,57 +247,66 @@ async fn events_and_contact_decisions_are_counted() {
     );
 }
 
-#[tokio::test]
-async fn calls_beyond_the_servers_limit_are_refused_and_counted() {
-    let redis = RedisServer::start();
+/// A server on its own Redis with `limits` set, and customer c1 stored.
+async fn limited_server(redis: &RedisServer, limits: ServeConfig) -> JourneyServer {
     let server = JourneyServer::start_with_metrics(ServeConfig {
         store: StoreUrl::Redis(redis.url()),
-        max_in_flight_total: 1,
         redis_timeout_ms: 10_000,
         request_timeout_ms: 60_000,
-        ..ServeConfig::default()
+        ..limits
     })
     .await;
-    let mut client = server.client().await;
-    client
+    server
+        .client()
+        .await
         .append_event(pb::AppendEventRequest {
             event: Some(page_view("c1", "e1", base_micros())),
         })
         .await
         .expect("append");
-    // Redis holds every command for 5 s: the first context read holds the
-    // server's only slot meanwhile, so the second is refused at once (the
-    // pause only has to outlast the two calls' arrival).
+    server
+}
+
+/// Redis holds every command for `ms`, so each call reaching it holds its
+/// slot that long (the pause only has to outlast the calls' arrival).
+fn pause_redis(redis: &RedisServer, ms: u64) {
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
-        .arg(5_000)
+        .arg(ms)
         .arg("ALL")
         .query(&mut redis.connection())
         .expect("pause");
-    let read = || {
-        let mut client = client.clone();
-        async move {
-            client
-                .get_journey_context(pb::GetJourneyContextRequest {
-                    customer_id: "c1".into(),
-                    ..Default::default()
-                })
-                .await
-        }
-    };
-    let (a, b) = tokio::join!(read(), read());
-    let refused: Vec<_> = [&a, &b]
+}
+
+type Client = pb::journey_service_client::JourneyServiceClient<Channel>;
+
+async fn read_c1(client: &Client) -> Result<pb::GetJourneyContextResponse, tonic::Status> {
+    client
+        .clone()
+        .get_journey_context(pb::GetJourneyContextRequest {
+            customer_id: "c1".into(),
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Exactly one of two answers is a RESOURCE_EXHAUSTED refusal whose
+/// message holds `why`, and the metrics count it beside `ok` answered.
+async fn one_refused_and_counted(
+    server: &JourneyServer,
+    answers: [&Result<pb::GetJourneyContextResponse, tonic::Status>; 2],
+    why: &str,
+    ok: f64,
+) {
+    let refused: Vec<_> = answers
         .into_iter()
         .filter_map(|answer| answer.as_ref().err())
         .collect();
-    assert_eq!(refused.len(), 1, "{a:?} {b:?}");
+    assert_eq!(refused.len(), 1, "{answers:?}");
     assert_eq!(refused[0].code(), tonic::Code::ResourceExhausted);
-    assert!(
-        refused[0].message().contains("--max-in-flight-total"),
-        "{:?}",
-        refused[0]
-    );
-    let text = scrape(&server).await;
+    assert!(refused[0].message().contains(why), "{:?}", refused[0]);
+    let text = scrape(server).await;
     let handled = |code| {
         sample(
             &text,
@@ -306,7 +315,23 @@ async fn calls_beyond_the_servers_limit_are_refused_and_counted() {
         )
     };
     assert_eq!(handled("ResourceExhausted"), Some(1.0));
-    assert_eq!(handled("OK"), Some(1.0));
+    assert_eq!(handled("OK"), Some(ok));
+}
+
+#[tokio::test]
+async fn calls_beyond_the_servers_limit_are_refused_and_counted() {
+    let redis = RedisServer::start();
+    let limits = ServeConfig {
+        max_in_flight_total: 1,
+        ..ServeConfig::default()
+    };
+    let server = limited_server(&redis, limits).await;
+    let client = server.client().await;
+    // The first context read holds the server's only slot while Redis is
+    // paused, so the second is refused at once.
+    pause_redis(&redis, 5_000);
+    let (a, b) = tokio::join!(read_c1(&client), read_c1(&client));
+    one_refused_and_counted(&server, [&a, &b], "--max-in-flight-total", 1.0).await;
 }
 
 /// `--max-in-flight` bounds the calls under way on one connection: a
@@ -315,67 +340,23 @@ async fn calls_beyond_the_servers_limit_are_refused_and_counted() {
 #[tokio::test]
 async fn calls_beyond_a_connections_limit_are_refused_and_counted() {
     let redis = RedisServer::start();
-    let server = JourneyServer::start_with_metrics(ServeConfig {
-        store: StoreUrl::Redis(redis.url()),
+    let limits = ServeConfig {
         max_in_flight: 1,
-        redis_timeout_ms: 10_000,
-        request_timeout_ms: 60_000,
         ..ServeConfig::default()
-    })
-    .await;
-    let busy = server.client().await;
-    let other = server.client().await;
-    busy.clone()
-        .append_event(pb::AppendEventRequest {
-            event: Some(page_view("c1", "e1", base_micros())),
-        })
-        .await
-        .expect("append");
-    // Redis holds every command for 2 s, so each read holds its slot that
-    // long (the pause only has to outlast the calls' arrival).
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(2_000)
-        .arg("ALL")
-        .query(&mut redis.connection())
-        .expect("pause");
-    let read = |client: &pb::journey_service_client::JourneyServiceClient<_>| {
-        let mut client = client.clone();
-        async move {
-            client
-                .get_journey_context(pb::GetJourneyContextRequest {
-                    customer_id: "c1".into(),
-                    ..Default::default()
-                })
-                .await
-        }
     };
-    let (a, b, c) = tokio::join!(read(&busy), read(&busy), read(&other));
+    let server = limited_server(&redis, limits).await;
+    let (busy, other) = (server.client().await, server.client().await);
+    pause_redis(&redis, 2_000);
+    let (a, b, c) = tokio::join!(read_c1(&busy), read_c1(&busy), read_c1(&other));
     let c = c.expect("another connection is served");
-    assert_eq!(c.into_inner().customer_id, "c1");
-    let refused: Vec<_> = [&a, &b]
-        .into_iter()
-        .filter_map(|answer| answer.as_ref().err())
-        .collect();
-    assert_eq!(refused.len(), 1, "{a:?} {b:?}");
-    assert_eq!(refused[0].code(), tonic::Code::ResourceExhausted);
-    assert!(
-        refused[0]
-            .message()
-            .contains("this connection has 1 calls under way (--max-in-flight)"),
-        "{:?}",
-        refused[0]
-    );
-    let text = scrape(&server).await;
-    let handled = |code| {
-        sample(
-            &text,
-            "grpc_server_handled_total",
-            &journey_call("GetJourneyContext", code),
-        )
-    };
-    assert_eq!(handled("ResourceExhausted"), Some(1.0));
-    assert_eq!(handled("OK"), Some(2.0));
+    assert_eq!(c.customer_id, "c1");
+    one_refused_and_counted(
+        &server,
+        [&a, &b],
+        "this connection has 1 calls under way (--max-in-flight)",
+        2.0,
+    )
+    .await;
 }
 
 #[tokio::test]
