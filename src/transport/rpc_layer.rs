@@ -19,7 +19,7 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex, PoisonError,
+        Arc, Mutex, MutexGuard, PoisonError,
     },
     task::{Context, Poll},
     time::Instant,
@@ -53,7 +53,8 @@ pub struct RpcLayer {
 /// with foldhash (seeded per process) rather than SipHash, which took most
 /// of the map's ~1,000 instructions a call; the map never holds more
 /// entries than calls under way.
-type ConnectionCounts = Arc<Mutex<HashMap<SocketAddr, usize, foldhash::fast::RandomState>>>;
+type ConnectionCounts = Arc<Mutex<ConnectionMap>>;
+type ConnectionMap = HashMap<SocketAddr, usize, foldhash::fast::RandomState>;
 
 /// Why a call got no slot.
 enum Refusal {
@@ -115,15 +116,15 @@ impl RpcLayer {
         Ok(slot)
     }
 
-    fn lock_connections(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, usize, foldhash::fast::RandomState>> {
-        // A count is changed in one statement: a panic elsewhere cannot
-        // leave it half-updated, so a poisoned map is still right.
-        self.per_connection
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn lock_connections(&self) -> MutexGuard<'_, ConnectionMap> {
+        lock(&self.per_connection)
     }
+}
+
+fn lock(counts: &ConnectionCounts) -> MutexGuard<'_, ConnectionMap> {
+    // A count is changed in one statement: a panic elsewhere cannot leave
+    // it half-updated, so a poisoned map is still right.
+    counts.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One call's place among those under way, in the server and on its
@@ -139,7 +140,7 @@ impl Drop for Slot {
             server.fetch_sub(1, Ordering::AcqRel);
         }
         if let Some((counts, peer)) = &self.connection {
-            let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut counts = lock(counts);
             if let Entry::Occupied(mut entry) = counts.entry(*peer) {
                 *entry.get_mut() -= 1;
                 if *entry.get() == 0 {
