@@ -193,13 +193,13 @@ fn check(args: &RunArgs) -> Result<(), BenchError> {
     if args.customers == 0 {
         return fail("--customers must be at least 1");
     }
-    if args.warmup + args.duration > MAX_SPAN_S {
+    let span = args.warmup + args.duration;
+    if span > MAX_SPAN_S {
         return fail("--warmup + --duration must be at most 30 days");
     }
     if let Some(rate) = args.rate {
         // One call a run at least; and a schedule a pacer thread can keep
         // (well past what one load generator sends).
-        let span = args.warmup + args.duration;
         if !(rate.is_finite() && rate * span >= 1.0 && rate <= MAX_RATE) {
             return Err(BenchError::Args(format!(
                 "--rate must give at least one call in --warmup + --duration and be at most {MAX_RATE} calls/s"
