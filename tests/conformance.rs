@@ -886,6 +886,34 @@ mod cases {
         assert_eq!(h.contacts[0].event_id(), "late");
     }
 
+    pub async fn reservations_alone_keep_the_retention(store: &dyn TimelineStore) {
+        // The fixture keeps 10 events and 5 hours; no append comes to trim.
+        let c = customer("c1");
+        let reserve = |id: String, at: i64, now: Micros| {
+            let c = c.clone();
+            async move {
+                let version = history(store, "c1", 0).await.version;
+                assert!(store
+                    .reserve_contact(&c, &reservation(&id, at), version, now)
+                    .await
+                    .expect("reserve"));
+            }
+        };
+        for i in 0..14 {
+            reserve(format!("r{i}"), T0 + i, now()).await;
+        }
+        let h = history(store, "c1", 0).await;
+        let ids: Vec<&str> = h.contacts.iter().map(|c| c.event_id()).collect();
+        assert_eq!(
+            ids,
+            ["r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "r13"]
+        );
+        reserve("late".into(), T0 + 10 * HOUR, Micros(T0 + 10 * HOUR)).await;
+        let h = history(store, "c1", 0).await;
+        let ids: Vec<&str> = h.contacts.iter().map(|c| c.event_id()).collect();
+        assert_eq!(ids, ["late"]);
+    }
+
     /// Journeys move with appends (state, listings, counters, deadline),
     /// and a sweep past the deadline drops one exactly once.
     pub async fn journeys_follow_appends_and_sweeps(store: &dyn TimelineStore) {
@@ -1076,6 +1104,7 @@ macro_rules! conformance {
             conformance!(@case reservations_are_compare_and_set, roomy, $fixture);
             conformance!(@case many_histories_come_back_in_order, roomy, $fixture);
             conformance!(@case retention_trims_contacts, retention, $fixture);
+            conformance!(@case reservations_alone_keep_the_retention, retention, $fixture);
             conformance!(@case identities_link_resolve_and_unlink, roomy, $fixture);
             conformance!(@case a_merge_moves_everything_once, roomy, $fixture);
             conformance!(@case merges_that_break_rules_are_refused, roomy, $fixture);

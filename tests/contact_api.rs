@@ -283,6 +283,44 @@ mod cases {
             .await
             .expect_err("bad channel");
         assert_eq!(bad_field(&status), "channel");
+        // A reservation takes an event's instants: none a day ahead, none
+        // before the retention. A plain check may look at any instant of
+        // protobuf's range, and no further.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        for seconds in [now + 86_400, now - 400 * 86_400] {
+            let at = Some(prost_types::Timestamp { seconds, nanos: 0 });
+            let status = client
+                .check_contact_frequency(pb::CheckContactRequest {
+                    at,
+                    reserve: true,
+                    ..email_check("c9")
+                })
+                .await
+                .expect_err("a reservation out of an event's range");
+            assert_eq!(bad_field(&status), "at", "{status:?}");
+            let check = client
+                .check_contact_frequency(pb::CheckContactRequest {
+                    at,
+                    ..email_check("c9")
+                })
+                .await
+                .expect("a plain check at that instant")
+                .into_inner();
+            assert!(check.allowed);
+        }
+        for seconds in [253_402_300_800, -62_135_596_801] {
+            let status = client
+                .check_contact_frequency(pb::CheckContactRequest {
+                    at: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+                    ..email_check("c9")
+                })
+                .await
+                .expect_err("past protobuf's range");
+            assert_eq!(bad_field(&status), "at");
+        }
         let check = client
             .check_contact_frequency(email_check("c9"))
             .await

@@ -12,12 +12,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{Duration as ChronoDuration, LocalResult, NaiveDateTime, NaiveTime, TimeZone};
+use chrono::{Duration as ChronoDuration, LocalResult, NaiveDateTime, NaiveTime, Offset, TimeZone};
 use chrono_tz::Tz;
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::{ChannelClass, Contact, Micros, Taxonomy};
+use super::{taxonomy::NameKind, ChannelClass, Contact, Micros, Taxonomy};
 
 /// The policy the service uses when none is given.
 pub const BUILTIN_TOML: &str = include_str!("../../policy/default.toml");
@@ -175,9 +175,9 @@ struct PolicyFile {
     #[serde(default = "utc")]
     default_timezone: toml::Spanned<String>,
     #[serde(default)]
-    exempt_reasons: BTreeSet<String>,
+    exempt_reasons: Vec<toml::Spanned<String>>,
     #[serde(default)]
-    exempt_types: BTreeSet<String>,
+    exempt_types: Vec<toml::Spanned<String>>,
     #[serde(default)]
     rule: Vec<toml::Spanned<RuleSpec>>,
     #[serde(default)]
@@ -235,6 +235,34 @@ impl ContactPolicy {
                 format!("unknown time zone {:?}", file.default_timezone.get_ref()),
             )
         })?;
+        // A name the taxonomy does not hold (in strict mode, where events
+        // cannot carry it either) would make its rule or exemption never
+        // apply: refused, as a misspelt channel is.
+        let known = |span, label: &str, kind: NameKind, name: &str| {
+            taxonomy
+                .check_name(label, kind, name)
+                .map_err(|e| fail(span, e.to_string()))
+        };
+        let mut exempt_reasons = BTreeSet::new();
+        for reason in &file.exempt_reasons {
+            known(
+                reason.span(),
+                "exempt_reasons",
+                NameKind::Reason,
+                reason.get_ref(),
+            )?;
+            exempt_reasons.insert(reason.get_ref().clone());
+        }
+        let mut exempt_types = BTreeSet::new();
+        for event_type in &file.exempt_types {
+            known(
+                event_type.span(),
+                "exempt_types",
+                NameKind::EventType,
+                event_type.get_ref(),
+            )?;
+            exempt_types.insert(event_type.get_ref().clone());
+        }
         let mut names = BTreeSet::new();
         let mut rules = Vec::with_capacity(file.rule.len());
         for spanned in &file.rule {
@@ -255,6 +283,11 @@ impl ContactPolicy {
             if let Some(channel) = &spec.channel {
                 if !taxonomy.has_channel(channel) {
                     return Err(fail(format!("unknown channel {channel:?}")));
+                }
+            }
+            if let Some(reason) = &spec.reason {
+                if let Err(e) = taxonomy.check_name("reason", NameKind::Reason, reason) {
+                    return Err(fail(e.to_string()));
                 }
             }
             if spec.campaign.is_some() && spec.per_campaign {
@@ -296,8 +329,8 @@ impl ContactPolicy {
         }
         Ok(Self {
             default_timezone,
-            exempt_reasons: file.exempt_reasons,
-            exempt_types: file.exempt_types,
+            exempt_reasons,
+            exempt_types,
             rules,
             quiet_hours,
         })
@@ -512,9 +545,9 @@ impl ContactPolicy {
 
     /// When `at` falls in quiet hours of `channel`, the instant they end.
     fn quiet_end(&self, channel: &str, at: Micros, tz: Tz) -> Option<Micros> {
-        let local = tz
-            .from_utc_datetime(&at.to_datetime()?.naive_utc())
-            .naive_local();
+        // Checked: at the calendar's ends the local time does not exist.
+        let utc = at.to_datetime()?.naive_utc();
+        let local = utc.checked_add_offset(tz.offset_from_utc_datetime(&utc).fix())?;
         self.quiet_hours
             .iter()
             .filter(|q| q.channels.is_empty() || q.channels.contains(channel))
@@ -563,8 +596,9 @@ impl QuietHours {
         if self.start < self.end {
             (self.start <= time && time < self.end).then(|| date.and_time(self.end))
         } else if time >= self.start {
-            // Started this evening: ends tomorrow morning.
-            Some((date + ChronoDuration::days(1)).and_time(self.end))
+            // Started this evening: ends tomorrow morning (on the last
+            // day a calendar holds, no tomorrow: not a quiet end).
+            date.succ_opt().map(|tomorrow| tomorrow.and_time(self.end))
         } else if time < self.end {
             Some(date.and_time(self.end))
         } else {
@@ -585,7 +619,9 @@ fn first_instant_at_or_after(tz: Tz, local: NaiveDateTime) -> Option<Micros> {
             LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => {
                 return Some(Micros::from_datetime(t.with_timezone(&chrono::Utc)))
             }
-            LocalResult::None => candidate += ChronoDuration::minutes(1),
+            LocalResult::None => {
+                candidate = candidate.checked_add_signed(ChronoDuration::minutes(1))?
+            }
         }
     }
     None
@@ -842,6 +878,38 @@ end = "08:00"
     }
 
     #[test]
+    fn quiet_hours_at_the_calendar_s_last_evening_do_not_overflow() {
+        let p = policy(QUIET);
+        let t = Taxonomy::builtin();
+        let last = chrono::NaiveDate::MAX
+            .and_hms_opt(23, 0, 0)
+            .expect("time")
+            .and_utc();
+        let d = p.decide(
+            &t,
+            &[],
+            &request("call_center", Micros::from_datetime(last).0),
+            None,
+        );
+        assert!(d.allowed, "no local time after the last day: {d:?}");
+        // The API's last evening (protobuf's range ends with 9999) ends
+        // quiet on the morning of 10000-01-01, Paris time.
+        let evening = chrono::DateTime::parse_from_rfc3339("9999-12-31T22:30:00Z").expect("date");
+        let d = p.decide(
+            &t,
+            &[],
+            &request("call_center", Micros::from_datetime(evening.into()).0),
+            None,
+        );
+        assert!(!d.allowed && d.quiet_hours);
+        let morning = chrono::NaiveDate::from_ymd_opt(10_000, 1, 1)
+            .and_then(|d| d.and_hms_opt(7, 0, 0))
+            .expect("date")
+            .and_utc();
+        assert_eq!(d.next_allowed_at, Some(Micros::from_datetime(morning)));
+    }
+
+    #[test]
     fn quiet_hours_end_across_a_dst_change() {
         // Paris springs forward on 2026-03-29 at 02:00 -> 03:00.
         let p = policy("default_timezone = \"Europe/Paris\"\n[[quiet_hours]]\nstart = \"21:00\"\nend = \"08:00\"\n");
@@ -915,6 +983,9 @@ end = "08:00"
             ("[[rule]]\nname = \"a\"\nmax = -1\nwindow = \"1d\"\n", "line 1", "negative"),
             ("\n[[rule]]\nname = \"a\"\nmax = 1\nwindow = \"0s\"\n", "line 2", "above zero"),
             ("[[rule]]\nname = \"a\"\nmax = 1\nwindow = \"1d\"\nchannel = \"fax\"\n", "line 1", "unknown channel"),
+            ("\n[[rule]]\nname = \"a\"\nmax = 1\nwindow = \"1d\"\nreason = \"campain_offer\"\n", "line 2", "unknown reason \"campain_offer\""),
+            ("\n\nexempt_reasons = [\"payment_receipt\", \"paymnet_receipt\"]\n", "line 3", "exempt_reasons: unknown reason \"paymnet_receipt\""),
+            ("exempt_types = [\"no_such_type\"]\n", "line 1", "exempt_types: unknown type \"no_such_type\""),
             ("[[rule]]\nname = \"a\"\nmax = 1\nwindow = \"soon\"\n", "line 1", "window"),
             ("[[rule]]\nname = \"a\"\nmax = 1\n", "line 1", "window"),
             ("default_timezone = \"Mars/Olympus\"\n", "line 1", "time zone"),

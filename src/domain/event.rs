@@ -261,7 +261,10 @@ impl RawEvent {
             }
             check_text(field, value, limits.max_id_bytes)?;
         }
-        let occurred_at = check_occurred_at(self.occurred_at, limits, now)?;
+        let occurred_at = self
+            .occurred_at
+            .ok_or_else(|| DomainError::invalid("occurred_at", "required"))?;
+        let occurred_at = check_instant("occurred_at", occurred_at, limits, now)?;
         check_attribute_shapes(&self.attributes, limits)?;
         if let Some(tz) = self.attributes.get(TIMEZONE_ATTRIBUTE) {
             if tz.parse::<chrono_tz::Tz>().is_err() {
@@ -399,13 +402,15 @@ pub fn check_text(field: &str, value: &str, max_bytes: usize) -> Result<(), Doma
     Ok(())
 }
 
-fn check_occurred_at(
-    at: Option<Micros>,
+/// An instant a stored event (or a reserved contact, which an event
+/// replaces) may have: from 1970, not further in the future than the skew
+/// allowed, not older than the retention.
+pub fn check_instant(
+    field: &str,
+    at: Micros,
     limits: &EventLimits,
     now: Micros,
 ) -> Result<Micros, DomainError> {
-    let field = "occurred_at";
-    let at = at.ok_or_else(|| DomainError::invalid(field, "required"))?;
     if at.0 < 0 {
         return Err(DomainError::invalid(field, "before 1970-01-01T00:00:00Z"));
     }

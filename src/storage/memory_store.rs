@@ -261,7 +261,7 @@ impl TimelineStore for MemoryStore {
         customer: &CustomerId,
         contact: &Contact,
         expected_version: u64,
-        _now: Micros,
+        now: Micros,
     ) -> Result<bool, StorageError> {
         let wall = Micros::now();
         let mut state = self.lock();
@@ -275,6 +275,9 @@ impl TimelineStore for MemoryStore {
             .contacts
             .insert(contact.event_id().to_string(), contact.clone());
         timeline.contact_version += 1;
+        // Retention as an append enforces it: reservations alone (exempt
+        // ones are always allowed) cannot grow the index.
+        timeline.trim_contacts(&self.retention, now);
         timeline.keep_until(wall.saturating_add_micros(self.retention.max_age_micros));
         Ok(true)
     }

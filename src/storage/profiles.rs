@@ -67,7 +67,7 @@ pub async fn link(
         }
         candidates = std::iter::once(profile).chain(elsewhere).collect();
     }
-    Err(StorageError::Corrupt(
+    Err(StorageError::Contention(
         "identities kept being linked elsewhere; try again".into(),
     ))
 }

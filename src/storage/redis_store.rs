@@ -451,11 +451,12 @@ impl TimelineStore for RedisStore {
         customer: &CustomerId,
         contact: &Contact,
         expected_version: u64,
-        _now: Micros,
+        now: Micros,
     ) -> Result<bool, StorageError> {
         let profile = self.follow(customer).await?;
         let keys = Keys::of(&profile);
         let ttl_ms = self.ttl_ms();
+        let cutoff = now.saturating_sub_micros(self.retention.max_age_micros);
         let mut pipe = Pipeline::new();
         self.reserve_script
             .call(&mut pipe)
@@ -466,7 +467,9 @@ impl TimelineStore for RedisStore {
             .arg(contact.at.0)
             .arg(contact.event_id())
             .arg(codec::pack_contact(contact))
-            .arg(ttl_ms);
+            .arg(ttl_ms)
+            .arg(cutoff.0)
+            .arg(self.retention.max_events);
         let recorded: Result<(i64,), _> = self.query_scripts(&self.reserve_script, &pipe).await;
         self.written([&profile, customer]);
         let (recorded,) = recorded?;
@@ -810,7 +813,7 @@ pub(super) fn list_pipeline(query: &TimelineQuery) -> (Pipeline, Option<(Micros,
 
 /// A profile that kept being merged away while an operation followed it.
 pub(super) fn merges_kept_moving() -> StorageError {
-    StorageError::Corrupt("merges kept moving the profile".into())
+    StorageError::Contention("merges kept moving the profile; try again".into())
 }
 
 /// The reads of a context: alias, the latest `max_events` events, the

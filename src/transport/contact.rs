@@ -98,6 +98,17 @@ impl JourneyApi {
             &request.campaign_id,
             request.at,
         )?;
+        if request.reserve {
+            // A reservation is a contact, which an event with its id later
+            // replaces: it takes an event's instants (far-future ones would
+            // stay ahead of every real contact and never be trimmed).
+            crate::domain::event::check_instant(
+                "at",
+                proposal.at,
+                &self.limits.event,
+                Micros::now(),
+            )?;
+        }
         let customer =
             match self.reference(&request.customer_id, request.customer.as_ref(), "customer")? {
                 super::customers::Named::Profile(profile) => profile,

@@ -46,6 +46,12 @@ pub fn initiator(field: &str, value: i32) -> Result<Option<Initiator>, DomainErr
     }
 }
 
+/// The seconds of 0001-01-01T00:00:00Z and of 9999-12-31T23:59:59Z: the
+/// range `google.protobuf.Timestamp` is defined over. Calendar arithmetic
+/// on a time inside it (a quiet hour's next morning, a day's counters)
+/// cannot overflow.
+const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+
 /// A `google.protobuf.Timestamp` to microseconds (finer digits truncated).
 pub fn timestamp(field: &str, t: &prost_types::Timestamp) -> Result<Micros, DomainError> {
     if !(0..1_000_000_000).contains(&t.nanos) {
@@ -54,8 +60,13 @@ pub fn timestamp(field: &str, t: &prost_types::Timestamp) -> Result<Micros, Doma
             "nanos must be in [0, 999999999]",
         ));
     }
+    if !TIMESTAMP_SECONDS.contains(&t.seconds) {
+        return Err(DomainError::invalid(
+            field,
+            "out of range: a timestamp is from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z",
+        ));
+    }
     Micros::from_parts(t.seconds, t.nanos)
-        .filter(|m| m.to_datetime().is_some())
         .ok_or_else(|| DomainError::invalid(field, "out of the representable range"))
 }
 
@@ -214,6 +225,29 @@ mod tests {
 
     fn id(text: &str) -> CustomerId {
         CustomerId::parse("customer_id", text, &EventLimits::default()).expect("valid")
+    }
+
+    #[test]
+    fn timestamps_are_taken_over_the_range_protobuf_defines() {
+        let at = |seconds, nanos| timestamp("at", &prost_types::Timestamp { seconds, nanos });
+        let first = at(-62_135_596_800, 0).expect("0001-01-01T00:00:00Z");
+        assert_eq!(first.to_string(), "0001-01-01T00:00:00.000000Z");
+        let last = at(253_402_300_799, 999_999_999).expect("the last instant of 9999");
+        assert_eq!(last.to_string(), "9999-12-31T23:59:59.999999Z");
+        for (seconds, nanos) in [
+            (-62_135_596_801, 0),
+            (253_402_300_800, 0),
+            (i64::MIN, 0),
+            (i64::MAX, 0),
+            (0, -1),
+            (0, 1_000_000_000),
+        ] {
+            let err = at(seconds, nanos).expect_err("out of range");
+            assert!(
+                matches!(&err, DomainError::Invalid { field, .. } if field == "at"),
+                "{err:?}"
+            );
+        }
     }
 
     #[test]
