@@ -360,6 +360,61 @@ mod cases {
         );
     }
 
+    pub async fn an_event_brings_no_identity_the_rules_refuse(mut client: Client) {
+        let t = base_micros();
+        let with = |event_id: &str, at: i64, identities: Vec<pb::Identity>| {
+            let mut event = page_view("c1", event_id, at);
+            event.identities = identities;
+            event
+        };
+        append_all_stored(
+            &mut client,
+            vec![with("e1", t, vec![id("crm_id", "CRM-A")])],
+        )
+        .await;
+        // A second CRM id: the merge is refused, the event is stored under
+        // its customer with the email it also carries, not the CRM id.
+        append_all_stored(
+            &mut client,
+            vec![with(
+                "e2",
+                t + 1,
+                vec![id("crm_id", "CRM-B"), id("email", "b@x.org")],
+            )],
+        )
+        .await;
+        let c1 = context(&mut client, by("customer_id", "c1"))
+            .await
+            .expect("c1");
+        assert_eq!(c1.total_events, 2);
+        let mut held: Vec<(String, String)> = c1
+            .identities
+            .iter()
+            .filter_map(|l| l.identity.as_ref())
+            .map(|i| (i.r#type.clone(), i.value.clone()))
+            .collect();
+        held.sort();
+        assert_eq!(
+            held,
+            [
+                ("crm_id".to_string(), "CRM-A".to_string()),
+                ("customer_id".to_string(), "c1".to_string()),
+                ("email".to_string(), "b@x.org".to_string())
+            ]
+        );
+        let status = context(&mut client, by("crm_id", "CRM-B"))
+            .await
+            .expect_err("CRM-B leads nowhere");
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(
+            context(&mut client, by("email", "b@x.org"))
+                .await
+                .expect("the email leads to c1")
+                .profile_id,
+            "c1"
+        );
+    }
+
     pub async fn racing_conflicting_links_end_in_one_consistent_profile(mut client: Client) {
         let t = base_micros();
         append_all_stored(
@@ -590,6 +645,7 @@ backend_cases!(
         a_phone_in_any_format_reaches_the_email_profile,
         a_login_merges_the_cookie_profile_into_the_customer,
         two_customers_are_never_fused,
+        an_event_brings_no_identity_the_rules_refuse,
         racing_conflicting_links_end_in_one_consistent_profile,
         unlink_removes_an_identity_going_forward,
         bad_identities_are_refused,

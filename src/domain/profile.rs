@@ -63,6 +63,22 @@ impl MergeRules {
         }
         None
     }
+
+    /// Which of `new` a profile holding `held` may take without breaking a
+    /// rule, in order: each is checked with those taken before it, and one
+    /// the profile holds already is always kept.
+    pub fn admissible<'a>(&self, held: &[Identity], new: &'a [Identity]) -> Vec<&'a Identity> {
+        let mut all: BTreeSet<&Identity> = held.iter().collect();
+        let mut taken = Vec::with_capacity(new.len());
+        for identity in new {
+            if all.insert(identity) && self.conflict(all.iter().copied()).is_some() {
+                all.remove(identity);
+                continue;
+            }
+            taken.push(identity);
+        }
+        taken
+    }
 }
 
 /// Which of the profiles to merge survives: a customer's profile over an
@@ -122,6 +138,22 @@ mod tests {
             .conflict(&ids)
             .expect("too many")
             .contains("limit of 3"));
+    }
+
+    #[test]
+    fn a_profile_takes_only_the_identities_the_rules_allow() {
+        let held = [id("customer_id", "c1"), id("crm_id", "A1")];
+        let new = [
+            id("crm_id", "B2"),
+            id("crm_id", "A1"),
+            id("email", "a@x.org"),
+            id("cookie_id", "k1"),
+        ];
+        // A second CRM id breaks the unique rule; the one held is kept;
+        // the email fills the limit of 3, so the cookie is left out.
+        let taken: Vec<&Identity> = rules().admissible(&held, &new);
+        assert_eq!(taken, [&new[1], &new[2]]);
+        assert_eq!(rules().admissible(&[], &new).len(), 3);
     }
 
     #[test]

@@ -108,15 +108,23 @@ pub async fn place(
                     .next()
                     .unwrap_or_else(&new_profile),
             };
+            // Only identities the fallback profile may take: a link
+            // checks no rule, and a second CRM id or one identity past the
+            // limit must not come in by an event either.
+            let held = held_by(store, &fallback).await?;
+            let admissible: Vec<Identity> = rules
+                .admissible(&held, &event.identities)
+                .into_iter()
+                .cloned()
+                .collect();
             let owners = store
-                .link(&fallback, &event.identities, event.occurred_at)
+                .link(&fallback, &admissible, event.occurred_at)
                 .await?;
-            let kept = event
-                .identities
-                .iter()
+            let kept = admissible
+                .into_iter()
                 .zip(owners)
                 .filter(|(_, owner)| *owner == fallback)
-                .map(|(identity, _)| identity.clone())
+                .map(|(identity, _)| identity)
                 .collect();
             tracing::warn!(event = %event.event_id, %reason, profile = %fallback,
                 "identities not linked: the event is stored without merging");
@@ -159,19 +167,27 @@ async fn conflict(
 ) -> Result<Option<String>, StorageError> {
     let mut all: Vec<Identity> = identities.to_vec();
     for profile in profiles {
-        if !profile.is_anonymous() {
-            all.push(Identity {
-                kind: CUSTOMER_ID_IDENTITY.to_string(),
-                value: profile.to_string(),
-            });
-        }
-        all.extend(
-            store
-                .identities(profile)
-                .await?
-                .into_iter()
-                .map(|l| l.identity),
-        );
+        all.extend(held_by(store, profile).await?);
     }
     Ok(rules.conflict(&all))
+}
+
+/// The identities a profile holds, with its customer id.
+async fn held_by(
+    store: &dyn TimelineStore,
+    profile: &CustomerId,
+) -> Result<Vec<Identity>, StorageError> {
+    let mut held: Vec<Identity> = store
+        .identities(profile)
+        .await?
+        .into_iter()
+        .map(|l| l.identity)
+        .collect();
+    if !profile.is_anonymous() {
+        held.push(Identity {
+            kind: CUSTOMER_ID_IDENTITY.to_string(),
+            value: profile.to_string(),
+        });
+    }
+    Ok(held)
 }
