@@ -338,6 +338,12 @@ impl ServeConfig {
                 return Err(format!("{flag} must be above 0"));
             }
         }
+        if self.max_batch > crate::wire::MAX_DECODED_EVENTS {
+            return Err(format!(
+                "--max-batch must be at most {}",
+                crate::wire::MAX_DECODED_EVENTS
+            ));
+        }
         crate::domain::identity::parse_region(&self.phone_region)
             .map_err(|e| format!("--phone-region: {e}"))?;
         if self.max_identities_per_profile < 2 {
@@ -375,6 +381,14 @@ mod tests {
         assert_eq!(
             no_wait.check(),
             Err("--keepalive-timeout-ms must be above 0".to_string())
+        );
+        let huge_batches = ServeConfig {
+            max_batch: crate::wire::MAX_DECODED_EVENTS + 1,
+            ..ServeConfig::default()
+        };
+        assert_eq!(
+            huge_batches.check(),
+            Err("--max-batch must be at most 100000".to_string())
         );
     }
 

@@ -182,12 +182,14 @@ impl JourneyService for JourneyApi {
         &self,
         request: Request<pb::AppendEventsRequest>,
     ) -> Result<Response<pb::AppendEventsResponse>, Status> {
-        let events = request.into_inner().events;
-        tracing::Span::current().record("events", events.len());
-        if events.len() > self.limits.max_batch {
+        let request = request.into_inner();
+        let got = request.events.len() + request.skipped;
+        let events = request.events;
+        tracing::Span::current().record("events", got);
+        if got > self.limits.max_batch {
             return Err(DomainError::TooMany {
                 field: "events".into(),
-                got: events.len(),
+                got,
                 max: self.limits.max_batch,
             }
             .into());

@@ -97,7 +97,15 @@ pub struct AppendEventRequest {
 #[derive(Clone, PartialEq, Default, Debug)]
 pub struct AppendEventsRequest {
     pub events: Vec<WireEvent>,
+    /// Events past `MAX_DECODED_EVENTS`, skipped unread (decoding only).
+    pub skipped: usize,
 }
+
+/// Most events an `AppendEventsRequest` decodes; those past it are only
+/// counted, so that a request of millions of empty events (2 bytes each on
+/// the wire, 32 in memory) cannot take 16 times its size before its count
+/// is refused. `--max-batch` may not exceed it.
+pub const MAX_DECODED_EVENTS: usize = 100_000;
 
 /// Field 1 of both requests: the event(s).
 const EVENT_FIELD: u32 = 1;
@@ -171,7 +179,10 @@ impl Message for AppendEventsRequest {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
-        if tag == EVENT_FIELD {
+        if tag == EVENT_FIELD && self.events.len() >= MAX_DECODED_EVENTS {
+            self.skipped += 1;
+            prost::encoding::skip_field(wire_type, tag, buf, ctx)
+        } else if tag == EVENT_FIELD {
             let mut event = WireEvent::default();
             merge_event(wire_type, &mut event, buf, ctx).map_err(|mut e| {
                 e.push("AppendEventsRequest", "events");
@@ -190,6 +201,7 @@ impl Message for AppendEventsRequest {
 
     fn clear(&mut self) {
         self.events.clear();
+        self.skipped = 0;
     }
 }
 
@@ -272,6 +284,16 @@ mod tests {
             attributes: [("page".to_string(), "/x".to_string())].into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn events_past_the_decoding_cap_are_counted_not_kept() {
+        // An empty event is two bytes on the wire: tag 1, length 0.
+        let extra = 5;
+        let wire = [0x0a_u8, 0x00].repeat(MAX_DECODED_EVENTS + extra);
+        let request = AppendEventsRequest::decode(wire.as_slice()).expect("decodes");
+        assert_eq!(request.events.len(), MAX_DECODED_EVENTS);
+        assert_eq!(request.skipped, extra);
     }
 
     #[test]
