@@ -6,8 +6,9 @@
 //! the server, `wire`, where `journey.v1.Event` is `crate::wire::WireEvent`:
 //! an event kept in its encoded form, so stored events go into responses
 //! without being decoded and encoded again, the append requests are
-//! hand-written to take their events' bytes whole, the context response
-//! is hand-written to take its fixed fields encoded once, and the codec is
+//! hand-written to take their events' bytes whole, the contact batch
+//! request to stop decoding customers past a cap, the context response is
+//! hand-written to take its fixed fields encoded once, and the codec is
 //! `crate::wire::WireCodec`.
 
 use std::{env, error::Error, path::PathBuf};
@@ -42,6 +43,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         .extern_path(
             ".journey.v1.AppendEventsRequest",
             "crate::wire::AppendEventsRequest",
+        )
+        .extern_path(
+            ".journey.v1.CheckContactBatchRequest",
+            "crate::wire::CheckContactBatchRequest",
         )
         .extern_path(
             ".journey.v1.GetJourneyContextResponse",

@@ -338,11 +338,22 @@ impl ServeConfig {
                 return Err(format!("{flag} must be above 0"));
             }
         }
-        if self.max_batch > crate::wire::MAX_DECODED_EVENTS {
-            return Err(format!(
-                "--max-batch must be at most {}",
-                crate::wire::MAX_DECODED_EVENTS
-            ));
+        // Requests decode no more than these; past them items are counted.
+        for (flag, value, cap) in [
+            (
+                "--max-batch",
+                self.max_batch,
+                crate::wire::MAX_DECODED_EVENTS,
+            ),
+            (
+                "--max-check-batch",
+                self.max_check_batch,
+                crate::wire::MAX_DECODED_CUSTOMERS,
+            ),
+        ] {
+            if value > cap {
+                return Err(format!("{flag} must be at most {cap}"));
+            }
         }
         crate::domain::identity::parse_region(&self.phone_region)
             .map_err(|e| format!("--phone-region: {e}"))?;
@@ -389,6 +400,14 @@ mod tests {
         assert_eq!(
             huge_batches.check(),
             Err("--max-batch must be at most 100000".to_string())
+        );
+        let huge_lists = ServeConfig {
+            max_check_batch: crate::wire::MAX_DECODED_CUSTOMERS + 1,
+            ..ServeConfig::default()
+        };
+        assert_eq!(
+            huge_lists.check(),
+            Err("--max-check-batch must be at most 100000".to_string())
         );
     }
 

@@ -179,7 +179,7 @@ impl JourneyApi {
         request: pb::CheckContactBatchRequest,
     ) -> Result<pb::CheckContactBatchResponse, ApiError> {
         let max = self.limits.max_check_batch;
-        let asked = request.customers.len() + request.customer_ids.len();
+        let asked = request.customers.len() + request.customer_ids.len() + request.skipped;
         if asked > max {
             let field = if request.customers.is_empty() {
                 "customer_ids"

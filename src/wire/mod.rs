@@ -258,8 +258,10 @@ impl<T: Message> tonic::codec::Encoder for SizedEncoder<T> {
     }
 }
 
+mod check_batch;
 mod context;
 pub mod fields;
+pub use check_batch::{CheckContactBatchRequest, MAX_DECODED_CUSTOMERS};
 pub use context::{
     contact_counts_field, journeys_field, ContextHead, ContextTail, GetJourneyContextResponse,
 };
