@@ -286,6 +286,53 @@ async fn appends_go_on_after_redis_loses_its_scripts() {
     }
 }
 
+/// A failover that demotes the server the service is connected to (Redis
+/// keeps its clients connected): the write it refuses with READONLY fails
+/// as UNAVAILABLE and the connection is let go, so the next call connects
+/// afresh (to where a DNS name or a virtual address leads now) instead of
+/// being refused on the old connection for good.
+#[tokio::test]
+async fn a_server_demoted_to_replica_is_left_for_a_new_connection() {
+    let redis = RedisServer::start();
+    let primary = RedisServer::start();
+    let server = server_on(redis.url()).await;
+    let mut client = server.client().await;
+    let at = base_micros();
+    support::append_all_stored(&mut client, vec![page_view("c1", "e1", at)]).await;
+    // Opened before counting, so the test's own connection is not counted.
+    let mut admin = redis.connection();
+    let connections = |admin: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("stats").query(admin).expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("total_connections_received")
+    };
+    let before = connections(&mut admin);
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port)
+        .query::<()>(&mut admin)
+        .expect("REPLICAOF");
+    let status = client
+        .append_event(pb::AppendEventRequest {
+            event: Some(page_view("c1", "e2", at + 1)),
+        })
+        .await
+        .expect_err("a replica refuses writes");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query::<()>(&mut admin)
+        .expect("REPLICAOF NO ONE");
+    support::append_all_stored(&mut client, vec![page_view("c1", "e3", at + 2)]).await;
+    assert!(
+        connections(&mut admin) > before,
+        "the service kept its connection to the demoted server"
+    );
+}
+
 /// A Redis that accepts connections and never answers (a host gone without
 /// a reset, a network split): calls fail in time, and the silent connection
 /// is replaced by a new one rather than reused until the kernel gives up.

@@ -23,7 +23,8 @@
 //! replaced on the next request. A request that times out leaves its place
 //! in the order: its replies, when they come, are dropped. A connection
 //! that sends nothing for the response timeout while requests wait is taken
-//! for dead (a host gone without a reset) and replaced the same way.
+//! for dead (a host gone without a reset) and replaced the same way, as is
+//! one that answers READONLY (its server was demoted by a failover).
 
 use std::{
     collections::VecDeque,
@@ -669,6 +670,7 @@ async fn read_loop(
     // A reply known to be incomplete is not decoded again before the
     // buffer holds what it needs (a large reply may take several reads).
     let mut need = 0;
+    let mut read_only = false;
     let failure = loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
@@ -727,12 +729,20 @@ async fn read_loop(
             if frames.is_empty() {
                 frames.reserve_exact(front.replies);
             }
+            read_only |= is_read_only(&frame);
             frames.push(frame);
             if frames.len() == front.replies {
                 if let Some(done) = waiting.pop_front() {
                     let _ = done
                         .answer
                         .send(Heard::Answer(Ok(std::mem::take(&mut frames))));
+                }
+                if read_only {
+                    // This server became a replica (a failover): the next
+                    // connection, made afresh, reaches the new primary
+                    // where a DNS name or a virtual address now leads.
+                    broken = Some("Redis answered READONLY: it is a replica now".into());
+                    break;
                 }
             }
         }
@@ -968,6 +978,12 @@ impl LuaScript {
 
 fn is_noscript(reply: &Reply) -> bool {
     matches!(&reply.frame, Frame::Error(e) if reply.bytes[e.clone()].starts_with(b"NOSCRIPT"))
+}
+
+/// A write refused because the server is a replica. In a transaction the
+/// command is refused as it is queued, so top-level replies are enough.
+fn is_read_only(reply: &Reply) -> bool {
+    matches!(&reply.frame, Frame::Error(e) if reply.bytes[e.clone()].starts_with(b"READONLY"))
 }
 
 fn parse_as<T: FromRedisValue>(value: redis::Value) -> Result<T, StorageError> {
