@@ -430,9 +430,16 @@ impl RedisConnection {
         &self,
         connecting: impl std::future::Future<Output = std::io::Result<S>>,
     ) -> Result<S, StorageError> {
+        // Unavailable, not Timeout: nothing was sent, so a call refused
+        // here is safe to retry (UNAVAILABLE) as a refused connect is.
         tokio::time::timeout(self.connect_timeout, connecting)
             .await
-            .map_err(|_| StorageError::Timeout("connecting to Redis".into()))?
+            .map_err(|_| {
+                StorageError::Unavailable(format!(
+                    "connecting to Redis: no answer within {:?}",
+                    self.connect_timeout
+                ))
+            })?
             .map_err(|e| StorageError::Unavailable(format!("connecting to Redis: {e}")))
     }
 
@@ -1113,6 +1120,50 @@ mod tests {
             all.push(reply);
         }
         all
+    }
+
+    /// A connect that gets no answer (a listener whose backlog is full drops
+    /// the handshake, as a host gone does) fails as unavailable in time:
+    /// nothing was sent, so the call is safe to retry.
+    #[tokio::test]
+    async fn a_connect_without_answer_is_unavailable() {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("address"))
+            .expect("bind");
+        let address = socket.local_addr().expect("address");
+        let _listener = socket.listen(0).expect("listen");
+        // Never accepted: these fill the backlog, so the next handshake
+        // waits unanswered.
+        let mut held = Vec::new();
+        let mut filled = false;
+        for _ in 0..8 {
+            match tokio::time::timeout(
+                Duration::from_millis(200),
+                tokio::net::TcpStream::connect(address),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => held.push(stream),
+                _ => {
+                    filled = true;
+                    break;
+                }
+            }
+        }
+        assert!(filled, "the backlog never filled");
+        let info = redis::IntoConnectionInfo::into_connection_info(format!("redis://{address}/0"))
+            .expect("a URL");
+        let conn = RedisConnection::new(&info, Duration::from_millis(200), Duration::from_secs(1))
+            .expect("a TCP address");
+        let err = conn
+            .cmd_as::<String>(&commands::cmd("PING"))
+            .await
+            .expect_err("no answer");
+        assert!(
+            matches!(&err, StorageError::Unavailable(why) if why.contains("no answer within")),
+            "{err:?}"
+        );
     }
 
     /// A failed connect is the answer of the calls right after it: they do
