@@ -238,31 +238,19 @@ impl ContactPolicy {
         // A name the taxonomy does not hold (in strict mode, where events
         // cannot carry it either) would make its rule or exemption never
         // apply: refused, as a misspelt channel is.
-        let known = |span, label: &str, kind: NameKind, name: &str| {
-            taxonomy
-                .check_name(label, kind, name)
-                .map_err(|e| fail(span, e.to_string()))
+        let exempt = |names: &[toml::Spanned<String>], label: &str, kind: NameKind| {
+            names
+                .iter()
+                .map(|name| {
+                    taxonomy
+                        .check_name(label, kind, name.get_ref())
+                        .map_err(|e| fail(name.span(), e.to_string()))?;
+                    Ok(name.get_ref().clone())
+                })
+                .collect::<Result<BTreeSet<String>, PolicyError>>()
         };
-        let mut exempt_reasons = BTreeSet::new();
-        for reason in &file.exempt_reasons {
-            known(
-                reason.span(),
-                "exempt_reasons",
-                NameKind::Reason,
-                reason.get_ref(),
-            )?;
-            exempt_reasons.insert(reason.get_ref().clone());
-        }
-        let mut exempt_types = BTreeSet::new();
-        for event_type in &file.exempt_types {
-            known(
-                event_type.span(),
-                "exempt_types",
-                NameKind::EventType,
-                event_type.get_ref(),
-            )?;
-            exempt_types.insert(event_type.get_ref().clone());
-        }
+        let exempt_reasons = exempt(&file.exempt_reasons, "exempt_reasons", NameKind::Reason)?;
+        let exempt_types = exempt(&file.exempt_types, "exempt_types", NameKind::EventType)?;
         let mut names = BTreeSet::new();
         let mut rules = Vec::with_capacity(file.rule.len());
         for spanned in &file.rule {
