@@ -764,6 +764,54 @@ mod cases {
         );
     }
 
+    /// A profile that absorbed another brings that merge along when it is
+    /// absorbed in turn: the survivor's history names every profile whose
+    /// data it holds.
+    pub async fn merges_carry_the_absorbed_profiles_own(store: &dyn TimelineStore) {
+        let (first, second, c1) = (anonymous("A"), anonymous("B"), customer("c1"));
+        let visit = |id: &str, profile: &CustomerId, at: i64| {
+            let mut event = domain_event("x", id, "web", Initiator::Customer, at);
+            event.customer_id = None;
+            event.profile = profile.clone();
+            event
+        };
+        store
+            .append(
+                &[
+                    visit("a1", &first, T0),
+                    visit("b1", &second, T0 + 1),
+                    domain_event("c1", "c1", "web", Initiator::Customer, T0 + 2),
+                ],
+                now(),
+            )
+            .await
+            .expect("append");
+        for (target, other, at) in [(&first, &second, T0 + 5), (&c1, &first, T0 + 9)] {
+            assert_eq!(
+                store.merge(target, other, Micros(at)).await.expect("merge"),
+                MergeOutcome::Merged
+            );
+        }
+        let snap = store
+            .context(&c1, 50, Micros(0))
+            .await
+            .expect("ctx")
+            .expect("found");
+        let history: Vec<(String, Micros)> = snap
+            .merges
+            .iter()
+            .map(|m| (m.from.to_string(), m.at))
+            .collect();
+        assert_eq!(
+            history,
+            [
+                (second.to_string(), Micros(T0 + 5)),
+                (first.to_string(), Micros(T0 + 9))
+            ]
+        );
+        assert_eq!(snap.events.len(), 3);
+    }
+
     pub async fn merges_that_break_rules_are_refused(store: &dyn TimelineStore) {
         let (c1, c2) = (customer("c1"), customer("c2"));
         store
@@ -1108,6 +1156,7 @@ macro_rules! conformance {
             conformance!(@case identities_link_resolve_and_unlink, roomy, $fixture);
             conformance!(@case a_merge_moves_everything_once, roomy, $fixture);
             conformance!(@case merges_that_break_rules_are_refused, roomy, $fixture);
+            conformance!(@case merges_carry_the_absorbed_profiles_own, roomy, $fixture);
             conformance!(@case racing_merges_end_in_one_profile, roomy, $fixture);
             conformance!(@case journeys_follow_appends_and_sweeps, roomy, $fixture);
             conformance!(@case the_context_reads_the_latest_contacts_only, roomy, $fixture);

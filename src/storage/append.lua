@@ -23,7 +23,8 @@
 -- ARGV[4] number of events, ARGV[5] number of identity entries,
 -- ARGV[6] number of reservations
 -- ARGV[7] merge mode: the absorbed profile id ("" for a plain append)
--- ARGV[8] merge instant (µs); ARGV[9] unique identity types joined by US;
+-- ARGV[8] merge instant (µs), then the absorbed profile's own merges, each
+--         as RS absorbed id US instant; ARGV[9] unique identity types joined by US;
 -- ARGV[10] most identities a profile may hold; ARGV[11] the absorbed
 --          profile's first seen ("" if none); ARGV[12] the version of
 --          the journey states the write set was computed from ("": none)
@@ -240,7 +241,16 @@ for i = first_reservation, first_reservation + 2 * n_reservations - 1, 2 do
 end
 if touched_identities then touched[6] = true end
 if merging ~= '' then
-  redis.call('HSET', merges, merging, ARGV[8])
+  -- The absorbed profile's history comes along: the survivor holds the
+  -- data of every profile it names.
+  local history = split(ARGV[8], RS)
+  redis.call('HSET', merges, merging, history[1])
+  for i = 2, #history do
+    local sep = string.find(history[i], US, 1, true)
+    if sep then
+      redis.call('HSETNX', merges, string.sub(history[i], 1, sep - 1), string.sub(history[i], sep + 1))
+    end
+  end
   redis.call('HINCRBY', cids, '', 1)
   touched[5], touched[7] = true, true
   if ARGV[11] ~= '' then min_field('first', ARGV[11]) end

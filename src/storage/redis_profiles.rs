@@ -39,12 +39,13 @@ use super::{
 use crate::domain::{event::CUSTOMER_ID_IDENTITY, CustomerId, Identity, LinkedIdentity, Micros};
 
 /// What a merge reads of the absorbed profile: events, contact index
-/// entries with scores, identities, first seen.
+/// entries with scores, identities, first seen, its own merges.
 type AbsorbedProfile = (
     Vec<Vec<u8>>,
     Vec<(String, f64)>,
     HashMap<String, String>,
     Option<i64>,
+    Vec<(String, String)>,
 );
 
 /// What an alias key holds.
@@ -299,7 +300,9 @@ impl RedisStore {
             .arg("WITHSCORES");
         pipe.cmd("HGETALL").arg(from.idents());
         pipe.cmd("HGET").arg(from.summary()).arg("first");
-        let (members, contacts, idents, first): AbsorbedProfile = self.conn.query_as(&pipe).await?;
+        pipe.cmd("HGETALL").arg(from.merges());
+        let (members, contacts, idents, first, history): AbsorbedProfile =
+            self.conn.query_as(&pipe).await?;
 
         let events = members
             .into_iter()
@@ -327,6 +330,7 @@ impl RedisStore {
                 from: absorbed,
                 at,
                 first_seen: first.map(Micros),
+                history: &history,
             }),
             journey_version: None,
         };

@@ -220,8 +220,15 @@ impl RedisStore {
             Some(merge) => {
                 let unique: Vec<&str> =
                     self.rules.unique_types.iter().map(String::as_str).collect();
+                let mut history = merge.at.0.to_string();
+                for (from, at) in merge.history {
+                    history.push('\u{1e}');
+                    history.push_str(from);
+                    history.push('\u{1f}');
+                    history.push_str(at);
+                }
                 call.arg(merge.from.as_str())
-                    .arg(merge.at.0)
+                    .arg(history)
                     .arg(unique.join("\u{1f}"))
                     .arg(self.rules.max_identities)
                     .arg(
@@ -934,6 +941,8 @@ pub(super) struct MergeArgs<'a> {
     pub from: &'a CustomerId,
     pub at: Micros,
     pub first_seen: Option<Micros>,
+    /// The absorbed profile's own merges: absorbed id, instant (µs).
+    pub history: &'a [(String, String)],
 }
 
 /// What the append script answered for one profile.
