@@ -413,6 +413,23 @@ mod cases {
                 .profile_id,
             "c1"
         );
+        // An identity held by another customer takes no room: c3's event
+        // names c2's CRM id first, then one of its own, which it keeps.
+        let mut c2 = page_view("c2", "f1", t + 2);
+        c2.identities = vec![id("crm_id", "CRM-X")];
+        let mut c3 = page_view("c3", "g1", t + 3);
+        c3.identities = vec![id("crm_id", "CRM-X"), id("crm_id", "CRM-Y")];
+        append_all_stored(&mut client, vec![c2]).await;
+        append_all_stored(&mut client, vec![c3]).await;
+        for (crm, customer) in [("CRM-X", "c2"), ("CRM-Y", "c3")] {
+            assert_eq!(
+                context(&mut client, by("crm_id", crm))
+                    .await
+                    .expect(crm)
+                    .profile_id,
+                customer
+            );
+        }
     }
 
     pub async fn racing_conflicting_links_end_in_one_consistent_profile(mut client: Client) {

@@ -111,9 +111,19 @@ pub async fn place(
             // Only identities the fallback profile may take: a link
             // checks no rule, and a second CRM id or one identity past the
             // limit must not come in by an event either.
+            // Those held elsewhere are left out first: they would not be
+            // linked, and must not use up the profile's room.
             let held = held_by(store, &fallback).await?;
+            let owners = store.resolve(&event.identities).await?;
+            let free: Vec<Identity> = event
+                .identities
+                .iter()
+                .zip(owners)
+                .filter(|(_, owner)| owner.as_ref().is_none_or(|o| *o == fallback))
+                .map(|(identity, _)| identity.clone())
+                .collect();
             let admissible: Vec<Identity> = rules
-                .admissible(&held, &event.identities)
+                .admissible(&held, &free)
                 .into_iter()
                 .cloned()
                 .collect();
