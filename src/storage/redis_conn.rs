@@ -987,10 +987,13 @@ fn is_noscript(reply: &Reply) -> bool {
     matches!(&reply.frame, Frame::Error(e) if reply.bytes[e.clone()].starts_with(b"NOSCRIPT"))
 }
 
-/// A write refused because the server is a replica. In a transaction the
-/// command is refused as it is queued, so top-level replies are enough.
+/// A write refused because the server is a replica: `READONLY ...`, or
+/// on Redis 6 a script's `ERR Error running script ... -READONLY ...`. In
+/// a transaction the command is refused as it is queued, so top-level
+/// replies are enough.
 fn is_read_only(reply: &Reply) -> bool {
-    matches!(&reply.frame, Frame::Error(e) if reply.bytes[e.clone()].starts_with(b"READONLY"))
+    matches!(&reply.frame, Frame::Error(e)
+        if reply.bytes[e.clone()].windows(8).any(|w| w == b"READONLY"))
 }
 
 fn parse_as<T: FromRedisValue>(value: redis::Value) -> Result<T, StorageError> {
@@ -1223,6 +1226,17 @@ mod tests {
         assert_eq!(parsed.2, 3);
         assert_eq!(parsed.3, None);
         assert_eq!(parsed.4, vec![1, 2]);
+    }
+
+    #[test]
+    fn read_only_refusals_are_told_apart() {
+        let all = replies(
+            b"-READONLY You can't write against a read only replica.\r\n\
+              -ERR Error running script (call to f_0): @user_script:1: -READONLY You can't write\r\n\
+              -ERR unknown command\r\n+READONLY\r\n",
+        );
+        let told: Vec<bool> = all.iter().map(is_read_only).collect();
+        assert_eq!(told, [true, true, false, false]);
     }
 
     #[test]
