@@ -201,7 +201,8 @@ pub struct ServeConfig {
     /// How far in the future (seconds) an event's occurred_at may be.
     #[arg(long, env = "JOURNEY_MAX_FUTURE_SKEW_SECS", default_value_t = 300)]
     pub max_future_skew_secs: u32,
-    /// Most events the memory store holds across all customers.
+    /// Most events the memory store holds across all customers, each
+    /// identity and each profile counting as one more.
     #[arg(long, env = "JOURNEY_MEMORY_MAX_EVENTS", default_value_t = 5_000_000)]
     pub memory_max_events: usize,
     /// Time limit of one Redis round trip, in milliseconds.

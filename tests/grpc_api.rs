@@ -678,3 +678,59 @@ async fn keepalive_keeps_the_connection_of_a_live_peer() {
     assert!(!driver.is_finished(), "the connection is still up");
     server.stop().await.expect("clean shutdown");
 }
+
+/// The memory store's cap holds for every kind of write: events, and the
+/// identities and profiles that links make without events. A write past it
+/// is RESOURCE_EXHAUSTED and stores nothing.
+#[tokio::test]
+async fn a_full_memory_store_refuses_writes_with_resource_exhausted() {
+    use support::events::{base_micros, page_view};
+    let server = JourneyServer::start(journey::config::ServeConfig {
+        memory_max_events: 5,
+        ..journey::config::ServeConfig::default()
+    })
+    .await;
+    let mut client = server.client().await;
+    let at = base_micros();
+    // Two profiles and three events: 5 of 5.
+    support::append_all_stored(
+        &mut client,
+        vec![
+            page_view("c1", "e1", at),
+            page_view("c1", "e2", at + 1),
+            page_view("c2", "e3", at + 2),
+        ],
+    )
+    .await;
+    let cookie = |value: &str| pb::Identity {
+        r#type: "cookie_id".into(),
+        value: value.into(),
+    };
+    // A new profile and two identities would make 8.
+    let status = client
+        .link_identities(pb::LinkIdentitiesRequest {
+            identities: vec![cookie("k1"), cookie("k2")],
+        })
+        .await
+        .expect_err("no room for the link");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("limit is 5"), "{status:?}");
+    let status = client
+        .append_event(pb::AppendEventRequest {
+            event: Some(page_view("c3", "e4", at + 3)),
+        })
+        .await
+        .expect_err("no room for a new customer and its event");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let lookup = client
+        .get_journey_context(pb::GetJourneyContextRequest {
+            customer: Some(pb::CustomerRef {
+                r#ref: Some(pb::customer_ref::Ref::Identity(cookie("k1"))),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("nothing was linked");
+    assert_eq!(lookup.code(), tonic::Code::NotFound);
+    server.stop().await.expect("clean shutdown");
+}

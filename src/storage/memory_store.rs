@@ -47,7 +47,8 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     /// A store that keeps at most `max_total_events` events across all
-    /// customers; appends beyond that are refused with `StorageError::Full`.
+    /// customers, each identity and each profile counting as one more;
+    /// writes beyond that are refused with `StorageError::Full`.
     pub fn new(retention: Retention, rules: MergeRules, max_total_events: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
@@ -117,6 +118,8 @@ impl State {
         }
     }
 
+    /// Drops expired profiles, with the identities and merged-away ids
+    /// that lead only to profiles no longer held.
     fn sweep_expired(&mut self, now: Micros) {
         let mut freed = 0;
         self.customers.retain(|_, t| {
@@ -127,6 +130,53 @@ impl State {
             keep
         });
         self.total_events -= freed;
+        let gone = |state: &Self, profile: &CustomerId| {
+            !state.customers.contains_key(&state.follow(profile))
+        };
+        let dead_identities: Vec<Identity> = self
+            .index
+            .iter()
+            .filter(|(_, profile)| gone(self, profile))
+            .map(|(identity, _)| identity.clone())
+            .collect();
+        let dead_aliases: Vec<CustomerId> = self
+            .aliases
+            .keys()
+            .filter(|absorbed| gone(self, absorbed))
+            .cloned()
+            .collect();
+        for identity in dead_identities {
+            self.index.remove(&identity);
+        }
+        for absorbed in dead_aliases {
+            self.aliases.remove(&absorbed);
+        }
+    }
+
+    /// What the cap counts: events, and one for each identity and each
+    /// profile (a link or a reservation makes profiles without events).
+    fn used(&self) -> usize {
+        self.total_events + self.index.len() + self.customers.len()
+    }
+
+    /// Room for `more` under the cap, expired profiles dropped first if
+    /// needed: a clear refusal rather than memory without bound.
+    fn make_room(&mut self, more: usize, max: usize, now: Micros) -> Result<(), StorageError> {
+        if self.used() + more <= max {
+            return Ok(());
+        }
+        self.sweep_expired(now);
+        if self.used() + more <= max {
+            return Ok(());
+        }
+        Err(StorageError::Full(format!(
+            "the memory store holds {} events, {} identities and {} profiles, {} in all; \
+             its limit is {max}",
+            self.total_events,
+            self.index.len(),
+            self.customers.len(),
+            self.used()
+        )))
     }
 }
 
@@ -141,15 +191,18 @@ impl TimelineStore for MemoryStore {
         // places the retention cutoff among the events.
         let wall = Micros::now();
         let mut state = self.lock();
-        if state.total_events + events.len() > self.max_total_events {
-            state.sweep_expired(wall);
-            if state.total_events + events.len() > self.max_total_events {
-                return Err(StorageError::Full(format!(
-                    "the memory store holds {} events, its limit is {}",
-                    state.total_events, self.max_total_events
-                )));
+        let mut new_profiles: HashSet<CustomerId> = HashSet::new();
+        for event in events {
+            let profile = state.follow(&event.profile);
+            if !state.customers.contains_key(&profile) {
+                new_profiles.insert(profile);
             }
         }
+        state.make_room(
+            events.len() + new_profiles.len(),
+            self.max_total_events,
+            wall,
+        )?;
         let expires_at = wall.saturating_add_micros(self.retention.max_age_micros);
         let mut outcomes = Vec::with_capacity(events.len());
         let mut touched = HashSet::new();
@@ -265,6 +318,7 @@ impl TimelineStore for MemoryStore {
     ) -> Result<bool, StorageError> {
         let wall = Micros::now();
         let mut state = self.lock();
+        state.make_room(1, self.max_total_events, wall)?;
         let profile = state.follow(customer);
         state.live(&profile, wall);
         let timeline = state.customers.entry(profile).or_default();
@@ -322,6 +376,7 @@ impl TimelineStore for MemoryStore {
     ) -> Result<Vec<CustomerId>, StorageError> {
         let wall = Micros::now();
         let mut state = self.lock();
+        state.make_room(identities.len() + 1, self.max_total_events, wall)?;
         let profile = state.follow(profile);
         let mut owners = Vec::with_capacity(identities.len());
         let mut linked = Vec::new();
@@ -503,5 +558,103 @@ fn customer_identity(profile: &CustomerId) -> Identity {
         } else {
             profile.to_string()
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(max_age_micros: i64, cap: usize) -> MemoryStore {
+        let retention = Retention {
+            max_events: 100,
+            max_age_micros,
+        };
+        let rules = MergeRules {
+            unique_types: Default::default(),
+            max_identities: 100,
+        };
+        MemoryStore::new(retention, rules, cap)
+    }
+
+    fn cookie(value: &str) -> Identity {
+        Identity {
+            kind: "cookie_id".into(),
+            value: value.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn links_count_against_the_cap() {
+        // Two links of two identities: 2 profiles + 4 identities = 6.
+        let store = store(3_600 * Micros::PER_SECOND, 6);
+        for (profile, values) in [("~a", ["1", "2"]), ("~b", ["3", "4"])] {
+            let identities: Vec<Identity> = values.iter().map(|v| cookie(v)).collect();
+            store
+                .link(
+                    &CustomerId::anonymous(&profile[1..]),
+                    &identities,
+                    Micros(1),
+                )
+                .await
+                .expect("room");
+        }
+        let full = store
+            .link(&CustomerId::anonymous("c"), &[cookie("5")], Micros(1))
+            .await
+            .expect_err("no room");
+        assert!(
+            matches!(&full, StorageError::Full(why) if why.contains("4 identities and 2 profiles")),
+            "{full:?}"
+        );
+        let reserved = store
+            .reserve_contact(
+                &CustomerId::anonymous("d"),
+                &Contact::new(
+                    Micros(1),
+                    true,
+                    crate::domain::ContactNames {
+                        event_id: "r1",
+                        channel: "email",
+                        reason: "",
+                        event_type: "",
+                        campaign_id: "",
+                    },
+                ),
+                0,
+                Micros(1),
+            )
+            .await;
+        assert!(
+            matches!(reserved, Err(StorageError::Full(_))),
+            "{reserved:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_profiles_make_room_with_their_identities() {
+        // Profiles live one microsecond: gone by the next call.
+        let store = store(1, 4);
+        store
+            .link(
+                &CustomerId::anonymous("a"),
+                &[cookie("1"), cookie("2")],
+                Micros(1),
+            )
+            .await
+            .expect("room");
+        store
+            .link(
+                &CustomerId::anonymous("b"),
+                &[cookie("3"), cookie("4")],
+                Micros(1),
+            )
+            .await
+            .expect("the expired profile and its identities made room");
+        let resolved = store
+            .resolve(&[cookie("1"), cookie("3")])
+            .await
+            .expect("resolve");
+        assert_eq!(resolved, [None, Some(CustomerId::anonymous("b"))]);
     }
 }
