@@ -16,7 +16,8 @@
 -- KEYS[8] alias     STRING "done:<survivor>" or "pending:<survivor>" once
 --                          this profile is merged away
 -- KEYS[9] journeys  HASH  journey -> state JSON, "" -> version (see
---                         journey_writes.lua, prepended to this script)
+--                         journey_writes.lua, prepended to this script,
+--                         as contact_trim.lua is)
 -- ARGV[1] cutoff (µs): events older than this are removed
 -- ARGV[2] max events (and contacts) held
 -- ARGV[3] ttl (ms) for all keys but the alias
@@ -144,18 +145,6 @@ local function forget(body)
   end
 end
 
-local function contact_id_of(packed)
-  local sep = string.find(packed, US, 1, true)
-  return sep and string.sub(packed, 1, sep - 1) or packed
-end
-
-local function forget_contacts(members)
-  for _, packed in ipairs(members) do
-    local id = contact_id_of(packed)
-    if redis.call('HGET', cids, id) == packed then redis.call('HDEL', cids, id) end
-  end
-end
-
 local touched_identities = false
 local function record_identity(packed, seen)
   local current = redis.call('HGET', idents, packed)
@@ -267,16 +256,7 @@ if excess > 0 then
   redis.call('ZREMRANGEBYRANK', timeline, 0, excess - 1)
 end
 
-local old_contacts = redis.call('ZRANGEBYSCORE', contacts, '-inf', '(' .. cutoff)
-if #old_contacts > 0 then
-  forget_contacts(old_contacts)
-  redis.call('ZREMRANGEBYSCORE', contacts, '-inf', '(' .. cutoff)
-end
-local contact_excess = redis.call('ZCARD', contacts) - max_events
-if contact_excess > 0 then
-  forget_contacts(redis.call('ZRANGE', contacts, 0, contact_excess - 1))
-  redis.call('ZREMRANGEBYRANK', contacts, 0, contact_excess - 1)
-end
+trim_contacts(contacts, cids, cutoff, max_events)
 
 journeys_write(journeys, journey_version, first_journey_write, ttl)
 

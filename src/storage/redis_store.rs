@@ -48,6 +48,7 @@ const JOURNEY_WRITES: &str = include_str!("journey_writes.lua");
 const APPEND_SCRIPT: &str = include_str!("append.lua");
 const SWEEP_SCRIPT: &str = include_str!("sweep.lua");
 const RESERVE_SCRIPT: &str = include_str!("reserve.lua");
+const CONTACT_TRIM: &str = include_str!("contact_trim.lua");
 const CAS_SCRIPT: &str = include_str!("cas.lua");
 
 /// How many merges a read or write follows before giving up: merges point
@@ -133,9 +134,11 @@ impl RedisStore {
             RedisConnection::new(&info, settings.connect_timeout, settings.response_timeout)?;
         Ok(Self {
             conn,
-            append_script: LuaScript::new(format!("{JOURNEY_WRITES}\n{APPEND_SCRIPT}")),
+            append_script: LuaScript::new(format!(
+                "{JOURNEY_WRITES}\n{CONTACT_TRIM}\n{APPEND_SCRIPT}"
+            )),
             sweep_script: LuaScript::new(format!("{JOURNEY_WRITES}\n{SWEEP_SCRIPT}")),
-            reserve_script: LuaScript::new(RESERVE_SCRIPT.to_string()),
+            reserve_script: LuaScript::new(format!("{CONTACT_TRIM}\n{RESERVE_SCRIPT}")),
             cas_script: LuaScript::new(CAS_SCRIPT.to_string()),
             retention,
             rules,

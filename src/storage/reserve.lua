@@ -7,8 +7,9 @@
 -- KEYS[3] alias     STRING, set once the profile is merged away
 -- ARGV[1] expected version, ARGV[2] score (µs), ARGV[3] reservation id,
 -- ARGV[4] packed contact, ARGV[5] ttl (ms), ARGV[6] cutoff (µs) and
--- ARGV[7] most contacts held: the retention an append enforces, so that
--- reservations alone (exempt ones are always allowed) cannot grow the index
+-- ARGV[7] most contacts held: the retention an append enforces (with
+-- contact_trim.lua, prepended), so that reservations alone (exempt ones
+-- are always allowed) cannot grow the index
 -- Returns 1 when recorded, 0 when the version moved, -1 when the profile
 -- was merged away (the caller follows the merge and decides again).
 local contacts, cids = KEYS[1], KEYS[2]
@@ -22,24 +23,7 @@ end
 redis.call('ZADD', contacts, ARGV[2], ARGV[4])
 redis.call('HSET', cids, ARGV[3], ARGV[4])
 redis.call('HINCRBY', cids, '', 1)
-
-local function forget(members)
-  for _, packed in ipairs(members) do
-    local sep = string.find(packed, '\31', 1, true)
-    local id = sep and string.sub(packed, 1, sep - 1) or packed
-    if redis.call('HGET', cids, id) == packed then redis.call('HDEL', cids, id) end
-  end
-end
-local old = redis.call('ZRANGEBYSCORE', contacts, '-inf', '(' .. ARGV[6])
-if #old > 0 then
-  forget(old)
-  redis.call('ZREMRANGEBYSCORE', contacts, '-inf', '(' .. ARGV[6])
-end
-local excess = redis.call('ZCARD', contacts) - tonumber(ARGV[7])
-if excess > 0 then
-  forget(redis.call('ZRANGE', contacts, 0, excess - 1))
-  redis.call('ZREMRANGEBYRANK', contacts, 0, excess - 1)
-end
+trim_contacts(contacts, cids, ARGV[6], tonumber(ARGV[7]))
 local ttl = tonumber(ARGV[5])
 if redis.call('PTTL', contacts) < ttl then redis.call('PEXPIRE', contacts, ttl) end
 if redis.call('PTTL', cids) < ttl then redis.call('PEXPIRE', cids, ttl) end
