@@ -201,6 +201,19 @@ pub struct ServeConfig {
     /// How far in the future (seconds) an event's occurred_at may be.
     #[arg(long, env = "JOURNEY_MAX_FUTURE_SKEW_SECS", default_value_t = 300)]
     pub max_future_skew_secs: u32,
+    /// Most attributes one event may carry.
+    #[arg(long, env = "JOURNEY_MAX_ATTRIBUTES", default_value_t = 64)]
+    pub max_attributes: usize,
+    /// Longest attribute value (and contact check campaign_id), in bytes.
+    #[arg(
+        long,
+        env = "JOURNEY_MAX_ATTRIBUTE_VALUE_BYTES",
+        default_value_t = 1024
+    )]
+    pub max_attribute_value_bytes: usize,
+    /// Largest event: the bytes of its ids, names, attribute keys and values.
+    #[arg(long, env = "JOURNEY_MAX_EVENT_BYTES", default_value_t = 16 * 1024)]
+    pub max_event_bytes: usize,
     /// Most events the memory store holds across all customers, each
     /// identity and each profile counting as one more.
     #[arg(long, env = "JOURNEY_MEMORY_MAX_EVENTS", default_value_t = 5_000_000)]
@@ -272,6 +285,9 @@ impl ServeConfig {
                 retention_micros: self.retention().max_age_micros,
                 phone_region: crate::domain::identity::parse_region(&self.phone_region)
                     .unwrap_or(phonenumber::country::Id::US),
+                max_attributes: self.max_attributes,
+                max_attribute_value_bytes: self.max_attribute_value_bytes,
+                max_event_bytes: self.max_event_bytes,
                 ..EventLimits::default()
             },
             max_batch: self.max_batch,
@@ -316,6 +332,12 @@ impl ServeConfig {
                 self.max_events_per_customer as u64,
             ),
             ("--retention-days", u64::from(self.retention_days)),
+            ("--max-attributes", self.max_attributes as u64),
+            (
+                "--max-attribute-value-bytes",
+                self.max_attribute_value_bytes as u64,
+            ),
+            ("--max-event-bytes", self.max_event_bytes as u64),
             ("--memory-max-events", self.memory_max_events as u64),
             ("--redis-timeout-ms", self.redis_timeout_ms),
             ("--request-timeout-ms", self.request_timeout_ms),
@@ -338,6 +360,12 @@ impl ServeConfig {
             if value == 0 {
                 return Err(format!("{flag} must be above 0"));
             }
+        }
+        if self.max_event_bytes > self.max_message_bytes {
+            return Err(format!(
+                "--max-event-bytes ({}) cannot exceed --max-message-bytes ({}): such an event could not arrive",
+                self.max_event_bytes, self.max_message_bytes
+            ));
         }
         // Requests decode no more than these; past them items are counted.
         for (flag, value, cap) in [
@@ -374,6 +402,29 @@ mod tests {
 
     use super::{ServeConfig, StoreUrl};
 
+    /// Every flag of `journey serve` has its row in the README's
+    /// configuration table, with its environment variable.
+    #[test]
+    fn the_readme_lists_every_setting() {
+        use clap::CommandFactory;
+        let readme = include_str!("../README.md");
+        let cli = super::Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        let (mut missing, mut checked) = (Vec::new(), 0);
+        for arg in serve.get_arguments() {
+            let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
+                continue;
+            };
+            checked += 1;
+            let row = format!("| `--{long}` | `{}` |", env.to_string_lossy());
+            if !readme.contains(&row) {
+                missing.push(row);
+            }
+        }
+        assert!(checked > 30, "only {checked} settings found");
+        assert!(missing.is_empty(), "not in the README: {missing:#?}");
+    }
+
     #[test]
     fn keepalive_is_on_by_default_and_a_zero_interval_turns_it_off() {
         assert_eq!(
@@ -401,6 +452,21 @@ mod tests {
         assert_eq!(
             huge_batches.check(),
             Err("--max-batch must be at most 100000".to_string())
+        );
+        let bigger_than_a_message = ServeConfig {
+            max_event_bytes: 32 * 1024 * 1024,
+            ..ServeConfig::default()
+        };
+        assert!(bigger_than_a_message
+            .check()
+            .is_err_and(|e| e.contains("--max-event-bytes")));
+        let no_attributes = ServeConfig {
+            max_attributes: 0,
+            ..ServeConfig::default()
+        };
+        assert_eq!(
+            no_attributes.check(),
+            Err("--max-attributes must be above 0".to_string())
         );
         let huge_lists = ServeConfig {
             max_check_batch: crate::wire::MAX_DECODED_CUSTOMERS + 1,

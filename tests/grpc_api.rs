@@ -734,3 +734,46 @@ async fn a_full_memory_store_refuses_writes_with_resource_exhausted() {
     assert_eq!(lookup.code(), tonic::Code::NotFound);
     server.stop().await.expect("clean shutdown");
 }
+
+/// The event limits are settings: lowered, an event within the defaults but
+/// past them is refused, naming the field; one within them is stored.
+#[tokio::test]
+async fn the_event_limits_follow_the_settings() {
+    use support::events::{base_micros, page_view};
+    use tonic_types::StatusExt;
+    let server = JourneyServer::start(journey::config::ServeConfig {
+        max_attributes: 2,
+        max_attribute_value_bytes: 9,
+        max_event_bytes: 150,
+        ..journey::config::ServeConfig::default()
+    })
+    .await;
+    let mut client = server.client().await;
+    let at = base_micros();
+    // A page view carries one attribute: page = "/accounts" (9 bytes).
+    let with = |event_id: &str, extra: &[(&str, &str)]| {
+        let mut event = page_view("c1", event_id, at);
+        for (key, value) in extra {
+            event.attributes.insert((*key).into(), (*value).into());
+        }
+        event
+    };
+    let cases = [
+        ("event.attributes", with("e1", &[("a", "1"), ("b", "2")])),
+        ("event.attributes.a", with("e2", &[("a", "0123456789")])),
+        // Within each attribute limit; only the whole event is too large.
+        ("event", with(&"e".repeat(100), &[("a", "012345678")])),
+    ];
+    for (field, event) in cases {
+        let status = client
+            .append_event(pb::AppendEventRequest { event: Some(event) })
+            .await
+            .expect_err(field);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        let details = status.get_error_details();
+        let violation = &details.bad_request().expect("BadRequest").field_violations[0];
+        assert_eq!(violation.field, field, "{status:?}");
+    }
+    support::append_all_stored(&mut client, vec![with("ok", &[("a", "012345678")])]).await;
+    server.stop().await.expect("clean shutdown");
+}
