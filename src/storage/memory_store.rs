@@ -191,15 +191,29 @@ impl TimelineStore for MemoryStore {
         // places the retention cutoff among the events.
         let wall = Micros::now();
         let mut state = self.lock();
+        // What the cap counts that this batch may add: its events, the
+        // profiles it starts (an expired one is started again), and the
+        // identities it indexes again (below).
         let mut new_profiles: HashSet<CustomerId> = HashSet::new();
+        let mut unindexed: HashSet<&Identity> = HashSet::new();
         for event in events {
             let profile = state.follow(&event.profile);
-            if !state.customers.contains_key(&profile) {
+            if state
+                .customers
+                .get(&profile)
+                .is_none_or(|t| t.expires_at <= wall)
+            {
                 new_profiles.insert(profile);
             }
+            unindexed.extend(
+                event
+                    .identities
+                    .iter()
+                    .filter(|i| i.kind != CUSTOMER_ID_IDENTITY && !state.index.contains_key(i)),
+            );
         }
         state.make_room(
-            events.len() + new_profiles.len(),
+            events.len() + new_profiles.len() + unindexed.len(),
             self.max_total_events,
             wall,
         )?;
@@ -219,6 +233,14 @@ impl TimelineStore for MemoryStore {
             timeline.keep_until(expires_at);
             if outcome == AppendOutcome::Stored {
                 state.total_events += 1;
+            }
+            // An identity the event was placed by leads to its profile: a
+            // sweep between the lookup and this write (which drops the
+            // identities of expired profiles) must not strand the profile.
+            for identity in &event.identities {
+                if identity.kind != CUSTOMER_ID_IDENTITY && !state.index.contains_key(identity) {
+                    state.index.insert(identity.clone(), profile.clone());
+                }
             }
             let group = *group_of.entry(profile.clone()).or_insert_with(|| {
                 by_profile.push((profile.clone(), Vec::new()));
@@ -318,8 +340,14 @@ impl TimelineStore for MemoryStore {
     ) -> Result<bool, StorageError> {
         let wall = Micros::now();
         let mut state = self.lock();
-        state.make_room(1, self.max_total_events, wall)?;
         let profile = state.follow(customer);
+        // Contacts are not counted (the retention bounds them per profile):
+        // only a profile this reservation starts takes room.
+        let starts = state
+            .customers
+            .get(&profile)
+            .is_none_or(|t| t.expires_at <= wall);
+        state.make_room(usize::from(starts), self.max_total_events, wall)?;
         state.live(&profile, wall);
         let timeline = state.customers.entry(profile).or_default();
         if timeline.contact_version != expected_version {
@@ -376,8 +404,19 @@ impl TimelineStore for MemoryStore {
     ) -> Result<Vec<CustomerId>, StorageError> {
         let wall = Micros::now();
         let mut state = self.lock();
-        state.make_room(identities.len() + 1, self.max_total_events, wall)?;
         let profile = state.follow(profile);
+        // Only what the link adds takes room: identities not indexed yet,
+        // and the profile if it starts here. Linking again what is linked
+        // adds nothing.
+        let starts = state
+            .customers
+            .get(&profile)
+            .is_none_or(|t| t.expires_at <= wall);
+        let unindexed = identities
+            .iter()
+            .filter(|i| i.kind != CUSTOMER_ID_IDENTITY && !state.index.contains_key(*i))
+            .count();
+        state.make_room(unindexed + usize::from(starts), self.max_total_events, wall)?;
         let mut owners = Vec::with_capacity(identities.len());
         let mut linked = Vec::new();
         for identity in identities {
@@ -607,28 +646,31 @@ mod tests {
             matches!(&full, StorageError::Full(why) if why.contains("4 identities and 2 profiles")),
             "{full:?}"
         );
-        let reserved = store
-            .reserve_contact(
-                &CustomerId::anonymous("d"),
-                &Contact::new(
-                    Micros(1),
-                    true,
-                    crate::domain::ContactNames {
-                        event_id: "r1",
-                        channel: "email",
-                        reason: "",
-                        event_type: "",
-                        campaign_id: "",
-                    },
-                ),
-                0,
-                Micros(1),
-            )
-            .await;
-        assert!(
-            matches!(reserved, Err(StorageError::Full(_))),
-            "{reserved:?}"
+        // What adds nothing takes no room: linking again what is linked,
+        // a reservation for a profile held.
+        store
+            .link(&CustomerId::anonymous("a"), &[cookie("1")], Micros(1))
+            .await
+            .expect("nothing new");
+        let reservation = Contact::new(
+            Micros(1),
+            true,
+            crate::domain::ContactNames {
+                event_id: "r1",
+                channel: "email",
+                reason: "",
+                event_type: "",
+                campaign_id: "",
+            },
         );
+        let held = store
+            .reserve_contact(&CustomerId::anonymous("a"), &reservation, 0, Micros(1))
+            .await;
+        assert!(matches!(held, Ok(true)), "{held:?}");
+        let new = store
+            .reserve_contact(&CustomerId::anonymous("d"), &reservation, 0, Micros(1))
+            .await;
+        assert!(matches!(new, Err(StorageError::Full(_))), "{new:?}");
     }
 
     #[tokio::test]
@@ -656,5 +698,51 @@ mod tests {
             .await
             .expect("resolve");
         assert_eq!(resolved, [None, Some(CustomerId::anonymous("b"))]);
+    }
+
+    #[tokio::test]
+    async fn an_event_placed_by_an_identity_swept_meanwhile_indexes_it_again() {
+        use crate::domain::{EventLimits, Initiator, RawEvent, Taxonomy};
+        // Profiles live one microsecond; a cap of 4.
+        let store = store(1, 4);
+        let visitor = CustomerId::anonymous("a");
+        store
+            .link(&visitor, &[cookie("x")], Micros(1))
+            .await
+            .expect("room");
+        // The event was placed in ~a by cookie x; before it is written, a
+        // sweep (another write needing room) drops ~a and x.
+        store
+            .link(
+                &CustomerId::anonymous("b"),
+                &[cookie("y"), cookie("z")],
+                Micros(1),
+            )
+            .await
+            .expect("room made by the sweep");
+        assert_eq!(
+            store.resolve(&[cookie("x")]).await.expect("resolve"),
+            [None]
+        );
+        let now = Micros::now();
+        let (mut event, _) = RawEvent {
+            event_id: "e1".into(),
+            customer_id: String::new(),
+            channel: "web".into(),
+            reason: "support_request".into(),
+            event_type: "chat_message".into(),
+            initiator: Some(Initiator::Customer),
+            occurred_at: Some(now),
+            identities: vec![("cookie_id".into(), "x".into())],
+            ..RawEvent::default()
+        }
+        .validate(&Taxonomy::builtin(), &EventLimits::default(), now)
+        .expect("valid");
+        event.profile = visitor.clone();
+        store.append(&[event], now).await.expect("room");
+        assert_eq!(
+            store.resolve(&[cookie("x")]).await.expect("resolve"),
+            [Some(visitor)]
+        );
     }
 }

@@ -168,6 +168,8 @@ impl Timeline {
         }
         self.merges.extend(other.merges);
         self.merges.push(record);
+        // In the order they happened, as Redis answers them.
+        self.merges.sort_by_key(|m| m.at);
         self.keep_until(other.expires_at);
         added
     }
