@@ -153,6 +153,20 @@ impl State {
         }
     }
 
+    /// Whether a write to `profile` starts it (again, if it expired): one
+    /// more profile for the cap.
+    fn starts(&self, profile: &CustomerId, now: Micros) -> bool {
+        self.customers
+            .get(profile)
+            .is_none_or(|t| t.expires_at <= now)
+    }
+
+    /// Whether linking `identity` adds an index entry (customer ids are
+    /// their own profile's, never indexed).
+    fn unindexed(&self, identity: &Identity) -> bool {
+        identity.kind != CUSTOMER_ID_IDENTITY && !self.index.contains_key(identity)
+    }
+
     /// What the cap counts: events, and one for each identity and each
     /// profile (a link or a reservation makes profiles without events).
     fn used(&self) -> usize {
@@ -198,19 +212,10 @@ impl TimelineStore for MemoryStore {
         let mut unindexed: HashSet<&Identity> = HashSet::new();
         for event in events {
             let profile = state.follow(&event.profile);
-            if state
-                .customers
-                .get(&profile)
-                .is_none_or(|t| t.expires_at <= wall)
-            {
+            if state.starts(&profile, wall) {
                 new_profiles.insert(profile);
             }
-            unindexed.extend(
-                event
-                    .identities
-                    .iter()
-                    .filter(|i| i.kind != CUSTOMER_ID_IDENTITY && !state.index.contains_key(i)),
-            );
+            unindexed.extend(event.identities.iter().filter(|i| state.unindexed(i)));
         }
         state.make_room(
             events.len() + new_profiles.len() + unindexed.len(),
@@ -238,7 +243,7 @@ impl TimelineStore for MemoryStore {
             // sweep between the lookup and this write (which drops the
             // identities of expired profiles) must not strand the profile.
             for identity in &event.identities {
-                if identity.kind != CUSTOMER_ID_IDENTITY && !state.index.contains_key(identity) {
+                if state.unindexed(identity) {
                     state.index.insert(identity.clone(), profile.clone());
                 }
             }
@@ -343,10 +348,7 @@ impl TimelineStore for MemoryStore {
         let profile = state.follow(customer);
         // Contacts are not counted (the retention bounds them per profile):
         // only a profile this reservation starts takes room.
-        let starts = state
-            .customers
-            .get(&profile)
-            .is_none_or(|t| t.expires_at <= wall);
+        let starts = state.starts(&profile, wall);
         state.make_room(usize::from(starts), self.max_total_events, wall)?;
         state.live(&profile, wall);
         let timeline = state.customers.entry(profile).or_default();
@@ -408,14 +410,8 @@ impl TimelineStore for MemoryStore {
         // Only what the link adds takes room: identities not indexed yet,
         // and the profile if it starts here. Linking again what is linked
         // adds nothing.
-        let starts = state
-            .customers
-            .get(&profile)
-            .is_none_or(|t| t.expires_at <= wall);
-        let unindexed = identities
-            .iter()
-            .filter(|i| i.kind != CUSTOMER_ID_IDENTITY && !state.index.contains_key(*i))
-            .count();
+        let starts = state.starts(&profile, wall);
+        let unindexed = identities.iter().filter(|i| state.unindexed(i)).count();
         state.make_room(unindexed + usize::from(starts), self.max_total_events, wall)?;
         let mut owners = Vec::with_capacity(identities.len());
         let mut linked = Vec::new();
