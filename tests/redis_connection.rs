@@ -11,6 +11,7 @@ use journey::{
     pb,
 };
 use support::{
+    append_all_stored,
     events::{banking_step, base_micros, campaign_email, page_view},
     journey_server::JourneyServer,
     redis_server::RedisServer,
@@ -255,6 +256,123 @@ async fn every_key_of_a_profile_expires_after_the_retention() {
             "{key}: {ttl} ms, not {expected}"
         );
     }
+}
+
+/// The identity index keys (each in a slot of its own, outside the
+/// profile's hash tag) live as long as the profile they lead to: a link,
+/// an event's identity and a merge give them the retention (+ 2 %), and
+/// when the profile's keys are pushed, its identities' keys are pushed too,
+/// so a phone linked once stays found while the customer is active by
+/// customer id alone, and a key written before they expired gets one.
+#[tokio::test]
+async fn identity_keys_live_as_long_as_their_profile() {
+    let redis = RedisServer::start();
+    let server = JourneyServer::start(ServeConfig {
+        store: StoreUrl::Redis(redis.url()),
+        redis_timeout_ms: 5_000,
+        retention_days: 10,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut client = server.client().await;
+    let mut conn = redis.connection();
+    let key = |kind: &str, value: &str| format!("journey:ident:{{{kind}\u{1f}{value}}}");
+    let day_ms = 86_400_000_i64;
+    let lives = |conn: &mut redis::Connection, key: &str| -> i64 {
+        redis::cmd("PTTL").arg(key).query(conn).expect("PTTL")
+    };
+    let expected = 10 * day_ms + 10 * day_ms / 50;
+    let assert_lives = |conn: &mut redis::Connection, key: &str, why: &str| {
+        let ttl = lives(conn, key);
+        assert!(
+            ttl > expected - 60_000 && ttl <= expected,
+            "{why}: {key} lives {ttl} ms, not ~{expected}"
+        );
+    };
+    let identity = |kind: &str, value: &str| pb::Identity {
+        r#type: kind.into(),
+        value: value.into(),
+    };
+    let at = journey::domain::Micros::now().0 - 3_600_000_000;
+
+    // An event's identity, linked on its first use.
+    let mut first = page_view("c1", "e1", at);
+    first.identities.push(identity("cookie_id", "k1"));
+    append_all_stored(&mut client, vec![first]).await;
+    assert_lives(&mut conn, &key("cookie_id", "k1"), "an event's identity");
+
+    // A link.
+    client
+        .link_identities(pb::LinkIdentitiesRequest {
+            identities: vec![
+                identity("customer_id", "c1"),
+                identity("email", "a@example.com"),
+            ],
+        })
+        .await
+        .expect("link");
+    assert_lives(&mut conn, &key("email", "a@example.com"), "a link");
+
+    // A merge: an anonymous profile's cookie, repointed at c1.
+    let mut anonymous = page_view("", "a1", at + 1);
+    anonymous.identities.push(identity("cookie_id", "k2"));
+    append_all_stored(&mut client, vec![anonymous]).await;
+    let mut login = page_view("c1", "e2", at + 2);
+    login.identities.push(identity("cookie_id", "k2"));
+    append_all_stored(&mut client, vec![login]).await;
+    let owner: String = redis::cmd("GET")
+        .arg(key("cookie_id", "k2"))
+        .query(&mut conn)
+        .expect("GET");
+    assert_eq!(owner, "c1", "the merge repointed the cookie");
+    assert_lives(&mut conn, &key("cookie_id", "k2"), "a merge");
+
+    // A key with no expiry (written by an older version) and one about to
+    // expire; the profile's keys due to be pushed. An event with the
+    // customer id alone pushes them all.
+    let _: () = redis::cmd("PERSIST")
+        .arg(key("email", "a@example.com"))
+        .query(&mut conn)
+        .expect("PERSIST");
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(key("cookie_id", "k1"))
+        .arg(day_ms)
+        .query(&mut conn)
+        .expect("PEXPIRE");
+    let _: () = redis::cmd("PEXPIRE")
+        .arg("journey:{c1}:tl")
+        .arg(day_ms)
+        .query(&mut conn)
+        .expect("PEXPIRE");
+    append_all_stored(&mut client, vec![page_view("c1", "e3", at + 3)]).await;
+    for (kind, value) in [
+        ("email", "a@example.com"),
+        ("cookie_id", "k1"),
+        ("cookie_id", "k2"),
+    ] {
+        assert_lives(&mut conn, &key(kind, value), "pushed with the profile");
+    }
+    // The customer id has no index key: nothing made one.
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(key("customer_id", "c1"))
+        .query(&mut conn)
+        .expect("EXISTS");
+    assert_eq!(exists, 0);
+    // The email still finds the customer.
+    let found = client
+        .get_journey_context(pb::GetJourneyContextRequest {
+            customer: Some(pb::CustomerRef {
+                r#ref: Some(pb::customer_ref::Ref::Identity(identity(
+                    "email",
+                    "a@example.com",
+                ))),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("by email")
+        .into_inner();
+    assert_eq!(found.customer_id, "c1");
 }
 
 /// Redis lost its scripts (`SCRIPT FLUSH`, a restart without them) between

@@ -39,7 +39,9 @@
 -- Returns the alias (a string) when the profile was merged away, writing
 -- nothing; {"refused", reason} when a merge would break a rule;
 -- {"stale", fields...} when the journey states moved on, writing nothing;
--- otherwise one integer per event: 1 stored, 0 duplicate.
+-- otherwise one integer per event: 1 stored, 0 duplicate, followed by the
+-- identities (type US value) whose index keys to push when the profile's
+-- expiry was pushed (see the end).
 local timeline, ids, summary, contacts, cids, idents, merges, alias, journeys =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local US, RS = '\31', '\30'
@@ -267,10 +269,19 @@ journeys_write(journeys, journey_version, first_journey_write, ttl)
 -- of the retention), and a key this call wrote that is not written by
 -- every stored event is pushed on its own, so a new key always has one.
 -- PEXPIRE on a key that does not exist does nothing.
+--
+-- The identity index keys (other slots) live as long as the profile they
+-- lead to: when the profile's keys are pushed, the reply lists its
+-- identities (but its customer id, which has no index key) after the
+-- outcomes, and the service pushes their keys too.
 local keep = tonumber(ttl) + math.floor(tonumber(ttl) / 100)
 if redis.call('PTTL', timeline) < tonumber(ttl) then
   for _, k in ipairs({1, 2, 3, 4, 5, 6, 7, 9}) do
     redis.call('PEXPIRE', KEYS[k], keep)
+  end
+  local own = 'customer_id' .. US
+  for _, packed in ipairs(redis.call('HKEYS', idents)) do
+    if string.sub(packed, 1, #own) ~= own then result[#result + 1] = packed end
   end
 else
   for k in pairs(touched) do

@@ -102,9 +102,32 @@ pub(super) fn index_key(identity: &Identity) -> String {
     format!("journey:ident:{{{}}}", packed_identity(identity))
 }
 
+/// The identity index key of an identity packed as `type US value` (as a
+/// profile's identities hash holds it).
+pub(super) fn index_key_of_packed(packed: &[u8]) -> Vec<u8> {
+    [b"journey:ident:{".as_slice(), packed, b"}"].concat()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_identity_has_one_index_key_however_it_is_given() {
+        let identity = Identity {
+            kind: "email".into(),
+            value: "a@example.com".into(),
+        };
+        let packed = packed_identity(&identity);
+        assert_eq!(
+            index_key(&identity),
+            "journey:ident:{email\u{1f}a@example.com}"
+        );
+        assert_eq!(
+            index_key_of_packed(packed.as_bytes()),
+            index_key(&identity).into_bytes()
+        );
+    }
 
     #[test]
     fn keys_share_the_profile_hash_tag() {

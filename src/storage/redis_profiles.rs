@@ -198,12 +198,15 @@ impl RedisStore {
         // profile it had, in one command per identity.
         let mut pipe = Pipeline::new();
         let mut indexed = Vec::new();
+        let identity_ttl = self.identity_ttl_ms();
         for identity in identities.iter().filter(|i| i.kind != CUSTOMER_ID_IDENTITY) {
             pipe.cmd("SET")
                 .arg(index_key(identity))
                 .arg(profile.as_str())
                 .arg("NX")
-                .arg("GET");
+                .arg("GET")
+                .arg("PX")
+                .arg(identity_ttl);
             indexed.push(identity);
         }
         let previous: Vec<Option<String>> = if indexed.is_empty() {
@@ -347,7 +350,7 @@ impl RedisStore {
         }
         let (reply,): (redis::Value,) = self.query_scripts(&self.append_script, &pipe).await?;
         match AppendReply::parse(reply)? {
-            AppendReply::Outcomes(_) => {}
+            AppendReply::Outcomes(_, identities) => self.push_identities(&identities).await,
             AppendReply::Refused(reason) => {
                 // Roll back: lift the fence; nothing else was written. A
                 // failed compare means another worker moved it already.
@@ -393,6 +396,8 @@ impl RedisStore {
                 )))
             }
         }
+        // Each repointed key lives as long as the survivor's identities.
+        let identity_ttl = self.identity_ttl_ms();
         let mut repoint = Pipeline::new();
         let mut repointed = 0;
         for (packed, _) in &identities {
@@ -410,7 +415,8 @@ impl RedisStore {
                 .call(&mut repoint)
                 .key(index_key(&identity))
                 .arg(absorbed.as_str())
-                .arg(survivor.as_str());
+                .arg(survivor.as_str())
+                .arg(identity_ttl);
             repointed += 1;
         }
         if repointed > 0 {

@@ -113,10 +113,15 @@ impl RawRedis {
                 EventArgs::of_event(event).push(call);
             }
         }
-        let outcomes: Vec<Vec<i64>> = self
+        // Each reply is the outcomes, then maybe identities (strings).
+        let replies: Vec<Vec<redis::Value>> = self
             .store
             .query_scripts(&self.store.append_script, &pipe)
             .await?;
-        Ok(outcomes.iter().flatten().filter(|&&o| o == 1).count() as u64)
+        Ok(replies
+            .iter()
+            .flatten()
+            .filter(|o| matches!(o, redis::Value::Int(1)))
+            .count() as u64)
     }
 }

@@ -29,7 +29,7 @@ use super::{
         kept_started_states, push_write_set, stale_reply, started_states, RedisJourneys,
         StatesCache, VersionedStates,
     },
-    redis_keys::{packed_identity, Keys},
+    redis_keys::{index_key_of_packed, packed_identity, Keys},
     redis_replies::{self as replies, SummaryHash},
     redis_tracking::CachedReads,
     AppendOutcome, ContactHistory, ContextCacheStats, ContextSnapshot, Cursor, EncodedEvent,
@@ -193,6 +193,35 @@ impl RedisStore {
         (self.retention.max_age_micros / 1_000).max(1)
     }
 
+    /// How long an identity index key lives: a little longer than the
+    /// profile it leads to (whose keys live up to `ttl_ms` + 1 %), so a
+    /// lookup never misses a profile that is still held.
+    pub(super) fn identity_ttl_ms(&self) -> i64 {
+        let ttl = self.ttl_ms();
+        ttl.saturating_add(ttl / 50)
+    }
+
+    /// Pushes the expiry of the index keys of `identities` (packed), as the
+    /// append script asks when it pushed their profile's. Rare (about once
+    /// per 1 % of the retention per active profile), so it costs a round
+    /// trip of its own. A failure is logged, not returned: the events are
+    /// stored, and the next push tries again long before the keys expire.
+    pub(super) async fn push_identities(&self, identities: &[Vec<u8>]) {
+        if identities.is_empty() {
+            return;
+        }
+        let ttl = self.identity_ttl_ms();
+        let mut pipe = Pipeline::new();
+        for packed in identities {
+            pipe.cmd("PEXPIRE")
+                .arg(index_key_of_packed(packed).as_slice())
+                .arg(ttl);
+        }
+        if let Err(error) = self.conn.query_as::<()>(&pipe).await {
+            tracing::warn!(%error, identities = identities.len(), "pushing the expiry of identity keys failed");
+        }
+    }
+
     /// Opens the append script's call on a profile in `pipe`, with the
     /// header filled in and no event yet (see append.lua for the layout).
     pub(super) fn append_call<'p>(
@@ -329,7 +358,8 @@ impl TimelineStore for RedisStore {
                 pending.into_iter().zip(planned).zip(replies)
             {
                 match AppendReply::parse(reply)? {
-                    AppendReply::Outcomes(stored) if stored.len() == indices.len() => {
+                    AppendReply::Outcomes(stored, identities) if stored.len() == indices.len() => {
+                        self.push_identities(&identities).await;
                         for (&i, stored) in indices.iter().zip(stored) {
                             if stored == 0 {
                                 outcomes[i] = AppendOutcome::Duplicate;
@@ -343,7 +373,7 @@ impl TimelineStore for RedisStore {
                                 .put(&profile, prior.after(update.states, update.recent, version));
                         }
                     }
-                    AppendReply::Outcomes(stored) => {
+                    AppendReply::Outcomes(stored, _) => {
                         return Err(StorageError::Corrupt(format!(
                             "append script answered {} outcomes for {} events",
                             stored.len(),
@@ -950,7 +980,9 @@ pub(super) struct MergeArgs<'a> {
 
 /// What the append script answered for one profile.
 pub(super) enum AppendReply {
-    Outcomes(Vec<i64>),
+    /// One integer per event (1 stored, 0 duplicate), and the identities
+    /// whose index keys to push, packed, when the profile's were pushed.
+    Outcomes(Vec<i64>, Vec<Vec<u8>>),
     /// The profile was merged away: nothing was written.
     Merged,
     Refused(String),
@@ -976,7 +1008,20 @@ impl AppendReply {
                         return Ok(Self::Refused(reason));
                     }
                 }
-                Ok(Self::Outcomes(parse(redis::Value::Array(items))?))
+                let mut stored = Vec::with_capacity(items.len());
+                let mut identities = Vec::new();
+                for item in items {
+                    match item {
+                        redis::Value::Int(outcome) => stored.push(outcome),
+                        redis::Value::BulkString(packed) => identities.push(packed),
+                        other => {
+                            return Err(StorageError::Corrupt(format!(
+                                "the append script answered {other:?}"
+                            )))
+                        }
+                    }
+                }
+                Ok(Self::Outcomes(stored, identities))
             }
             other => {
                 parse::<String>(other)?;
