@@ -451,6 +451,109 @@ async fn a_server_demoted_to_replica_is_left_for_a_new_connection() {
     );
 }
 
+/// A server demoted to a replica answers PING but refuses writes: health
+/// says NOT_SERVING without waiting for a write to fail, lets the
+/// connection go (the next ping connects anew, to wherever the address
+/// leads after a failover), and says SERVING once it is a primary again.
+/// A user whose ACL forbids `ROLE` is served on its PING alone.
+#[tokio::test]
+async fn health_reports_a_replica_as_not_serving() {
+    let redis = RedisServer::start();
+    let primary = RedisServer::start();
+    let server = server_on(redis.url()).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    assert!(support::wait_for_health(&mut health, "", true).await);
+    let mut admin = redis.connection();
+    let connections = |admin: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("stats").query(admin).expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("total_connections_received")
+    };
+    let before = connections(&mut admin);
+    // The primary syncs the replica at once, not after the default 5 s.
+    redis::cmd("CONFIG")
+        .arg(&["SET", "repl-diskless-sync-delay", "0"][..])
+        .query::<()>(&mut primary.connection())
+        .expect("CONFIG SET");
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port)
+        .query::<()>(&mut admin)
+        .expect("REPLICAOF");
+    // A replica answers LOADING while it syncs, which is NOT_SERVING as
+    // any error; what counts is the state once it has synced and the
+    // service has pinged it twice since.
+    let info = |admin: &mut redis::Connection, section: &str, field: &str| -> String {
+        let info: String = redis::cmd("INFO").arg(section).query(admin).expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix(field))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while info(&mut admin, "replication", "master_link_status:") != "up" {
+        assert!(Instant::now() < deadline, "the replica never synced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pings = |admin: &mut redis::Connection| -> u64 {
+        let stat = info(admin, "commandstats", "cmdstat_ping:");
+        stat.strip_prefix("calls=")
+            .and_then(|s| s.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let synced = pings(&mut admin);
+    while pings(&mut admin) < synced + 2 {
+        assert!(Instant::now() < deadline, "the service stopped pinging");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for service in ["", "journey.v1.JourneyService"] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health")
+            .into_inner()
+            .status();
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::NotServing,
+            "{service:?} on a synced replica"
+        );
+    }
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query::<()>(&mut admin)
+        .expect("REPLICAOF NO ONE");
+    assert!(support::wait_for_health(&mut health, "", true).await);
+    assert!(
+        connections(&mut admin) > before,
+        "the service kept its connection to the demoted server"
+    );
+    let mut client = server.client().await;
+    support::append_all_stored(&mut client, vec![page_view("c1", "e1", base_micros())]).await;
+
+    redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER", "limited", "on", ">secret", "~*", "&*", "+@all", "-role",
+            ][..],
+        )
+        .query::<()>(&mut admin)
+        .expect("ACL SETUSER");
+    let limited = server_on(format!("redis://limited:secret@127.0.0.1:{}/0", redis.port)).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(limited.channel().await);
+    assert!(
+        support::wait_for_health(&mut health, "", true).await,
+        "a user without ROLE is not served"
+    );
+}
+
 /// A Redis that accepts connections and never answers (a host gone without
 /// a reset, a network split): calls fail in time, and the silent connection
 /// is replaced by a new one rather than reused until the kernel gives up.

@@ -32,6 +32,7 @@ use super::{
     redis_keys::{index_key_of_packed, packed_identity, Keys},
     redis_replies::{self as replies, SummaryHash},
     redis_tracking::CachedReads,
+    resp::Frame,
     AppendOutcome, ContactHistory, ContextCacheStats, ContextSnapshot, Cursor, EncodedEvent,
     FramedEvents, JourneyListPage, JourneyListQuery, JourneyTracker, MergeOutcome, Retention,
     StorageError, StoreStats, Swept, TimelinePage, TimelineQuery, TimelineStore,
@@ -551,11 +552,42 @@ impl TimelineStore for RedisStore {
         self.trim(now).await
     }
 
+    /// Healthy when Redis answers and is a primary: after a failover the
+    /// address may still lead to the demoted server (DNS not caught up, a
+    /// proxy), which answers PING but refuses every write. Such a server's
+    /// connection is let go, so the next call connects to wherever the
+    /// address leads then. A server that refuses `ROLE` (an ACL without
+    /// it, a proxy) is taken as a primary: its PING answered.
     async fn ping(&self) -> Result<(), StorageError> {
-        self.conn
-            .cmd_as::<String>(&commands::cmd("PING"))
-            .await
-            .map(|_| ())
+        let mut pipe = Pipeline::new();
+        pipe.cmd("PING");
+        pipe.cmd("ROLE");
+        let mut replies = self.conn.query(&pipe).await?.into_iter();
+        let (Some(ping), Some(role)) = (replies.next(), replies.next()) else {
+            return Err(StorageError::Corrupt(
+                "PING and ROLE: a reply missing".into(),
+            ));
+        };
+        if let Frame::Error(e) = &ping.frame {
+            return Err(StorageError::Unavailable(format!(
+                "Redis answered PING with {}",
+                String::from_utf8_lossy(&ping.bytes[e.clone()])
+            )));
+        }
+        let first = match &role.frame {
+            Frame::Array(items) => items.first(),
+            _ => None,
+        };
+        match first {
+            Some(Frame::Bulk(name)) if &role.bytes[name.clone()] != b"master" => {
+                let name = String::from_utf8_lossy(&role.bytes[name.clone()]).into_owned();
+                self.conn.reset().await;
+                Err(StorageError::Unavailable(format!(
+                    "Redis is not a primary (ROLE answered {name:?}): it would refuse writes"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn stats(&self) -> StoreStats {
