@@ -22,7 +22,7 @@ use redis::IntoConnectionInfo;
 
 use super::{
     codec,
-    commands::{self, Pipeline},
+    commands::Pipeline,
     context_cache::{Cached, Lookup},
     redis_conn::{Frames, LuaScript, RedisConnection},
     redis_journeys::{
