@@ -258,14 +258,14 @@ async fn every_key_of_a_profile_expires_after_the_retention() {
     }
 }
 
-/// The identity index keys (each in a slot of its own, outside the
-/// profile's hash tag) live as long as the profile they lead to: a link,
-/// an event's identity and a merge give them the retention (+ 2 %), and
-/// when the profile's keys are pushed, its identities' keys are pushed too,
-/// so a phone linked once stays found while the customer is active by
-/// customer id alone, and a key written before they expired gets one.
+/// The keys that lead to a profile from other slots (identity index keys,
+/// merged profiles' aliases) live as long as the profile: a link, an
+/// event's identity and a merge give them the retention (+ 2 %), and when
+/// the profile's keys are pushed, those keys are pushed too, so a phone
+/// linked once stays found while the customer is active by customer id
+/// alone, and a key written with no expiry (an older version) gets one.
 #[tokio::test]
-async fn identity_keys_live_as_long_as_their_profile() {
+async fn keys_leading_to_a_profile_live_as_long_as_it() {
     let redis = RedisServer::start();
     let server = JourneyServer::start(ServeConfig {
         store: StoreUrl::Redis(redis.url()),
@@ -317,6 +317,22 @@ async fn identity_keys_live_as_long_as_their_profile() {
     let mut anonymous = page_view("", "a1", at + 1);
     anonymous.identities.push(identity("cookie_id", "k2"));
     append_all_stored(&mut client, vec![anonymous]).await;
+    let by_cookie = |value: &str| pb::GetJourneyContextRequest {
+        customer: Some(pb::CustomerRef {
+            r#ref: Some(pb::customer_ref::Ref::Identity(identity(
+                "cookie_id",
+                value,
+            ))),
+        }),
+        ..Default::default()
+    };
+    let anonymous_profile = client
+        .get_journey_context(by_cookie("k2"))
+        .await
+        .expect("the anonymous profile")
+        .into_inner()
+        .profile_id;
+    let alias = format!("journey:{{{anonymous_profile}}}:alias");
     let mut login = page_view("c1", "e2", at + 2);
     login.identities.push(identity("cookie_id", "k2"));
     append_all_stored(&mut client, vec![login]).await;
@@ -326,14 +342,20 @@ async fn identity_keys_live_as_long_as_their_profile() {
         .expect("GET");
     assert_eq!(owner, "c1", "the merge repointed the cookie");
     assert_lives(&mut conn, &key("cookie_id", "k2"), "a merge");
+    // The merged profile's alias leads to c1 as long as c1 lives.
+    let done: String = redis::cmd("GET").arg(&alias).query(&mut conn).expect("GET");
+    assert_eq!(done, "done:c1");
+    assert_lives(&mut conn, &alias, "a merged profile's alias");
 
     // A key with no expiry (written by an older version) and one about to
     // expire; the profile's keys due to be pushed. An event with the
     // customer id alone pushes them all.
-    let _: () = redis::cmd("PERSIST")
-        .arg(key("email", "a@example.com"))
-        .query(&mut conn)
-        .expect("PERSIST");
+    for persistent in [key("email", "a@example.com"), alias.clone()] {
+        let _: () = redis::cmd("PERSIST")
+            .arg(persistent)
+            .query(&mut conn)
+            .expect("PERSIST");
+    }
     let _: () = redis::cmd("PEXPIRE")
         .arg(key("cookie_id", "k1"))
         .arg(day_ms)
@@ -352,6 +374,7 @@ async fn identity_keys_live_as_long_as_their_profile() {
     ] {
         assert_lives(&mut conn, &key(kind, value), "pushed with the profile");
     }
+    assert_lives(&mut conn, &alias, "an alias pushed with the profile");
     // The customer id has no index key: nothing made one.
     let exists: i64 = redis::cmd("EXISTS")
         .arg(key("customer_id", "c1"))

@@ -40,7 +40,7 @@
 -- nothing; {"refused", reason} when a merge would break a rule;
 -- {"stale", fields...} when the journey states moved on, writing nothing;
 -- otherwise one integer per event: 1 stored, 0 duplicate, followed by the
--- identities (type US value) whose index keys to push when the profile's
+-- identities and merged profiles whose keys to push when the profile's
 -- expiry was pushed (see the end).
 local timeline, ids, summary, contacts, cids, idents, merges, alias, journeys =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
@@ -270,10 +270,11 @@ journeys_write(journeys, journey_version, first_journey_write, ttl)
 -- every stored event is pushed on its own, so a new key always has one.
 -- PEXPIRE on a key that does not exist does nothing.
 --
--- The identity index keys (other slots) live as long as the profile they
--- lead to: when the profile's keys are pushed, the reply lists its
--- identities (but its customer id, which has no index key) after the
--- outcomes, and the service pushes their keys too.
+-- The keys that lead to the profile from other slots live as long as it
+-- does: when the profile's keys are pushed, the reply lists, after the
+-- outcomes, its identities ("i" type US value; not its customer id, which
+-- has no index key) and the profiles merged into it ("m" id, whose alias
+-- keys lead here), and the service pushes those keys too.
 local keep = tonumber(ttl) + math.floor(tonumber(ttl) / 100)
 if redis.call('PTTL', timeline) < tonumber(ttl) then
   for _, k in ipairs({1, 2, 3, 4, 5, 6, 7, 9}) do
@@ -281,7 +282,10 @@ if redis.call('PTTL', timeline) < tonumber(ttl) then
   end
   local own = 'customer_id' .. US
   for _, packed in ipairs(redis.call('HKEYS', idents)) do
-    if string.sub(packed, 1, #own) ~= own then result[#result + 1] = packed end
+    if string.sub(packed, 1, #own) ~= own then result[#result + 1] = 'i' .. packed end
+  end
+  for _, absorbed in ipairs(redis.call('HKEYS', merges)) do
+    result[#result + 1] = 'm' .. absorbed
   end
 else
   for k in pairs(touched) do

@@ -90,12 +90,28 @@ impl RedisStore {
         new: &str,
         also_delete: &[&str],
     ) -> Result<Result<(), String>, StorageError> {
+        self.cas_expiring(key, expected, new, also_delete, None)
+            .await
+    }
+
+    /// `cas`, the new value living `expiry_ms` when given.
+    async fn cas_expiring(
+        &self,
+        key: &str,
+        expected: &str,
+        new: &str,
+        also_delete: &[&str],
+        expiry_ms: Option<i64>,
+    ) -> Result<Result<(), String>, StorageError> {
         let mut pipe = Pipeline::new();
         let call = self.cas_script.call(&mut pipe).key(key);
         for k in also_delete {
             call.key(*k);
         }
         call.arg(expected).arg(new);
+        if let Some(ms) = expiry_ms {
+            call.arg(ms);
+        }
         let (reply,): (redis::Value,) = self.query_scripts(&self.cas_script, &pipe).await?;
         match reply {
             redis::Value::Int(1) => Ok(Ok(())),
@@ -350,7 +366,7 @@ impl RedisStore {
         }
         let (reply,): (redis::Value,) = self.query_scripts(&self.append_script, &pipe).await?;
         match AppendReply::parse(reply)? {
-            AppendReply::Outcomes(_, identities) => self.push_identities(&identities).await,
+            AppendReply::Outcomes(_, leads) => self.push_leads(&leads).await,
             AppendReply::Refused(reason) => {
                 // Roll back: lift the fence; nothing else was written. A
                 // failed compare means another worker moved it already.
@@ -381,15 +397,19 @@ impl RedisStore {
 
         // The absorbed profile's journey states go with its data: they are
         // not carried over (README), and left behind they would be swept.
+        // The alias lives as long as the survivor's identities: the
+        // survivor's pushes push it too (its merges list this profile).
         let mut data: Vec<&str> = from.data().to_vec();
         data.push(from.journeys());
+        let done = format!("done:{survivor}");
+        let identity_ttl = self.identity_ttl_ms();
         match self
-            .cas(from.alias(), &fence, &format!("done:{survivor}"), &data)
+            .cas_expiring(from.alias(), &fence, &done, &data, Some(identity_ttl))
             .await?
         {
             Ok(()) => {}
             // Another worker finished this merge first: same result.
-            Err(held) if held == format!("done:{survivor}") => {}
+            Err(held) if held == done => {}
             Err(held) => {
                 return Err(StorageError::Corrupt(format!(
                     "merge of {absorbed} into {survivor} found the fence changed to {held:?}"
@@ -397,7 +417,6 @@ impl RedisStore {
             }
         }
         // Each repointed key lives as long as the survivor's identities.
-        let identity_ttl = self.identity_ttl_ms();
         let mut repoint = Pipeline::new();
         let mut repointed = 0;
         for (packed, _) in &identities {

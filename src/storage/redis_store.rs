@@ -194,32 +194,33 @@ impl RedisStore {
         (self.retention.max_age_micros / 1_000).max(1)
     }
 
-    /// How long an identity index key lives: a little longer than the
-    /// profile it leads to (whose keys live up to `ttl_ms` + 1 %), so a
-    /// lookup never misses a profile that is still held.
+    /// How long a key leading to a profile from another slot (an identity's
+    /// index key, a merged profile's alias) lives: a little longer than the
+    /// profile (whose keys live up to `ttl_ms` + 1 %), so a lookup never
+    /// misses a profile that is still held.
     pub(super) fn identity_ttl_ms(&self) -> i64 {
         let ttl = self.ttl_ms();
         ttl.saturating_add(ttl / 50)
     }
 
-    /// Pushes the expiry of the index keys of `identities` (packed), as the
-    /// append script asks when it pushed their profile's. Rare (about once
-    /// per 1 % of the retention per active profile), so it costs a round
-    /// trip of its own. A failure is logged, not returned: the events are
-    /// stored, and the next push tries again long before the keys expire.
-    pub(super) async fn push_identities(&self, identities: &[Vec<u8>]) {
-        if identities.is_empty() {
+    /// Pushes the expiry of the keys that lead to a profile from other
+    /// slots (its identities' index keys, its merged profiles' aliases), as
+    /// the append script asks when it pushed the profile's. Rare (about
+    /// once per 1 % of the retention per active profile), so it costs a
+    /// round trip of its own. A failure is logged, not returned: the events
+    /// are stored, and the next push tries again long before the keys
+    /// expire.
+    pub(super) async fn push_leads(&self, leads: &[Lead]) {
+        if leads.is_empty() {
             return;
         }
         let ttl = self.identity_ttl_ms();
         let mut pipe = Pipeline::new();
-        for packed in identities {
-            pipe.cmd("PEXPIRE")
-                .arg(index_key_of_packed(packed).as_slice())
-                .arg(ttl);
+        for lead in leads {
+            pipe.cmd("PEXPIRE").arg(lead.key().as_slice()).arg(ttl);
         }
         if let Err(error) = self.conn.query_as::<()>(&pipe).await {
-            tracing::warn!(%error, identities = identities.len(), "pushing the expiry of identity keys failed");
+            tracing::warn!(%error, keys = leads.len(), "pushing the expiry of the keys leading to a profile failed");
         }
     }
 
@@ -359,8 +360,8 @@ impl TimelineStore for RedisStore {
                 pending.into_iter().zip(planned).zip(replies)
             {
                 match AppendReply::parse(reply)? {
-                    AppendReply::Outcomes(stored, identities) if stored.len() == indices.len() => {
-                        self.push_identities(&identities).await;
+                    AppendReply::Outcomes(stored, leads) if stored.len() == indices.len() => {
+                        self.push_leads(&leads).await;
                         for (&i, stored) in indices.iter().zip(stored) {
                             if stored == 0 {
                                 outcomes[i] = AppendOutcome::Duplicate;
@@ -1012,9 +1013,9 @@ pub(super) struct MergeArgs<'a> {
 
 /// What the append script answered for one profile.
 pub(super) enum AppendReply {
-    /// One integer per event (1 stored, 0 duplicate), and the identities
-    /// whose index keys to push, packed, when the profile's were pushed.
-    Outcomes(Vec<i64>, Vec<Vec<u8>>),
+    /// One integer per event (1 stored, 0 duplicate), and the keys leading
+    /// to the profile to push when the profile's were pushed.
+    Outcomes(Vec<i64>, Vec<Lead>),
     /// The profile was merged away: nothing was written.
     Merged,
     Refused(String),
@@ -1041,11 +1042,11 @@ impl AppendReply {
                     }
                 }
                 let mut stored = Vec::with_capacity(items.len());
-                let mut identities = Vec::new();
+                let mut leads = Vec::new();
                 for item in items {
                     match item {
                         redis::Value::Int(outcome) => stored.push(outcome),
-                        redis::Value::BulkString(packed) => identities.push(packed),
+                        redis::Value::BulkString(tagged) => leads.push(Lead::parse(&tagged)?),
                         other => {
                             return Err(StorageError::Corrupt(format!(
                                 "the append script answered {other:?}"
@@ -1053,12 +1054,47 @@ impl AppendReply {
                         }
                     }
                 }
-                Ok(Self::Outcomes(stored, identities))
+                Ok(Self::Outcomes(stored, leads))
             }
             other => {
                 parse::<String>(other)?;
                 Ok(Self::Merged)
             }
+        }
+    }
+}
+
+/// A key in another slot that leads to a profile, as the append script
+/// names it when it pushed the profile's expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Lead {
+    /// An identity's index key (the identity packed `type US value`).
+    Identity(Vec<u8>),
+    /// The alias key of a profile merged into this one.
+    Merged(CustomerId),
+}
+
+impl Lead {
+    fn parse(tagged: &[u8]) -> Result<Self, StorageError> {
+        match tagged.split_first() {
+            Some((b'i', packed)) => Ok(Self::Identity(packed.to_vec())),
+            Some((b'm', id)) => Ok(Self::Merged(CustomerId::from_trusted(
+                std::str::from_utf8(id).map_err(|_| {
+                    StorageError::Corrupt("a merged profile id is not UTF-8".into())
+                })?,
+            ))),
+            _ => Err(StorageError::Corrupt(format!(
+                "the append script answered {:?}",
+                String::from_utf8_lossy(tagged)
+            ))),
+        }
+    }
+
+    /// The key to push.
+    fn key(&self) -> Vec<u8> {
+        match self {
+            Self::Identity(packed) => index_key_of_packed(packed),
+            Self::Merged(id) => Keys::of(id).alias().as_bytes().to_vec(),
         }
     }
 }
@@ -1168,4 +1204,39 @@ fn pack_identities(identities: &[Identity]) -> String {
         .map(packed_identity)
         .collect::<Vec<_>>()
         .join("\u{1e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keys_an_append_asks_to_push_are_read_from_their_tags() {
+        let reply = redis::Value::Array(vec![
+            redis::Value::Int(1),
+            redis::Value::Int(0),
+            redis::Value::BulkString(b"iemail\x1fa@example.com".to_vec()),
+            redis::Value::BulkString(b"m~anon".to_vec()),
+        ]);
+        let AppendReply::Outcomes(stored, leads) = AppendReply::parse(reply).expect("parsed")
+        else {
+            panic!("not outcomes");
+        };
+        assert_eq!(stored, [1, 0]);
+        let keys: Vec<Vec<u8>> = leads.iter().map(Lead::key).collect();
+        assert_eq!(
+            keys,
+            [
+                b"journey:ident:{email\x1fa@example.com}".to_vec(),
+                b"journey:{~anon}:alias".to_vec(),
+            ]
+        );
+        for bad in [&b"x?"[..], b"", b"m\xff"] {
+            let reply = redis::Value::Array(vec![redis::Value::BulkString(bad.to_vec())]);
+            assert!(
+                matches!(AppendReply::parse(reply), Err(StorageError::Corrupt(_))),
+                "{bad:?}"
+            );
+        }
+    }
 }
