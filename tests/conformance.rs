@@ -608,13 +608,15 @@ mod cases {
         let owners = store
             .link(&anon, std::slice::from_ref(&cookie), Micros(T0))
             .await
-            .expect("link");
+            .expect("link")
+            .expect("the rules allow it");
         assert_eq!(owners, vec![anon.clone()]);
         // Linked already: another profile does not take it.
         let owners = store
             .link(&customer("c2"), std::slice::from_ref(&cookie), Micros(T0))
             .await
-            .expect("link");
+            .expect("link")
+            .expect("the rules allow it");
         assert_eq!(owners, vec![anon.clone()]);
         assert_eq!(
             store
@@ -679,7 +681,8 @@ mod cases {
         store
             .link(&anon, &[identity("cookie_id", "ck1")], Micros(T0))
             .await
-            .expect("link");
+            .expect("link")
+            .expect("the rules allow it");
 
         assert_eq!(
             store
@@ -812,6 +815,91 @@ mod cases {
         assert_eq!(snap.events.len(), 3);
     }
 
+    /// The store checks the merge rules with the link's write, so two
+    /// links that each passed a check made before them cannot together
+    /// break them: the second is refused and links nothing.
+    pub async fn links_that_break_rules_are_refused_and_link_nothing(store: &dyn TimelineStore) {
+        let a = anonymous("A");
+        store
+            .link(&a, &[identity("crm_id", "A1")], Micros(T0))
+            .await
+            .expect("link")
+            .expect("a first CRM id");
+        let refused = store
+            .link(
+                &a,
+                &[identity("email", "a@example.com"), identity("crm_id", "B2")],
+                Micros(T0),
+            )
+            .await
+            .expect("link")
+            .expect_err("a second CRM id");
+        assert!(
+            refused.contains("crm_id") && refused.contains("A1 and B2"),
+            "{refused}"
+        );
+        assert_eq!(
+            store
+                .resolve(&[identity("email", "a@example.com"), identity("crm_id", "B2")])
+                .await
+                .expect("resolve"),
+            vec![None, None],
+            "a refused link claims nothing"
+        );
+        let held: Vec<Identity> = store
+            .identities(&a)
+            .await
+            .expect("identities")
+            .into_iter()
+            .map(|l| l.identity)
+            .collect();
+        assert_eq!(held, vec![identity("crm_id", "A1")]);
+        // Linking again what the profile holds is never refused.
+        assert_eq!(
+            store
+                .link(&a, &[identity("crm_id", "A1")], Micros(T0))
+                .await
+                .expect("link"),
+            Ok(vec![a.clone()])
+        );
+        // The limit (6 in the fixture): the seventh is refused.
+        let x = anonymous("X");
+        let cookies: Vec<Identity> = (0..7)
+            .map(|i| identity("cookie_id", &format!("x{i}")))
+            .collect();
+        store
+            .link(&x, &cookies[..6], Micros(T0))
+            .await
+            .expect("link")
+            .expect("six");
+        let refused = store
+            .link(&x, &cookies[6..], Micros(T0))
+            .await
+            .expect("link")
+            .expect_err("seven");
+        assert!(refused.contains("limit of 6"), "{refused}");
+        assert_eq!(
+            store.resolve(&cookies[6..]).await.expect("resolve"),
+            vec![None]
+        );
+        // A customer's own id counts as one of them.
+        let c1 = customer("c1");
+        let cookies: Vec<Identity> = (0..6)
+            .map(|i| identity("cookie_id", &format!("c{i}")))
+            .collect();
+        store
+            .link(&c1, &cookies[..5], Micros(T0))
+            .await
+            .expect("link")
+            .expect("five and the customer id");
+        let refused = store
+            .link(&c1, &cookies[5..], Micros(T0))
+            .await
+            .expect("link")
+            .expect_err("a sixth");
+        assert!(refused.contains("limit of 6"), "{refused}");
+    }
+
     pub async fn merges_that_break_rules_are_refused(store: &dyn TimelineStore) {
         let (c1, c2) = (customer("c1"), customer("c2"));
         store
@@ -845,11 +933,13 @@ mod cases {
         store
             .link(&a, &[identity("crm_id", "A1")], Micros(T0))
             .await
-            .expect("link");
+            .expect("link")
+            .expect("the rules allow it");
         store
             .link(&b, &[identity("crm_id", "B2")], Micros(T0))
             .await
-            .expect("link");
+            .expect("link")
+            .expect("the rules allow it");
         let refused = store.merge(&a, &b, Micros(T0)).await.expect("merge");
         assert!(
             matches!(&refused, MergeOutcome::Refused(r) if r.contains("crm_id") && r.contains("A1 and B2")),
@@ -865,11 +955,13 @@ mod cases {
         store
             .link(&x, &cookies("x"), Micros(T0))
             .await
-            .expect("link");
+            .expect("link")
+            .expect("the rules allow it");
         store
             .link(&y, &cookies("y"), Micros(T0))
             .await
-            .expect("link");
+            .expect("link")
+            .expect("the rules allow it");
         let refused = store.merge(&x, &y, Micros(T0)).await.expect("merge");
         assert!(
             matches!(&refused, MergeOutcome::Refused(r) if r.contains("limit of 6")),
@@ -1156,6 +1248,7 @@ macro_rules! conformance {
             conformance!(@case identities_link_resolve_and_unlink, roomy, $fixture);
             conformance!(@case a_merge_moves_everything_once, roomy, $fixture);
             conformance!(@case merges_that_break_rules_are_refused, roomy, $fixture);
+            conformance!(@case links_that_break_rules_are_refused_and_link_nothing, roomy, $fixture);
             conformance!(@case merges_carry_the_absorbed_profiles_own, roomy, $fixture);
             conformance!(@case racing_merges_end_in_one_profile, roomy, $fixture);
             conformance!(@case journeys_follow_appends_and_sweeps, roomy, $fixture);

@@ -485,6 +485,41 @@ mod cases {
         assert_eq!((other.profile_id.as_str(), other.total_events), (loser, 1));
     }
 
+    /// Links racing to give one customer different CRM ids: the rule is
+    /// checked with each write, so exactly one CRM id lands and every
+    /// other link is refused, however they interleave.
+    pub async fn racing_links_of_different_crm_ids_leave_one(client: Client) {
+        let t = base_micros();
+        append_all_stored(&mut client.clone(), vec![page_view("c1", "e1", t)]).await;
+        let links = (0..8).map(|i| {
+            let mut client = client.clone();
+            async move {
+                link(
+                    &mut client,
+                    vec![id("customer_id", "c1"), id("crm_id", &format!("crm-{i}"))],
+                )
+                .await
+            }
+        });
+        let results = futures::future::join_all(links).await;
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "{results:?}");
+        for lost in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert_eq!(lost.code(), Code::FailedPrecondition, "{lost:?}");
+        }
+        let ctx = context(&mut client.clone(), by("customer_id", "c1"))
+            .await
+            .expect("c1");
+        let crm: Vec<&str> = ctx
+            .identities
+            .iter()
+            .filter_map(|l| l.identity.as_ref())
+            .filter(|i| i.r#type == "crm_id")
+            .map(|i| i.value.as_str())
+            .collect();
+        assert_eq!(crm.len(), 1, "{crm:?}");
+    }
+
     pub async fn unlink_removes_an_identity_going_forward(mut client: Client) {
         let t = base_micros();
         let mut e = page_view("c1", "e1", t);
@@ -664,6 +699,7 @@ backend_cases!(
         two_customers_are_never_fused,
         an_event_brings_no_identity_the_rules_refuse,
         racing_conflicting_links_end_in_one_consistent_profile,
+        racing_links_of_different_crm_ids_leave_one,
         unlink_removes_an_identity_going_forward,
         bad_identities_are_refused,
         bad_fields_are_refused_before_the_identity_is_looked_up,

@@ -17,7 +17,7 @@
 --                          this profile is merged away
 -- KEYS[9] journeys  HASH  journey -> state JSON, "" -> version (see
 --                         journey_writes.lua, prepended to this script,
---                         as contact_trim.lua is)
+--                         as contact_trim.lua and merge_rules.lua are)
 -- ARGV[1] cutoff (µs): events older than this are removed
 -- ARGV[2] max events (and contacts) held
 -- ARGV[3] ttl (ms) for all keys but the alias
@@ -81,36 +81,14 @@ local function split(s, sep)
 end
 
 -- Merge mode: refuse, before any write, a merge that would give the
--- profile two values of a unique type or too many identities.
+-- profile two values of a unique type or too many identities
+-- (merge_rules.lua, prepended).
 if merging ~= '' then
-  local unique = {}
-  for _, kind in ipairs(split(ARGV[9], US)) do
-    if kind ~= '' then unique[kind] = {} end
-  end
-  local all, count = {}, 0
-  local function consider(packed)
-    if all[packed] then return end
-    all[packed] = true
-    count = count + 1
-    local sep = string.find(packed, US, 1, true)
-    if not sep then return end
-    local kind, value = string.sub(packed, 1, sep - 1), string.sub(packed, sep + 1)
-    if unique[kind] then unique[kind][value] = true end
-  end
-  for _, packed in ipairs(redis.call('HKEYS', idents)) do consider(packed) end
-  for i = first_ident, first_reservation - 1, 2 do consider(ARGV[i]) end
-  for kind, values in pairs(unique) do
-    local held = {}
-    for value in pairs(values) do held[#held + 1] = value end
-    if #held > 1 then
-      table.sort(held)
-      return {'refused', kind .. ' is unique per profile but the profiles hold ' .. table.concat(held, ' and ')}
-    end
-  end
-  if count > tonumber(ARGV[10]) then
-    return {'refused', 'the merged profile would hold ' .. count ..
-      ' identities, more than the limit of ' .. ARGV[10]}
-  end
+  local refusal = rules_refusal(ARGV[9], tonumber(ARGV[10]), function(consider)
+    for _, packed in ipairs(redis.call('HKEYS', idents)) do consider(packed) end
+    for i = first_ident, first_reservation - 1, 2 do consider(ARGV[i]) end
+  end)
+  if refusal then return refusal end
 end
 
 local function min_field(field, value)

@@ -5,7 +5,7 @@
 //! events it holds in all so memory stays bounded.
 
 use std::{
-    collections::{hash_map::Entry as MapEntry, HashMap, HashSet},
+    collections::{hash_map::Entry as MapEntry, BTreeSet, HashMap, HashSet},
     sync::Mutex,
 };
 
@@ -403,7 +403,7 @@ impl TimelineStore for MemoryStore {
         profile: &CustomerId,
         identities: &[Identity],
         at: Micros,
-    ) -> Result<Vec<CustomerId>, StorageError> {
+    ) -> Result<Result<Vec<CustomerId>, String>, StorageError> {
         let wall = Micros::now();
         let mut state = self.lock();
         let profile = state.follow(profile);
@@ -413,28 +413,50 @@ impl TimelineStore for MemoryStore {
         let starts = state.starts(&profile, wall);
         let unindexed = identities.iter().filter(|i| state.unindexed(i)).count();
         state.make_room(unindexed + usize::from(starts), self.max_total_events, wall)?;
-        let mut owners = Vec::with_capacity(identities.len());
-        let mut linked = Vec::new();
-        for identity in identities {
-            if identity.kind == CUSTOMER_ID_IDENTITY {
-                owners.push(customer_profile(identity));
-                continue;
+        let owners: Vec<CustomerId> = identities
+            .iter()
+            .map(|identity| {
+                if identity.kind == CUSTOMER_ID_IDENTITY {
+                    customer_profile(identity)
+                } else {
+                    state
+                        .index
+                        .get(identity)
+                        .cloned()
+                        .unwrap_or_else(|| profile.clone())
+                }
+            })
+            .collect();
+        let linked: Vec<Identity> = identities
+            .iter()
+            .zip(&owners)
+            .filter(|(identity, owner)| identity.kind != CUSTOMER_ID_IDENTITY && **owner == profile)
+            .map(|(identity, _)| identity.clone())
+            .collect();
+        // The merge rules, checked under the lock with the write: racing
+        // links cannot each pass them and together break them. Linking
+        // again what the profile holds is never refused.
+        let mut held: BTreeSet<Identity> = state
+            .live(&profile, wall)
+            .map(|t| t.identity_set().cloned().collect())
+            .unwrap_or_default();
+        let own = customer_identity(&profile);
+        if !own.value.is_empty() {
+            held.insert(own);
+        }
+        if linked.iter().any(|i| !held.contains(i)) {
+            if let Some(reason) = self.rules.conflict(held.iter().chain(&linked)) {
+                return Ok(Err(reason));
             }
-            let owner = state
-                .index
-                .entry(identity.clone())
-                .or_insert_with(|| profile.clone())
-                .clone();
-            if owner == profile {
-                linked.push(identity.clone());
-            }
-            owners.push(owner);
+        }
+        for identity in &linked {
+            state.index.insert(identity.clone(), profile.clone());
         }
         state.live(&profile, wall);
         let timeline = state.customers.entry(profile).or_default();
         timeline.record_identities(&linked, at);
         timeline.keep_until(wall.saturating_add_micros(self.retention.max_age_micros));
-        Ok(owners)
+        Ok(Ok(owners))
     }
 
     async fn merge(
@@ -632,7 +654,8 @@ mod tests {
                     Micros(1),
                 )
                 .await
-                .expect("room");
+                .expect("room")
+                .expect("the rules allow it");
         }
         let full = store
             .link(&CustomerId::anonymous("c"), &[cookie("5")], Micros(1))
@@ -647,7 +670,8 @@ mod tests {
         store
             .link(&CustomerId::anonymous("a"), &[cookie("1")], Micros(1))
             .await
-            .expect("nothing new");
+            .expect("nothing new")
+            .expect("the rules allow it");
         let reservation = Contact::new(
             Micros(1),
             true,
@@ -680,7 +704,8 @@ mod tests {
                 Micros(1),
             )
             .await
-            .expect("room");
+            .expect("room")
+            .expect("the rules allow it");
         store
             .link(
                 &CustomerId::anonymous("b"),
@@ -688,7 +713,8 @@ mod tests {
                 Micros(1),
             )
             .await
-            .expect("the expired profile and its identities made room");
+            .expect("the expired profile and its identities made room")
+            .expect("the rules allow it");
         let resolved = store
             .resolve(&[cookie("1"), cookie("3")])
             .await
@@ -705,7 +731,8 @@ mod tests {
         store
             .link(&visitor, &[cookie("x")], Micros(1))
             .await
-            .expect("room");
+            .expect("room")
+            .expect("the rules allow it");
         // The event was placed in ~a by cookie x; before it is written, a
         // sweep (another write needing room) drops ~a and x.
         store
@@ -715,7 +742,8 @@ mod tests {
                 Micros(1),
             )
             .await
-            .expect("room made by the sweep");
+            .expect("room made by the sweep")
+            .expect("the rules allow it");
         assert_eq!(
             store.resolve(&[cookie("x")]).await.expect("resolve"),
             [None]

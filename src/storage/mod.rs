@@ -417,12 +417,16 @@ pub trait TimelineStore: Send + Sync + 'static {
     /// the profile; answers, for each, the profile it is linked to after
     /// the call (another one if it was linked before). `customer_id`
     /// identities are not linked this way: their profile is their value.
+    /// When the profile would then hold what the store's merge rules
+    /// forbid (checked atomically with the write, so racing links cannot
+    /// together break them), nothing is linked and the answer is
+    /// `Err(reason)`.
     async fn link(
         &self,
         profile: &CustomerId,
         identities: &[Identity],
         at: Micros,
-    ) -> Result<Vec<CustomerId>, StorageError>;
+    ) -> Result<Result<Vec<CustomerId>, String>, StorageError>;
 
     /// Merges `absorbed` into `survivor`: events (each once: event ids
     /// still deduplicate), summaries, contacts, identities and merge

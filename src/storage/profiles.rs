@@ -52,7 +52,11 @@ pub async fn link(
                 MergeOutcome::Refused(reason) => return Ok(Err(reason)),
             }
         }
-        let owners = store.link(&target, identities, at).await?;
+        let owners = match store.link(&target, identities, at).await? {
+            Ok(owners) => owners,
+            // Another link got in first with what these may not join.
+            Err(reason) => return Ok(Err(reason)),
+        };
         let profile = store.canonical(&target).await?.unwrap_or(target);
         // An identity linked elsewhere at the same moment: merge that too.
         let mut elsewhere = Vec::new();
@@ -127,9 +131,12 @@ pub async fn place(
                 .into_iter()
                 .cloned()
                 .collect();
+            // Refused only when another link got in meanwhile: the event
+            // is stored with none of them then.
             let owners = store
                 .link(&fallback, &admissible, event.occurred_at)
-                .await?;
+                .await?
+                .unwrap_or_default();
             let kept = admissible
                 .into_iter()
                 .zip(owners)

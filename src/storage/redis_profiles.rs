@@ -208,10 +208,10 @@ impl RedisStore {
         profile: &CustomerId,
         identities: &[Identity],
         at: Micros,
-    ) -> Result<Vec<CustomerId>, StorageError> {
+    ) -> Result<Result<Vec<CustomerId>, String>, StorageError> {
         let profile = self.follow(profile).await?;
-        // SET NX GET: links the identity if it is free and answers the
-        // profile it had, in one command per identity.
+        // 1. SET NX GET: claims each identity if it is free and answers
+        // the profile it had, in one command per identity.
         let mut pipe = Pipeline::new();
         let mut indexed = Vec::new();
         let identity_ttl = self.identity_ttl_ms();
@@ -230,26 +230,69 @@ impl RedisStore {
         } else {
             self.conn.query_as(&pipe).await?
         };
+        // 2. Records those the profile holds now on it, if the merge rules
+        // let it hold them all (link.lua, in the profile's slot).
         let mut owner_of: HashMap<&Identity, CustomerId> = HashMap::new();
-        let mut recorded = Pipeline::new();
+        let mut claimed = Vec::new();
+        let mut record = Pipeline::new();
         let keys = Keys::of(&profile);
+        let unique: Vec<&str> = self.rules.unique_types.iter().map(String::as_str).collect();
+        let call = self
+            .link_script
+            .call(&mut record)
+            .key(keys.idents())
+            .arg(unique.join("\u{1f}"))
+            .arg(self.rules.max_identities)
+            .arg(
+                own_identity(&profile)
+                    .map(|i| packed_identity(&i))
+                    .unwrap_or_default(),
+            )
+            .arg(format!("{}\u{1f}", at.0))
+            .arg(self.ttl_ms());
         for (identity, previous) in indexed.into_iter().zip(previous) {
-            let owner = previous.map_or_else(|| profile.clone(), |p| CustomerId::from_trusted(&p));
+            let owner = match previous {
+                None => {
+                    claimed.push(identity);
+                    profile.clone()
+                }
+                Some(p) => CustomerId::from_trusted(&p),
+            };
             if owner == profile {
-                recorded
-                    .cmd("HSETNX")
-                    .arg(keys.idents())
-                    .arg(packed_identity(identity))
-                    .arg(format!("{}\u{1f}", at.0));
+                call.arg(packed_identity(identity));
             }
             owner_of.insert(identity, owner);
         }
-        let ttl_ms = self.ttl_ms();
-        recorded.cmd("PEXPIRE").arg(keys.idents()).arg(ttl_ms);
-        let done = self.conn.query_as::<()>(&recorded).await;
+        let recorded = self
+            .query_scripts::<(redis::Value,)>(&self.link_script, &record)
+            .await;
         self.written([&profile]);
-        done?;
-        Ok(identities
+        match recorded? {
+            (redis::Value::Int(1),) => {}
+            (redis::Value::Array(items),) => {
+                let reason = match items.get(1) {
+                    Some(redis::Value::BulkString(reason)) => {
+                        String::from_utf8_lossy(reason).into_owned()
+                    }
+                    _ => "the link breaks the merge rules".to_string(),
+                };
+                // 3. Refused: the claims this call made go again (a failed
+                // compare: another writer moved the key meanwhile).
+                for identity in claimed {
+                    let _ = self
+                        .cas(&index_key(identity), profile.as_str(), "", &[])
+                        .await?;
+                }
+                tracing::warn!(%profile, %reason, "identity link refused");
+                return Ok(Err(reason));
+            }
+            (other,) => {
+                return Err(StorageError::Corrupt(format!(
+                    "the link script answered {other:?}"
+                )))
+            }
+        }
+        Ok(Ok(identities
             .iter()
             .map(|identity| {
                 owner_of
@@ -257,7 +300,7 @@ impl RedisStore {
                     .cloned()
                     .unwrap_or_else(|| customer_profile(identity))
             })
-            .collect())
+            .collect()))
     }
 
     pub(super) async fn merge_profiles(

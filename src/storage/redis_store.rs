@@ -51,6 +51,8 @@ const SWEEP_SCRIPT: &str = include_str!("sweep.lua");
 const RESERVE_SCRIPT: &str = include_str!("reserve.lua");
 const CONTACT_TRIM: &str = include_str!("contact_trim.lua");
 const CAS_SCRIPT: &str = include_str!("cas.lua");
+const MERGE_RULES: &str = include_str!("merge_rules.lua");
+const LINK_SCRIPT: &str = include_str!("link.lua");
 
 /// How many merges a read or write follows before giving up: merges point
 /// at a survivor that was alive then, so real chains are short.
@@ -109,6 +111,7 @@ pub struct RedisStore {
     pub(super) append_script: LuaScript,
     reserve_script: LuaScript,
     pub(super) cas_script: LuaScript,
+    pub(super) link_script: LuaScript,
     pub(super) sweep_script: LuaScript,
     pub(super) retention: Retention,
     pub(super) rules: MergeRules,
@@ -136,11 +139,12 @@ impl RedisStore {
         Ok(Self {
             conn,
             append_script: LuaScript::new(format!(
-                "{JOURNEY_WRITES}\n{CONTACT_TRIM}\n{APPEND_SCRIPT}"
+                "{JOURNEY_WRITES}\n{CONTACT_TRIM}\n{MERGE_RULES}\n{APPEND_SCRIPT}"
             )),
             sweep_script: LuaScript::new(format!("{JOURNEY_WRITES}\n{SWEEP_SCRIPT}")),
             reserve_script: LuaScript::new(format!("{CONTACT_TRIM}\n{RESERVE_SCRIPT}")),
             cas_script: LuaScript::new(CAS_SCRIPT.to_string()),
+            link_script: LuaScript::new(format!("{MERGE_RULES}\n{LINK_SCRIPT}")),
             retention,
             rules,
             journeys: None,
@@ -628,7 +632,7 @@ impl TimelineStore for RedisStore {
         profile: &CustomerId,
         identities: &[Identity],
         at: Micros,
-    ) -> Result<Vec<CustomerId>, StorageError> {
+    ) -> Result<Result<Vec<CustomerId>, String>, StorageError> {
         self.link_identities(profile, identities, at).await
     }
 
