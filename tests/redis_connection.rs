@@ -347,6 +347,71 @@ async fn keys_leading_to_a_profile_live_as_long_as_it() {
     assert_eq!(done, "done:c1");
     assert_lives(&mut conn, &alias, "a merged profile's alias");
 
+    // Linked again: its key lives the retention from now again.
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(key("email", "a@example.com"))
+        .arg(day_ms)
+        .query(&mut conn)
+        .expect("PEXPIRE");
+    client
+        .link_identities(pb::LinkIdentitiesRequest {
+            identities: vec![
+                identity("customer_id", "c1"),
+                identity("email", "a@example.com"),
+            ],
+        })
+        .await
+        .expect("link again");
+    assert_lives(&mut conn, &key("email", "a@example.com"), "a link again");
+
+    // A chain: anonymous profiles A and B merge, then into c1; the alias
+    // of the first one absorbed, about to expire, lives on with c1.
+    for (event, cookie) in [("a2", "ka"), ("a3", "kb")] {
+        let mut visit = page_view("", event, at + 4);
+        visit.identities.push(identity("cookie_id", cookie));
+        append_all_stored(&mut client, vec![visit]).await;
+    }
+    let mut both = page_view("", "a4", at + 5);
+    both.identities = vec![identity("cookie_id", "ka"), identity("cookie_id", "kb")];
+    append_all_stored(&mut client, vec![both]).await;
+    let aliases: Vec<String> = redis::cmd("KEYS")
+        .arg("journey:*:alias")
+        .query(&mut conn)
+        .expect("KEYS");
+    let first_absorbed = aliases
+        .into_iter()
+        .find(|a| *a != alias)
+        .expect("the alias of the first merge");
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&first_absorbed)
+        .arg(day_ms)
+        .query(&mut conn)
+        .expect("PEXPIRE");
+    let mut login = page_view("c1", "e4", at + 6);
+    login.identities.push(identity("cookie_id", "ka"));
+    append_all_stored(&mut client, vec![login]).await;
+    assert_lives(&mut conn, &first_absorbed, "an alias merged in before");
+
+    // A merge fence (a merge under way) is never given an expiry, and a
+    // key that leads elsewhere now is left as it is.
+    let _: () = redis::cmd("HSET")
+        .arg(&["journey:{c1}:merges", "~fenced", "1"][..])
+        .query(&mut conn)
+        .expect("HSET");
+    let _: () = redis::cmd("SET")
+        .arg(&["journey:{~fenced}:alias", "pending:c1"][..])
+        .query(&mut conn)
+        .expect("SET");
+    let _: () = redis::cmd("HSET")
+        .arg(&["journey:{c1}:idents", "cookie_id\u{1f}moved", "1\u{1f}"][..])
+        .query(&mut conn)
+        .expect("HSET");
+    let _: () = redis::cmd("SET")
+        .arg(key("cookie_id", "moved"))
+        .arg("c9")
+        .query(&mut conn)
+        .expect("SET");
+
     // A key with no expiry (written by an older version) and one about to
     // expire; the profile's keys due to be pushed. An event with the
     // customer id alone pushes them all.
@@ -375,6 +440,12 @@ async fn keys_leading_to_a_profile_live_as_long_as_it() {
         assert_lives(&mut conn, &key(kind, value), "pushed with the profile");
     }
     assert_lives(&mut conn, &alias, "an alias pushed with the profile");
+    for untouched in [
+        "journey:{~fenced}:alias".to_string(),
+        key("cookie_id", "moved"),
+    ] {
+        assert_eq!(lives(&mut conn, &untouched), -1, "{untouched} was pushed");
+    }
     // The customer id has no index key: nothing made one.
     let exists: i64 = redis::cmd("EXISTS")
         .arg(key("customer_id", "c1"))
@@ -521,16 +592,19 @@ async fn health_reports_a_replica_as_not_serving() {
         assert!(Instant::now() < deadline, "the replica never synced");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pings = |admin: &mut redis::Connection| -> u64 {
-        let stat = info(admin, "commandstats", "cmdstat_ping:");
+    // Only the service's health check sends ROLE here: two more of them
+    // after the sync, and the status below was set from a synced
+    // replica's answer (the report of one comes before the next is sent).
+    let roles = |admin: &mut redis::Connection| -> u64 {
+        let stat = info(admin, "commandstats", "cmdstat_role:");
         stat.strip_prefix("calls=")
             .and_then(|s| s.split(',').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     };
-    let synced = pings(&mut admin);
-    while pings(&mut admin) < synced + 2 {
-        assert!(Instant::now() < deadline, "the service stopped pinging");
+    let synced = roles(&mut admin);
+    while roles(&mut admin) < synced + 2 {
+        assert!(Instant::now() < deadline, "the service stopped checking");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for service in ["", "journey.v1.JourneyService"] {

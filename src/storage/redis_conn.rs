@@ -339,8 +339,19 @@ impl RedisConnection {
 
     /// Sends packed commands and answers their `replies` frames.
     async fn send(&self, packed: Bytes, replies: usize) -> Answer {
+        self.send_on(packed, replies)
+            .await
+            .map(|(frames, _)| frames)
+    }
+
+    /// `send`, also answering the queue of the connection that answered.
+    async fn send_on(
+        &self,
+        packed: Bytes,
+        replies: usize,
+    ) -> Result<(Vec<Reply>, Option<mpsc::UnboundedSender<Request>>), StorageError> {
         if replies == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         // A request the queue refused or the writer did not write (its
         // connection broke meanwhile) goes once more, on a new connection.
@@ -358,7 +369,7 @@ impl RedisConnection {
             if queue.send(request).is_ok() {
                 if let Heard::Answer(answer) = self.answer(rx).await {
                     self.stats.round_trip(started.elapsed());
-                    return answer;
+                    return answer.map(|frames| (frames, Some(queue)));
                 }
             }
             self.forget(&queue).await;
@@ -366,6 +377,23 @@ impl RedisConnection {
         Err(StorageError::Unavailable(
             "the Redis connection closed twice in a row".into(),
         ))
+    }
+
+    /// Sends a pipeline (not a transaction), and lets the connection that
+    /// answered go when `let_go` says so of its replies: the next request
+    /// connects anew, while one made meanwhile on another connection is
+    /// left alone.
+    pub async fn query_then_let_go_if(
+        &self,
+        pipe: &Pipeline,
+        let_go: impl FnOnce(&[Reply]) -> bool,
+    ) -> Result<Vec<Reply>, StorageError> {
+        debug_assert!(!pipe.is_transaction(), "a transaction");
+        let (frames, queue) = self.send_on(pipe.packed(), pipe.len()).await?;
+        if let Some(queue) = queue.filter(|_| let_go(&frames)) {
+            self.forget(&queue).await;
+        }
+        Ok(frames)
     }
 
     async fn wait(&self, rx: oneshot::Receiver<Heard>) -> Answer {

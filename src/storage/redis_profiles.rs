@@ -31,7 +31,7 @@ use super::{
     redis_keys::{index_key, packed_identity, Keys},
     redis_replies as replies,
     redis_store::{
-        merges_kept_moving, parse, AppendReply, CallShape, EventArgs, MergeArgs, RedisStore,
+        merges_kept_moving, parse, AppendReply, CallShape, EventArgs, Lead, MergeArgs, RedisStore,
         MAX_HOPS,
     },
     MergeOutcome, StorageError,
@@ -250,26 +250,41 @@ impl RedisStore {
             )
             .arg(format!("{}\u{1f}", at.0))
             .arg(self.ttl_ms());
+        let mut held_already = Vec::new();
         for (identity, previous) in indexed.into_iter().zip(previous) {
             let owner = match previous {
                 None => {
                     claimed.push(identity);
                     profile.clone()
                 }
-                Some(p) => CustomerId::from_trusted(&p),
+                Some(p) => {
+                    let owner = CustomerId::from_trusted(&p);
+                    if owner == profile {
+                        held_already.push(identity);
+                    }
+                    owner
+                }
             };
             if owner == profile {
                 call.arg(packed_identity(identity));
             }
             owner_of.insert(identity, owner);
         }
+        // Linked again: the key lives the retention from now, as a new one
+        // (SET NX left it as it was).
+        for identity in held_already {
+            record
+                .cmd("PEXPIRE")
+                .arg(index_key(identity))
+                .arg(identity_ttl);
+        }
         let recorded = self
-            .query_scripts::<(redis::Value,)>(&self.link_script, &record)
+            .query_scripts::<Vec<redis::Value>>(&self.link_script, &record)
             .await;
         self.written([&profile]);
-        match recorded? {
-            (redis::Value::Int(1),) => {}
-            (redis::Value::Array(items),) => {
+        match recorded?.into_iter().next() {
+            Some(redis::Value::Int(1)) => {}
+            Some(redis::Value::Array(items)) => {
                 let reason = match items.get(1) {
                     Some(redis::Value::BulkString(reason)) => {
                         String::from_utf8_lossy(reason).into_owned()
@@ -286,7 +301,7 @@ impl RedisStore {
                 tracing::warn!(%profile, %reason, "identity link refused");
                 return Ok(Err(reason));
             }
-            (other,) => {
+            other => {
                 return Err(StorageError::Corrupt(format!(
                     "the link script answered {other:?}"
                 )))
@@ -408,8 +423,9 @@ impl RedisStore {
             call.arg(*score).arg(packed);
         }
         let (reply,): (redis::Value,) = self.query_scripts(&self.append_script, &pipe).await?;
-        match AppendReply::parse(reply)? {
-            AppendReply::Outcomes(_, leads) => self.push_leads(&leads).await,
+        // The keys to push, once the merge is done (below).
+        let mut pushed = match AppendReply::parse(reply)? {
+            AppendReply::Outcomes(_, leads) => leads,
             AppendReply::Refused(reason) => {
                 // Roll back: lift the fence; nothing else was written. A
                 // failed compare means another worker moved it already.
@@ -436,7 +452,7 @@ impl RedisStore {
                 }
                 return Box::pin(self.complete_merge(absorbed, &next, at)).await;
             }
-        }
+        };
 
         // The absorbed profile's journey states go with its data: they are
         // not carried over (README), and left behind they would be swept.
@@ -485,6 +501,14 @@ impl RedisStore {
             self.query_scripts::<redis::Value>(&self.cas_script, &repoint)
                 .await?;
         }
+        // The aliases of the profiles merged into the absorbed one lead
+        // here now too: they live as long as the survivor, as its own do.
+        pushed.extend(
+            history
+                .iter()
+                .map(|(from, _)| Lead::Merged(CustomerId::from_trusted(from))),
+        );
+        self.push_leads(&[(survivor.clone(), pushed)]).await;
         tracing::info!(%absorbed, %survivor, events = events.len(), "profiles merged");
         Ok(MergeOutcome::Merged)
     }

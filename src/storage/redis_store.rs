@@ -32,7 +32,7 @@ use super::{
     redis_keys::{index_key_of_packed, packed_identity, Keys},
     redis_replies::{self as replies, SummaryHash},
     redis_tracking::CachedReads,
-    resp::Frame,
+    resp::{Frame, Reply},
     AppendOutcome, ContactHistory, ContextCacheStats, ContextSnapshot, Cursor, EncodedEvent,
     FramedEvents, JourneyListPage, JourneyListQuery, JourneyTracker, MergeOutcome, Retention,
     StorageError, StoreStats, Swept, TimelinePage, TimelineQuery, TimelineStore,
@@ -53,6 +53,7 @@ const CONTACT_TRIM: &str = include_str!("contact_trim.lua");
 const CAS_SCRIPT: &str = include_str!("cas.lua");
 const MERGE_RULES: &str = include_str!("merge_rules.lua");
 const LINK_SCRIPT: &str = include_str!("link.lua");
+const PUSH_SCRIPT: &str = include_str!("push.lua");
 
 /// How many merges a read or write follows before giving up: merges point
 /// at a survivor that was alive then, so real chains are short.
@@ -112,6 +113,7 @@ pub struct RedisStore {
     reserve_script: LuaScript,
     pub(super) cas_script: LuaScript,
     pub(super) link_script: LuaScript,
+    push_script: LuaScript,
     pub(super) sweep_script: LuaScript,
     pub(super) retention: Retention,
     pub(super) rules: MergeRules,
@@ -145,6 +147,7 @@ impl RedisStore {
             reserve_script: LuaScript::new(format!("{CONTACT_TRIM}\n{RESERVE_SCRIPT}")),
             cas_script: LuaScript::new(CAS_SCRIPT.to_string()),
             link_script: LuaScript::new(format!("{MERGE_RULES}\n{LINK_SCRIPT}")),
+            push_script: LuaScript::new(PUSH_SCRIPT.to_string()),
             retention,
             rules,
             journeys: None,
@@ -207,24 +210,37 @@ impl RedisStore {
         ttl.saturating_add(ttl / 50)
     }
 
-    /// Pushes the expiry of the keys that lead to a profile from other
-    /// slots (its identities' index keys, its merged profiles' aliases), as
-    /// the append script asks when it pushed the profile's. Rare (about
-    /// once per 1 % of the retention per active profile), so it costs a
-    /// round trip of its own. A failure is logged, not returned: the events
+    /// Pushes the expiry of the keys that lead to profiles from other
+    /// slots (their identities' index keys, their merged profiles'
+    /// aliases), each only if it still leads there (push.lua), as the
+    /// append script asks when it pushed a profile's. Rare (about once per
+    /// 1 % of the retention per active profile, and a profile's first
+    /// write), so it costs a round trip of its own, one for all the
+    /// profiles of a call. A failure is logged, not returned: the events
     /// are stored, and the next push tries again long before the keys
     /// expire.
-    pub(super) async fn push_leads(&self, leads: &[Lead]) {
-        if leads.is_empty() {
+    pub(super) async fn push_leads(&self, leads: &[(CustomerId, Vec<Lead>)]) {
+        let count: usize = leads.iter().map(|(_, l)| l.len()).sum();
+        if count == 0 {
             return;
         }
         let ttl = self.identity_ttl_ms();
         let mut pipe = Pipeline::new();
-        for lead in leads {
-            pipe.cmd("PEXPIRE").arg(lead.key().as_slice()).arg(ttl);
+        for (profile, leads) in leads {
+            for lead in leads {
+                let call = self.push_script.call(&mut pipe).key(lead.key().as_slice());
+                match lead {
+                    Lead::Identity(_) => call.arg(profile.as_str()).arg(""),
+                    Lead::Merged(_) => call.arg("done:").arg("prefix"),
+                };
+                call.arg(ttl);
+            }
         }
-        if let Err(error) = self.conn.query_as::<()>(&pipe).await {
-            tracing::warn!(%error, keys = leads.len(), "pushing the expiry of the keys leading to a profile failed");
+        if let Err(error) = self
+            .query_scripts::<redis::Value>(&self.push_script, &pipe)
+            .await
+        {
+            tracing::warn!(%error, keys = count, "pushing the expiry of the keys leading to a profile failed");
         }
     }
 
@@ -360,12 +376,15 @@ impl TimelineStore for RedisStore {
             self.written(pending.iter().map(|(profile, _, _)| profile));
             let replies = replies?;
             let mut again = Vec::new();
+            let mut leads_of = Vec::new();
             for (((profile, indices, _), journey), reply) in
                 pending.into_iter().zip(planned).zip(replies)
             {
                 match AppendReply::parse(reply)? {
                     AppendReply::Outcomes(stored, leads) if stored.len() == indices.len() => {
-                        self.push_leads(&leads).await;
+                        if !leads.is_empty() {
+                            leads_of.push((profile.clone(), leads));
+                        }
                         for (&i, stored) in indices.iter().zip(stored) {
                             if stored == 0 {
                                 outcomes[i] = AppendOutcome::Duplicate;
@@ -403,6 +422,7 @@ impl TimelineStore for RedisStore {
                     AppendReply::Refused(reason) => return Err(StorageError::Corrupt(reason)),
                 }
             }
+            self.push_leads(&leads_of).await;
             pending = again;
         }
         Err(StorageError::Contention(
@@ -567,31 +587,27 @@ impl TimelineStore for RedisStore {
         let mut pipe = Pipeline::new();
         pipe.cmd("PING");
         pipe.cmd("ROLE");
-        let mut replies = self.conn.query(&pipe).await?.into_iter();
-        let (Some(ping), Some(role)) = (replies.next(), replies.next()) else {
-            return Err(StorageError::Corrupt(
-                "PING and ROLE: a reply missing".into(),
-            ));
-        };
-        if let Frame::Error(e) = &ping.frame {
+        let replies = self
+            .conn
+            .query_then_let_go_if(&pipe, |replies| {
+                replies.get(1).and_then(not_a_primary).is_some()
+            })
+            .await?;
+        if let Some(Reply {
+            bytes,
+            frame: Frame::Error(e),
+        }) = replies.first()
+        {
             return Err(StorageError::Unavailable(format!(
                 "Redis answered PING with {}",
-                String::from_utf8_lossy(&ping.bytes[e.clone()])
+                String::from_utf8_lossy(&bytes[e.clone()])
             )));
         }
-        let first = match &role.frame {
-            Frame::Array(items) => items.first(),
-            _ => None,
-        };
-        match first {
-            Some(Frame::Bulk(name)) if &role.bytes[name.clone()] != b"master" => {
-                let name = String::from_utf8_lossy(&role.bytes[name.clone()]).into_owned();
-                self.conn.reset().await;
-                Err(StorageError::Unavailable(format!(
-                    "Redis is not a primary (ROLE answered {name:?}): it would refuse writes"
-                )))
-            }
-            _ => Ok(()),
+        match replies.get(1).and_then(not_a_primary) {
+            Some(role) => Err(StorageError::Unavailable(format!(
+                "Redis is not a primary (ROLE answered {role:?}): it would refuse writes"
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -1050,7 +1066,12 @@ impl AppendReply {
                 for item in items {
                     match item {
                         redis::Value::Int(outcome) => stored.push(outcome),
-                        redis::Value::BulkString(tagged) => leads.push(Lead::parse(&tagged)?),
+                        // The events are stored: a lead that does not
+                        // read is only not pushed.
+                        redis::Value::BulkString(tagged) => match Lead::parse(&tagged) {
+                            Ok(lead) => leads.push(lead),
+                            Err(error) => tracing::warn!(%error, "a lead not pushed"),
+                        },
                         other => {
                             return Err(StorageError::Corrupt(format!(
                                 "the append script answered {other:?}"
@@ -1065,6 +1086,23 @@ impl AppendReply {
                 Ok(Self::Merged)
             }
         }
+    }
+}
+
+/// The role a `ROLE` reply names when it is one that refuses writes (a
+/// replica, a sentinel); `None` for a primary or any other answer.
+fn not_a_primary(role: &Reply) -> Option<String> {
+    let Frame::Array(items) = &role.frame else {
+        return None;
+    };
+    match items.first() {
+        Some(Frame::Bulk(name)) => match &role.bytes[name.clone()] {
+            name @ (b"slave" | b"replica" | b"sentinel") => {
+                Some(String::from_utf8_lossy(name).into_owned())
+            }
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -1235,10 +1273,14 @@ mod tests {
                 b"journey:{~anon}:alias".to_vec(),
             ]
         );
+        // One that does not read is left out: the events are stored.
         for bad in [&b"x?"[..], b"", b"m\xff"] {
-            let reply = redis::Value::Array(vec![redis::Value::BulkString(bad.to_vec())]);
+            let reply = redis::Value::Array(vec![
+                redis::Value::Int(1),
+                redis::Value::BulkString(bad.to_vec()),
+            ]);
             assert!(
-                matches!(AppendReply::parse(reply), Err(StorageError::Corrupt(_))),
+                matches!(AppendReply::parse(reply), Ok(AppendReply::Outcomes(s, l)) if s == [1] && l.is_empty()),
                 "{bad:?}"
             );
         }
