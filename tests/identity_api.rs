@@ -485,9 +485,10 @@ mod cases {
         assert_eq!((other.profile_id.as_str(), other.total_events), (loser, 1));
     }
 
-    /// Links racing to give one customer different CRM ids: the rule is
-    /// checked with each write, so exactly one CRM id lands and every
-    /// other link is refused, however they interleave.
+    /// Links racing to give one customer different CRM ids, each with the
+    /// same cookie: the rule is checked with each write, so exactly one CRM
+    /// id lands, every other link is refused, and the cookie stays linked
+    /// however they interleave.
     pub async fn racing_links_of_different_crm_ids_leave_one(client: Client) {
         let t = base_micros();
         append_all_stored(&mut client.clone(), vec![page_view("c1", "e1", t)]).await;
@@ -496,7 +497,11 @@ mod cases {
             async move {
                 link(
                     &mut client,
-                    vec![id("customer_id", "c1"), id("crm_id", &format!("crm-{i}"))],
+                    vec![
+                        id("customer_id", "c1"),
+                        id("cookie_id", "shared"),
+                        id("crm_id", &format!("crm-{i}")),
+                    ],
                 )
                 .await
             }
@@ -518,6 +523,12 @@ mod cases {
             .map(|i| i.value.as_str())
             .collect();
         assert_eq!(crm.len(), 1, "{crm:?}");
+        // The cookie every link carried leads to c1: no refused link took
+        // back a key the winner relies on.
+        let by_cookie = context(&mut client.clone(), by("cookie_id", "shared"))
+            .await
+            .expect("the shared cookie");
+        assert_eq!(by_cookie.profile_id, "c1");
     }
 
     pub async fn unlink_removes_an_identity_going_forward(mut client: Client) {

@@ -24,7 +24,10 @@ const LINK_ROUNDS: usize = 4;
 /// one survivor (a customer's profile over an anonymous one); identities
 /// not linked yet are linked to it; with none linked and no customer id, a
 /// new anonymous profile (`new_profile`) holds them. A link that would
-/// break the merge rules answers `Err(reason)` and merges nothing.
+/// break the merge rules answers `Err(reason)`: checked first on what the
+/// profiles hold, so it merges nothing; only when another writer got in
+/// between that check and the link's own (atomic) one are the merges of
+/// that round kept, with nothing linked.
 pub async fn link(
     store: &dyn TimelineStore,
     rules: &MergeRules,
@@ -117,32 +120,38 @@ pub async fn place(
             // limit must not come in by an event either.
             // Those held elsewhere are left out first: they would not be
             // linked, and must not use up the profile's room.
-            let held = held_by(store, &fallback).await?;
-            let owners = store.resolve(&event.identities).await?;
-            let free: Vec<Identity> = event
-                .identities
-                .iter()
-                .zip(owners)
-                .filter(|(_, owner)| owner.as_ref().is_none_or(|o| *o == fallback))
-                .map(|(identity, _)| identity.clone())
-                .collect();
-            let admissible: Vec<Identity> = rules
-                .admissible(&held, &free)
-                .into_iter()
-                .cloned()
-                .collect();
-            // Refused only when another link got in meanwhile: the event
-            // is stored with none of them then.
-            let owners = store
-                .link(&fallback, &admissible, event.occurred_at)
-                .await?
-                .unwrap_or_default();
-            let kept = admissible
-                .into_iter()
-                .zip(owners)
-                .filter(|(_, owner)| *owner == fallback)
-                .map(|(identity, _)| identity)
-                .collect();
+            // Refused only when another link got in meanwhile: worked out
+            // again once from what the profile holds then; refused again,
+            // the event is stored with none of them.
+            let mut kept = Vec::new();
+            for _ in 0..2 {
+                let held = held_by(store, &fallback).await?;
+                let owners = store.resolve(&event.identities).await?;
+                let free: Vec<Identity> = event
+                    .identities
+                    .iter()
+                    .zip(owners)
+                    .filter(|(_, owner)| owner.as_ref().is_none_or(|o| *o == fallback))
+                    .map(|(identity, _)| identity.clone())
+                    .collect();
+                let admissible: Vec<Identity> = rules
+                    .admissible(&held, &free)
+                    .into_iter()
+                    .cloned()
+                    .collect();
+                if let Ok(owners) = store
+                    .link(&fallback, &admissible, event.occurred_at)
+                    .await?
+                {
+                    kept = admissible
+                        .into_iter()
+                        .zip(owners)
+                        .filter(|(_, owner)| *owner == fallback)
+                        .map(|(identity, _)| identity)
+                        .collect();
+                    break;
+                }
+            }
             tracing::warn!(event = %event.event_id, %reason, profile = %fallback,
                 "identities not linked: the event is stored without merging");
             event.identities = kept;

@@ -21,7 +21,7 @@
 //! changes in one step. Two racing merges of the same profiles pick the
 //! same survivor (see `domain::profile::survivor`) and meet at the fence.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 
@@ -210,32 +210,30 @@ impl RedisStore {
         at: Micros,
     ) -> Result<Result<Vec<CustomerId>, String>, StorageError> {
         let profile = self.follow(profile).await?;
-        // 1. SET NX GET: claims each identity if it is free and answers
-        // the profile it had, in one command per identity.
-        let mut pipe = Pipeline::new();
-        let mut indexed = Vec::new();
-        let identity_ttl = self.identity_ttl_ms();
-        for identity in identities.iter().filter(|i| i.kind != CUSTOMER_ID_IDENTITY) {
-            pipe.cmd("SET")
-                .arg(index_key(identity))
-                .arg(profile.as_str())
-                .arg("NX")
-                .arg("GET")
-                .arg("PX")
-                .arg(identity_ttl);
-            indexed.push(identity);
-        }
-        let previous: Vec<Option<String>> = if indexed.is_empty() {
-            Vec::new()
-        } else {
-            self.conn.query_as(&pipe).await?
-        };
-        // 2. Records those the profile holds now on it, if the merge rules
-        // let it hold them all (link.lua, in the profile's slot).
-        let mut owner_of: HashMap<&Identity, CustomerId> = HashMap::new();
-        let mut claimed = Vec::new();
+        let linked = self.link_steps(&profile, identities, at).await;
+        self.written([&profile]);
+        linked
+    }
+
+    /// A link's steps: 1. record the identities on the profile if the
+    /// merge rules let it hold them all (link.lua, atomic in the profile's
+    /// slot); 2. claim their index keys (SET NX GET), pushing the expiry of
+    /// those it held already; 3. take off the profile those the claim
+    /// found held elsewhere.
+    async fn link_steps(
+        &self,
+        profile: &CustomerId,
+        identities: &[Identity],
+        at: Micros,
+    ) -> Result<Result<Vec<CustomerId>, String>, StorageError> {
+        let keys = Keys::of(profile);
+        let indexed: Vec<(&Identity, String)> = identities
+            .iter()
+            .filter(|i| i.kind != CUSTOMER_ID_IDENTITY)
+            .map(|i| (i, packed_identity(i)))
+            .collect();
+        // 1.
         let mut record = Pipeline::new();
-        let keys = Keys::of(&profile);
         let unique: Vec<&str> = self.rules.unique_types.iter().map(String::as_str).collect();
         let call = self
             .link_script
@@ -244,60 +242,24 @@ impl RedisStore {
             .arg(unique.join("\u{1f}"))
             .arg(self.rules.max_identities)
             .arg(
-                own_identity(&profile)
+                own_identity(profile)
                     .map(|i| packed_identity(&i))
                     .unwrap_or_default(),
             )
             .arg(format!("{}\u{1f}", at.0))
             .arg(self.ttl_ms());
-        let mut held_already = Vec::new();
-        for (identity, previous) in indexed.into_iter().zip(previous) {
-            let owner = match previous {
-                None => {
-                    claimed.push(identity);
-                    profile.clone()
-                }
-                Some(p) => {
-                    let owner = CustomerId::from_trusted(&p);
-                    if owner == profile {
-                        held_already.push(identity);
-                    }
-                    owner
-                }
-            };
-            if owner == profile {
-                call.arg(packed_identity(identity));
-            }
-            owner_of.insert(identity, owner);
+        for (_, packed) in &indexed {
+            call.arg(packed.as_str());
         }
-        // Linked again: the key lives the retention from now, as a new one
-        // (SET NX left it as it was).
-        for identity in held_already {
-            record
-                .cmd("PEXPIRE")
-                .arg(index_key(identity))
-                .arg(identity_ttl);
-        }
-        let recorded = self
-            .query_scripts::<Vec<redis::Value>>(&self.link_script, &record)
-            .await;
-        self.written([&profile]);
-        match recorded?.into_iter().next() {
-            Some(redis::Value::Int(1)) => {}
-            Some(redis::Value::Array(items)) => {
-                let reason = match items.get(1) {
-                    Some(redis::Value::BulkString(reason)) => {
-                        String::from_utf8_lossy(reason).into_owned()
-                    }
-                    _ => "the link breaks the merge rules".to_string(),
-                };
-                // 3. Refused: the claims this call made go again (a failed
-                // compare: another writer moved the key meanwhile).
-                for identity in claimed {
-                    let _ = self
-                        .cas(&index_key(identity), profile.as_str(), "", &[])
-                        .await?;
-                }
+        let (reply,): (Vec<Vec<u8>>,) = self.query_scripts(&self.link_script, &record).await?;
+        let mut reply = reply.into_iter();
+        match reply.next().as_deref() {
+            Some(b"ok") => {}
+            Some(b"refused") => {
+                let reason = reply
+                    .next()
+                    .map(|r| String::from_utf8_lossy(&r).into_owned())
+                    .unwrap_or_default();
                 tracing::warn!(%profile, %reason, "identity link refused");
                 return Ok(Err(reason));
             }
@@ -305,6 +267,53 @@ impl RedisStore {
                 return Err(StorageError::Corrupt(format!(
                     "the link script answered {other:?}"
                 )))
+            }
+        }
+        let added: HashSet<Vec<u8>> = reply.collect();
+        // 2.
+        let mut owner_of: HashMap<&Identity, CustomerId> = HashMap::new();
+        if !indexed.is_empty() {
+            let identity_ttl = self.identity_ttl_ms();
+            let mut claims = Pipeline::new();
+            for (identity, _) in &indexed {
+                claims
+                    .cmd("SET")
+                    .arg(index_key(identity))
+                    .arg(profile.as_str())
+                    .arg("NX")
+                    .arg("GET")
+                    .arg("PX")
+                    .arg(identity_ttl);
+            }
+            // Linked again: the key lives the retention from now, as a new
+            // one does (SET NX leaves it as it was), if it leads here.
+            for (identity, packed) in &indexed {
+                if !added.contains(packed.as_bytes()) {
+                    self.push_script
+                        .call(&mut claims)
+                        .key(index_key(identity))
+                        .arg(profile.as_str())
+                        .arg("")
+                        .arg(identity_ttl);
+                }
+            }
+            let replies: Vec<redis::Value> = self.query_scripts(&self.push_script, &claims).await?;
+            // 3.
+            let mut off = Pipeline::new();
+            let mut taken_off = 0;
+            for ((identity, packed), previous) in indexed.iter().zip(replies) {
+                let owner = match parse::<Option<String>>(previous)? {
+                    None => profile.clone(),
+                    Some(p) => CustomerId::from_trusted(&p),
+                };
+                if owner != *profile && added.contains(packed.as_bytes()) {
+                    off.cmd("HDEL").arg(keys.idents()).arg(packed.as_str());
+                    taken_off += 1;
+                }
+                owner_of.insert(identity, owner);
+            }
+            if taken_off > 0 {
+                self.conn.query_as::<()>(&off).await?;
             }
         }
         Ok(Ok(identities

@@ -113,7 +113,7 @@ pub struct RedisStore {
     reserve_script: LuaScript,
     pub(super) cas_script: LuaScript,
     pub(super) link_script: LuaScript,
-    push_script: LuaScript,
+    pub(super) push_script: LuaScript,
     pub(super) sweep_script: LuaScript,
     pub(super) retention: Retention,
     pub(super) rules: MergeRules,
