@@ -1,13 +1,15 @@
 //! A merge on Redis interrupted by a lost connection at every step: the
 //! state left behind is consistent for readers, and the next operation on
-//! the absorbed profile completes the merge (or it was never started).
+//! the absorbed profile completes the merge (or it was never started). A
+//! link cut between its steps leaves no identity on a profile without its
+//! key.
 
 mod support;
 
 use std::time::Duration;
 
 use journey::{
-    domain::{CustomerId, EventLimits, Initiator, MergeRules, Micros},
+    domain::{CustomerId, EventLimits, Identity, Initiator, MergeRules, Micros},
     storage::{redis_store::RedisSettings, MergeOutcome, RedisStore, Retention, TimelineStore},
 };
 use support::{events::domain_event, proxy::CountingProxy, redis_server::RedisServer};
@@ -129,5 +131,70 @@ async fn a_merge_cut_at_any_step_is_completed_by_the_next_operation() {
     assert!(
         completed_by_recovery > 0,
         "some cut fell between the fence and the finish"
+    );
+}
+
+/// A link records its identities on the profile, then claims their keys:
+/// a connection lost at any round trip leaves every identity the profile
+/// lists leading to it (the recorded ones come off again when the claim
+/// is lost), and a link that answered linked them all.
+#[tokio::test]
+async fn a_link_cut_at_any_step_leaves_no_identity_without_its_key() {
+    let redis = RedisServer::start();
+    let proxy = CountingProxy::start(redis.port).await;
+    let store = store_via(&proxy);
+    let identities = |n: i64| {
+        vec![
+            Identity {
+                kind: "cookie_id".into(),
+                value: format!("k{n}"),
+            },
+            Identity {
+                kind: "email".into(),
+                value: format!("e{n}@example.com"),
+            },
+        ]
+    };
+    // Warm up: load the scripts (a link, then the same again, which pushes
+    // the keys held) so every attempt below takes the same round trips.
+    let warm = customer("w");
+    for _ in 0..2 {
+        store
+            .link(&warm, &identities(99), Micros::now())
+            .await
+            .expect("link")
+            .expect("allowed");
+    }
+    let mut cut_after_record = false;
+    for cut in 0..4 {
+        let c = customer(&format!("c{cut}"));
+        let event = domain_event(c.as_str(), "e1", "web", Initiator::Customer, t0());
+        store.append(&[event], Micros::now()).await.expect("append");
+        let before = proxy.round_trips();
+        proxy.cut_once_after(cut);
+        let attempt = store.link(&c, &identities(cut), Micros::now()).await;
+        proxy.heal();
+        let listed: Vec<Identity> = store
+            .identities(&c)
+            .await
+            .expect("identities")
+            .into_iter()
+            .map(|l| l.identity)
+            .filter(|i| i.kind != "customer_id")
+            .collect();
+        let leads = store.resolve(&listed).await.expect("resolve");
+        assert!(
+            leads.iter().all(|p| p.as_ref() == Some(&c)),
+            "cut {cut}: {listed:?} lead to {leads:?}"
+        );
+        match attempt {
+            Ok(Ok(_)) => assert_eq!(listed.len(), 2, "cut {cut}: a link that answered"),
+            Ok(Err(reason)) => panic!("cut {cut}: refused: {reason}"),
+            Err(_) => cut_after_record |= proxy.round_trips() - before > 2,
+        }
+    }
+    assert!(
+        cut_after_record,
+        "no cut fell after the identities were recorded"
     );
 }

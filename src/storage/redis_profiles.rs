@@ -297,7 +297,27 @@ impl RedisStore {
                         .arg(identity_ttl);
                 }
             }
-            let replies: Vec<redis::Value> = self.query_scripts(&self.push_script, &claims).await?;
+            let replies: Vec<redis::Value> =
+                match self.query_scripts(&self.push_script, &claims).await {
+                    Ok(replies) => replies,
+                    Err(error) => {
+                        // Whether the claims landed is unknown: the
+                        // identities added come off the profile again. A
+                        // key that did land expires with the identity TTL;
+                        // an entry left on the profile would not.
+                        if !added.is_empty() {
+                            let mut undo = Pipeline::new();
+                            for packed in &added {
+                                undo.cmd("HDEL").arg(keys.idents()).arg(packed.as_slice());
+                            }
+                            if let Err(undo_error) = self.conn.query_as::<()>(&undo).await {
+                                tracing::warn!(%profile, error = %undo_error,
+                                    "a cut link's identities stay on the profile");
+                            }
+                        }
+                        return Err(error);
+                    }
+                };
             // 3.
             let mut off = Pipeline::new();
             let mut taken_off = 0;

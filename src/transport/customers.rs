@@ -7,9 +7,26 @@ use ulid::Ulid;
 use super::{service::JourneyApi, status::ApiError};
 use crate::{
     domain::{event::CUSTOMER_ID_IDENTITY, CustomerId, DomainError, Identity},
-    storage::profiles,
+    storage::{profiles, StorageError},
     wire as pb,
 };
+
+/// Runs identity work (links, merges) in a task of its own and waits for
+/// it: a call cut short (its deadline, a client gone) drops its own future
+/// between two awaits, and a link stopped between its steps would leave an
+/// identity recorded on a profile with no key leading to it. The task goes
+/// on to its end whatever happens to the call.
+pub(super) async fn run_to_end<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, StorageError> {
+    match tokio::spawn(work).await {
+        Ok(done) => Ok(done),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => Err(StorageError::Unavailable(
+            "the server is shutting down".into(),
+        )),
+    }
+}
 
 impl JourneyApi {
     /// A new anonymous profile's id.
@@ -131,14 +148,18 @@ impl JourneyApi {
                 )?;
             }
         }
-        let linked = profiles::link(
-            self.store.as_ref(),
-            &self.rules,
-            &identities,
-            crate::domain::Micros::now(),
-            Self::new_profile,
-        )
-        .await?
+        let (store, rules) = (self.store.clone(), self.rules.clone());
+        let linked = run_to_end(async move {
+            profiles::link(
+                store.as_ref(),
+                &rules,
+                &identities,
+                crate::domain::Micros::now(),
+                Self::new_profile,
+            )
+            .await
+        })
+        .await??
         .map_err(ApiError::Conflict)?;
         Ok(pb::LinkIdentitiesResponse {
             profile_id: linked.profile.to_string(),

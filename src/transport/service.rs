@@ -8,14 +8,15 @@ use tonic::{Request, Response, Status};
 use ulid::Ulid;
 
 use super::{
-    context_counts::context_counts, convert, counters::ApiCounters, page_token, status::ApiError,
+    context_counts::context_counts, convert, counters::ApiCounters, customers::run_to_end,
+    page_token, status::ApiError,
 };
 use crate::{
     domain::{
         journey::JourneyDefinitions, taxonomy::NameKind, ContactPolicy, DomainError, Event,
         EventLimits, MergeRules, Micros, Taxonomy,
     },
-    storage::{profiles, AppendOutcome, TimelineQuery, TimelineStore},
+    storage::{profiles, AppendOutcome, StorageError, TimelineQuery, TimelineStore},
     wire::{self as pb, journey_service_server::JourneyService, WireEvent},
 };
 
@@ -119,13 +120,26 @@ impl JourneyApi {
     }
 
     /// Places events that carry identities in the profiles they lead to
-    /// (the others are placed by their customer id already).
+    /// (the others are placed by their customer id already), in a task
+    /// that runs to its end even if the call is dropped (`run_to_end`).
     async fn place(&self, events: &mut [Event]) -> Result<(), ApiError> {
-        for event in events
-            .iter_mut()
-            .filter(|e| !e.identities.is_empty() || !e.is_placed())
-        {
-            profiles::place(self.store.as_ref(), &self.rules, event, Self::new_profile).await?;
+        let pending: Vec<usize> = (0..events.len())
+            .filter(|&i| !events[i].identities.is_empty() || !events[i].is_placed())
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut placing: Vec<Event> = pending.iter().map(|&i| events[i].clone()).collect();
+        let (store, rules) = (self.store.clone(), self.rules.clone());
+        let placed = run_to_end(async move {
+            for event in &mut placing {
+                profiles::place(store.as_ref(), &rules, event, Self::new_profile).await?;
+            }
+            Ok::<_, StorageError>(placing)
+        })
+        .await??;
+        for (i, event) in pending.into_iter().zip(placed) {
+            events[i] = event;
         }
         Ok(())
     }

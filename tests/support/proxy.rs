@@ -31,6 +31,9 @@ struct Faults {
     budget: std::sync::atomic::AtomicI64,
     /// While set, connections are closed as soon as they are accepted.
     down: AtomicBool,
+    /// Set by `cut_once_after`: the cut closes the connection that carried
+    /// the round trip, and new connections are let through.
+    once: AtomicBool,
 }
 
 impl CountingProxy {
@@ -78,8 +81,16 @@ impl CountingProxy {
         self.faults.budget.store(n, Ordering::SeqCst);
     }
 
+    /// Lets `n` more round trips through, then closes the connection the
+    /// next one comes on, unanswered; connections made after go through.
+    pub fn cut_once_after(&self, n: i64) {
+        self.faults.once.store(true, Ordering::SeqCst);
+        self.faults.budget.store(n, Ordering::SeqCst);
+    }
+
     pub fn heal(&self) {
         self.faults.budget.store(-1, Ordering::SeqCst);
+        self.faults.once.store(false, Ordering::SeqCst);
         self.faults.down.store(false, Ordering::SeqCst);
     }
 
@@ -111,7 +122,11 @@ async fn relay(client: TcpStream, server: TcpStream, counter: Arc<AtomicU64>, fa
             if answered_up.swap(false, Ordering::SeqCst) {
                 counter.fetch_add(1, Ordering::SeqCst);
                 if faults.budget.load(Ordering::SeqCst) == 0 {
-                    faults.down.store(true, Ordering::SeqCst);
+                    if faults.once.load(Ordering::SeqCst) {
+                        faults.budget.store(-1, Ordering::SeqCst);
+                    } else {
+                        faults.down.store(true, Ordering::SeqCst);
+                    }
                     break;
                 }
                 if faults.budget.load(Ordering::SeqCst) > 0 {
