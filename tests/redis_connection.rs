@@ -43,6 +43,35 @@ async fn context(
         .map(tonic::Response::into_inner)
 }
 
+/// A server on `redis` whose profiles' keys live 10 days.
+async fn server_keeping_10_days(redis: &RedisServer) -> JourneyServer {
+    JourneyServer::start(ServeConfig {
+        store: StoreUrl::Redis(redis.url()),
+        redis_timeout_ms: 5_000,
+        retention_days: 10,
+        ..ServeConfig::default()
+    })
+    .await
+}
+
+/// The value of `field` (with its colon) in Redis's `INFO section`; empty
+/// when it is not there.
+fn info_field(admin: &mut redis::Connection, section: &str, field: &str) -> String {
+    let info: String = redis::cmd("INFO").arg(section).query(admin).expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// How many connections the Redis server has accepted so far.
+fn connections_received(admin: &mut redis::Connection) -> u64 {
+    info_field(admin, "stats", "total_connections_received:")
+        .parse()
+        .expect("total_connections_received")
+}
+
 #[tokio::test]
 async fn a_password_and_a_database_in_the_url_are_used_by_every_path() {
     let redis = RedisServer::start_with_password(Some("s3cret"));
@@ -183,13 +212,7 @@ async fn reads_come_back_after_redis_restarts() {
 #[tokio::test]
 async fn every_key_of_a_profile_expires_after_the_retention() {
     let redis = RedisServer::start();
-    let server = JourneyServer::start(ServeConfig {
-        store: StoreUrl::Redis(redis.url()),
-        redis_timeout_ms: 5_000,
-        retention_days: 10,
-        ..ServeConfig::default()
-    })
-    .await;
+    let server = server_keeping_10_days(&redis).await;
     let mut client = server.client().await;
     let at = journey::domain::Micros::now().0 - 3_600_000_000;
     client
@@ -267,13 +290,7 @@ async fn every_key_of_a_profile_expires_after_the_retention() {
 #[tokio::test]
 async fn keys_leading_to_a_profile_live_as_long_as_it() {
     let redis = RedisServer::start();
-    let server = JourneyServer::start(ServeConfig {
-        store: StoreUrl::Redis(redis.url()),
-        redis_timeout_ms: 5_000,
-        retention_days: 10,
-        ..ServeConfig::default()
-    })
-    .await;
+    let server = server_keeping_10_days(&redis).await;
     let mut client = server.client().await;
     let mut conn = redis.connection();
     let key = |kind: &str, value: &str| format!("journey:ident:{{{kind}\u{1f}{value}}}");
@@ -513,14 +530,7 @@ async fn a_server_demoted_to_replica_is_left_for_a_new_connection() {
     support::append_all_stored(&mut client, vec![page_view("c1", "e1", at)]).await;
     // Opened before counting, so the test's own connection is not counted.
     let mut admin = redis.connection();
-    let connections = |admin: &mut redis::Connection| -> u64 {
-        let info: String = redis::cmd("INFO").arg("stats").query(admin).expect("INFO");
-        info.lines()
-            .find_map(|l| l.strip_prefix("total_connections_received:"))
-            .and_then(|n| n.trim().parse().ok())
-            .expect("total_connections_received")
-    };
-    let before = connections(&mut admin);
+    let before = connections_received(&mut admin);
     redis::cmd("REPLICAOF")
         .arg("127.0.0.1")
         .arg(primary.port)
@@ -540,7 +550,7 @@ async fn a_server_demoted_to_replica_is_left_for_a_new_connection() {
         .expect("REPLICAOF NO ONE");
     support::append_all_stored(&mut client, vec![page_view("c1", "e3", at + 2)]).await;
     assert!(
-        connections(&mut admin) > before,
+        connections_received(&mut admin) > before,
         "the service kept its connection to the demoted server"
     );
 }
@@ -558,14 +568,7 @@ async fn health_reports_a_replica_as_not_serving() {
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
     assert!(support::wait_for_health(&mut health, "", true).await);
     let mut admin = redis.connection();
-    let connections = |admin: &mut redis::Connection| -> u64 {
-        let info: String = redis::cmd("INFO").arg("stats").query(admin).expect("INFO");
-        info.lines()
-            .find_map(|l| l.strip_prefix("total_connections_received:"))
-            .and_then(|n| n.trim().parse().ok())
-            .expect("total_connections_received")
-    };
-    let before = connections(&mut admin);
+    let before = connections_received(&mut admin);
     // The primary syncs the replica at once, not after the default 5 s.
     redis::cmd("CONFIG")
         .arg(&["SET", "repl-diskless-sync-delay", "0"][..])
@@ -579,16 +582,8 @@ async fn health_reports_a_replica_as_not_serving() {
     // A replica answers LOADING while it syncs, which is NOT_SERVING as
     // any error; what counts is the state once it has synced and the
     // service has pinged it twice since.
-    let info = |admin: &mut redis::Connection, section: &str, field: &str| -> String {
-        let info: String = redis::cmd("INFO").arg(section).query(admin).expect("INFO");
-        info.lines()
-            .find_map(|l| l.strip_prefix(field))
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    };
     let deadline = Instant::now() + Duration::from_secs(15);
-    while info(&mut admin, "replication", "master_link_status:") != "up" {
+    while info_field(&mut admin, "replication", "master_link_status:") != "up" {
         assert!(Instant::now() < deadline, "the replica never synced");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -596,7 +591,7 @@ async fn health_reports_a_replica_as_not_serving() {
     // after the sync, and the status below was set from a synced
     // replica's answer (the report of one comes before the next is sent).
     let roles = |admin: &mut redis::Connection| -> u64 {
-        let stat = info(admin, "commandstats", "cmdstat_role:");
+        let stat = info_field(admin, "commandstats", "cmdstat_role:");
         stat.strip_prefix("calls=")
             .and_then(|s| s.split(',').next())
             .and_then(|n| n.parse().ok())
@@ -629,7 +624,7 @@ async fn health_reports_a_replica_as_not_serving() {
         .expect("REPLICAOF NO ONE");
     assert!(support::wait_for_health(&mut health, "", true).await);
     assert!(
-        connections(&mut admin) > before,
+        connections_received(&mut admin) > before,
         "the service kept its connection to the demoted server"
     );
     let mut client = server.client().await;
