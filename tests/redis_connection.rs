@@ -43,6 +43,23 @@ async fn context(
         .map(tonic::Response::into_inner)
 }
 
+/// Links c1 and the email a@example.com.
+async fn link_email(client: &mut Client) {
+    client
+        .link_identities(pb::LinkIdentitiesRequest {
+            identities: ["customer_id", "email"]
+                .into_iter()
+                .zip(["c1", "a@example.com"])
+                .map(|(kind, value)| pb::Identity {
+                    r#type: kind.into(),
+                    value: value.into(),
+                })
+                .collect(),
+        })
+        .await
+        .expect("link");
+}
+
 /// A server on `redis` whose profiles' keys live 10 days.
 async fn server_keeping_10_days(redis: &RedisServer) -> JourneyServer {
     JourneyServer::start(ServeConfig {
@@ -319,15 +336,7 @@ async fn keys_leading_to_a_profile_live_as_long_as_it() {
     assert_lives(&mut conn, &key("cookie_id", "k1"), "an event's identity");
 
     // A link.
-    client
-        .link_identities(pb::LinkIdentitiesRequest {
-            identities: vec![
-                identity("customer_id", "c1"),
-                identity("email", "a@example.com"),
-            ],
-        })
-        .await
-        .expect("link");
+    link_email(&mut client).await;
     assert_lives(&mut conn, &key("email", "a@example.com"), "a link");
 
     // A merge: an anonymous profile's cookie, repointed at c1.
@@ -370,15 +379,7 @@ async fn keys_leading_to_a_profile_live_as_long_as_it() {
         .arg(day_ms)
         .query(&mut conn)
         .expect("PEXPIRE");
-    client
-        .link_identities(pb::LinkIdentitiesRequest {
-            identities: vec![
-                identity("customer_id", "c1"),
-                identity("email", "a@example.com"),
-            ],
-        })
-        .await
-        .expect("link again");
+    link_email(&mut client).await;
     assert_lives(&mut conn, &key("email", "a@example.com"), "a link again");
 
     // A chain: anonymous profiles A and B merge, then into c1; the alias
