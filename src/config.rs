@@ -292,6 +292,9 @@ impl ServeConfig {
             },
             max_batch: self.max_batch,
             max_check_batch: self.max_check_batch,
+            // As many as calls may be in flight: a call gone frees its
+            // slot while its identity work goes on, so this bounds both.
+            max_identity_tasks: self.max_in_flight_total,
             journey_lookback_micros: i64::from(self.journey_lookback_minutes)
                 * 60
                 * Micros::PER_SECOND,

@@ -256,6 +256,8 @@ pub async fn run_with_metrics(
         config.api_limits(),
     );
 
+    let identity_work = api.identity_work();
+
     let (reporter, health_service) = tonic_health::server::health_reporter();
     report(&reporter, ServingStatus::NotServing).await;
     let (stop_health, health_stopped) = watch::channel(false);
@@ -344,6 +346,14 @@ pub async fn run_with_metrics(
         .add_service(journey)
         .serve_with_incoming_shutdown(incoming, signal)
         .await;
+    // Links and merges whose calls were cut short go on in tasks of their
+    // own: each gets the time a call would have had to end.
+    let left = identity_work
+        .drain(Duration::from_millis(config.request_timeout_ms))
+        .await;
+    if left > 0 {
+        tracing::warn!(tasks = left, "identity work still running at shutdown");
+    }
     let _ = stop_metrics.send(true);
     if let Some(mut task) = metrics_task {
         // A graceful stop closes idle connections at once; whatever a

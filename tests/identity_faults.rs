@@ -166,13 +166,24 @@ async fn a_link_cut_at_any_step_leaves_no_identity_without_its_key() {
             .expect("allowed");
     }
     let mut cut_after_record = false;
-    for cut in 0..4 {
-        let c = customer(&format!("c{cut}"));
+    // Each round trip cut before its request reaches Redis, then each with
+    // its request run and only the reply lost.
+    for (n, (cut, delivered)) in (0..4)
+        .map(|c| (c, false))
+        .chain((0..4).map(|c| (c, true)))
+        .enumerate()
+    {
+        let n = n as i64;
+        let c = customer(&format!("c{n}"));
         let event = domain_event(c.as_str(), "e1", "web", Initiator::Customer, t0());
         store.append(&[event], Micros::now()).await.expect("append");
         let before = proxy.round_trips();
-        proxy.cut_once_after(cut);
-        let attempt = store.link(&c, &identities(cut), Micros::now()).await;
+        if delivered {
+            proxy.lose_reply_after(cut);
+        } else {
+            proxy.cut_once_after(cut);
+        }
+        let attempt = store.link(&c, &identities(n), Micros::now()).await;
         proxy.heal();
         let listed: Vec<Identity> = store
             .identities(&c)
@@ -185,8 +196,19 @@ async fn a_link_cut_at_any_step_leaves_no_identity_without_its_key() {
         let leads = store.resolve(&listed).await.expect("resolve");
         assert!(
             leads.iter().all(|p| p.as_ref() == Some(&c)),
-            "cut {cut}: {listed:?} lead to {leads:?}"
+            "cut {cut} ({delivered}): {listed:?} lead to {leads:?}"
         );
+        // And the other way: every key that leads to the profile is listed.
+        let asked = identities(n);
+        let owners = store.resolve(&asked).await.expect("resolve");
+        for (identity, owner) in asked.iter().zip(owners) {
+            if owner.as_ref() == Some(&c) {
+                assert!(
+                    listed.contains(identity),
+                    "cut {cut} ({delivered}): {identity:?} leads to {c} unlisted"
+                );
+            }
+        }
         match attempt {
             Ok(Ok(_)) => assert_eq!(listed.len(), 2, "cut {cut}: a link that answered"),
             Ok(Err(reason)) => panic!("cut {cut}: refused: {reason}"),

@@ -91,19 +91,41 @@ pub async fn place(
     event: &mut Event,
     new_profile: impl Fn() -> CustomerId,
 ) -> Result<(), StorageError> {
-    if event.identities.is_empty() && event.is_placed() {
+    if place_known(store, event).await? {
         return Ok(());
     }
-    let all = event.all_identities();
-    // The common case, a known visitor or customer whose identities are
-    // all linked to one profile already: one round trip, nothing to link.
-    let resolved = store.resolve(&all).await?;
+    place_linking(store, rules, event, new_profile).await
+}
+
+/// Places an event with nothing to link: one without identities that names
+/// its customer, or whose identities all lead to one profile already (a
+/// known visitor or customer: one round trip). Answers whether it did.
+pub async fn place_known(
+    store: &dyn TimelineStore,
+    event: &mut Event,
+) -> Result<bool, StorageError> {
+    if event.identities.is_empty() && event.is_placed() {
+        return Ok(true);
+    }
+    let resolved = store.resolve(&event.all_identities()).await?;
     if let Some(Some(first)) = resolved.first() {
         if resolved.iter().all(|r| r.as_ref() == Some(first)) {
             event.profile = first.clone();
-            return Ok(());
+            return Ok(true);
         }
     }
+    Ok(false)
+}
+
+/// `place` for an event `place_known` could not place: links its
+/// identities (merging what they lead to), or falls back.
+pub async fn place_linking(
+    store: &dyn TimelineStore,
+    rules: &MergeRules,
+    event: &mut Event,
+    new_profile: impl Fn() -> CustomerId,
+) -> Result<(), StorageError> {
+    let all = event.all_identities();
     match link(store, rules, &all, event.occurred_at, &new_profile).await? {
         Ok(linked) => event.profile = linked.profile,
         Err(reason) => {

@@ -251,7 +251,30 @@ impl RedisStore {
         for (_, packed) in &indexed {
             call.arg(packed.as_str());
         }
-        let (reply,): (Vec<Vec<u8>>,) = self.query_scripts(&self.link_script, &record).await?;
+        // A lost reply leaves unknown what the script recorded: it runs
+        // again (recording nothing twice), and every identity asked counts
+        // as maybe added by this call.
+        let (reply, maybe_added) = match self
+            .query_scripts::<(Vec<Vec<u8>>,)>(&self.link_script, &record)
+            .await
+        {
+            Ok((reply,)) => (reply, false),
+            Err(_) => match self
+                .query_scripts::<(Vec<Vec<u8>>,)>(&self.link_script, &record)
+                .await
+            {
+                Ok((reply,)) => (reply, true),
+                Err(error) => {
+                    let all = indexed
+                        .iter()
+                        .map(|(_, p)| p.clone().into_bytes())
+                        .collect();
+                    self.unrecord_unclaimed(profile, &keys, &indexed, &all)
+                        .await;
+                    return Err(error);
+                }
+            },
+        };
         let mut reply = reply.into_iter();
         match reply.next().as_deref() {
             Some(b"ok") => {}
@@ -269,7 +292,14 @@ impl RedisStore {
                 )))
             }
         }
-        let added: HashSet<Vec<u8>> = reply.collect();
+        let added: HashSet<Vec<u8>> = if maybe_added {
+            indexed
+                .iter()
+                .map(|(_, p)| p.clone().into_bytes())
+                .collect()
+        } else {
+            reply.collect()
+        };
         // 2.
         let mut owner_of: HashMap<&Identity, CustomerId> = HashMap::new();
         if !indexed.is_empty() {
@@ -297,26 +327,19 @@ impl RedisStore {
                         .arg(identity_ttl);
                 }
             }
+            // Claims are safe to send again (SET NX GET answers this
+            // profile for a key that landed): once more after a failure.
             let replies: Vec<redis::Value> =
                 match self.query_scripts(&self.push_script, &claims).await {
                     Ok(replies) => replies,
-                    Err(error) => {
-                        // Whether the claims landed is unknown: the
-                        // identities added come off the profile again. A
-                        // key that did land expires with the identity TTL;
-                        // an entry left on the profile would not.
-                        if !added.is_empty() {
-                            let mut undo = Pipeline::new();
-                            for packed in &added {
-                                undo.cmd("HDEL").arg(keys.idents()).arg(packed.as_slice());
-                            }
-                            if let Err(undo_error) = self.conn.query_as::<()>(&undo).await {
-                                tracing::warn!(%profile, error = %undo_error,
-                                    "a cut link's identities stay on the profile");
-                            }
+                    Err(_) => match self.query_scripts(&self.push_script, &claims).await {
+                        Ok(replies) => replies,
+                        Err(error) => {
+                            self.unrecord_unclaimed(profile, &keys, &indexed, &added)
+                                .await;
+                            return Err(error);
                         }
-                        return Err(error);
-                    }
+                    },
                 };
             // 3.
             let mut off = Pipeline::new();
@@ -345,6 +368,46 @@ impl RedisStore {
                     .unwrap_or_else(|| customer_profile(identity))
             })
             .collect()))
+    }
+
+    /// After a link's claims were lost: takes off the profile the
+    /// identities it recorded whose key does not lead to it (an entry left
+    /// there would never expire; a key that landed expires with the
+    /// identity TTL). Best effort: with Redis gone, they stay, logged.
+    async fn unrecord_unclaimed(
+        &self,
+        profile: &CustomerId,
+        keys: &Keys,
+        indexed: &[(&Identity, String)],
+        added: &HashSet<Vec<u8>>,
+    ) {
+        let recorded: Vec<&(&Identity, String)> = indexed
+            .iter()
+            .filter(|(_, packed)| added.contains(packed.as_bytes()))
+            .collect();
+        if recorded.is_empty() {
+            return;
+        }
+        let mut owners = Pipeline::new();
+        for (identity, _) in &recorded {
+            owners.cmd("GET").arg(index_key(identity));
+        }
+        let undone = async {
+            let owners: Vec<Option<String>> = self.conn.query_as(&owners).await?;
+            let mut off = Pipeline::new();
+            for ((_, packed), owner) in recorded.iter().zip(owners) {
+                if owner.as_deref() != Some(profile.as_str()) {
+                    off.cmd("HDEL").arg(keys.idents()).arg(packed.as_str());
+                }
+            }
+            if !off.is_empty() {
+                self.conn.query_as::<()>(&off).await?;
+            }
+            Ok::<_, StorageError>(())
+        };
+        if let Err(error) = undone.await {
+            tracing::warn!(%profile, %error, "a cut link's identities stay on the profile");
+        }
     }
 
     pub(super) async fn merge_profiles(

@@ -7,26 +7,9 @@ use ulid::Ulid;
 use super::{service::JourneyApi, status::ApiError};
 use crate::{
     domain::{event::CUSTOMER_ID_IDENTITY, CustomerId, DomainError, Identity},
-    storage::{profiles, StorageError},
+    storage::profiles,
     wire as pb,
 };
-
-/// Runs identity work (links, merges) in a task of its own and waits for
-/// it: a call cut short (its deadline, a client gone) drops its own future
-/// between two awaits, and a link stopped between its steps would leave an
-/// identity recorded on a profile with no key leading to it. The task goes
-/// on to its end whatever happens to the call.
-pub(super) async fn run_to_end<T: Send + 'static>(
-    work: impl std::future::Future<Output = T> + Send + 'static,
-) -> Result<T, StorageError> {
-    match tokio::spawn(work).await {
-        Ok(done) => Ok(done),
-        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-        Err(_) => Err(StorageError::Unavailable(
-            "the server is shutting down".into(),
-        )),
-    }
-}
 
 impl JourneyApi {
     /// A new anonymous profile's id.
@@ -149,18 +132,20 @@ impl JourneyApi {
             }
         }
         let (store, rules) = (self.store.clone(), self.rules.clone());
-        let linked = run_to_end(async move {
-            profiles::link(
-                store.as_ref(),
-                &rules,
-                &identities,
-                crate::domain::Micros::now(),
-                Self::new_profile,
-            )
-            .await
-        })
-        .await??
-        .map_err(ApiError::Conflict)?;
+        let linked = self
+            .identity_work
+            .run(async move {
+                profiles::link(
+                    store.as_ref(),
+                    &rules,
+                    &identities,
+                    crate::domain::Micros::now(),
+                    Self::new_profile,
+                )
+                .await
+            })
+            .await??
+            .map_err(ApiError::Conflict)?;
         Ok(pb::LinkIdentitiesResponse {
             profile_id: linked.profile.to_string(),
             merged_profile_ids: linked.merged.iter().map(ToString::to_string).collect(),

@@ -7,6 +7,7 @@ pub mod context_counts;
 pub mod convert;
 pub mod counters;
 pub mod customers;
+pub mod identity_work;
 pub mod journeys;
 pub mod metrics;
 pub mod metrics_http;

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use ulid::Ulid;
 
 use super::{
-    context_counts::context_counts, convert, counters::ApiCounters, customers::run_to_end,
+    context_counts::context_counts, convert, counters::ApiCounters, identity_work::IdentityWork,
     page_token, status::ApiError,
 };
 use crate::{
@@ -34,6 +34,8 @@ pub struct ApiLimits {
     pub max_check_batch: usize,
     /// How long a finished journey stays in the context.
     pub journey_lookback_micros: i64,
+    /// Most identity tasks (links, merges) at once (`IdentityWork`).
+    pub max_identity_tasks: usize,
 }
 
 impl Default for ApiLimits {
@@ -45,6 +47,7 @@ impl Default for ApiLimits {
             max_page: 1_000,
             max_check_batch: 10_000,
             journey_lookback_micros: 24 * 3_600 * Micros::PER_SECOND,
+            max_identity_tasks: 4_096,
         }
     }
 }
@@ -66,6 +69,8 @@ pub struct JourneyApi {
     pub(super) limits: ApiLimits,
     /// What the handlers counted since start.
     pub(super) counters: Arc<ApiCounters>,
+    /// Where links and merges run, to their end.
+    pub(super) identity_work: IdentityWork,
 }
 
 impl JourneyApi {
@@ -83,9 +88,15 @@ impl JourneyApi {
             policy,
             journeys,
             rules,
+            identity_work: IdentityWork::new(limits.max_identity_tasks),
             limits,
             counters: Arc::default(),
         }
+    }
+
+    /// Where links and merges run: the server waits for it when it stops.
+    pub fn identity_work(&self) -> IdentityWork {
+        self.identity_work.clone()
     }
 
     /// Names outside the taxonomy that lenient mode accepted since start.
@@ -120,25 +131,33 @@ impl JourneyApi {
     }
 
     /// Places events that carry identities in the profiles they lead to
-    /// (the others are placed by their customer id already), in a task
-    /// that runs to its end even if the call is dropped (`run_to_end`).
+    /// (the others are placed by their customer id already). Those whose
+    /// identities lead to one profile already are placed here; those with
+    /// something to link, in a task that runs to its end even if the call
+    /// is dropped (`IdentityWork`).
     async fn place(&self, events: &mut [Event]) -> Result<(), ApiError> {
-        let pending: Vec<usize> = (0..events.len())
-            .filter(|&i| !events[i].identities.is_empty() || !events[i].is_placed())
-            .collect();
-        if pending.is_empty() {
+        let mut linking = Vec::new();
+        for (i, event) in events.iter_mut().enumerate() {
+            if !profiles::place_known(self.store.as_ref(), event).await? {
+                linking.push(i);
+            }
+        }
+        if linking.is_empty() {
             return Ok(());
         }
-        let mut placing: Vec<Event> = pending.iter().map(|&i| events[i].clone()).collect();
+        let mut placing: Vec<Event> = linking.iter().map(|&i| events[i].clone()).collect();
         let (store, rules) = (self.store.clone(), self.rules.clone());
-        let placed = run_to_end(async move {
-            for event in &mut placing {
-                profiles::place(store.as_ref(), &rules, event, Self::new_profile).await?;
-            }
-            Ok::<_, StorageError>(placing)
-        })
-        .await??;
-        for (i, event) in pending.into_iter().zip(placed) {
+        let placed = self
+            .identity_work
+            .run(async move {
+                for event in &mut placing {
+                    profiles::place_linking(store.as_ref(), &rules, event, Self::new_profile)
+                        .await?;
+                }
+                Ok::<_, StorageError>(placing)
+            })
+            .await??;
+        for (i, event) in linking.into_iter().zip(placed) {
             events[i] = event;
         }
         Ok(())

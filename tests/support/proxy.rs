@@ -34,6 +34,9 @@ struct Faults {
     /// Set by `cut_once_after`: the cut closes the connection that carried
     /// the round trip, and new connections are let through.
     once: AtomicBool,
+    /// Set by `lose_reply_after`: the cut round trip's request reaches the
+    /// server; its reply is lost with the connection.
+    deliver: AtomicBool,
 }
 
 impl CountingProxy {
@@ -78,6 +81,8 @@ impl CountingProxy {
     /// Lets `n` more round trips through, then cuts every connection and
     /// refuses new ones until `heal`.
     pub fn cut_after(&self, n: i64) {
+        self.faults.once.store(false, Ordering::SeqCst);
+        self.faults.deliver.store(false, Ordering::SeqCst);
         self.faults.budget.store(n, Ordering::SeqCst);
     }
 
@@ -85,12 +90,22 @@ impl CountingProxy {
     /// next one comes on, unanswered; connections made after go through.
     pub fn cut_once_after(&self, n: i64) {
         self.faults.once.store(true, Ordering::SeqCst);
+        self.faults.deliver.store(false, Ordering::SeqCst);
+        self.faults.budget.store(n, Ordering::SeqCst);
+    }
+
+    /// As `cut_once_after`, but the request of the round trip cut reaches
+    /// the server: it runs, and only its reply is lost.
+    pub fn lose_reply_after(&self, n: i64) {
+        self.faults.once.store(true, Ordering::SeqCst);
+        self.faults.deliver.store(true, Ordering::SeqCst);
         self.faults.budget.store(n, Ordering::SeqCst);
     }
 
     pub fn heal(&self) {
         self.faults.budget.store(-1, Ordering::SeqCst);
         self.faults.once.store(false, Ordering::SeqCst);
+        self.faults.deliver.store(false, Ordering::SeqCst);
         self.faults.down.store(false, Ordering::SeqCst);
     }
 
@@ -109,6 +124,9 @@ async fn relay(client: TcpStream, server: TcpStream, counter: Arc<AtomicU64>, fa
     // True while the last bytes seen went from the server to the client.
     let answered = Arc::new(AtomicBool::new(true));
     let answered_up = answered.clone();
+    // Set when this connection's replies are to be lost (`deliver`).
+    let mute = Arc::new(AtomicBool::new(false));
+    let mute_up = mute.clone();
     let up = async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -126,6 +144,10 @@ async fn relay(client: TcpStream, server: TcpStream, counter: Arc<AtomicU64>, fa
                         faults.budget.store(-1, Ordering::SeqCst);
                     } else {
                         faults.down.store(true, Ordering::SeqCst);
+                    }
+                    if faults.deliver.load(Ordering::SeqCst) {
+                        mute_up.store(true, Ordering::SeqCst);
+                        let _ = server_write.write_all(&buf[..n]).await;
                     }
                     break;
                 }
@@ -146,6 +168,9 @@ async fn relay(client: TcpStream, server: TcpStream, counter: Arc<AtomicU64>, fa
                 Ok(n) => n,
             };
             answered.store(true, Ordering::SeqCst);
+            if mute.load(Ordering::SeqCst) {
+                break;
+            }
             if client_write.write_all(&buf[..n]).await.is_err() {
                 break;
             }
