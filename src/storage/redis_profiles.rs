@@ -349,7 +349,12 @@ impl RedisStore {
                     None => profile.clone(),
                     Some(p) => CustomerId::from_trusted(&p),
                 };
-                if owner != *profile && added.contains(packed.as_bytes()) {
+                // A key naming a profile merged into this one (its repoint
+                // not done yet) leads here too: kept.
+                if owner != *profile
+                    && added.contains(packed.as_bytes())
+                    && self.follow(&owner).await? != *profile
+                {
                     off.cmd("HDEL").arg(keys.idents()).arg(packed.as_str());
                     taken_off += 1;
                 }
@@ -396,7 +401,13 @@ impl RedisStore {
             let owners: Vec<Option<String>> = self.conn.query_as(&owners).await?;
             let mut off = Pipeline::new();
             for ((_, packed), owner) in recorded.iter().zip(owners) {
-                if owner.as_deref() != Some(profile.as_str()) {
+                let leads_here = match owner {
+                    None => false,
+                    Some(owner) => {
+                        self.follow(&CustomerId::from_trusted(&owner)).await? == *profile
+                    }
+                };
+                if !leads_here {
                     off.cmd("HDEL").arg(keys.idents()).arg(packed.as_str());
                 }
             }
