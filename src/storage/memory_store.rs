@@ -641,21 +641,23 @@ mod tests {
         }
     }
 
+    /// Links `values` (cookies) to the anonymous profile `~id`, expecting
+    /// the room for it (`why`) and no rule broken.
+    async fn link_cookies(store: &MemoryStore, id: &str, values: &[&str], why: &str) {
+        let cookies: Vec<Identity> = values.iter().map(|v| cookie(v)).collect();
+        store
+            .link(&CustomerId::anonymous(id), &cookies, Micros(1))
+            .await
+            .expect(why)
+            .expect("the rules allow it");
+    }
+
     #[tokio::test]
     async fn links_count_against_the_cap() {
         // Two links of two identities: 2 profiles + 4 identities = 6.
         let store = store(3_600 * Micros::PER_SECOND, 6);
-        for (profile, values) in [("~a", ["1", "2"]), ("~b", ["3", "4"])] {
-            let identities: Vec<Identity> = values.iter().map(|v| cookie(v)).collect();
-            store
-                .link(
-                    &CustomerId::anonymous(&profile[1..]),
-                    &identities,
-                    Micros(1),
-                )
-                .await
-                .expect("room")
-                .expect("the rules allow it");
+        for (id, values) in [("a", ["1", "2"]), ("b", ["3", "4"])] {
+            link_cookies(&store, id, &values, "room").await;
         }
         let full = store
             .link(&CustomerId::anonymous("c"), &[cookie("5")], Micros(1))
@@ -667,11 +669,7 @@ mod tests {
         );
         // What adds nothing takes no room: linking again what is linked,
         // a reservation for a profile held.
-        store
-            .link(&CustomerId::anonymous("a"), &[cookie("1")], Micros(1))
-            .await
-            .expect("nothing new")
-            .expect("the rules allow it");
+        link_cookies(&store, "a", &["1"], "nothing new").await;
         let reservation = Contact::new(
             Micros(1),
             true,
@@ -697,24 +695,14 @@ mod tests {
     async fn expired_profiles_make_room_with_their_identities() {
         // Profiles live one microsecond: gone by the next call.
         let store = store(1, 4);
-        store
-            .link(
-                &CustomerId::anonymous("a"),
-                &[cookie("1"), cookie("2")],
-                Micros(1),
-            )
-            .await
-            .expect("room")
-            .expect("the rules allow it");
-        store
-            .link(
-                &CustomerId::anonymous("b"),
-                &[cookie("3"), cookie("4")],
-                Micros(1),
-            )
-            .await
-            .expect("the expired profile and its identities made room")
-            .expect("the rules allow it");
+        link_cookies(&store, "a", &["1", "2"], "room").await;
+        link_cookies(
+            &store,
+            "b",
+            &["3", "4"],
+            "the expired profile and its identities made room",
+        )
+        .await;
         let resolved = store
             .resolve(&[cookie("1"), cookie("3")])
             .await
@@ -728,22 +716,10 @@ mod tests {
         // Profiles live one microsecond; a cap of 4.
         let store = store(1, 4);
         let visitor = CustomerId::anonymous("a");
-        store
-            .link(&visitor, &[cookie("x")], Micros(1))
-            .await
-            .expect("room")
-            .expect("the rules allow it");
+        link_cookies(&store, "a", &["x"], "room").await;
         // The event was placed in ~a by cookie x; before it is written, a
         // sweep (another write needing room) drops ~a and x.
-        store
-            .link(
-                &CustomerId::anonymous("b"),
-                &[cookie("y"), cookie("z")],
-                Micros(1),
-            )
-            .await
-            .expect("room made by the sweep")
-            .expect("the rules allow it");
+        link_cookies(&store, "b", &["y", "z"], "room made by the sweep").await;
         assert_eq!(
             store.resolve(&[cookie("x")]).await.expect("resolve"),
             [None]
