@@ -28,6 +28,7 @@ use bytes::Bytes;
 use super::{
     codec,
     commands::{self, Pipeline},
+    redis_conn::LuaScript,
     redis_keys::{index_key, packed_identity, Keys},
     redis_replies as replies,
     redis_store::{
@@ -254,26 +255,22 @@ impl RedisStore {
         // A lost reply leaves unknown what the script recorded: it runs
         // again (recording nothing twice), and every identity asked counts
         // as maybe added by this call.
-        let (reply, maybe_added) = match self
-            .query_scripts::<(Vec<Vec<u8>>,)>(&self.link_script, &record)
+        let asked = || -> HashSet<Vec<u8>> {
+            indexed
+                .iter()
+                .map(|(_, p)| p.clone().into_bytes())
+                .collect()
+        };
+        let ((reply,), maybe_added) = match self
+            .query_scripts_again::<(Vec<Vec<u8>>,)>(&self.link_script, &record)
             .await
         {
-            Ok((reply,)) => (reply, false),
-            Err(_) => match self
-                .query_scripts::<(Vec<Vec<u8>>,)>(&self.link_script, &record)
-                .await
-            {
-                Ok((reply,)) => (reply, true),
-                Err(error) => {
-                    let all = indexed
-                        .iter()
-                        .map(|(_, p)| p.clone().into_bytes())
-                        .collect();
-                    self.unrecord_unclaimed(profile, &keys, &indexed, &all)
-                        .await;
-                    return Err(error);
-                }
-            },
+            Ok(answered) => answered,
+            Err(error) => {
+                self.unrecord_unclaimed(profile, &keys, &indexed, &asked())
+                    .await;
+                return Err(error);
+            }
         };
         let mut reply = reply.into_iter();
         match reply.next().as_deref() {
@@ -293,10 +290,7 @@ impl RedisStore {
             }
         }
         let added: HashSet<Vec<u8>> = if maybe_added {
-            indexed
-                .iter()
-                .map(|(_, p)| p.clone().into_bytes())
-                .collect()
+            asked()
         } else {
             reply.collect()
         };
@@ -328,18 +322,15 @@ impl RedisStore {
                 }
             }
             // Claims are safe to send again (SET NX GET answers this
-            // profile for a key that landed): once more after a failure.
-            let replies: Vec<redis::Value> =
-                match self.query_scripts(&self.push_script, &claims).await {
-                    Ok(replies) => replies,
-                    Err(_) => match self.query_scripts(&self.push_script, &claims).await {
-                        Ok(replies) => replies,
-                        Err(error) => {
-                            self.unrecord_unclaimed(profile, &keys, &indexed, &added)
-                                .await;
-                            return Err(error);
-                        }
-                    },
+            // profile for a key that landed).
+            let (replies, _): (Vec<redis::Value>, _) =
+                match self.query_scripts_again(&self.push_script, &claims).await {
+                    Ok(answered) => answered,
+                    Err(error) => {
+                        self.unrecord_unclaimed(profile, &keys, &indexed, &added)
+                            .await;
+                        return Err(error);
+                    }
                 };
             // 3.
             let mut off = Pipeline::new();
@@ -373,6 +364,19 @@ impl RedisStore {
                     .unwrap_or_else(|| customer_profile(identity))
             })
             .collect()))
+    }
+
+    /// `query_scripts` for a step safe to repeat: sent once more when the
+    /// first answer is lost; also answers whether it was.
+    async fn query_scripts_again<T: redis::FromRedisValue>(
+        &self,
+        script: &LuaScript,
+        pipe: &Pipeline,
+    ) -> Result<(T, bool), StorageError> {
+        match self.query_scripts(script, pipe).await {
+            Ok(answer) => Ok((answer, false)),
+            Err(_) => Ok((self.query_scripts(script, pipe).await?, true)),
+        }
     }
 
     /// After a link's claims were lost: takes off the profile the
