@@ -862,42 +862,28 @@ mod cases {
                 .expect("link"),
             Ok(vec![a.clone()])
         );
-        // The limit (6 in the fixture): the seventh is refused.
-        let x = anonymous("X");
-        let cookies: Vec<Identity> = (0..7)
-            .map(|i| identity("cookie_id", &format!("x{i}")))
-            .collect();
-        store
-            .link(&x, &cookies[..6], Micros(T0))
-            .await
-            .expect("link")
-            .expect("six");
-        let refused = store
-            .link(&x, &cookies[6..], Micros(T0))
-            .await
-            .expect("link")
-            .expect_err("seven");
-        assert!(refused.contains("limit of 6"), "{refused}");
-        assert_eq!(
-            store.resolve(&cookies[6..]).await.expect("resolve"),
-            vec![None]
-        );
-        // A customer's own id counts as one of them.
-        let c1 = customer("c1");
-        let cookies: Vec<Identity> = (0..6)
-            .map(|i| identity("cookie_id", &format!("c{i}")))
-            .collect();
-        store
-            .link(&c1, &cookies[..5], Micros(T0))
-            .await
-            .expect("link")
-            .expect("five and the customer id");
-        let refused = store
-            .link(&c1, &cookies[5..], Micros(T0))
-            .await
-            .expect("link")
-            .expect_err("a sixth");
-        assert!(refused.contains("limit of 6"), "{refused}");
+        // The limit (6 in the fixture): one past it is refused and linked
+        // nowhere. A customer's own id counts as one of them.
+        for (profile, room) in [(anonymous("X"), 6), (customer("c1"), 5)] {
+            let cookies: Vec<Identity> = (0..=room)
+                .map(|i| identity("cookie_id", &format!("{profile}-{i}")))
+                .collect();
+            store
+                .link(&profile, &cookies[..room], Micros(T0))
+                .await
+                .expect("link")
+                .unwrap_or_else(|r| panic!("{profile}: {room} refused: {r}"));
+            let refused = store
+                .link(&profile, &cookies[room..], Micros(T0))
+                .await
+                .expect("link")
+                .expect_err("one past the limit");
+            assert!(refused.contains("limit of 6"), "{profile}: {refused}");
+            assert_eq!(
+                store.resolve(&cookies[room..]).await.expect("resolve"),
+                vec![None]
+            );
+        }
     }
 
     pub async fn merges_that_break_rules_are_refused(store: &dyn TimelineStore) {
