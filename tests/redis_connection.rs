@@ -487,6 +487,92 @@ async fn keys_leading_to_a_profile_live_as_long_as_it() {
     assert_eq!(found.customer_id, "c1");
 }
 
+/// A reservation keeps the whole profile alive, as an append does: a
+/// customer the company only contacts stays found by the identity its
+/// contacts were checked by (here an email whose key, like every key of
+/// the profile, was about to expire), so the next check still counts them.
+#[tokio::test]
+async fn a_reservation_keeps_the_profile_and_its_keys_alive() {
+    let redis = RedisServer::start();
+    let server = server_keeping_10_days(&redis).await;
+    let mut client = server.client().await;
+    let mut conn = redis.connection();
+    let day_ms = 86_400_000_i64;
+    let email_key = "journey:ident:{email\u{1f}a@example.com}";
+    let at = journey::domain::Micros::now().0 - 3_600_000_000;
+    append_all_stored(&mut client, vec![page_view("c1", "e1", at)]).await;
+    link_email(&mut client).await;
+    let profile_keys: Vec<String> = ["tl", "ids", "sum", "idents"]
+        .iter()
+        .map(|suffix| format!("journey:{{c1}}:{suffix}"))
+        .collect();
+    for key in profile_keys.iter().map(String::as_str).chain([email_key]) {
+        let set: i64 = redis::cmd("PEXPIRE")
+            .arg(key)
+            .arg(day_ms)
+            .query(&mut conn)
+            .expect("PEXPIRE");
+        assert_eq!(set, 1, "{key} exists");
+    }
+    let by_email = || pb::CheckContactRequest {
+        customer: Some(pb::CustomerRef {
+            r#ref: Some(pb::customer_ref::Ref::Identity(pb::Identity {
+                r#type: "email".into(),
+                value: "a@example.com".into(),
+            })),
+        }),
+        channel: "email".into(),
+        reason: "campaign_offer".into(),
+        ..Default::default()
+    };
+    let reserved = client
+        .check_contact_frequency(pb::CheckContactRequest {
+            reserve: true,
+            ..by_email()
+        })
+        .await
+        .expect("reserve")
+        .into_inner();
+    assert!(reserved.allowed && !reserved.reservation_id.is_empty());
+    let pttl = |conn: &mut redis::Connection, key: &str| -> i64 {
+        redis::cmd("PTTL").arg(key).query(conn).expect("PTTL")
+    };
+    // The profile's keys: the retention + 1 %; the email's: + 2 %.
+    let ttl = 10 * day_ms;
+    for key in profile_keys
+        .iter()
+        .map(String::as_str)
+        .chain(["journey:{c1}:contacts", "journey:{c1}:cids"])
+    {
+        let lives = pttl(&mut conn, key);
+        assert!(
+            lives > ttl && lives <= ttl + ttl / 100,
+            "{key} lives {lives} ms"
+        );
+    }
+    let lives = pttl(&mut conn, email_key);
+    assert!(
+        lives > ttl + ttl / 100 && lives <= ttl + ttl / 50,
+        "the email's key lives {lives} ms"
+    );
+    // A second reservation finds the keys pushed: it leaves them be.
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(email_key)
+        .arg(day_ms)
+        .query(&mut conn)
+        .expect("PEXPIRE");
+    let again = client
+        .check_contact_frequency(pb::CheckContactRequest {
+            reserve: true,
+            ..by_email()
+        })
+        .await
+        .expect("reserve again")
+        .into_inner();
+    assert!(again.found && again.allowed, "{again:?}");
+    assert!(pttl(&mut conn, email_key) <= day_ms, "pushed again");
+}
+
 /// Redis lost its scripts (`SCRIPT FLUSH`, a restart without them) between
 /// two batches: the refused calls are loaded and sent again, and every event
 /// is stored once, none reported as a duplicate.

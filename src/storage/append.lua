@@ -17,7 +17,8 @@
 --                          this profile is merged away
 -- KEYS[9] journeys  HASH  journey -> state JSON, "" -> version (see
 --                         journey_writes.lua, prepended to this script,
---                         as contact_trim.lua and merge_rules.lua are)
+--                         as contact_trim.lua, merge_rules.lua and
+--                         profile_expiry.lua are)
 -- ARGV[1] cutoff (µs): events older than this are removed
 -- ARGV[2] max events (and contacts) held
 -- ARGV[3] ttl (ms) for all keys but the alias
@@ -41,7 +42,7 @@
 -- {"stale", fields...} when the journey states moved on, writing nothing;
 -- otherwise one integer per event: 1 stored, 0 duplicate, followed by the
 -- identities and merged profiles whose keys to push when the profile's
--- expiry was pushed (see the end).
+-- expiry was pushed (profile_expiry.lua).
 local timeline, ids, summary, contacts, cids, idents, merges, alias, journeys =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local US, RS = '\31', '\30'
@@ -240,34 +241,7 @@ trim_contacts(contacts, cids, cutoff, max_events)
 
 journeys_write(journeys, journey_version, first_journey_write, ttl)
 
--- Expiry: a profile's keys live `ttl` after its last write, give or take
--- 1 %. Pushing all eight keys on every call was a tenth of the script's
--- commands; instead they are all pushed to ttl + 1 % when the timeline's
--- remaining time falls under ttl (an active customer: about once per 1 %
--- of the retention), and a key this call wrote that is not written by
--- every stored event is pushed on its own, so a new key always has one.
--- PEXPIRE on a key that does not exist does nothing.
---
--- The keys that lead to the profile from other slots live as long as it
--- does: when the profile's keys are pushed, the reply lists, after the
--- outcomes, its identities ("i" type US value; not its customer id, which
--- has no index key) and the profiles merged into it ("m" id, whose alias
--- keys lead here), and the service pushes those keys too.
-local keep = tonumber(ttl) + math.floor(tonumber(ttl) / 100)
-if redis.call('PTTL', timeline) < tonumber(ttl) then
-  for _, k in ipairs({1, 2, 3, 4, 5, 6, 7, 9}) do
-    redis.call('PEXPIRE', KEYS[k], keep)
-  end
-  local own = 'customer_id' .. US
-  for _, packed in ipairs(redis.call('HKEYS', idents)) do
-    if string.sub(packed, 1, #own) ~= own then result[#result + 1] = 'i' .. packed end
-  end
-  for _, absorbed in ipairs(redis.call('HKEYS', merges)) do
-    result[#result + 1] = 'm' .. absorbed
-  end
-else
-  for k in pairs(touched) do
-    redis.call('PEXPIRE', KEYS[k], keep)
-  end
-end
+-- Expiry (profile_expiry.lua, prepended): the timeline is written by
+-- every stored event.
+push_profile_expiry(timeline, ttl, touched, result)
 return result

@@ -77,8 +77,25 @@ impl Keys {
         self.key(8)
     }
 
-    /// The keys holding the profile's data (all but the alias), in the
-    /// order the append script takes them.
+    /// Every key of the profile, in the order the append and reserve
+    /// scripts take them (see append.lua).
+    pub fn scripts_keys(&self) -> [&str; 9] {
+        let [timeline, ids, summary, contacts, cids, idents, merges] = self.data();
+        [
+            timeline,
+            ids,
+            summary,
+            contacts,
+            cids,
+            idents,
+            merges,
+            self.alias(),
+            self.journeys(),
+        ]
+    }
+
+    /// The keys holding the profile's data (all but the alias and the
+    /// journey states), in the order the append script takes them.
     pub fn data(&self) -> [&str; 7] {
         [
             self.timeline(),

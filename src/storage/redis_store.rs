@@ -54,6 +54,7 @@ const CAS_SCRIPT: &str = include_str!("cas.lua");
 const MERGE_RULES: &str = include_str!("merge_rules.lua");
 const LINK_SCRIPT: &str = include_str!("link.lua");
 const PUSH_SCRIPT: &str = include_str!("push.lua");
+const PROFILE_EXPIRY: &str = include_str!("profile_expiry.lua");
 
 /// How many merges a read or write follows before giving up: merges point
 /// at a survivor that was alive then, so real chains are short.
@@ -141,10 +142,12 @@ impl RedisStore {
         Ok(Self {
             conn,
             append_script: LuaScript::new(format!(
-                "{JOURNEY_WRITES}\n{CONTACT_TRIM}\n{MERGE_RULES}\n{APPEND_SCRIPT}"
+                "{JOURNEY_WRITES}\n{CONTACT_TRIM}\n{MERGE_RULES}\n{PROFILE_EXPIRY}\n{APPEND_SCRIPT}"
             )),
             sweep_script: LuaScript::new(format!("{JOURNEY_WRITES}\n{SWEEP_SCRIPT}")),
-            reserve_script: LuaScript::new(format!("{CONTACT_TRIM}\n{RESERVE_SCRIPT}")),
+            reserve_script: LuaScript::new(format!(
+                "{CONTACT_TRIM}\n{PROFILE_EXPIRY}\n{RESERVE_SCRIPT}"
+            )),
             cas_script: LuaScript::new(CAS_SCRIPT.to_string()),
             link_script: LuaScript::new(format!("{MERGE_RULES}\n{LINK_SCRIPT}")),
             push_script: LuaScript::new(PUSH_SCRIPT.to_string()),
@@ -256,12 +259,10 @@ impl RedisStore {
         let cutoff = now.saturating_sub_micros(self.retention.max_age_micros);
         let ttl_ms = self.ttl_ms();
         let call = self.append_script.call(pipe);
-        for key in keys.data() {
+        for key in keys.scripts_keys() {
             call.key(key);
         }
-        call.key(keys.alias())
-            .key(keys.journeys())
-            .arg(cutoff.0)
+        call.arg(cutoff.0)
             .arg(self.retention.max_events)
             .arg(ttl_ms)
             .arg(shape.events)
@@ -524,23 +525,29 @@ impl TimelineStore for RedisStore {
         let ttl_ms = self.ttl_ms();
         let cutoff = now.saturating_sub_micros(self.retention.max_age_micros);
         let mut pipe = Pipeline::new();
-        self.reserve_script
-            .call(&mut pipe)
-            .key(keys.contacts())
-            .key(keys.contact_ids())
-            .key(keys.alias())
-            .arg(expected_version)
+        let call = self.reserve_script.call(&mut pipe);
+        for key in keys.scripts_keys() {
+            call.key(key);
+        }
+        call.arg(expected_version)
             .arg(contact.at.0)
             .arg(contact.event_id())
             .arg(codec::pack_contact(contact))
             .arg(ttl_ms)
             .arg(cutoff.0)
             .arg(self.retention.max_events);
-        let recorded: Result<(i64,), _> = self.query_scripts(&self.reserve_script, &pipe).await;
+        let reply: Result<(redis::Value,), _> =
+            self.query_scripts(&self.reserve_script, &pipe).await;
         self.written([&profile, customer]);
-        let (recorded,) = recorded?;
-        // -1: merged away since the read; the caller reads and decides again.
-        Ok(recorded == 1)
+        let (reply,) = reply?;
+        match ReserveReply::parse(reply)? {
+            ReserveReply::Recorded(leads) => {
+                self.push_leads(&[(profile, leads)]).await;
+                Ok(true)
+            }
+            // Merged away since the read: the caller reads and decides again.
+            ReserveReply::NotRecorded => Ok(false),
+        }
     }
 
     async fn list(&self, query: &TimelineQuery) -> Result<Option<TimelinePage>, StorageError> {
@@ -1061,24 +1068,19 @@ impl AppendReply {
                         return Ok(Self::Refused(reason));
                     }
                 }
-                let mut stored = Vec::with_capacity(items.len());
-                let mut leads = Vec::new();
-                for item in items {
-                    match item {
-                        redis::Value::Int(outcome) => stored.push(outcome),
-                        // The events are stored: a lead that does not
-                        // read is only not pushed.
-                        redis::Value::BulkString(tagged) => match Lead::parse(&tagged) {
-                            Ok(lead) => leads.push(lead),
-                            Err(error) => tracing::warn!(%error, "a lead not pushed"),
-                        },
-                        other => {
-                            return Err(StorageError::Corrupt(format!(
-                                "the append script answered {other:?}"
-                            )))
-                        }
-                    }
-                }
+                // The outcomes, then the leads.
+                let split = items
+                    .iter()
+                    .position(|item| !matches!(item, redis::Value::Int(_)))
+                    .unwrap_or(items.len());
+                let stored = items[..split]
+                    .iter()
+                    .map(|item| match item {
+                        redis::Value::Int(outcome) => *outcome,
+                        _ => unreachable!("only integers before the split"),
+                    })
+                    .collect();
+                let leads = Lead::parse_all(&items[split..]);
                 Ok(Self::Outcomes(stored, leads))
             }
             other => {
@@ -1116,7 +1118,46 @@ pub(super) enum Lead {
     Merged(CustomerId),
 }
 
+/// What the reserve script answered.
+enum ReserveReply {
+    /// Recorded, with the keys leading to the profile to push when the
+    /// profile's were pushed.
+    Recorded(Vec<Lead>),
+    /// The contact version moved, or the profile was merged away.
+    NotRecorded,
+}
+
+impl ReserveReply {
+    fn parse(value: redis::Value) -> Result<Self, StorageError> {
+        match value {
+            redis::Value::Int(0 | -1) => Ok(Self::NotRecorded),
+            redis::Value::Array(items) if items.first() == Some(&redis::Value::Int(1)) => {
+                Ok(Self::Recorded(Lead::parse_all(&items[1..])))
+            }
+            other => Err(StorageError::Corrupt(format!(
+                "the reserve script answered {other:?}"
+            ))),
+        }
+    }
+}
+
 impl Lead {
+    /// The leads of a script's answer: the contact or events are stored,
+    /// so a lead that does not read is only not pushed.
+    fn parse_all(items: &[redis::Value]) -> Vec<Self> {
+        items
+            .iter()
+            .filter_map(|item| {
+                let read = match item {
+                    redis::Value::BulkString(tagged) => Self::parse(tagged),
+                    other => Err(StorageError::Corrupt(format!("a lead reads {other:?}"))),
+                };
+                read.map_err(|error| tracing::warn!(%error, "a lead not pushed"))
+                    .ok()
+            })
+            .collect()
+    }
+
     fn parse(tagged: &[u8]) -> Result<Self, StorageError> {
         match tagged.split_first() {
             Some((b'i', packed)) => Ok(Self::Identity(packed.to_vec())),
@@ -1126,7 +1167,7 @@ impl Lead {
                 })?,
             ))),
             _ => Err(StorageError::Corrupt(format!(
-                "the append script answered {:?}",
+                "a script answered the lead {:?}",
                 String::from_utf8_lossy(tagged)
             ))),
         }
