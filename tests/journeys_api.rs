@@ -627,6 +627,28 @@ mod two_instances {
         assert!(s.steps.iter().all(|st| st.reached == 1), "{s:?}");
     }
 
+    /// An event id that starts as JSON does (`[`) is read back from the
+    /// states hash by an instance that did not write it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ids_starting_with_a_bracket_read_back() {
+        let redis = RedisServer::start();
+        let (a, b) = (instance(&redis).await, instance(&redis).await);
+        let (mut ca, mut cb) = (a.client().await, b.client().await);
+        let at = Micros::now().0 - 10 * MINUTE;
+        let step = |n: usize, id: &str| pb::AppendEventRequest {
+            event: Some(banking_step("bracket", n, id, at + n as i64)),
+        };
+        ca.append_event(step(0, "[s0")).await.expect("append");
+        cb.append_event(step(1, "[{s1}]"))
+            .await
+            .expect("append through the instance that reads the states");
+        let state = banking_of(&context(&mut ca, "bracket").await)
+            .expect("journey")
+            .clone();
+        assert_eq!(state.last_event_id, "[{s1}]");
+        assert_eq!(state.steps_reached.len(), 2, "{state:?}");
+    }
+
     /// The instance that wrote a customer's journey states answers its
     /// contexts from its own copy of them (same version), the other from
     /// Redis's: both the same, also once the other instance wrote a newer

@@ -109,7 +109,9 @@ fn pack_recent(recent: &[RecentInteraction]) -> String {
 /// Reads `pack_recent`'s form, or the JSON that versions before it wrote.
 fn unpack_recent(text: &str) -> Result<Vec<RecentInteraction>, StorageError> {
     let corrupt = |why: String| StorageError::Corrupt(format!("recent interactions: {why}"));
-    let mut recent: Vec<RecentInteraction> = if text.starts_with('[') {
+    // Told apart by the separator, not by a leading `[`: an event id may
+    // start with one, and JSON escapes control characters.
+    let mut recent: Vec<RecentInteraction> = if text.starts_with('[') && !text.contains(US) {
         serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?
     } else if text.is_empty() {
         Vec::new()
@@ -728,6 +730,12 @@ mod recent_tests {
         let read = unpack_recent(&pack_recent(&ten)).expect("ten");
         assert_eq!(read.len(), 10);
         assert!(read.capacity() <= 10, "no spare room: {}", read.capacity());
+        // Ids may start as JSON does.
+        let bracketed = vec![interaction("[e1", 5), interaction("[{\"x\":1}]", 6)];
+        assert_eq!(
+            unpack_recent(&pack_recent(&bracketed)).expect("bracketed ids"),
+            bracketed
+        );
         assert!(unpack_recent("e1\u{1f}soon\u{1f}web\u{1f}r\u{1f}t").is_err());
         assert!(unpack_recent("e1\u{1f}5").is_err());
     }
