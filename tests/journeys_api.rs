@@ -313,6 +313,27 @@ mod cases {
         assert_eq!(s.leaks[0].channel, "call_center");
     }
 
+    /// A batch follows the journey in time order, whatever its own order:
+    /// a step sent before the start still counts once the start is in.
+    pub async fn a_batch_moves_journeys_in_time_order(mut client: Client) {
+        let at = now() - 12 * MINUTE;
+        append_all(
+            &mut client,
+            vec![
+                banking_step("eve", 2, "s2", at + 2 * MINUTE),
+                banking_step("eve", 1, "s1", at + MINUTE),
+                banking_step("eve", 0, "s0", at),
+            ],
+        )
+        .await;
+        let ctx = context(&mut client, "eve").await;
+        let eve = banking_of(&ctx).expect("the journey started");
+        assert_eq!(eve.state(), pb::JourneyStatus::InProgress);
+        assert_eq!(eve.started_at, Some(timestamp(at)));
+        assert_eq!(eve.steps_reached.len(), 3, "{eve:?}");
+        assert_eq!(eve.last_event_id, "s2");
+    }
+
     /// 30 customers dropped at one step, 10 of them at the same instant,
     /// read 4 at a time: each once, oldest first; a time range narrows.
     pub async fn listings_page_through_each_customer_once(mut client: Client) {
@@ -484,6 +505,7 @@ backend_cases!(
     [
         a_generated_population_replays_to_the_true_stats,
         the_context_shows_where_the_customer_stands,
+        a_batch_moves_journeys_in_time_order,
         listings_page_through_each_customer_once,
         bad_journey_requests_are_refused,
     ]

@@ -34,7 +34,10 @@ impl JourneyTracker {
         self.definitions.load_full()
     }
 
-    /// What `events` (of one customer, in order) change in their journeys.
+    /// What `events` (of one customer, one call) change in their journeys,
+    /// taken in time order whatever the order of the call: a batch that
+    /// sends a step before the journey's start moves the journey as the
+    /// same events sent one by one in time would.
     pub fn track<'a>(
         &self,
         definitions: &JourneyDefinitions,
@@ -42,10 +45,12 @@ impl JourneyTracker {
         recent: &[RecentInteraction],
         events: impl IntoIterator<Item = &'a Event>,
     ) -> JourneyUpdate {
-        let facts: Vec<EventFacts> = events
+        let mut facts: Vec<EventFacts> = events
             .into_iter()
             .map(|e| EventFacts::from_event(e, &self.taxonomy))
             .collect();
+        // Stable: events of one instant keep the call's order.
+        facts.sort_by_key(|f| f.at);
         track(definitions, prior, recent, &facts)
     }
 }
