@@ -553,6 +553,41 @@ mod cases {
         assert_eq!(h.contacts[0].at, Micros(T0 + 1));
     }
 
+    /// A reservation made against a profile merged away (its history read
+    /// through the merge) lands on the survivor.
+    pub async fn reservations_follow_a_merge(store: &dyn TimelineStore) {
+        let anon = anonymous("R");
+        let c = customer("c7");
+        store
+            .append(
+                &[
+                    domain_event("c7", "e1", "web", Initiator::Customer, T0),
+                    placed(company("x", "e2", "email", T0 + 1, "c42"), &anon),
+                ],
+                now(),
+            )
+            .await
+            .expect("append");
+        assert_eq!(
+            store.merge(&c, &anon, Micros(T0 + 2)).await.expect("merge"),
+            MergeOutcome::Merged
+        );
+        let read = store
+            .contacts(std::slice::from_ref(&anon), Micros(0))
+            .await
+            .expect("contacts")
+            .pop()
+            .expect("one history");
+        assert_eq!(read.contacts.len(), 1, "read through the merge");
+        assert!(store
+            .reserve_contact(&anon, &reservation("r1", T0 + 3), read.version, now())
+            .await
+            .expect("reserve"));
+        let h = history(store, "c7", 0).await;
+        assert_eq!(h.contacts.len(), 2, "{:?}", h.contacts);
+        assert!(h.contacts[1].reserved);
+    }
+
     pub async fn many_histories_come_back_in_order(store: &dyn TimelineStore) {
         // More customers than one Redis round trip carries.
         let customers: Vec<CustomerId> = (0..2_500).map(|i| customer(&format!("m{i}"))).collect();
@@ -645,6 +680,12 @@ mod cases {
         let linked = store.identities(&anon).await.expect("identities");
         assert_eq!(linked.len(), 1);
         assert_eq!(linked[0].identity, cookie);
+        // Known by its links alone: a contact check finds it.
+        let histories = store
+            .contacts(std::slice::from_ref(&anon), Micros(0))
+            .await
+            .expect("contacts");
+        assert!(histories[0].known, "{histories:?}");
         assert!(store.unlink(&anon, &cookie).await.expect("unlink"));
         assert_eq!(
             store
@@ -1228,6 +1269,7 @@ macro_rules! conformance {
             conformance!(@case company_events_feed_the_contact_index, roomy, $fixture);
             conformance!(@case unknown_customers_have_empty_histories, roomy, $fixture);
             conformance!(@case reservations_are_compare_and_set, roomy, $fixture);
+            conformance!(@case reservations_follow_a_merge, roomy, $fixture);
             conformance!(@case many_histories_come_back_in_order, roomy, $fixture);
             conformance!(@case retention_trims_contacts, retention, $fixture);
             conformance!(@case reservations_alone_keep_the_retention, retention, $fixture);

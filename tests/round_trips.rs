@@ -132,6 +132,25 @@ async fn every_rpc_is_one_redis_round_trip() {
     assert!(answer.found);
     check(&proxy);
 
+    // Reserve mode: the read, then the compare-and-set (the first one also
+    // loads its script).
+    let reserve = || pb::CheckContactRequest {
+        customer_id: "c2".into(),
+        channel: "email".into(),
+        reserve: true,
+        ..Default::default()
+    };
+    let first = client.check_contact_frequency(reserve()).await;
+    assert!(first.expect("reserve").into_inner().allowed);
+    let before = proxy.round_trips();
+    let answer = client
+        .check_contact_frequency(reserve())
+        .await
+        .expect("reserve")
+        .into_inner();
+    assert!(answer.allowed && !answer.reservation_id.is_empty());
+    assert_eq!(proxy.round_trips() - before, 2, "reserve mode");
+
     // A 10,000-customer list review: ten pipelines of 1,000 customers. The
     // proxy may see a pipeline this large as two bursts when Redis starts
     // answering before the write ends, so the bound allows for that; one

@@ -520,34 +520,41 @@ impl TimelineStore for RedisStore {
         expected_version: u64,
         now: Micros,
     ) -> Result<bool, StorageError> {
-        let profile = self.follow(customer).await?;
-        let keys = Keys::of(&profile);
+        // Straight at the customer's keys: the script answers when they
+        // were merged away, so only then is the merge followed (the
+        // version was read from the survivor, through the same merge).
         let ttl_ms = self.ttl_ms();
         let cutoff = now.saturating_sub_micros(self.retention.max_age_micros);
-        let mut pipe = Pipeline::new();
-        let call = self.reserve_script.call(&mut pipe);
-        for key in keys.scripts_keys() {
-            call.key(key);
-        }
-        call.arg(expected_version)
-            .arg(contact.at.0)
-            .arg(contact.event_id())
-            .arg(codec::pack_contact(contact))
-            .arg(ttl_ms)
-            .arg(cutoff.0)
-            .arg(self.retention.max_events);
-        let reply: Result<(redis::Value,), _> =
-            self.query_scripts(&self.reserve_script, &pipe).await;
-        self.written([&profile, customer]);
-        let (reply,) = reply?;
-        match ReserveReply::parse(reply)? {
-            ReserveReply::Recorded(leads) => {
-                self.push_leads(&[(profile, leads)]).await;
-                Ok(true)
+        let mut profile = customer.clone();
+        for _ in 0..MAX_HOPS {
+            let keys = Keys::of(&profile);
+            let mut pipe = Pipeline::new();
+            let call = self.reserve_script.call(&mut pipe);
+            for key in keys.scripts_keys() {
+                call.key(key);
             }
-            // Merged away since the read: the caller reads and decides again.
-            ReserveReply::NotRecorded => Ok(false),
+            call.arg(expected_version)
+                .arg(contact.at.0)
+                .arg(contact.event_id())
+                .arg(codec::pack_contact(contact))
+                .arg(ttl_ms)
+                .arg(cutoff.0)
+                .arg(self.retention.max_events);
+            let reply: Result<(redis::Value,), _> =
+                self.query_scripts(&self.reserve_script, &pipe).await;
+            self.written([&profile, customer]);
+            let (reply,) = reply?;
+            match ReserveReply::parse(reply)? {
+                ReserveReply::Recorded(leads) => {
+                    self.push_leads(&[(profile, leads)]).await;
+                    return Ok(true);
+                }
+                // The caller reads the contacts again and decides again.
+                ReserveReply::Moved => return Ok(false),
+                ReserveReply::Merged => profile = self.follow(&profile).await?,
+            }
         }
+        Err(merges_kept_moving())
     }
 
     async fn list(&self, query: &TimelineQuery) -> Result<Option<TimelinePage>, StorageError> {
@@ -960,7 +967,12 @@ pub(super) fn contacts_pipeline(customers: &[CustomerId], since: Micros, scores:
     for customer in customers {
         let keys = Keys::of(customer);
         pipe.cmd("GET").arg(keys.alias());
-        pipe.cmd("EXISTS").arg(keys.summary()).arg(keys.contacts());
+        // Known by its events, its contacts or its links alone, as on the
+        // memory store (and as `canonical_profile` counts).
+        pipe.cmd("EXISTS")
+            .arg(keys.summary())
+            .arg(keys.contacts())
+            .arg(keys.idents());
         pipe.cmd("HGET").arg(keys.summary()).arg("tz");
         pipe.cmd("HGET").arg(keys.contact_ids()).arg("");
         contacts_since_cmd(&mut pipe, &keys, since, scores);
@@ -1123,14 +1135,17 @@ enum ReserveReply {
     /// Recorded, with the keys leading to the profile to push when the
     /// profile's were pushed.
     Recorded(Vec<Lead>),
-    /// The contact version moved, or the profile was merged away.
-    NotRecorded,
+    /// The contact version moved.
+    Moved,
+    /// The profile was merged away.
+    Merged,
 }
 
 impl ReserveReply {
     fn parse(value: redis::Value) -> Result<Self, StorageError> {
         match value {
-            redis::Value::Int(0 | -1) => Ok(Self::NotRecorded),
+            redis::Value::Int(0) => Ok(Self::Moved),
+            redis::Value::Int(-1) => Ok(Self::Merged),
             redis::Value::Array(items) if items.first() == Some(&redis::Value::Int(1)) => {
                 Ok(Self::Recorded(Lead::parse_all(&items[1..])))
             }
