@@ -215,7 +215,7 @@ pub struct ServeConfig {
     #[arg(long, env = "JOURNEY_MAX_EVENT_BYTES", default_value_t = 16 * 1024)]
     pub max_event_bytes: usize,
     /// Most events the memory store holds across all customers, each
-    /// identity and each profile counting as one more.
+    /// contact reservation, identity and profile counting as one more.
     #[arg(long, env = "JOURNEY_MEMORY_MAX_EVENTS", default_value_t = 5_000_000)]
     pub memory_max_events: usize,
     /// Time limit of one Redis round trip, in milliseconds.

@@ -30,6 +30,7 @@ struct State {
     aliases: HashMap<CustomerId, CustomerId>,
     /// The identity index (customer_id identities name their profile).
     index: HashMap<Identity, CustomerId>,
+    /// Events and reservations held, across profiles (`Timeline::held`).
     total_events: usize,
     journeys: JourneyBook,
 }
@@ -47,7 +48,7 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     /// A store that keeps at most `max_total_events` events across all
-    /// customers, each identity and each profile counting as one more;
+    /// customers, each reservation, identity and profile counting as one more;
     /// writes beyond that are refused with `StorageError::Full`.
     pub fn new(retention: Retention, rules: MergeRules, max_total_events: usize) -> Self {
         Self {
@@ -184,8 +185,8 @@ impl State {
             return Ok(());
         }
         Err(StorageError::Full(format!(
-            "the memory store holds {} events, {} identities and {} profiles, {} in all; \
-             its limit is {max}",
+            "the memory store holds {} events and reservations, {} identities and {} \
+             profiles, {} in all; its limit is {max}",
             self.total_events,
             self.index.len(),
             self.customers.len(),
@@ -234,11 +235,12 @@ impl TimelineStore for MemoryStore {
                 MapEntry::Occupied(o) => o.into_mut(),
                 MapEntry::Vacant(v) => v.insert(Timeline::default()),
             };
+            let before = timeline.held();
             let outcome = timeline.store(event);
             timeline.keep_until(expires_at);
-            if outcome == AppendOutcome::Stored {
-                state.total_events += 1;
-            }
+            // One more event, one reservation fewer when it replaces one.
+            let after = timeline.held();
+            state.total_events = state.total_events + after - before;
             // An identity the event was placed by leads to its profile: a
             // sweep between the lookup and this write (which drops the
             // identities of expired profiles) must not strand the profile.
@@ -267,8 +269,10 @@ impl TimelineStore for MemoryStore {
         }
         for customer in touched {
             if let Some(timeline) = state.customers.get_mut(&customer) {
-                let removed = timeline.trim(&self.retention, now);
+                let before = timeline.held();
+                timeline.trim(&self.retention, now);
                 timeline.trim_contacts(&self.retention, now);
+                let removed = before - timeline.held();
                 state.total_events -= removed;
             }
         }
@@ -346,23 +350,23 @@ impl TimelineStore for MemoryStore {
         let wall = Micros::now();
         let mut state = self.lock();
         let profile = state.follow(customer);
-        // Contacts are not counted (the retention bounds them per profile):
-        // only a profile this reservation starts takes room.
+        // A reservation counts as an event until its event replaces it
+        // (and the profile it starts as one more).
         let starts = state.starts(&profile, wall);
-        state.make_room(usize::from(starts), self.max_total_events, wall)?;
+        state.make_room(1 + usize::from(starts), self.max_total_events, wall)?;
         state.live(&profile, wall);
         let timeline = state.customers.entry(profile).or_default();
         if timeline.contact_version != expected_version {
             return Ok(false);
         }
-        timeline
-            .contacts
-            .insert(contact.event_id().to_string(), contact.clone());
-        timeline.contact_version += 1;
+        let before = timeline.held();
+        timeline.reserve(contact.clone());
         // Retention as an append enforces it: reservations alone (exempt
         // ones are always allowed) cannot grow the index.
         timeline.trim_contacts(&self.retention, now);
         timeline.keep_until(wall.saturating_add_micros(self.retention.max_age_micros));
+        let after = timeline.held();
+        state.total_events = state.total_events + after - before;
         Ok(true)
     }
 
@@ -488,7 +492,8 @@ impl TimelineStore for MemoryStore {
         let moved: Vec<Identity> = gone.identity_set().cloned().collect();
         let before = gone.held();
         let timeline = state.customers.entry(survivor.clone()).or_default();
-        let added = timeline.absorb(
+        let survivor_before = timeline.held();
+        timeline.absorb(
             gone,
             crate::domain::MergeRecord {
                 from: absorbed.clone(),
@@ -502,11 +507,12 @@ impl TimelineStore for MemoryStore {
             .filter(|i| !i.value.is_empty())
             .collect();
         timeline.record_identities(&own, at);
-        let removed = timeline.trim(&self.retention, at);
+        timeline.trim(&self.retention, at);
         timeline.trim_contacts(&self.retention, at);
         timeline.keep_until(wall.saturating_add_micros(self.retention.max_age_micros));
         // Events already held by the survivor were counted twice until now.
-        state.total_events = state.total_events + added - before - removed;
+        let after = timeline.held();
+        state.total_events = state.total_events + after - before - survivor_before;
         for identity in moved {
             if state.index.get(&identity) == Some(&absorbed) {
                 state.index.insert(identity, survivor.clone());
@@ -667,9 +673,9 @@ mod tests {
             matches!(&full, StorageError::Full(why) if why.contains("4 identities and 2 profiles")),
             "{full:?}"
         );
-        // What adds nothing takes no room: linking again what is linked,
-        // a reservation for a profile held.
+        // What adds nothing takes no room: linking again what is linked.
         link_cookies(&store, "a", &["1"], "nothing new").await;
+        // A reservation counts as an event, even for a profile held.
         let reservation = Contact::new(
             Micros(1),
             true,
@@ -684,11 +690,66 @@ mod tests {
         let held = store
             .reserve_contact(&CustomerId::anonymous("a"), &reservation, 0, Micros(1))
             .await;
-        assert!(matches!(held, Ok(true)), "{held:?}");
+        assert!(matches!(held, Err(StorageError::Full(_))), "{held:?}");
         let new = store
             .reserve_contact(&CustomerId::anonymous("d"), &reservation, 0, Micros(1))
             .await;
         assert!(matches!(new, Err(StorageError::Full(_))), "{new:?}");
+    }
+
+    /// A reservation (an exempt one is always allowed) counts against the
+    /// cap until it leaves: a client cannot fill memory with reservations
+    /// on profiles the cap counts once.
+    #[tokio::test]
+    async fn reservations_count_against_the_cap_until_they_leave() {
+        let store = store(3_600 * Micros::PER_SECOND, 5);
+        let reserve = |profile: &str, id: &str, at: i64, version: u64| {
+            let profile = CustomerId::anonymous(profile);
+            let store = &store;
+            let contact = Contact::new(
+                Micros(at),
+                true,
+                crate::domain::ContactNames {
+                    event_id: id,
+                    channel: "email",
+                    reason: "",
+                    event_type: "",
+                    campaign_id: "",
+                },
+            );
+            async move {
+                store
+                    .reserve_contact(&profile, &contact, version, Micros(at))
+                    .await
+            }
+        };
+        let used = || store.lock().used();
+        assert!(matches!(reserve("a", "r1", 1, 0).await, Ok(true)));
+        assert!(matches!(reserve("a", "r2", 1, 1).await, Ok(true)));
+        assert_eq!(used(), 3, "a profile and two reservations");
+        assert!(matches!(reserve("b", "r3", 1, 0).await, Ok(true)));
+        assert_eq!(used(), 5);
+        let full = reserve("b", "r4", 1, 1).await;
+        assert!(matches!(full, Err(StorageError::Full(_))), "{full:?}");
+        // A merge counts the survivor's profile and all three once.
+        let merged = store
+            .merge(
+                &CustomerId::anonymous("b"),
+                &CustomerId::anonymous("a"),
+                Micros(2),
+            )
+            .await;
+        assert!(matches!(merged, Ok(MergeOutcome::Merged)), "{merged:?}");
+        assert_eq!(used(), 4);
+        // Past the retention, the old reservations leave with the next.
+        let later = 2 * 3_600 * Micros::PER_SECOND;
+        let version = store
+            .contacts(&[CustomerId::anonymous("b")], Micros(0))
+            .await
+            .expect("contacts")[0]
+            .version;
+        assert!(matches!(reserve("b", "r5", later, version).await, Ok(true)));
+        assert_eq!(used(), 2, "the profile and its one reservation");
     }
 
     #[tokio::test]

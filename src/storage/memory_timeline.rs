@@ -38,7 +38,10 @@ pub(super) struct Timeline {
     last_customer: Option<(Micros, Bytes)>,
     last_company: Option<(Micros, Bytes)>,
     /// The contact index, by event (or reservation) id.
-    pub(super) contacts: HashMap<String, Contact>,
+    contacts: HashMap<String, Contact>,
+    /// How many entries of `contacts` are reservations (no event yet):
+    /// the store's cap counts them beside the events.
+    reservations: usize,
     pub(super) contact_version: u64,
     /// The latest `timezone` attribute, with the instant of its event.
     timezone: Option<(Micros, String)>,
@@ -78,8 +81,12 @@ impl Timeline {
         self.summary.record(event);
         if let Some(contact) = event.as_contact() {
             // A reservation with this id becomes the contact itself.
-            self.contacts
+            let replaced = self
+                .contacts
                 .insert(contact.event_id().to_string(), contact);
+            if replaced.is_some_and(|old| old.reserved) {
+                self.reservations -= 1;
+            }
             self.contact_version += 1;
         }
         if let Some(tz) = event.timezone() {
@@ -133,9 +140,8 @@ impl Timeline {
 
     /// Takes in everything of a profile merged into this one: events not
     /// held yet (by id), contacts, identities (the earliest sighting wins),
-    /// the time zone and the merge history. Returns how many events came.
-    pub(super) fn absorb(&mut self, other: Timeline, record: MergeRecord) -> usize {
-        let mut added = 0;
+    /// the time zone and the merge history.
+    pub(super) fn absorb(&mut self, other: Timeline, record: MergeRecord) {
         for ((at, bytes), meta) in other.entries {
             if !self.ids.insert(meta.event_id.clone()) {
                 continue;
@@ -149,13 +155,15 @@ impl Timeline {
             }
             self.summary.record_parts(&meta.channel, meta.initiator, at);
             self.entries.insert((at, bytes), meta);
-            added += 1;
         }
         if let Some(first) = other.summary.first_seen {
             self.summary.first_seen = Some(self.summary.first_seen.map_or(first, |s| s.min(first)));
         }
         for (id, contact) in other.contacts {
-            self.contacts.entry(id).or_insert(contact);
+            if let std::collections::hash_map::Entry::Vacant(entry) = self.contacts.entry(id) {
+                self.reservations += usize::from(contact.reserved);
+                entry.insert(contact);
+            }
         }
         self.contact_version += 1;
         if let Some((at, tz)) = other.timezone {
@@ -171,7 +179,6 @@ impl Timeline {
         // In the order they happened, as Redis answers them.
         self.merges.sort_by_key(|m| m.at);
         self.keep_until(other.expires_at);
-        added
     }
 
     /// Whether any event is held: a customer known only by a reservation
@@ -181,9 +188,21 @@ impl Timeline {
         self.expires_at = self.expires_at.max(at);
     }
 
-    /// How many events are held.
+    /// What the store's cap counts of this profile: its events and its
+    /// reservations.
     pub(super) fn held(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.reservations
+    }
+
+    /// Records a reservation (a contact whose event is not in yet).
+    pub(super) fn reserve(&mut self, contact: Contact) {
+        let replaced = self
+            .contacts
+            .insert(contact.event_id().to_string(), contact);
+        if replaced.is_none_or(|old| !old.reserved) {
+            self.reservations += 1;
+        }
+        self.contact_version += 1;
     }
 
     pub(super) fn has_events(&self) -> bool {
@@ -210,7 +229,12 @@ impl Timeline {
     /// limits as the timeline.
     pub(super) fn trim_contacts(&mut self, retention: &Retention, now: Micros) {
         let cutoff = now.saturating_sub_micros(retention.max_age_micros);
-        self.contacts.retain(|_, c| c.at >= cutoff);
+        let mut reservations_gone = 0;
+        self.contacts.retain(|_, c| {
+            let keep = c.at >= cutoff;
+            reservations_gone += usize::from(!keep && c.reserved);
+            keep
+        });
         if self.contacts.len() > retention.max_events {
             let mut by_age: Vec<(Micros, String)> = self
                 .contacts
@@ -220,9 +244,11 @@ impl Timeline {
             by_age.sort();
             let excess = self.contacts.len() - retention.max_events;
             for (_, id) in by_age.into_iter().take(excess) {
-                self.contacts.remove(&id);
+                let gone = self.contacts.remove(&id);
+                reservations_gone += usize::from(gone.is_some_and(|c| c.reserved));
             }
         }
+        self.reservations -= reservations_gone;
     }
 
     /// Applies retention; returns how many events it removed.
