@@ -125,9 +125,16 @@ impl RecentInteraction {
 /// holds 11 names (~280 bytes) for the one or two channels of a journey,
 /// in every state the Redis store caches. Stored in a state's JSON as the
 /// `BTreeSet` it replaces was: a sorted array of distinct names.
+///
+/// Bounded (`MAX_CHANNELS`): in lenient taxonomy mode a client may name any
+/// channel, and a set without bound would grow a state that every append
+/// of the journey rewrites.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 #[serde(transparent)]
 pub struct ChannelSet(Vec<String>);
+
+/// Most channels a journey state records; later new ones are left out.
+pub const MAX_CHANNELS: usize = 32;
 
 impl ChannelSet {
     pub fn contains(&self, channel: &str) -> bool {
@@ -138,10 +145,11 @@ impl ChannelSet {
         self.0.binary_search_by(|held| held.as_str().cmp(channel))
     }
 
-    /// Adds `channel`; whether it was new.
+    /// Adds `channel`; whether it was new and found room.
     pub fn insert(&mut self, channel: &str) -> bool {
         match self.position(channel) {
             Ok(_) => false,
+            Err(_) if self.0.len() >= MAX_CHANNELS => false,
             Err(at) => {
                 // One at a time: a journey meets few channels, and the set
                 // is cached with whatever room it has.
@@ -376,6 +384,18 @@ mod opt_micros_serde {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_channel_set_is_bounded() {
+        let mut set = ChannelSet::default();
+        for i in 0..MAX_CHANNELS {
+            assert!(set.insert(&format!("made_up_{i:02}")));
+        }
+        assert!(!set.insert("one_more"), "no room");
+        assert!(!set.contains("one_more"));
+        assert_eq!(set.len(), MAX_CHANNELS);
+        assert!(!set.insert("made_up_00"), "held already");
+    }
 
     #[test]
     fn a_state_round_trips_through_json_and_stays_small() {
