@@ -649,6 +649,37 @@ mod two_instances {
         assert!(s.steps.iter().all(|st| st.reached == 1), "{s:?}");
     }
 
+    /// Listings a definitions file before this one wrote (a journey
+    /// removed, a step renamed) are still trimmed by the retention, until
+    /// they are empty and leave the set of listings.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listings_of_journeys_no_longer_defined_are_trimmed() {
+        let redis = RedisServer::start();
+        let (gone, kept) = (
+            "journey:jlist:gone:in_progress",
+            "journey:jlist:kept:dropped",
+        );
+        let recent = Micros::now().0.to_string();
+        redis_cli(&redis, &["SADD", "journey:jlistings", gone, kept]);
+        redis_cli(&redis, &["ZADD", gone, "1", "old"]);
+        redis_cli(&redis, &["ZADD", kept, "1", "old", &recent, "recent"]);
+        let _a = instance(&redis).await;
+        let member = |key: &str| redis_cli(&redis, &["SISMEMBER", "journey:jlistings", key]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while member(gone) != "0" && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(member(gone), "0", "an emptied listing leaves the set");
+        assert_eq!(redis_cli(&redis, &["EXISTS", gone]), "0");
+        assert_eq!(redis_cli(&redis, &["ZRANGE", kept, "0", "-1"]), "recent");
+        assert_eq!(member(kept), "1", "a listing with entries stays");
+        assert_eq!(
+            member(&format!("journey:jlist:{JOURNEY}:in_progress")),
+            "1",
+            "the listings defined now are in the set"
+        );
+    }
+
     /// An event id that starts as JSON does (`[`) is read back from the
     /// states hash by an instance that did not write it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

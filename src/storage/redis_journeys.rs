@@ -13,7 +13,7 @@
 //! the current states and costs one more round trip.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     num::NonZeroUsize,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -47,6 +47,10 @@ fn stats_expire_at_ms(day: Day) -> i64 {
 
 /// The deadline index: member `journey US profile`, score the deadline.
 pub(super) const DEADLINES_KEY: &str = "journey:jdeadlines";
+
+/// The set of every listing key a trim found defined: listings of
+/// journeys or steps no longer defined are trimmed until they are empty.
+pub(super) const LISTINGS_KEY: &str = "journey:jlistings";
 
 pub(super) fn stats_key(journey: &str, day: Day) -> String {
     format!("journey:jstats:{journey}:{}", day.0)
@@ -548,23 +552,67 @@ impl RedisStore {
         Ok(query.page(entries))
     }
 
-    /// Forgets listing entries older than the retention, for every listing
-    /// of every defined journey, in one round trip.
+    /// Forgets listing entries older than the retention, in every listing
+    /// a definition in force here or anywhere before named (`LISTINGS_KEY`):
+    /// a journey removed or a step renamed leaves listings no append
+    /// writes any more, which must still empty. Two round trips (a third
+    /// when listings of journeys no longer defined are gone).
     pub(super) async fn trim(&self, now: Micros) -> Result<(), StorageError> {
         let Some(journeys) = &self.journeys else {
             return Ok(());
         };
-        let cutoff = now.saturating_sub_micros(self.retention.max_age_micros);
+        let cutoff = format!(
+            "({}",
+            now.saturating_sub_micros(self.retention.max_age_micros).0
+        );
+        let defined: HashSet<String> = journeys
+            .tracker
+            .definitions()
+            .iter()
+            .flat_map(listing_keys)
+            .map(|key| listing_key(&key))
+            .collect();
         let mut pipe = Pipeline::new();
-        for definition in journeys.tracker.definitions().iter() {
-            for key in listing_keys(definition) {
-                pipe.cmd("ZREMRANGEBYSCORE")
-                    .arg(listing_key(&key))
-                    .arg("-inf")
-                    .arg(format!("({}", cutoff.0));
+        if !defined.is_empty() {
+            let add = pipe.cmd("SADD").arg(LISTINGS_KEY);
+            for key in &defined {
+                add.arg(key);
             }
         }
-        self.conn.query_as::<()>(&pipe).await?;
+        pipe.cmd("SMEMBERS").arg(LISTINGS_KEY);
+        let mut replies: Vec<redis::Value> = self.conn.query_as(&pipe).await?;
+        let registered: Vec<String> =
+            super::redis_store::parse(replies.pop().unwrap_or(redis::Value::Nil))?;
+        if registered.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = Pipeline::new();
+        for key in &registered {
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(key)
+                .arg("-inf")
+                .arg(&cutoff);
+        }
+        let undefined: Vec<&String> = registered
+            .iter()
+            .filter(|k| !defined.contains(*k))
+            .collect();
+        for key in &undefined {
+            pipe.cmd("EXISTS").arg(key);
+        }
+        let trimmed: Vec<i64> = self.conn.query_as(&pipe).await?;
+        let gone: Vec<String> = undefined
+            .into_iter()
+            .zip(trimmed.get(registered.len()..).unwrap_or_default())
+            .filter(|(_, exists)| **exists == 0)
+            .map(|(key, _)| key.clone())
+            .collect();
+        if !gone.is_empty() {
+            let _: i64 = self
+                .conn
+                .cmd_as(commands::cmd("SREM").arg(LISTINGS_KEY).arg(gone))
+                .await?;
+        }
         Ok(())
     }
 
