@@ -733,6 +733,69 @@ async fn health_reports_a_replica_as_not_serving() {
     );
 }
 
+/// Calls of `command` (as `INFO commandstats` names it, e.g. `role` or
+/// `client|tracking`) the server has answered.
+fn command_calls(admin: &mut redis::Connection, command: &str) -> u64 {
+    let stat = info_field(admin, "commandstats", &format!("cmdstat_{command}:"));
+    stat.strip_prefix("calls=")
+        .and_then(|s| s.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The context cache reads through a connection of its own: demoted to a
+/// replica, its server loses it as it loses the main one, so after a
+/// failover the cache cannot go on reading the old primary. Seen from the
+/// demoted server: the tracked connection is made again (its set-up's
+/// `CLIENT TRACKING`) at each health ping.
+#[tokio::test]
+async fn the_context_caches_connection_leaves_a_demoted_server() {
+    let redis = RedisServer::start();
+    let primary = RedisServer::start();
+    let server = JourneyServer::start(ServeConfig {
+        store: StoreUrl::Redis(redis.url()),
+        redis_timeout_ms: 5_000,
+        health_interval_ms: 100,
+        context_cache_mib: 16,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    assert!(support::wait_for_health(&mut health, "", true).await);
+    let mut client = server.client().await;
+    support::append_all_stored(&mut client, vec![page_view("c1", "e1", base_micros())]).await;
+    context(&mut client, "c1")
+        .await
+        .expect("a context, through the cache's connection");
+    let mut admin = redis.connection();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let made = command_calls(&mut admin, "client|tracking");
+    assert!(made >= 1, "the cache's connection set up tracking");
+    // Serving: the tracked connection, made once, is not made again.
+    let roles = command_calls(&mut admin, "role");
+    while command_calls(&mut admin, "role") < roles + 4 {
+        assert!(Instant::now() < deadline, "the service stopped checking");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(command_calls(&mut admin, "client|tracking"), made);
+    redis::cmd("CONFIG")
+        .arg(&["SET", "repl-diskless-sync-delay", "0"][..])
+        .query::<()>(&mut primary.connection())
+        .expect("CONFIG SET");
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port)
+        .query::<()>(&mut admin)
+        .expect("REPLICAOF");
+    while command_calls(&mut admin, "client|tracking") < made + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the cache's connection stayed on the demoted server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A Redis that accepts connections and never answers (a host gone without
 /// a reset, a network split): calls fail in time, and the silent connection
 /// is replaced by a new one rather than reused until the kernel gives up.

@@ -617,6 +617,20 @@ impl TimelineStore for RedisStore {
                 String::from_utf8_lossy(&bytes[e.clone()])
             )));
         }
+        // The context cache's reads have their own connection, which only
+        // reads: nothing else would tell it that its server was demoted
+        // (a failover that left the old primary up as a replica), and it
+        // would go on reading from there what this instance writes to the
+        // new primary. It is let go the same way; what it answers is the
+        // cache's business (its reads fall back), not the health's.
+        if let Some(reads) = &self.cached_reads {
+            let _ = reads
+                .conn
+                .query_then_let_go_if(&pipe, |replies| {
+                    replies.get(1).and_then(not_a_primary).is_some()
+                })
+                .await;
+        }
         match replies.get(1).and_then(not_a_primary) {
             Some(role) => Err(StorageError::Unavailable(format!(
                 "Redis is not a primary (ROLE answered {role:?}): it would refuse writes"
