@@ -190,6 +190,19 @@ mod cases {
             .await
             .expect_err("no profile to reserve for");
         assert_eq!(refused.code(), Code::NotFound);
+        // Nor for an anonymous profile id the store does not hold.
+        let refused = client
+            .check_contact_frequency(pb::CheckContactRequest {
+                customer: Some(pb::CustomerRef {
+                    r#ref: Some(Ref::ProfileId("~never-made".into())),
+                }),
+                channel: "email".into(),
+                reserve: true,
+                ..Default::default()
+            })
+            .await
+            .expect_err("no such profile to reserve for");
+        assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
         let batch = client
             .check_contact_frequency_batch(pb::CheckContactBatchRequest {
                 customers: vec![

@@ -111,6 +111,16 @@ impl JourneyApi {
         }
         let customer =
             match self.reference(&request.customer_id, request.customer.as_ref(), "customer")? {
+                // An anonymous profile id names a profile the store made: a
+                // reservation for one it does not hold (gone, or never made)
+                // would belong to no one and no event could replace it.
+                super::customers::Named::Profile(profile)
+                    if request.reserve
+                        && profile.is_anonymous()
+                        && self.store.canonical(&profile).await?.is_none() =>
+                {
+                    return Err(ApiError::UnknownCustomer(profile.to_string()))
+                }
                 super::customers::Named::Profile(profile) => profile,
                 super::customers::Named::Identity(identity) => {
                     match self
@@ -181,10 +191,11 @@ impl JourneyApi {
         let max = self.limits.max_check_batch;
         let asked = request.customers.len() + request.customer_ids.len() + request.skipped;
         if asked > max {
-            let field = if request.customers.is_empty() {
-                "customer_ids"
-            } else {
+            // The limit is on both together: blame the longer list.
+            let field = if request.customers.len() > request.customer_ids.len() {
                 "customers"
+            } else {
+                "customer_ids"
             };
             return Err(DomainError::TooMany {
                 field: field.into(),
