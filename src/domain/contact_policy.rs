@@ -512,9 +512,13 @@ impl ContactPolicy {
         tz: Tz,
     ) -> Option<Micros> {
         let mut at = request.at;
-        // Moving later only lets contacts leave windows, and a quiet-hours
-        // end is outside quiet hours, so a few steps settle.
-        for _ in 0..16 {
+        // Each step past a release lets a contact leave a window (contacts
+        // after `at`, which a check of a past instant may count, can enter
+        // one as `at` moves), and each quiet-hours end leaves quiet hours:
+        // the steps are bounded by the contacts counted, and an instant
+        // not settled within them is not answered rather than guessed.
+        let contacts: usize = rules.iter().map(|r| r.instants.len()).sum();
+        for _ in 0..contacts.saturating_mul(2).saturating_add(16) {
             let broken = Self::violations(rules, at);
             let mut next = at;
             for (_, release) in &broken {
@@ -528,7 +532,7 @@ impl ContactPolicy {
             }
             at = next;
         }
-        Some(at)
+        None
     }
 
     /// When `at` falls in quiet hours of `channel`, the instant they end.
@@ -540,7 +544,7 @@ impl ContactPolicy {
             .iter()
             .filter(|q| q.channels.is_empty() || q.channels.contains(channel))
             .filter_map(|q| q.end_after(local))
-            .filter_map(|end| first_instant_at_or_after(tz, end))
+            .filter_map(|end| first_instant_at_or_after(tz, end, at))
             .max()
     }
 }
@@ -595,17 +599,21 @@ impl QuietHours {
     }
 }
 
-/// The first instant whose local time is `local` or later: a local time
-/// skipped by a DST change maps to the end of the gap, an ambiguous one to
-/// its first occurrence.
-fn first_instant_at_or_after(tz: Tz, local: NaiveDateTime) -> Option<Micros> {
+/// The first instant after `after` whose local time is `local` or later: a
+/// local time skipped by a DST change maps to the end of the gap, an
+/// ambiguous one (the hour a DST change repeats) to its first occurrence
+/// after `after`.
+fn first_instant_at_or_after(tz: Tz, local: NaiveDateTime, after: Micros) -> Option<Micros> {
     let mut candidate = local;
+    let utc = |t: chrono::DateTime<Tz>| Micros::from_datetime(t.with_timezone(&chrono::Utc));
     // Gaps last at most a few hours; step by minutes to the first time
     // that exists.
     for _ in 0..(24 * 60) {
         match tz.from_local_datetime(&candidate) {
-            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => {
-                return Some(Micros::from_datetime(t.with_timezone(&chrono::Utc)))
+            LocalResult::Single(t) => return Some(utc(t)),
+            LocalResult::Ambiguous(first, second) => {
+                let first = utc(first);
+                return Some(if first > after { first } else { utc(second) });
             }
             LocalResult::None => {
                 candidate = candidate.checked_add_signed(ChronoDuration::minutes(1))?
@@ -928,6 +936,67 @@ end = "08:00"
         assert_eq!(
             d.next_allowed_at,
             Some(Micros::from_datetime(gap_end.into()))
+        );
+    }
+
+    #[test]
+    fn a_quiet_end_in_the_repeated_hour_comes_after_the_request() {
+        // New York falls back on 2026-11-01 at 02:00 EDT -> 01:00 EST: the
+        // hour from 01:00 is lived twice. A request at 01:15 EST (the
+        // second time) ends its quiet hours at 01:30 EST, not at 01:30 EDT,
+        // an hour before it.
+        let p = policy("default_timezone = \"America/New_York\"\n[[quiet_hours]]\nstart = \"22:00\"\nend = \"01:30\"\n");
+        let t = Taxonomy::builtin();
+        let instant = |text: &str| {
+            Micros::from_datetime(
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .expect("date")
+                    .into(),
+            )
+        };
+        let d = p.decide(
+            &t,
+            &[],
+            &request("sms", instant("2026-11-01T06:15:00Z").0),
+            None,
+        );
+        assert!(d.quiet_hours);
+        assert_eq!(d.next_allowed_at, Some(instant("2026-11-01T06:30:00Z")));
+        // The first time through the hour: the first 01:30.
+        let d = p.decide(
+            &t,
+            &[],
+            &request("sms", instant("2026-11-01T05:15:00Z").0),
+            None,
+        );
+        assert_eq!(d.next_allowed_at, Some(instant("2026-11-01T05:30:00Z")));
+    }
+
+    #[test]
+    fn next_allowed_settles_past_many_contacts_ahead() {
+        // A check of a past instant counts the contacts after it too: one
+        // SMS a day, sent every 25 hours for 30 days; each step frees one
+        // contact and lets the next one in, 30 steps in all.
+        let p = policy(
+            "[[rule]]\nname = \"sms-1-per-day\"\nchannel = \"sms\"\nmax = 1\nwindow = \"1d\"\n",
+        );
+        let t = Taxonomy::builtin();
+        let history: Vec<Contact> = (0..30)
+            .map(|k| contact(T0 + k * 25 * HOUR, "sms", ""))
+            .collect();
+        let d = p.decide(&t, &history, &request("sms", T0), None);
+        let next = d.next_allowed_at.expect("an instant");
+        assert!(
+            next.0 > T0 + 29 * 25 * HOUR,
+            "{next:?} is among the contacts"
+        );
+        assert!(
+            p.decide(&t, &history, &request("sms", next.0), None)
+                .allowed
+        );
+        assert!(
+            !p.decide(&t, &history, &request("sms", next.0 - 1), None)
+                .allowed
         );
     }
 
