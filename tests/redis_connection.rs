@@ -799,8 +799,13 @@ async fn the_context_caches_connection_leaves_a_demoted_server() {
 /// A Redis that accepts connections and never answers (a host gone without
 /// a reset, a network split): calls fail in time, and the silent connection
 /// is replaced by a new one rather than reused until the kernel gives up.
-#[tokio::test]
-async fn a_connection_that_stops_answering_is_replaced() {
+/// A listener on loopback that accepts connections, reads everything and
+/// answers nothing; with its port and how many connections it accepted.
+async fn black_hole() -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
     use std::sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -813,16 +818,44 @@ async fn a_connection_that_stops_answering_is_replaced() {
     let port = listener.local_addr().expect("address").port();
     let accepted = Arc::new(AtomicUsize::new(0));
     let counter = accepted.clone();
-    let black_hole = tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
-            // Reads everything, answers nothing.
             tokio::spawn(async move {
                 let mut sink = [0u8; 4096];
                 while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {}
             });
         }
     });
+    (port, accepted, task)
+}
+
+/// A connection whose set-up (here `SELECT`) gets no answer sent nothing
+/// of the call that made it: UNAVAILABLE (safe to retry), not
+/// DEADLINE_EXCEEDED, for that call and those refused after it.
+#[tokio::test]
+async fn a_set_up_with_no_answer_is_unavailable() {
+    let (port, _, black_hole) = black_hole().await;
+    let server = JourneyServer::start(ServeConfig {
+        store: StoreUrl::Redis(format!("redis://127.0.0.1:{port}/1")),
+        redis_timeout_ms: 200,
+        health_interval_ms: 3_600_000,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut client = server.client().await;
+    for _ in 0..2 {
+        let status = context(&mut client, "c1").await.expect_err("no answer");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
+    black_hole.abort();
+}
+
+#[tokio::test]
+async fn a_connection_that_stops_answering_is_replaced() {
+    use std::sync::atomic::Ordering;
+
+    let (port, accepted, black_hole) = black_hole().await;
     let server = JourneyServer::start(ServeConfig {
         store: StoreUrl::Redis(format!("redis://127.0.0.1:{port}/0")),
         redis_timeout_ms: 200,

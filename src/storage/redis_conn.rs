@@ -562,7 +562,15 @@ impl RedisConnection {
             requests
                 .send(request)
                 .map_err(|_| StorageError::Unavailable("the Redis connection closed".into()))?;
-            let replies = self.wait(rx).await?;
+            // No answer to the set-up: the caller's own request was not
+            // sent, so it is safe to retry (Unavailable), not a timeout of
+            // the call itself; callers within the back-off get the same.
+            let replies = self.wait(rx).await.map_err(|error| match error {
+                StorageError::Timeout(why) => {
+                    StorageError::Unavailable(format!("setting up a Redis connection: {why}"))
+                }
+                other => other,
+            })?;
             for reply in &replies {
                 if let Frame::Error(e) = &reply.frame {
                     // For the tracked connection, most likely a redirect to
