@@ -302,22 +302,39 @@ fn build(
             format!("inactivity_timeout {timeout_text:?}: {e}"),
         )
     })?;
-    let inactivity_timeout_micros = i64::try_from(timeout.as_micros())
-        .ok()
-        .filter(|t| *t > 0)
-        .ok_or_else(|| {
-            (
+    let inactivity_timeout_micros = match i64::try_from(timeout.as_micros()) {
+        Ok(micros) if micros > 0 => micros,
+        Ok(_) => {
+            return Err((
                 timeout_span,
                 format!("inactivity_timeout {timeout_text:?} must be above zero"),
-            )
-        })?;
+            ))
+        }
+        Err(_) => {
+            return Err((
+                timeout_span,
+                format!("inactivity_timeout {timeout_text:?} is longer than time can count"),
+            ))
+        }
+    };
     let mut abandon = Vec::with_capacity(spec.abandon.len());
     for spanned in spec.abandon {
         let span = spanned.span();
         let matcher = spanned
             .into_inner()
-            .build(taxonomy, span)
+            .build(taxonomy, span.clone())
             .map_err(|(s, r)| (s, format!("abandon: {r}")))?;
+        // An event that abandons cannot start the journey: a rule matching
+        // every start event leaves it never started.
+        if matcher.covers(&steps[start].matcher, taxonomy) {
+            return Err((
+                span,
+                format!(
+                    "abandon: matches every event of the start step {:?}, so the journey never starts",
+                    steps[start].name
+                ),
+            ));
+        }
         abandon.push(matcher);
     }
     let lookback = *spec.lookback_events.get_ref();
@@ -503,6 +520,23 @@ mod tests {
                 "only letters",
             ),
             (
+                "[[journey]]\nname = \"j\"\ninactivity_timeout = \"400000years\"\n".to_string()
+                    + STEP_A
+                    + STEP_B,
+                "line 3",
+                "longer than time can count",
+            ),
+            (
+                format!("{HEAD}{STEP_A}{STEP_B}[[journey.abandon]]\ntype = [\"login\", \"logout\"]\n"),
+                "line 10",
+                "abandon: matches every event of the start step \"a\", so the journey never starts",
+            ),
+            (
+                format!("{HEAD}[[journey.step]]\nname = \"a\"\ntype = \"login\"\nchannel = \"web\"\nattributes = {{ method = \"sso\" }}\n{STEP_B}[[journey.abandon]]\ntype = \"login\"\nchannel_class = \"online\"\n"),
+                "line 12",
+                "never starts",
+            ),
+            (
                 format!("{HEAD}lookback_events = 51\n{STEP_A}{STEP_B}"),
                 "line 4",
                 "above the limit of 50",
@@ -515,6 +549,20 @@ mod tests {
                 err.contains(line) && err.contains(reason),
                 "{text}\n-> {err}"
             );
+        }
+    }
+
+    #[test]
+    fn an_abandon_rule_narrower_than_the_start_step_is_kept() {
+        // Only some start events abandon: the others start the journey.
+        for abandon in [
+            "channel = \"web\"\n",
+            "type = \"login\"\ninitiator = \"company\"\n",
+            "type = \"login\"\nattributes = { method = \"sso\" }\n",
+        ] {
+            let text = format!("{HEAD}{STEP_A}{STEP_B}[[journey.abandon]]\n{abandon}");
+            let all = load(&text).unwrap_or_else(|e| panic!("{abandon}: {e}"));
+            assert_eq!(all.len(), 1);
         }
     }
 

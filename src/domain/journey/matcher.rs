@@ -58,6 +58,41 @@ impl EventMatcher {
     }
 }
 
+impl EventMatcher {
+    /// Whether every event `other` matches, this one matches too (a sure
+    /// answer only when the conditions show it; `false` when unsure).
+    pub fn covers(&self, other: &EventMatcher, taxonomy: &Taxonomy) -> bool {
+        // Any name, or a list holding all of the other's (a non-empty one).
+        let names = |mine: &BTreeSet<String>, theirs: &BTreeSet<String>| {
+            mine.is_empty() || (!theirs.is_empty() && theirs.is_subset(mine))
+        };
+        let class = self.channel_class.is_none_or(|class| {
+            other.channel_class == Some(class)
+                || (!other.channels.is_empty()
+                    && other
+                        .channels
+                        .iter()
+                        .all(|c| taxonomy.channel_class(c) == Some(class)))
+        });
+        let attributes = self.attributes.iter().all(|(key, mine)| {
+            let allowed = |value: &String| mine.holds(Some(value));
+            match other.attributes.get(key) {
+                Some(AttributeCondition::Equals(value)) => allowed(value),
+                Some(AttributeCondition::OneOf(values)) => values.iter().all(allowed),
+                None => false,
+            }
+        });
+        names(&self.event_types, &other.event_types)
+            && names(&self.reasons, &other.reasons)
+            && names(&self.channels, &other.channels)
+            && class
+            && self
+                .initiator
+                .is_none_or(|who| other.initiator == Some(who))
+            && attributes
+    }
+}
+
 /// One name or a list of names, as a definition file may write either.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
