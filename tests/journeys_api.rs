@@ -334,6 +334,36 @@ mod cases {
         assert_eq!(eve.last_event_id, "s2");
     }
 
+    /// An anonymous visitor starts a journey, then logs in: the profiles
+    /// merge (the anonymous one's journey states go). The producer sends
+    /// the first event again: a duplicate, which enters nothing.
+    pub async fn a_duplicate_of_a_merged_event_enters_nothing(mut client: Client) {
+        let at = now() - 12 * MINUTE;
+        let cookie = || pb::Identity {
+            r#type: "cookie_id".into(),
+            value: "ck-dup".into(),
+        };
+        let mut visit = banking_step("", 0, "v0", at);
+        visit.identities = vec![cookie()];
+        append_all(&mut client, vec![visit.clone()]).await;
+        let mut login = page_view("dupe", "login", at + MINUTE);
+        login.identities = vec![cookie()];
+        append_all(&mut client, vec![login]).await;
+        let results = client
+            .append_events(pb::AppendEventsRequest {
+                events: vec![visit],
+            })
+            .await
+            .expect("append")
+            .into_inner()
+            .results;
+        assert_eq!(results[0].outcome(), pb::Outcome::Duplicate, "{results:?}");
+        let s = stats(&mut client, at - MINUTE, now() + MINUTE, 5).await;
+        assert_eq!(s.entered, 1, "{s:?}");
+        let ctx = context(&mut client, "dupe").await;
+        assert!(banking_of(&ctx).is_none(), "{:?}", ctx.journeys);
+    }
+
     /// 30 customers dropped at one step, 10 of them at the same instant,
     /// read 4 at a time: each once, oldest first; a time range narrows.
     pub async fn listings_page_through_each_customer_once(mut client: Client) {
@@ -506,6 +536,7 @@ backend_cases!(
         a_generated_population_replays_to_the_true_stats,
         the_context_shows_where_the_customer_stands,
         a_batch_moves_journeys_in_time_order,
+        a_duplicate_of_a_merged_event_enters_nothing,
         listings_page_through_each_customer_once,
         bad_journey_requests_are_refused,
     ]

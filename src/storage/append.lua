@@ -40,6 +40,8 @@
 -- Returns the alias (a string) when the profile was merged away, writing
 -- nothing; {"refused", reason} when a merge would break a rule;
 -- {"stale", fields...} when the journey states moved on, writing nothing;
+-- {"held", positions...} when events that would move journeys are held
+-- already, writing nothing (below);
 -- otherwise one integer per event: 1 stored, 0 duplicate, followed by the
 -- identities and merged profiles whose keys to push when the profile's
 -- expiry was pushed (profile_expiry.lua).
@@ -66,6 +68,21 @@ local first_event = 13
 local first_ident = first_event + 8 * n_events
 local first_reservation = first_ident + 2 * n_idents
 local first_journey_write = first_reservation + 2 * n_reservations
+
+-- A duplicate must not move journeys (an event of a profile merged in, or
+-- an id sent again with new content: the service's states do not know
+-- it): when the write set moves any journey, events already held are
+-- answered before any write, {"held", position...} (0-based), and the
+-- service computes the write set again without them.
+if journey_version ~= '' and ARGV[first_journey_write] == '1' then
+  local held = {}
+  for i = first_event, first_ident - 1, 8 do
+    if redis.call('HEXISTS', ids, ARGV[i + 1]) == 1 then
+      held[#held + 1] = (i - first_event) / 8
+    end
+  end
+  if #held > 0 then return {'held', unpack(held)} end
+end
 
 local function split(s, sep)
   local parts = {}

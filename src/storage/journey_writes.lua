@@ -6,7 +6,9 @@
 -- same atomic step as the events that moved them.
 --
 -- The states hash: journey name -> state JSON; field "" -> version.
--- The write set, from ARGV[at]: the number of states, then (if any) the
+-- The write set, from ARGV[at]: "1" if it moves a journey (a state, a
+-- counter: the append script then checks for duplicates first) else "0";
+-- the number of states, then (if any) the
 -- new version, chosen by the service so it knows it without asking (never
 -- reused, even after the hash expires: see VersionedStates::next_version),
 -- then per state (journey, JSON); the number of index operations, then per
@@ -34,6 +36,7 @@ end
 
 local function journeys_write(states, expected, at, ttl)
   if expected == '' then return end
+  at = at + 1 -- whether it moves a journey: the append script's business
   local n = tonumber(ARGV[at])
   at = at + 1
   if n > 0 then

@@ -249,11 +249,16 @@ impl TimelineStore for MemoryStore {
                     state.index.insert(identity.clone(), profile.clone());
                 }
             }
+            // Only stored events move journeys: a duplicate (one of a
+            // profile merged in, an id sent again) did once, or was
+            // another profile's.
             let group = *group_of.entry(profile.clone()).or_insert_with(|| {
                 by_profile.push((profile.clone(), Vec::new()));
                 by_profile.len() - 1
             });
-            by_profile[group].1.push(event);
+            if outcome == AppendOutcome::Stored {
+                by_profile[group].1.push(event);
+            }
             touched.insert(profile);
             outcomes.push(outcome);
         }

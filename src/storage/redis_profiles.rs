@@ -540,9 +540,9 @@ impl RedisStore {
                 tracing::warn!(%absorbed, %survivor, %reason, "merge refused");
                 return Ok(MergeOutcome::Refused(reason));
             }
-            AppendReply::Stale(_) => {
+            AppendReply::Stale(_) | AppendReply::Held(_) => {
                 return Err(StorageError::Corrupt(
-                    "a merge call carried a journey version".into(),
+                    "a merge call carried a journey write set".into(),
                 ))
             }
             AppendReply::Merged => {

@@ -420,6 +420,22 @@ impl TimelineStore for RedisStore {
                         }
                         again.push((profile, indices, Some(current)));
                     }
+                    AppendReply::Held(positions) => {
+                        // Duplicates: answered as such, and the others go
+                        // again with a write set computed without them.
+                        let mut remaining = Vec::with_capacity(indices.len());
+                        for (position, i) in indices.into_iter().enumerate() {
+                            if positions.contains(&position) {
+                                outcomes[i] = AppendOutcome::Duplicate;
+                            } else {
+                                remaining.push(i);
+                            }
+                        }
+                        if remaining.is_empty() {
+                            continue;
+                        }
+                        again.push((profile, remaining, None));
+                    }
                     AppendReply::Refused(reason) => return Err(StorageError::Corrupt(reason)),
                 }
             }
@@ -1074,6 +1090,9 @@ pub(super) enum AppendReply {
     Refused(String),
     /// The journey states moved on (these are current): nothing was written.
     Stale(VersionedStates),
+    /// These events (positions in the call) are held already and the
+    /// journey write set counted them: nothing was written.
+    Held(Vec<usize>),
 }
 
 impl AppendReply {
@@ -1084,6 +1103,20 @@ impl AppendReply {
                     return Ok(Self::Stale(current?));
                 }
                 if let Some(redis::Value::BulkString(tag)) = items.first() {
+                    if tag.as_slice() == b"held" {
+                        let positions = items[1..]
+                            .iter()
+                            .map(|item| match item {
+                                redis::Value::Int(p) => usize::try_from(*p).map_err(|_| {
+                                    StorageError::Corrupt(format!("a held position {p}"))
+                                }),
+                                other => {
+                                    Err(StorageError::Corrupt(format!("a held position {other:?}")))
+                                }
+                            })
+                            .collect::<Result<_, _>>()?;
+                        return Ok(Self::Held(positions));
+                    }
                     if tag.as_slice() == b"refused" {
                         let reason: String = items
                             .get(1)
