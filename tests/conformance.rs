@@ -12,10 +12,12 @@ use journey::{
 };
 use support::redis_server::RedisServer;
 
-/// A store under test and whatever must live as long as it.
+/// A store under test and whatever must live as long as it, with the
+/// journey definitions it follows (swapped as a reload does).
 pub struct Fixture {
     pub store: Arc<dyn TimelineStore>,
     pub redis: Option<RedisServer>,
+    pub definitions: Arc<arc_swap::ArcSwap<JourneyDefinitions>>,
 }
 
 pub fn rules() -> journey::domain::MergeRules {
@@ -27,19 +29,22 @@ pub fn rules() -> journey::domain::MergeRules {
 
 /// The built-in journeys: every case runs with journeys followed, as the
 /// service runs by default.
-pub fn tracker() -> JourneyTracker {
+pub fn tracker() -> (JourneyTracker, Arc<arc_swap::ArcSwap<JourneyDefinitions>>) {
     let taxonomy = Arc::new(Taxonomy::builtin());
     let definitions = JourneyDefinitions::builtin(&taxonomy).expect("built-in journeys");
-    JourneyTracker::new(
-        Arc::new(arc_swap::ArcSwap::from_pointee(definitions)),
-        taxonomy,
+    let definitions = Arc::new(arc_swap::ArcSwap::from_pointee(definitions));
+    (
+        JourneyTracker::new(definitions.clone(), taxonomy),
+        definitions,
     )
 }
 
 pub async fn memory_fixture(retention: Retention) -> Fixture {
+    let (tracker, definitions) = tracker();
     Fixture {
-        store: Arc::new(MemoryStore::new(retention, rules(), 1_000_000).with_journeys(tracker())),
+        store: Arc::new(MemoryStore::new(retention, rules(), 1_000_000).with_journeys(tracker)),
         redis: None,
+        definitions,
     }
 }
 
@@ -50,12 +55,14 @@ pub async fn redis_fixture(retention: Retention) -> Fixture {
         response_timeout: std::time::Duration::from_secs(5),
         connect_timeout: std::time::Duration::from_secs(5),
     };
+    let (tracker, definitions) = tracker();
     let store = RedisStore::open(&settings, retention, rules())
         .expect("open redis store")
-        .with_journeys(tracker(), 1_000, 32 << 20);
+        .with_journeys(tracker, 1_000, 32 << 20);
     Fixture {
         store: Arc::new(store),
         redis: Some(redis),
+        definitions,
     }
 }
 
@@ -1205,6 +1212,72 @@ mod cases {
         assert!(trimmed.customers.is_empty());
     }
 
+    /// A journey in progress whose definition goes away for a while (a
+    /// reload under way on another instance, or undone here): its due
+    /// deadline waits an hour instead of being forgotten, and once the
+    /// journey is defined again the sweep drops it.
+    pub async fn a_journey_undefined_for_a_while_is_still_dropped(fx: &crate::Fixture) {
+        use journey::domain::journey::{
+            testkit::{banking_step, MINUTE},
+            JourneyDefinitions, JourneyStatus, UNDEFINED_JOURNEY_RETRY_MICROS,
+        };
+        let store = fx.store.as_ref();
+        let at = T0 + 10 * MINUTE;
+        let facts = banking_step(0, "u0", at);
+        let raw = journey::domain::RawEvent {
+            event_id: facts.event_id.to_string(),
+            customer_id: "u1".into(),
+            channel: facts.channel.to_string(),
+            reason: facts.reason.to_string(),
+            event_type: facts.event_type.to_string(),
+            initiator: Some(facts.initiator),
+            occurred_at: Some(facts.at),
+            attributes: facts.attributes.clone().into_owned().into_iter().collect(),
+            ..Default::default()
+        };
+        let event = raw
+            .validate(
+                &journey::domain::Taxonomy::builtin(),
+                &EventLimits::default(),
+                facts.at,
+            )
+            .expect("valid")
+            .0;
+        store.append(&[event], now()).await.expect("append");
+        let state_of = |snapshot: Option<journey::storage::ContextSnapshot>| {
+            snapshot
+                .expect("found")
+                .journeys
+                .iter()
+                .find(|s| s.journey == "personal_data_verification")
+                .cloned()
+                .expect("journey state")
+        };
+        let context = store
+            .context(&customer("u1"), 10, Micros(0))
+            .await
+            .expect("ctx");
+        let deadline = state_of(context).deadline.expect("deadline");
+        let builtin = fx.definitions.load_full();
+        fx.definitions.store(std::sync::Arc::new(
+            JourneyDefinitions::from_toml("", &journey::domain::Taxonomy::builtin())
+                .expect("no journeys"),
+        ));
+        let swept = store.sweep_journeys(deadline, 100).await.expect("sweep");
+        assert_eq!((swept.due, swept.dropped), (1, 0));
+        let again = store.sweep_journeys(deadline, 100).await.expect("sweep");
+        assert_eq!(again.due, 0, "it waits");
+        fx.definitions.store(builtin);
+        let later = Micros(deadline.0 + UNDEFINED_JOURNEY_RETRY_MICROS);
+        let swept = store.sweep_journeys(later, 100).await.expect("sweep");
+        assert_eq!((swept.due, swept.dropped), (1, 1));
+        let context = store
+            .context(&customer("u1"), 10, Micros(0))
+            .await
+            .expect("ctx");
+        assert_eq!(state_of(context).status, JourneyStatus::Dropped);
+    }
+
     /// The context reads the latest 100 contacts and says when there were
     /// more; the contact history (for checks) still holds them all.
     pub async fn the_context_reads_the_latest_contacts_only(store: &dyn TimelineStore) {
@@ -1281,6 +1354,7 @@ macro_rules! conformance {
             conformance!(@case racing_merges_end_in_one_profile, roomy, $fixture);
             conformance!(@case journeys_follow_appends_and_sweeps, roomy, $fixture);
             conformance!(@case the_context_reads_the_latest_contacts_only, roomy, $fixture);
+            conformance!(@fixture_case a_journey_undefined_for_a_while_is_still_dropped, roomy, $fixture);
         }
     };
     (@case $case:ident, $retention:ident, $fixture:path) => {
@@ -1288,6 +1362,13 @@ macro_rules! conformance {
         async fn $case() {
             let fx = $fixture($retention()).await;
             crate::cases::$case(fx.store.as_ref()).await;
+        }
+    };
+    (@fixture_case $case:ident, $retention:ident, $fixture:path) => {
+        #[tokio::test]
+        async fn $case() {
+            let fx = $fixture($retention()).await;
+            crate::cases::$case(&fx).await;
         }
     };
 }

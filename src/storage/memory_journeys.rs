@@ -70,9 +70,18 @@ impl JourneyBook {
             .collect()
     }
 
-    /// Forgets a deadline whose journey is no longer there to drop.
-    pub(super) fn forget_deadline(&mut self, entry: &(Micros, String, CustomerId)) {
+    /// Moves a due deadline the sweep did not drop to `later`, or forgets
+    /// it (none: nothing left to drop).
+    pub(super) fn move_deadline(
+        &mut self,
+        entry: &(Micros, String, CustomerId),
+        later: Option<Micros>,
+    ) {
         self.deadlines.remove(entry);
+        if let Some(at) = later {
+            self.deadlines
+                .insert((at, entry.1.clone(), entry.2.clone()));
+        }
     }
 
     /// Forgets listing entries before `listed_before` and counters of days

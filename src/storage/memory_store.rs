@@ -19,7 +19,7 @@ use super::{
 };
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY,
-    journey::{sweep_due, Day, DayCounters, JourneyUpdate, STATS_KEPT_DAYS},
+    journey::{deadline_left_behind, sweep_due, Day, DayCounters, JourneyUpdate, STATS_KEPT_DAYS},
     Contact, CustomerId, Event, Identity, LinkedIdentity, MergeRules, Micros,
 };
 
@@ -587,8 +587,14 @@ impl TimelineStore for MemoryStore {
                 .map(|t| sweep_due(&definitions, &t.journeys, now))
                 .unwrap_or_default();
             if update.states.is_empty() {
-                // Expired, merged away, or its journey no longer defined.
-                state.journeys.forget_deadline(entry);
+                // Expired, merged away, or its journey not defined here:
+                // forgotten, or looked at again later.
+                let held = state
+                    .customers
+                    .get(profile)
+                    .and_then(|t| t.journeys.get(&entry.1).cloned());
+                let later = deadline_left_behind(&definitions, &entry.1, held.as_deref(), now);
+                state.journeys.move_deadline(entry, later);
                 continue;
             }
             dropped += update.states.len();

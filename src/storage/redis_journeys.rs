@@ -31,8 +31,9 @@ use super::{
 };
 use crate::domain::{
     journey::{
-        listing_keys, sweep_due, Day, DayCounters, Interaction, JourneyDefinitions, JourneyState,
-        JourneyStates, JourneyStatus, JourneyUpdate, RecentInteraction, StepVisit, STATS_KEPT_DAYS,
+        deadline_left_behind, listing_keys, sweep_due, Day, DayCounters, Interaction,
+        JourneyDefinitions, JourneyState, JourneyStates, JourneyStatus, JourneyUpdate,
+        RecentInteraction, StepVisit, STATS_KEPT_DAYS,
     },
     CustomerId, Micros,
 };
@@ -688,25 +689,21 @@ impl RedisStore {
                 }
             };
             let mut update = sweep_due(&definitions, &current.states, now);
-            // Deadlines left behind (a journey no longer defined, a profile
-            // expired or merged away) go, so the sweeper does not read them
-            // again.
+            // Deadlines left behind (a profile expired or merged away, a
+            // journey no longer defined here) go, or wait where the
+            // domain says (`deadline_left_behind`).
             for journey in &due_journeys {
-                let handled = update.states.iter().any(|s| &s.journey == journey);
-                let live = current
-                    .states
-                    .get(journey)
-                    .and_then(|s| s.deadline)
-                    .filter(|_| definitions.get(journey).is_some());
-                if !handled {
-                    update
-                        .deadlines
-                        .push(crate::domain::journey::DeadlineChange {
-                            journey: journey.clone(),
-                            old: None,
-                            new: live.filter(|d| *d > now),
-                        });
+                if update.states.iter().any(|s| &s.journey == journey) {
+                    continue;
                 }
+                let state = current.states.get(journey).map(|s| &**s);
+                update
+                    .deadlines
+                    .push(crate::domain::journey::DeadlineChange {
+                        journey: journey.clone(),
+                        old: None,
+                        new: deadline_left_behind(&definitions, journey, state, now),
+                    });
             }
             let keys = super::redis_keys::Keys::of(&profile);
             let call = self

@@ -37,7 +37,7 @@ pub use stats::{
     STATS_KEPT_DAYS,
 };
 pub use tracking::{
-    listing_keys, listings, status_name, sweep_due, track, visible, DeadlineChange, JourneyUpdate,
-    Listing,
+    deadline_left_behind, listing_keys, listings, status_name, sweep_due, track, visible,
+    DeadlineChange, JourneyUpdate, Listing, UNDEFINED_JOURNEY_RETRY_MICROS,
 };
 pub use transition::{advance, sweep, Transition};

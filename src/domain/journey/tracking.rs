@@ -275,6 +275,33 @@ fn remember(recent: &mut Vec<RecentInteraction>, capacity: usize, event: &EventF
     RecentInteraction::keep_latest(recent, capacity, event);
 }
 
+/// How long a due deadline of a journey not defined here waits before it
+/// is looked at again.
+pub const UNDEFINED_JOURNEY_RETRY_MICROS: i64 = 3_600 * Micros::PER_SECOND;
+
+/// Where a due entry of the deadline index that `sweep_due` did not drop
+/// goes: none when there is nothing left to drop (a state gone with its
+/// profile, finished, or at a later deadline already indexed), else the
+/// instant to index it at: its state's later deadline, or, for a journey
+/// this instance does not define while its state is still in progress,
+/// an hour from now. Another instance may define it (a reload under way),
+/// or this one again later: forgotten, the journey would stay in progress
+/// for good.
+pub fn deadline_left_behind(
+    definitions: &JourneyDefinitions,
+    journey: &str,
+    state: Option<&JourneyState>,
+    now: Micros,
+) -> Option<Micros> {
+    let deadline = state
+        .filter(|s| s.status == JourneyStatus::InProgress)
+        .and_then(|s| s.deadline)?;
+    if definitions.get(journey).is_none() {
+        return Some(now.saturating_add_micros(UNDEFINED_JOURNEY_RETRY_MICROS));
+    }
+    (deadline > now).then_some(deadline)
+}
+
 /// Drops every journey of the customer whose inactivity deadline is at or
 /// before `now`.
 pub fn sweep_due(
@@ -485,6 +512,40 @@ mod tests {
         }
         assert_eq!(recent.len(), capacity);
         assert_eq!(&*recent[0].event_id, "n3", "the oldest left");
+    }
+
+    #[test]
+    fn deadlines_left_behind_go_or_wait() {
+        const BANKING: &str = "personal_data_verification";
+        let defs = banking_set();
+        let now = Micros(1_000);
+        let in_progress = |deadline: i64| JourneyState {
+            status: JourneyStatus::InProgress,
+            deadline: Some(Micros(deadline)),
+            ..JourneyState::not_started(BANKING)
+        };
+        // Nothing left to drop: no state, or a finished one.
+        assert_eq!(deadline_left_behind(&defs, BANKING, None, now), None);
+        let done = JourneyState {
+            status: JourneyStatus::Completed,
+            ..JourneyState::not_started(BANKING)
+        };
+        assert_eq!(deadline_left_behind(&defs, BANKING, Some(&done), now), None);
+        // A later deadline of a defined journey is indexed at it.
+        let later = in_progress(5_000);
+        assert_eq!(
+            deadline_left_behind(&defs, BANKING, Some(&later), now),
+            Some(Micros(5_000))
+        );
+        assert_eq!(
+            deadline_left_behind(&defs, BANKING, Some(&in_progress(900)), now),
+            None
+        );
+        // Not defined here: looked at again in an hour.
+        assert_eq!(
+            deadline_left_behind(&defs, "elsewhere", Some(&in_progress(900)), now),
+            Some(Micros(1_000 + UNDEFINED_JOURNEY_RETRY_MICROS))
+        );
     }
 
     #[test]
