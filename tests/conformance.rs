@@ -595,6 +595,57 @@ mod cases {
         assert!(h.contacts[1].reserved);
     }
 
+    /// A merge carries the absorbed profile's whole contact index: contacts
+    /// whose events the timeline's count limit took still count, and the
+    /// absorbed profile's event replaces the survivor's reservation of its
+    /// id (retention: 10 events).
+    pub async fn merges_carry_every_contact(store: &dyn TimelineStore) {
+        let anon = anonymous("K");
+        let c = customer("c8");
+        let mut theirs: Vec<Event> = (0..3)
+            .map(|i| placed(company("x", &format!("m{i}"), "email", T0 + i, ""), &anon))
+            .collect();
+        theirs.push(placed(company("x", "r1", "email", T0 + 5, ""), &anon));
+        theirs.extend((0..12).map(|i| {
+            placed(
+                domain_event(
+                    "x",
+                    &format!("w{i}"),
+                    "web",
+                    Initiator::Customer,
+                    T0 + 10 + i,
+                ),
+                &anon,
+            )
+        }));
+        store.append(&theirs, now()).await.expect("append");
+        store
+            .append(
+                &[domain_event("c8", "own", "web", Initiator::Customer, T0)],
+                now(),
+            )
+            .await
+            .expect("append");
+        let v0 = history(store, "c8", 0).await.version;
+        assert!(store
+            .reserve_contact(&c, &reservation("r1", T0 + 4), v0, now())
+            .await
+            .expect("reserve"));
+        assert_eq!(
+            store
+                .merge(&c, &anon, Micros(T0 + 30))
+                .await
+                .expect("merge"),
+            MergeOutcome::Merged
+        );
+        let h = history(store, "c8", 0).await;
+        let ids: Vec<&str> = h.contacts.iter().map(|c| c.event_id()).collect();
+        assert_eq!(ids, ["m0", "m1", "m2", "r1"], "{:?}", h.contacts);
+        let r1 = &h.contacts[3];
+        assert!(!r1.reserved, "the event replaced the reservation");
+        assert_eq!(r1.at, Micros(T0 + 5));
+    }
+
     pub async fn many_histories_come_back_in_order(store: &dyn TimelineStore) {
         // More customers than one Redis round trip carries.
         let customers: Vec<CustomerId> = (0..2_500).map(|i| customer(&format!("m{i}"))).collect();
@@ -1343,6 +1394,7 @@ macro_rules! conformance {
             conformance!(@case unknown_customers_have_empty_histories, roomy, $fixture);
             conformance!(@case reservations_are_compare_and_set, roomy, $fixture);
             conformance!(@case reservations_follow_a_merge, roomy, $fixture);
+            conformance!(@case merges_carry_every_contact, retention, $fixture);
             conformance!(@case many_histories_come_back_in_order, roomy, $fixture);
             conformance!(@case retention_trims_contacts, retention, $fixture);
             conformance!(@case reservations_alone_keep_the_retention, retention, $fixture);

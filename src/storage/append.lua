@@ -35,7 +35,9 @@
 --   initiated it), timezone attribute ("" if none), identities (type US
 --   value, joined by RS)
 -- then per identity entry (2): type US value, first seen US channel
--- then per reservation (2): score, packed contact
+-- then per reservation (2): score, packed contact (in merge mode, every
+--   entry of the absorbed profile's contact index: one whose id the
+--   survivor holds is left out)
 -- then the journey write set (journey_writes.lua) unless ARGV[12] is ""
 -- Returns the alias (a string) when the profile was merged away, writing
 -- nothing; {"refused", reason} when a merge would break a rule;
@@ -220,7 +222,14 @@ end
 for i = first_reservation, first_reservation + 2 * n_reservations - 1, 2 do
   local packed = ARGV[i + 1]
   local id = contact_id_of(packed)
-  if not redis.call('HGET', cids, id) then
+  local held = redis.call('HGET', cids, id)
+  -- An event's contact (carried by a merge) replaces a reservation of its
+  -- id, as the event itself would.
+  if held and contact_reserved(held) and not contact_reserved(packed) then
+    redis.call('ZREM', contacts, held)
+    held = false
+  end
+  if not held then
     redis.call('ZADD', contacts, ARGV[i], packed)
     redis.call('HSET', cids, id, packed)
     touched[4], touched[5] = true, true

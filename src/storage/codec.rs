@@ -250,11 +250,6 @@ pub fn needs_score(packed: &[u8]) -> bool {
     matches!(fields.nth(1), Some(b"e" | b"r"))
 }
 
-/// Whether an entry is a reservation.
-pub fn is_reservation(packed: &str) -> bool {
-    matches!(packed.split(SEP).nth(1), Some("r" | "R"))
-}
-
 /// Decodes a stored event.
 pub fn decode(encoded: &EncodedEvent) -> Result<pb::Event, StorageError> {
     pb::Event::decode(encoded.0.clone())
@@ -459,7 +454,6 @@ mod tests {
         let packed = pack_contact(&contact);
         assert!(packed.starts_with("e1\u{1f}"));
         assert!(!needs_score(packed.as_bytes()));
-        assert!(is_reservation(&packed));
         let bytes = Bytes::from(packed);
         assert_eq!(
             unpack_contact(bytes.clone(), None).expect("unpacks"),
@@ -480,7 +474,6 @@ mod tests {
     fn entries_without_their_instant_read_with_the_score() {
         let old = "e1\u{1f}e\u{1f}email\u{1f}campaign_offer\u{1f}email_sent\u{1f}odd\u{1f}campaign";
         assert!(needs_score(old.as_bytes()));
-        assert!(!is_reservation(old));
         assert!(unpack_contact(Bytes::from_static(old.as_bytes()), None).is_err());
         let read =
             unpack_contact(Bytes::from_static(old.as_bytes()), Some(Micros(5))).expect("unpacks");
@@ -488,7 +481,12 @@ mod tests {
         assert_eq!(read.campaign_id(), "odd\u{1f}campaign");
         assert_eq!(read.channel(), "email");
         assert!(!read.reserved);
-        assert!(is_reservation("e2\u{1f}r\u{1f}sms\u{1f}\u{1f}\u{1f}"));
+        let reserved = Bytes::from_static("e2\u{1f}r\u{1f}sms\u{1f}\u{1f}\u{1f}".as_bytes());
+        assert!(
+            unpack_contact(reserved, Some(Micros(5)))
+                .expect("unpacks")
+                .reserved
+        );
     }
 
     #[test]

@@ -8,6 +8,14 @@ local function contact_id_of(packed)
   return sep and string.sub(packed, 1, sep - 1) or packed
 end
 
+-- Whether a packed contact is a reservation (its kind, the second field:
+-- "r" or "R"; an event's is "e" or "E").
+local function contact_reserved(packed)
+  local sep = string.find(packed, '\31', 1, true)
+  local kind = sep and string.sub(packed, sep + 1, sep + 1)
+  return kind == 'r' or kind == 'R'
+end
+
 -- Removes contacts before `cutoff` (µs, kept a string: Lua's numbers
 -- would lose microseconds), then the oldest past `max`; their ids leave
 -- `cids` where they still name those entries.

@@ -159,10 +159,21 @@ impl Timeline {
         if let Some(first) = other.summary.first_seen {
             self.summary.first_seen = Some(self.summary.first_seen.map_or(first, |s| s.min(first)));
         }
+        // As the Redis merge does: a contact whose id the survivor holds is
+        // left out, unless it is the event that replaces its reservation.
         for (id, contact) in other.contacts {
-            if let std::collections::hash_map::Entry::Vacant(entry) = self.contacts.entry(id) {
-                self.reservations += usize::from(contact.reserved);
-                entry.insert(contact);
+            match self.contacts.entry(id) {
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    self.reservations += usize::from(contact.reserved);
+                    entry.insert(contact);
+                }
+                std::collections::hash_map::Entry::Occupied(mut held)
+                    if held.get().reserved && !contact.reserved =>
+                {
+                    self.reservations -= 1;
+                    held.insert(contact);
+                }
+                std::collections::hash_map::Entry::Occupied(_) => {}
             }
         }
         self.contact_version += 1;

@@ -26,7 +26,6 @@ use std::collections::{HashMap, HashSet};
 use bytes::Bytes;
 
 use super::{
-    codec,
     commands::{self, Pipeline},
     redis_conn::LuaScript,
     redis_keys::{index_key, packed_identity, Keys},
@@ -492,9 +491,12 @@ impl RedisStore {
             .into_iter()
             .map(|member| EventArgs::of_stored(Bytes::from(member)))
             .collect::<Result<Vec<_>, _>>()?;
+        // The whole contact index, not only its reservations: contacts
+        // outlive their events (the timeline's count limit may have taken
+        // those), and still count. The script skips the ids the survivor
+        // holds, and the events carried in the same call came first.
         let reservations: Vec<(i64, String)> = contacts
             .into_iter()
-            .filter(|(packed, _)| codec::is_reservation(packed))
             .map(|(packed, score)| (score as i64, packed))
             .collect();
         let mut identities: Vec<(String, String)> = idents.into_iter().collect();
