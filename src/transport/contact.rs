@@ -20,6 +20,10 @@ use crate::{
 /// a few rounds and later reads answer "not allowed" without writing.
 const RESERVE_ATTEMPTS: usize = 64;
 
+/// Customers of a batch whose contact histories are read and decided
+/// together (the Redis store reads as many in one round trip).
+const CUSTOMERS_PER_READ: usize = 1_000;
+
 impl JourneyApi {
     /// The proposed contact of a check, validated.
     fn contact_request(
@@ -216,15 +220,17 @@ impl JourneyApi {
             .await?;
         let policy = self.policy.load();
         let since = proposal.at.saturating_sub_micros(policy.lookback_micros());
-        let histories = self.store.contacts(&customers, since).await?;
-        let results = customers
-            .iter()
-            .zip(histories)
-            .map(|(customer, history)| {
+        // Read and decided a thousand at a time: a batch holds one slice
+        // of histories at once, not every customer's (up to the retention's
+        // count of contacts each).
+        let mut results = Vec::with_capacity(customers.len());
+        for slice in customers.chunks(CUSTOMERS_PER_READ) {
+            let histories = self.store.contacts(slice, since).await?;
+            results.extend(slice.iter().zip(histories).map(|(customer, history)| {
                 let decision = self.decide(&policy, &history, &proposal);
                 self.answer(customer, history.known, &decision, String::new())
-            })
-            .collect();
+            }));
+        }
         Ok(pb::CheckContactBatchResponse { results })
     }
 }
