@@ -560,8 +560,9 @@ mod cases {
         assert_eq!(h.contacts[0].at, Micros(T0 + 1));
     }
 
-    /// A reservation made against a profile merged away (its history read
-    /// through the merge) lands on the survivor.
+    /// A history read through a merge names the survivor, where a
+    /// reservation decided on it goes; one sent to the profile merged away
+    /// is refused (its version is not the survivor's).
     pub async fn reservations_follow_a_merge(store: &dyn TimelineStore) {
         let anon = anonymous("R");
         let c = customer("c7");
@@ -586,8 +587,13 @@ mod cases {
             .pop()
             .expect("one history");
         assert_eq!(read.contacts.len(), 1, "read through the merge");
+        assert_eq!(read.read_from, Some(c.clone()));
+        assert!(!store
+            .reserve_contact(&anon, &reservation("r0", T0 + 3), read.version, now())
+            .await
+            .expect("reserve"));
         assert!(store
-            .reserve_contact(&anon, &reservation("r1", T0 + 3), read.version, now())
+            .reserve_contact(&c, &reservation("r1", T0 + 3), read.version, now())
             .await
             .expect("reserve"));
         let h = history(store, "c7", 0).await;

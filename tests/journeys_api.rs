@@ -349,6 +349,8 @@ mod cases {
         let mut login = page_view("dupe", "login", at + MINUTE);
         login.identities = vec![cookie()];
         append_all(&mut client, vec![login]).await;
+        let merged = context(&mut client, "dupe").await;
+        assert_eq!(merged.total_events, 2, "the visit moved in with the merge");
         let results = client
             .append_events(pb::AppendEventsRequest {
                 events: vec![visit],

@@ -514,9 +514,9 @@ impl ContactPolicy {
         let mut at = request.at;
         // Each step past a release lets a contact leave a window (contacts
         // after `at`, which a check of a past instant may count, can enter
-        // one as `at` moves), and each quiet-hours end leaves quiet hours:
-        // the steps are bounded by the contacts counted, and an instant
-        // not settled within them is not answered rather than guessed.
+        // one as `at` moves), and leaves quiet hours: the steps are bounded
+        // by the contacts counted, and an instant not settled within them
+        // is not answered rather than guessed.
         let contacts: usize = rules.iter().map(|r| r.instants.len()).sum();
         for _ in 0..contacts.saturating_mul(2).saturating_add(16) {
             let broken = Self::violations(rules, at);
@@ -524,8 +524,13 @@ impl ContactPolicy {
             for (_, release) in &broken {
                 next = next.max((*release)?);
             }
-            if let Some(end) = self.quiet_end(&request.channel, next, tz) {
-                next = end;
+            // Quiet hours that overlap end one inside the next: out of
+            // them all, once per step.
+            for _ in 0..=self.quiet_hours.len() {
+                match self.quiet_end(&request.channel, next, tz) {
+                    Some(end) if end > next => next = end,
+                    _ => break,
+                }
             }
             if broken.is_empty() && next == at {
                 return Some(at);
@@ -970,6 +975,33 @@ end = "08:00"
             None,
         );
         assert_eq!(d.next_allowed_at, Some(instant("2026-11-01T05:30:00Z")));
+    }
+
+    #[test]
+    fn overlapping_quiet_hours_end_together() {
+        // Sixteen quiet hours, each ending inside the next: the first
+        // instant out of all of them is 16:05.
+        let mut text = String::from("default_timezone = \"UTC\"\n");
+        for k in 0..16 {
+            text.push_str(&format!(
+                "[[quiet_hours]]\nstart = \"{k:02}:00\"\nend = \"{:02}:05\"\n",
+                k + 1
+            ));
+        }
+        let p = policy(&text);
+        let t = Taxonomy::builtin();
+        let midnight = (T0 / DAY) * DAY;
+        let d = p.decide(
+            &t,
+            &[],
+            &request("sms", midnight + 10 * 60 * Micros::PER_SECOND),
+            None,
+        );
+        assert!(d.quiet_hours);
+        assert_eq!(
+            d.next_allowed_at,
+            Some(Micros(midnight + 16 * HOUR + 5 * 60 * Micros::PER_SECOND))
+        );
     }
 
     #[test]

@@ -73,7 +73,7 @@ local first_journey_write = first_reservation + 2 * n_reservations
 
 -- A duplicate must not move journeys (an event of a profile merged in, or
 -- an id sent again with new content: the service's states do not know
--- it): when the write set moves any journey, events already held are
+-- it): when the write set changes anything, events already held are
 -- answered before any write, {"held", position...} (0-based), and the
 -- service computes the write set again without them.
 if journey_version ~= '' and ARGV[first_journey_write] == '1' then

@@ -6,8 +6,9 @@
 -- same atomic step as the events that moved them.
 --
 -- The states hash: journey name -> state JSON; field "" -> version.
--- The write set, from ARGV[at]: "1" if it moves a journey (a state, a
--- counter: the append script then checks for duplicates first) else "0";
+-- The write set, from ARGV[at]: "1" if it changes anything (a state, a
+-- counter, the latest interactions: the append script then checks for
+-- duplicates first) else "0";
 -- the number of states, then (if any) the
 -- new version, chosen by the service so it knows it without asking (never
 -- reused, even after the hash expires: see VersionedStates::next_version),

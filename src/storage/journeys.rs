@@ -34,8 +34,9 @@ impl JourneyTracker {
         self.definitions.load_full()
     }
 
-    /// What `events` (of one customer, one call) change in their journeys,
-    /// taken in time order whatever the order of the call: a batch that
+    /// What `events` (of one customer, one call; of an id sent twice, the
+    /// first copy) change in their journeys, taken in time order whatever
+    /// the order of the call: a batch that
     /// sends a step before the journey's start moves the journey as the
     /// same events sent one by one in time would.
     pub fn track<'a>(
@@ -45,8 +46,12 @@ impl JourneyTracker {
         recent: &[RecentInteraction],
         events: impl IntoIterator<Item = &'a Event>,
     ) -> JourneyUpdate {
+        // An id sent twice in one call is stored once, as its first copy:
+        // only that one is followed (on Redis every copy reaches here).
+        let mut seen = std::collections::HashSet::new();
         let mut facts: Vec<EventFacts> = events
             .into_iter()
+            .filter(|e| seen.insert(e.event_id.as_str()))
             .map(|e| EventFacts::from_event(e, &self.taxonomy))
             .collect();
         // Stable: events of one instant keep the call's order.

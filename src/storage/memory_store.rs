@@ -337,10 +337,12 @@ impl TimelineStore for MemoryStore {
             .iter()
             .map(|c| {
                 let profile = state.follow(c);
-                state
+                let mut history = state
                     .live(&profile, wall)
                     .map(|t| t.contact_history(since))
-                    .unwrap_or_default()
+                    .unwrap_or_default();
+                history.read_from = (profile != *c).then_some(profile);
+                history
             })
             .collect())
     }
@@ -355,6 +357,11 @@ impl TimelineStore for MemoryStore {
         let wall = Micros::now();
         let mut state = self.lock();
         let profile = state.follow(customer);
+        if profile != *customer {
+            // Merged away since the read: its version is not the
+            // survivor's. The caller reads again, through the merge.
+            return Ok(false);
+        }
         // A reservation counts as an event until its event replaces it
         // (and the profile it starts as one more).
         let starts = state.starts(&profile, wall);

@@ -233,6 +233,7 @@ impl Timeline {
             contacts,
             timezone: self.timezone.as_ref().map(|(_, tz)| tz.clone()),
             version: self.contact_version,
+            read_from: None,
         }
     }
 

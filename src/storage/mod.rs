@@ -257,6 +257,9 @@ pub struct ContactHistory {
     /// Changes whenever a contact is added; a reservation made against a
     /// version that is no longer current is refused.
     pub version: u64,
+    /// The profile these were read from when the customer's was merged
+    /// into it: where a reservation decided on them goes.
+    pub read_from: Option<CustomerId>,
 }
 
 /// A position in a timeline: the last event a page returned. The order is

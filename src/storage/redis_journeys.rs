@@ -429,10 +429,10 @@ pub(super) fn push_write_set(
     update: &JourneyUpdate,
     version: u64,
 ) {
-    // Whether the write moves a journey: then the script first makes sure
+    // Whether the write changes anything of the journeys (a state, a
+    // counter, the latest interactions): then the script first makes sure
     // no event is a duplicate the states did not recognize.
-    let moves = !update.states.is_empty() || !update.deltas.is_empty();
-    call.arg(if moves { "1" } else { "0" });
+    call.arg(if update.is_empty() { "0" } else { "1" });
     let fields = update.states.len() + usize::from(update.recent.is_some());
     call.arg(fields);
     if fields > 0 {

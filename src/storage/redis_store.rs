@@ -434,7 +434,10 @@ impl TimelineStore for RedisStore {
                         if remaining.is_empty() {
                             continue;
                         }
-                        again.push((profile, remaining, None));
+                        // Nothing was written: the states the call was
+                        // computed from are still current.
+                        let prior = journey.map(|(prior, _, _)| prior);
+                        again.push((profile, remaining, prior));
                     }
                     AppendReply::Refused(reason) => return Err(StorageError::Corrupt(reason)),
                 }
@@ -536,41 +539,34 @@ impl TimelineStore for RedisStore {
         expected_version: u64,
         now: Micros,
     ) -> Result<bool, StorageError> {
-        // Straight at the customer's keys: the script answers when they
-        // were merged away, so only then is the merge followed (the
-        // version was read from the survivor, through the same merge).
-        let ttl_ms = self.ttl_ms();
+        let keys = Keys::of(customer);
         let cutoff = now.saturating_sub_micros(self.retention.max_age_micros);
-        let mut profile = customer.clone();
-        for _ in 0..MAX_HOPS {
-            let keys = Keys::of(&profile);
-            let mut pipe = Pipeline::new();
-            let call = self.reserve_script.call(&mut pipe);
-            for key in keys.scripts_keys() {
-                call.key(key);
-            }
-            call.arg(expected_version)
-                .arg(contact.at.0)
-                .arg(contact.event_id())
-                .arg(codec::pack_contact(contact))
-                .arg(ttl_ms)
-                .arg(cutoff.0)
-                .arg(self.retention.max_events);
-            let reply: Result<(redis::Value,), _> =
-                self.query_scripts(&self.reserve_script, &pipe).await;
-            self.written([&profile, customer]);
-            let (reply,) = reply?;
-            match ReserveReply::parse(reply)? {
-                ReserveReply::Recorded(leads) => {
-                    self.push_leads(&[(profile, leads)]).await;
-                    return Ok(true);
-                }
-                // The caller reads the contacts again and decides again.
-                ReserveReply::Moved => return Ok(false),
-                ReserveReply::Merged => profile = self.follow(&profile).await?,
-            }
+        let mut pipe = Pipeline::new();
+        let call = self.reserve_script.call(&mut pipe);
+        for key in keys.scripts_keys() {
+            call.key(key);
         }
-        Err(merges_kept_moving())
+        call.arg(expected_version)
+            .arg(contact.at.0)
+            .arg(contact.event_id())
+            .arg(codec::pack_contact(contact))
+            .arg(self.ttl_ms())
+            .arg(cutoff.0)
+            .arg(self.retention.max_events);
+        let reply: Result<(redis::Value,), _> =
+            self.query_scripts(&self.reserve_script, &pipe).await;
+        self.written([customer]);
+        let (reply,) = reply?;
+        match ReserveReply::parse(reply)? {
+            ReserveReply::Recorded(leads) => {
+                self.push_leads(&[(customer.clone(), leads)]).await;
+                Ok(true)
+            }
+            // The version moved, or the profile was merged away since the
+            // read (its version is not the survivor's): the caller reads
+            // again, through the merge, and decides again.
+            ReserveReply::Moved | ReserveReply::Merged => Ok(false),
+        }
     }
 
     async fn list(&self, query: &TimelineQuery) -> Result<Option<TimelinePage>, StorageError> {
@@ -617,12 +613,25 @@ impl TimelineStore for RedisStore {
         let mut pipe = Pipeline::new();
         pipe.cmd("PING");
         pipe.cmd("ROLE");
-        let replies = self
-            .conn
-            .query_then_let_go_if(&pipe, |replies| {
-                replies.get(1).and_then(not_a_primary).is_some()
-            })
-            .await?;
+        let on_a_replica = |replies: &[Reply]| replies.get(1).and_then(not_a_primary).is_some();
+        // The context cache's reads have their own connection, which only
+        // reads: nothing else would tell it that its server was demoted
+        // (a failover that left the old primary up as a replica), and it
+        // would go on reading from there what this instance writes to the
+        // new primary. It is let go the same way, asked at the same time
+        // (a health check waits for the slower, not for the sum); what it
+        // answers is the cache's business (its reads fall back), not the
+        // health's.
+        let cache_connection = async {
+            if let Some(reads) = &self.cached_reads {
+                let _ = reads.conn.query_then_let_go_if(&pipe, on_a_replica).await;
+            }
+        };
+        let (replies, ()) = tokio::join!(
+            self.conn.query_then_let_go_if(&pipe, on_a_replica),
+            cache_connection
+        );
+        let replies = replies?;
         if let Some(Reply {
             bytes,
             frame: Frame::Error(e),
@@ -632,20 +641,6 @@ impl TimelineStore for RedisStore {
                 "Redis answered PING with {}",
                 String::from_utf8_lossy(&bytes[e.clone()])
             )));
-        }
-        // The context cache's reads have their own connection, which only
-        // reads: nothing else would tell it that its server was demoted
-        // (a failover that left the old primary up as a replica), and it
-        // would go on reading from there what this instance writes to the
-        // new primary. It is let go the same way; what it answers is the
-        // cache's business (its reads fall back), not the health's.
-        if let Some(reads) = &self.cached_reads {
-            let _ = reads
-                .conn
-                .query_then_let_go_if(&pipe, |replies| {
-                    replies.get(1).and_then(not_a_primary).is_some()
-                })
-                .await;
         }
         match replies.get(1).and_then(not_a_primary) {
             Some(role) => Err(StorageError::Unavailable(format!(
@@ -851,7 +846,9 @@ impl RedisStore {
                 let survivor = self.follow(customer).await?;
                 let mut read =
                     Box::pin(self.contacts(std::slice::from_ref(&survivor), since)).await?;
-                histories.push(read.pop().unwrap_or_default());
+                let mut history = read.pop().unwrap_or_default();
+                history.read_from.get_or_insert(survivor);
+                histories.push(history);
                 continue;
             }
             histories.push(ContactHistory {
@@ -866,6 +863,7 @@ impl RedisStore {
                         StorageError::Corrupt("contact version is not a number".into())
                     })?,
                 },
+                read_from: None,
             });
         }
         Ok(Some(histories))

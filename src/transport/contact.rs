@@ -115,16 +115,6 @@ impl JourneyApi {
         }
         let customer =
             match self.reference(&request.customer_id, request.customer.as_ref(), "customer")? {
-                // An anonymous profile id names a profile the store made: a
-                // reservation for one it does not hold (gone, or never made)
-                // would belong to no one and no event could replace it.
-                super::customers::Named::Profile(profile)
-                    if request.reserve
-                        && profile.is_anonymous()
-                        && self.store.canonical(&profile).await?.is_none() =>
-                {
-                    return Err(ApiError::UnknownCustomer(profile.to_string()))
-                }
                 super::customers::Named::Profile(profile) => profile,
                 super::customers::Named::Identity(identity) => {
                     match self
@@ -154,6 +144,13 @@ impl JourneyApi {
                 .await?
                 .pop()
                 .unwrap_or_default();
+            if request.reserve && customer.is_anonymous() && !history.known {
+                // An anonymous profile id names a profile the store made: a
+                // reservation for one it does not hold (gone, or never
+                // made) would belong to no one, and no event could replace
+                // it.
+                return Err(ApiError::UnknownCustomer(customer.to_string()));
+            }
             let decision = self.decide(&policy, &history, &proposal);
             if !request.reserve || !decision.allowed {
                 return Ok(self.answer(&customer, history.known, &decision, String::new()));
@@ -169,9 +166,12 @@ impl JourneyApi {
                     campaign_id: &proposal.campaign_id,
                 },
             );
+            // Where the contacts were read: the customer's profile, or the
+            // one it was merged into.
+            let profile = history.read_from.as_ref().unwrap_or(&customer);
             if self
                 .store
-                .reserve_contact(&customer, &reservation, history.version, Micros::now())
+                .reserve_contact(profile, &reservation, history.version, Micros::now())
                 .await?
             {
                 ApiCounters::add(&self.counters.reservations, 1);

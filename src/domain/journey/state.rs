@@ -126,14 +126,16 @@ impl RecentInteraction {
 /// in every state the Redis store caches. Stored in a state's JSON as the
 /// `BTreeSet` it replaces was: a sorted array of distinct names.
 ///
-/// Bounded (`MAX_CHANNELS`): in lenient taxonomy mode a client may name any
-/// channel, and a set without bound would grow a state that every append
-/// of the journey rewrites.
+/// Bounded: in lenient taxonomy mode a client may name any channel, and a
+/// set without bound would grow a state that every append of the journey
+/// rewrites. Names outside the taxonomy fill at most `MAX_CHANNELS`; the
+/// taxonomy's own always find room (the taxonomy bounds them).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 #[serde(transparent)]
 pub struct ChannelSet(Vec<String>);
 
-/// Most channels a journey state records; later new ones are left out.
+/// Most channels outside the taxonomy a journey state records; later new
+/// ones are left out.
 pub const MAX_CHANNELS: usize = 32;
 
 impl ChannelSet {
@@ -145,11 +147,12 @@ impl ChannelSet {
         self.0.binary_search_by(|held| held.as_str().cmp(channel))
     }
 
-    /// Adds `channel`; whether it was new and found room.
-    pub fn insert(&mut self, channel: &str) -> bool {
+    /// Adds `channel` (`known`: of the taxonomy); whether it was new and
+    /// found room.
+    pub fn insert(&mut self, channel: &str, known: bool) -> bool {
         match self.position(channel) {
             Ok(_) => false,
-            Err(_) if self.0.len() >= MAX_CHANNELS => false,
+            Err(_) if !known && self.0.len() >= MAX_CHANNELS => false,
             Err(at) => {
                 // One at a time: a journey meets few channels, and the set
                 // is cached with whatever room it has.
@@ -195,7 +198,7 @@ impl<S: Into<String>> FromIterator<S> for ChannelSet {
     fn from_iter<I: IntoIterator<Item = S>>(names: I) -> Self {
         let mut set = Self::default();
         for name in names {
-            set.insert(&name.into());
+            set.insert(&name.into(), true);
         }
         set
     }
@@ -389,12 +392,14 @@ mod tests {
     fn a_channel_set_is_bounded() {
         let mut set = ChannelSet::default();
         for i in 0..MAX_CHANNELS {
-            assert!(set.insert(&format!("made_up_{i:02}")));
+            assert!(set.insert(&format!("made_up_{i:02}"), false));
         }
-        assert!(!set.insert("one_more"), "no room");
+        assert!(!set.insert("one_more", false), "no room");
         assert!(!set.contains("one_more"));
         assert_eq!(set.len(), MAX_CHANNELS);
-        assert!(!set.insert("made_up_00"), "held already");
+        assert!(!set.insert("made_up_00", false), "held already");
+        assert!(set.insert("web", true), "the taxonomy's own find room");
+        assert!(set.contains("web"));
     }
 
     #[test]
@@ -477,7 +482,7 @@ mod tests {
                 let mut set = ChannelSet::default();
                 let mut tree = BTreeSet::new();
                 for name in &names {
-                    prop_assert_eq!(set.insert(name), tree.insert(name.clone()));
+                    prop_assert_eq!(set.insert(name, true), tree.insert(name.clone()));
                 }
                 for probe in probes.iter().chain(&names) {
                     prop_assert_eq!(set.contains(probe), tree.contains(probe));

@@ -243,7 +243,9 @@ fn progress(
     let in_order = definition.in_order();
     let start = definition.start_index();
     let current = state.current_step.as_ref().map_or(start, |s| s.index);
-    state.channels.insert(&event.channel);
+    state
+        .channels
+        .insert(&event.channel, event.channel_class.is_some());
     if state.started_online && state.offline_switch.is_none() && event.is_offline() {
         let step = state.step_at(event.at, in_order).unwrap_or(current);
         state.offline_switch = Some(OfflineSwitch {
