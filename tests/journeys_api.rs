@@ -366,6 +366,28 @@ mod cases {
         assert!(banking_of(&ctx).is_none(), "{:?}", ctx.journeys);
     }
 
+    /// An id sent twice in one call is stored as its first copy, and only
+    /// that copy moves journeys, even when the second is earlier in time.
+    pub async fn an_id_twice_in_one_call_counts_as_its_first_copy(mut client: Client) {
+        let at = now() - 12 * MINUTE;
+        let mut again = page_view("twice", "s0", at - MINUTE);
+        again.event_id = "s0".into();
+        let results = client
+            .append_events(pb::AppendEventsRequest {
+                events: vec![banking_step("twice", 0, "s0", at), again],
+            })
+            .await
+            .expect("append")
+            .into_inner()
+            .results;
+        let outcomes: Vec<_> = results.iter().map(|r| r.outcome()).collect();
+        assert_eq!(outcomes, [pb::Outcome::Stored, pb::Outcome::Duplicate]);
+        let ctx = context(&mut client, "twice").await;
+        let state = banking_of(&ctx).expect("the first copy started the journey");
+        assert_eq!(state.state(), pb::JourneyStatus::InProgress);
+        assert_eq!(state.started_at, Some(timestamp(at)));
+    }
+
     /// 30 customers dropped at one step, 10 of them at the same instant,
     /// read 4 at a time: each once, oldest first; a time range narrows.
     pub async fn listings_page_through_each_customer_once(mut client: Client) {
@@ -539,6 +561,7 @@ backend_cases!(
         the_context_shows_where_the_customer_stands,
         a_batch_moves_journeys_in_time_order,
         a_duplicate_of_a_merged_event_enters_nothing,
+        an_id_twice_in_one_call_counts_as_its_first_copy,
         listings_page_through_each_customer_once,
         bad_journey_requests_are_refused,
     ]
