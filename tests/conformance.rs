@@ -468,6 +468,29 @@ mod cases {
         )
     }
 
+    /// The built-in banking journey's step `step`, as `customer`'s event.
+    fn banking_event(customer: &str, step: usize, id: &str, at: i64) -> Event {
+        let facts = journey::domain::journey::testkit::banking_step(step, id, at);
+        let raw = journey::domain::RawEvent {
+            event_id: facts.event_id.to_string(),
+            customer_id: customer.into(),
+            channel: facts.channel.to_string(),
+            reason: facts.reason.to_string(),
+            event_type: facts.event_type.to_string(),
+            initiator: Some(facts.initiator),
+            occurred_at: Some(facts.at),
+            attributes: facts.attributes.clone().into_owned().into_iter().collect(),
+            ..Default::default()
+        };
+        raw.validate(
+            &journey::domain::Taxonomy::builtin(),
+            &EventLimits::default(),
+            facts.at,
+        )
+        .expect("valid")
+        .0
+    }
+
     async fn history(store: &dyn TimelineStore, c: &str, since: i64) -> ContactHistory {
         store
             .contacts(&[customer(c)], Micros(since))
@@ -1149,34 +1172,11 @@ mod cases {
     /// and a sweep past the deadline drops one exactly once.
     pub async fn journeys_follow_appends_and_sweeps(store: &dyn TimelineStore) {
         use journey::{
-            domain::journey::{
-                testkit::{banking_step, MINUTE},
-                Day, JourneyStatus, Listing,
-            },
+            domain::journey::{testkit::MINUTE, Day, JourneyStatus, Listing},
             storage::JourneyListQuery,
         };
         let at = T0 + 10 * MINUTE;
-        let step = |n: usize| {
-            let facts = banking_step(n, &format!("s{n}"), at + n as i64 * MINUTE);
-            let raw = journey::domain::RawEvent {
-                event_id: facts.event_id.to_string(),
-                customer_id: "j1".into(),
-                channel: facts.channel.to_string(),
-                reason: facts.reason.to_string(),
-                event_type: facts.event_type.to_string(),
-                initiator: Some(facts.initiator),
-                occurred_at: Some(facts.at),
-                attributes: facts.attributes.clone().into_owned().into_iter().collect(),
-                ..Default::default()
-            };
-            raw.validate(
-                &journey::domain::Taxonomy::builtin(),
-                &EventLimits::default(),
-                facts.at,
-            )
-            .expect("valid")
-            .0
-        };
+        let step = |n: usize| banking_event("j1", n, &format!("s{n}"), at + n as i64 * MINUTE);
         store
             .append(&[step(0), step(1)], now())
             .await
@@ -1275,32 +1275,14 @@ mod cases {
     /// journey is defined again the sweep drops it.
     pub async fn a_journey_undefined_for_a_while_is_still_dropped(fx: &crate::Fixture) {
         use journey::domain::journey::{
-            testkit::{banking_step, MINUTE},
-            JourneyDefinitions, JourneyStatus, UNDEFINED_JOURNEY_RETRY_MICROS,
+            testkit::MINUTE, JourneyDefinitions, JourneyStatus, UNDEFINED_JOURNEY_RETRY_MICROS,
         };
         let store = fx.store.as_ref();
         let at = T0 + 10 * MINUTE;
-        let facts = banking_step(0, "u0", at);
-        let raw = journey::domain::RawEvent {
-            event_id: facts.event_id.to_string(),
-            customer_id: "u1".into(),
-            channel: facts.channel.to_string(),
-            reason: facts.reason.to_string(),
-            event_type: facts.event_type.to_string(),
-            initiator: Some(facts.initiator),
-            occurred_at: Some(facts.at),
-            attributes: facts.attributes.clone().into_owned().into_iter().collect(),
-            ..Default::default()
-        };
-        let event = raw
-            .validate(
-                &journey::domain::Taxonomy::builtin(),
-                &EventLimits::default(),
-                facts.at,
-            )
-            .expect("valid")
-            .0;
-        store.append(&[event], now()).await.expect("append");
+        store
+            .append(&[banking_event("u1", 0, "u0", at)], now())
+            .await
+            .expect("append");
         let state_of = |snapshot: Option<journey::storage::ContextSnapshot>| {
             snapshot
                 .expect("found")

@@ -656,16 +656,7 @@ async fn health_reports_a_replica_as_not_serving() {
     assert!(support::wait_for_health(&mut health, "", true).await);
     let mut admin = redis.connection();
     let before = connections_received(&mut admin);
-    // The primary syncs the replica at once, not after the default 5 s.
-    redis::cmd("CONFIG")
-        .arg(&["SET", "repl-diskless-sync-delay", "0"][..])
-        .query::<()>(&mut primary.connection())
-        .expect("CONFIG SET");
-    redis::cmd("REPLICAOF")
-        .arg("127.0.0.1")
-        .arg(primary.port)
-        .query::<()>(&mut admin)
-        .expect("REPLICAOF");
+    make_replica(&mut admin, &primary);
     // A replica answers LOADING while it syncs, which is NOT_SERVING as
     // any error; what counts is the state once it has synced and the
     // service has pinged it twice since.
@@ -677,13 +668,7 @@ async fn health_reports_a_replica_as_not_serving() {
     // Only the service's health check sends ROLE here: two more of them
     // after the sync, and the status below was set from a synced
     // replica's answer (the report of one comes before the next is sent).
-    let roles = |admin: &mut redis::Connection| -> u64 {
-        let stat = info_field(admin, "commandstats", "cmdstat_role:");
-        stat.strip_prefix("calls=")
-            .and_then(|s| s.split(',').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
+    let roles = |admin: &mut redis::Connection| command_calls(admin, "role");
     let synced = roles(&mut admin);
     while roles(&mut admin) < synced + 2 {
         assert!(Instant::now() < deadline, "the service stopped checking");
@@ -733,6 +718,20 @@ async fn health_reports_a_replica_as_not_serving() {
     );
 }
 
+/// Makes the server behind `admin` a replica of `primary`, which syncs it
+/// at once (not after the default 5 s).
+fn make_replica(admin: &mut redis::Connection, primary: &RedisServer) {
+    redis::cmd("CONFIG")
+        .arg(&["SET", "repl-diskless-sync-delay", "0"][..])
+        .query::<()>(&mut primary.connection())
+        .expect("CONFIG SET");
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port)
+        .query::<()>(admin)
+        .expect("REPLICAOF");
+}
+
 /// Calls of `command` (as `INFO commandstats` names it, e.g. `role` or
 /// `client|tracking`) the server has answered.
 fn command_calls(admin: &mut redis::Connection, command: &str) -> u64 {
@@ -778,15 +777,7 @@ async fn the_context_caches_connection_leaves_a_demoted_server() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(command_calls(&mut admin, "client|tracking"), made);
-    redis::cmd("CONFIG")
-        .arg(&["SET", "repl-diskless-sync-delay", "0"][..])
-        .query::<()>(&mut primary.connection())
-        .expect("CONFIG SET");
-    redis::cmd("REPLICAOF")
-        .arg("127.0.0.1")
-        .arg(primary.port)
-        .query::<()>(&mut admin)
-        .expect("REPLICAOF");
+    make_replica(&mut admin, &primary);
     while command_calls(&mut admin, "client|tracking") < made + 2 {
         assert!(
             Instant::now() < deadline,
@@ -830,19 +821,25 @@ async fn black_hole() -> (
     (port, accepted, task)
 }
 
+/// A server whose store is the black hole on `port` (database `db`),
+/// waiting 200 ms for each answer, with no health pings of its own.
+async fn server_of_silence(port: u16, db: u8) -> JourneyServer {
+    JourneyServer::start(ServeConfig {
+        store: StoreUrl::Redis(format!("redis://127.0.0.1:{port}/{db}")),
+        redis_timeout_ms: 200,
+        health_interval_ms: 3_600_000,
+        ..ServeConfig::default()
+    })
+    .await
+}
+
 /// A connection whose set-up (here `SELECT`) gets no answer sent nothing
 /// of the call that made it: UNAVAILABLE (safe to retry), not
 /// DEADLINE_EXCEEDED, for that call and those refused after it.
 #[tokio::test]
 async fn a_set_up_with_no_answer_is_unavailable() {
     let (port, _, black_hole) = black_hole().await;
-    let server = JourneyServer::start(ServeConfig {
-        store: StoreUrl::Redis(format!("redis://127.0.0.1:{port}/1")),
-        redis_timeout_ms: 200,
-        health_interval_ms: 3_600_000,
-        ..ServeConfig::default()
-    })
-    .await;
+    let server = server_of_silence(port, 1).await;
     let mut client = server.client().await;
     for _ in 0..2 {
         let status = context(&mut client, "c1").await.expect_err("no answer");
@@ -856,13 +853,7 @@ async fn a_connection_that_stops_answering_is_replaced() {
     use std::sync::atomic::Ordering;
 
     let (port, accepted, black_hole) = black_hole().await;
-    let server = JourneyServer::start(ServeConfig {
-        store: StoreUrl::Redis(format!("redis://127.0.0.1:{port}/0")),
-        redis_timeout_ms: 200,
-        health_interval_ms: 3_600_000,
-        ..ServeConfig::default()
-    })
-    .await;
+    let server = server_of_silence(port, 0).await;
     let mut client = server.client().await;
 
     let status = context(&mut client, "c1").await.expect_err("no answer");
