@@ -370,11 +370,12 @@ mod cases {
     /// that copy moves journeys, even when the second is earlier in time.
     pub async fn an_id_twice_in_one_call_counts_as_its_first_copy(mut client: Client) {
         let at = now() - 12 * MINUTE;
-        let mut again = page_view("twice", "s0", at - MINUTE);
-        again.event_id = "s0".into();
         let results = client
             .append_events(pb::AppendEventsRequest {
-                events: vec![banking_step("twice", 0, "s0", at), again],
+                events: vec![
+                    banking_step("twice", 0, "s0", at),
+                    banking_step("twice", 0, "s0", at - MINUTE),
+                ],
             })
             .await
             .expect("append")

@@ -385,9 +385,11 @@ pub trait TimelineStore: Send + Sync + 'static {
     ) -> Result<Vec<ContactHistory>, StorageError>;
 
     /// Records a reserved contact if the customer's contact history is
-    /// still at `expected_version`; answers whether it was recorded. An
-    /// event appended later with the reservation's id replaces it rather
-    /// than counting twice.
+    /// still at `expected_version`; answers whether it was recorded (not
+    /// when the version moved, nor when `customer` was merged away since
+    /// the read: read again, through the merge, then). An event appended
+    /// later with the reservation's id replaces it rather than counting
+    /// twice.
     async fn reserve_contact(
         &self,
         customer: &CustomerId,

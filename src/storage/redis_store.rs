@@ -618,20 +618,17 @@ impl TimelineStore for RedisStore {
         // reads: nothing else would tell it that its server was demoted
         // (a failover that left the old primary up as a replica), and it
         // would go on reading from there what this instance writes to the
-        // new primary. It is let go the same way, asked at the same time
-        // (a health check waits for the slower, not for the sum); what it
-        // answers is the cache's business (its reads fall back), not the
-        // health's.
-        let cache_connection = async {
-            if let Some(reads) = &self.cached_reads {
-                let _ = reads.conn.query_then_let_go_if(&pipe, on_a_replica).await;
-            }
-        };
-        let (replies, ()) = tokio::join!(
-            self.conn.query_then_let_go_if(&pipe, on_a_replica),
-            cache_connection
-        );
-        let replies = replies?;
+        // new primary. It is let go the same way, on its own task: what it
+        // answers (or how long it takes) is the cache's business, whose
+        // reads fall back, not the health check's.
+        if let Some(reads) = &self.cached_reads {
+            let conn = reads.conn.clone();
+            let pipe = pipe.clone();
+            tokio::spawn(async move {
+                let _ = conn.query_then_let_go_if(&pipe, on_a_replica).await;
+            });
+        }
+        let replies = self.conn.query_then_let_go_if(&pipe, on_a_replica).await?;
         if let Some(Reply {
             bytes,
             frame: Frame::Error(e),

@@ -13,8 +13,8 @@
 -- are always allowed) cannot grow the index
 -- Returns {1, leads...} when recorded (the leads as the append script
 -- answers them: keys to push when the profile's were pushed), 0 when the
--- version moved, -1 when the profile was merged away (the caller follows
--- the merge and decides again).
+-- version moved, -1 when the profile was merged away (the caller reads
+-- again, through the merge, and decides again).
 --
 -- A reservation keeps the whole profile alive, as an append does: a
 -- customer the company only contacts stays found by the identities its

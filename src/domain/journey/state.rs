@@ -128,14 +128,15 @@ impl RecentInteraction {
 ///
 /// Bounded: in lenient taxonomy mode a client may name any channel, and a
 /// set without bound would grow a state that every append of the journey
-/// rewrites. Names outside the taxonomy fill at most `MAX_CHANNELS`; the
-/// taxonomy's own always find room (the taxonomy bounds them).
+/// rewrites. A name outside the taxonomy is admitted while the set holds
+/// fewer than `MAX_CHANNELS` names; the taxonomy's own always find room
+/// (the taxonomy bounds them).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 #[serde(transparent)]
 pub struct ChannelSet(Vec<String>);
 
-/// Most channels outside the taxonomy a journey state records; later new
-/// ones are left out.
+/// Past this many channels, a journey state records no new one outside
+/// the taxonomy.
 pub const MAX_CHANNELS: usize = 32;
 
 impl ChannelSet {
