@@ -42,8 +42,8 @@
 -- Returns the alias (a string) when the profile was merged away, writing
 -- nothing; {"refused", reason} when a merge would break a rule;
 -- {"stale", fields...} when the journey states moved on, writing nothing;
--- {"held", positions...} when events that would move journeys are held
--- already, writing nothing (below);
+-- {"held", positions...} when the journey write set changes anything and
+-- some events are held already, writing nothing (below);
 -- otherwise one integer per event: 1 stored, 0 duplicate, followed by the
 -- identities and merged profiles whose keys to push when the profile's
 -- expiry was pushed (profile_expiry.lua).

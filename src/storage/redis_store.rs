@@ -562,10 +562,8 @@ impl TimelineStore for RedisStore {
                 self.push_leads(&[(customer.clone(), leads)]).await;
                 Ok(true)
             }
-            // The version moved, or the profile was merged away since the
-            // read (its version is not the survivor's): the caller reads
-            // again, through the merge, and decides again.
-            ReserveReply::Moved | ReserveReply::Merged => Ok(false),
+            // The caller reads again (through the merge) and decides again.
+            ReserveReply::NotRecorded => Ok(false),
         }
     }
 
@@ -1129,9 +1127,9 @@ impl AppendReply {
                     .unwrap_or(items.len());
                 let stored = items[..split]
                     .iter()
-                    .map(|item| match item {
-                        redis::Value::Int(outcome) => *outcome,
-                        _ => unreachable!("only integers before the split"),
+                    .filter_map(|item| match item {
+                        redis::Value::Int(outcome) => Some(*outcome),
+                        _ => None,
                     })
                     .collect();
                 let leads = Lead::parse_all(&items[split..]);
@@ -1177,17 +1175,15 @@ enum ReserveReply {
     /// Recorded, with the keys leading to the profile to push when the
     /// profile's were pushed.
     Recorded(Vec<Lead>),
-    /// The contact version moved.
-    Moved,
-    /// The profile was merged away.
-    Merged,
+    /// The contact version moved, or the profile was merged away since the
+    /// read (its version is not the survivor's).
+    NotRecorded,
 }
 
 impl ReserveReply {
     fn parse(value: redis::Value) -> Result<Self, StorageError> {
         match value {
-            redis::Value::Int(0) => Ok(Self::Moved),
-            redis::Value::Int(-1) => Ok(Self::Merged),
+            redis::Value::Int(0 | -1) => Ok(Self::NotRecorded),
             redis::Value::Array(items) if items.first() == Some(&redis::Value::Int(1)) => {
                 Ok(Self::Recorded(Lead::parse_all(&items[1..])))
             }
