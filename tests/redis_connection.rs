@@ -14,6 +14,7 @@ use support::{
     append_all_stored,
     events::{banking_step, base_micros, campaign_email, page_view},
     journey_server::JourneyServer,
+    proxy::CountingProxy,
     redis_server::RedisServer,
 };
 use tonic::{transport::Channel, Code};
@@ -785,6 +786,59 @@ async fn the_context_caches_connection_leaves_a_demoted_server() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A reservation whose answer is lost with its connection (the script ran
+/// in Redis) is found by the next read: the check answers it, once, rather
+/// than UNAVAILABLE, which a client would retry into a second reservation.
+#[tokio::test]
+async fn a_reservation_whose_answer_is_lost_is_answered_once() {
+    let redis = RedisServer::start();
+    let proxy = CountingProxy::start(redis.port).await;
+    let server = JourneyServer::start(ServeConfig {
+        store: StoreUrl::Redis(proxy.url()),
+        redis_timeout_ms: 5_000,
+        health_interval_ms: 3_600_000,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut client = server.client().await;
+    let reserve = |customer: &str| pb::CheckContactRequest {
+        customer_id: customer.into(),
+        channel: "email".into(),
+        reason: "campaign_offer".into(),
+        reserve: true,
+        ..Default::default()
+    };
+    // The reserve script loaded on another customer first.
+    let warm = client.check_contact_frequency(reserve("c0")).await;
+    assert!(warm.expect("reserve").into_inner().allowed);
+    // The read goes through; the script runs, and its answer is lost.
+    proxy.lose_reply_after(1);
+    let answer = client
+        .check_contact_frequency(reserve("c1"))
+        .await
+        .expect("answered, not UNAVAILABLE")
+        .into_inner();
+    proxy.heal();
+    assert!(
+        answer.allowed && !answer.reservation_id.is_empty(),
+        "{answer:?}"
+    );
+    let check = client
+        .check_contact_frequency(pb::CheckContactRequest {
+            reserve: false,
+            ..reserve("c1")
+        })
+        .await
+        .expect("check")
+        .into_inner();
+    let email = check.counts.expect("counts").per_channel;
+    assert_eq!(
+        email.get("email").map(|c| c.last_24h),
+        Some(1),
+        "one reservation: {email:?}"
+    );
 }
 
 /// A Redis that accepts connections and never answers (a host gone without

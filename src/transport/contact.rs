@@ -10,7 +10,7 @@ use crate::{
         taxonomy::NameKind, Contact, ContactCounts, ContactDecision, ContactNames, ContactPolicy,
         ContactRequest, CustomerId, DomainError, Micros, WindowCounts,
     },
-    storage::ContactHistory,
+    storage::{ContactHistory, StorageError},
     wire as pb,
 };
 
@@ -169,11 +169,23 @@ impl JourneyApi {
             // Where the contacts were read: the customer's profile, or the
             // one it was merged into.
             let profile = history.read_from.as_ref().unwrap_or(&customer);
-            if self
+            let recorded = match self
                 .store
                 .reserve_contact(profile, &reservation, history.version, Micros::now())
-                .await?
+                .await
             {
+                Ok(recorded) => recorded,
+                // The connection broke before the answer: the script ran
+                // whole or not at all, and the reservation's id is new, so
+                // the next read tells which. Without it a client retrying
+                // UNAVAILABLE could reserve twice.
+                Err(StorageError::Unavailable(why)) => self
+                    .reservation_landed(profile, &reservation, since)
+                    .await
+                    .map_err(|_| StorageError::Unavailable(why))?,
+                Err(other) => return Err(other.into()),
+            };
+            if recorded {
                 ApiCounters::add(&self.counters.reservations, 1);
                 return Ok(self.answer(
                     &customer,
@@ -236,6 +248,25 @@ impl JourneyApi {
 }
 
 impl JourneyApi {
+    /// Whether `reservation` is among `profile`'s contacts since `since`.
+    async fn reservation_landed(
+        &self,
+        profile: &CustomerId,
+        reservation: &Contact,
+        since: Micros,
+    ) -> Result<bool, StorageError> {
+        let read = self
+            .store
+            .contacts(std::slice::from_ref(profile), since)
+            .await?;
+        Ok(read.iter().any(|history| {
+            history
+                .contacts
+                .iter()
+                .any(|c| c.event_id() == reservation.event_id())
+        }))
+    }
+
     /// The profiles of a batch, in order: references first, then plain
     /// ids. Identities are resolved in one round trip; one that leads
     /// nowhere gets a fresh anonymous id, so it answers "not found".
