@@ -80,7 +80,7 @@ mod cases {
         },
     };
 
-    use crate::support::events::domain_event;
+    use crate::support::events::{banking_domain_event as banking_event, domain_event};
 
     const T0: i64 = 1_763_800_000_000_000;
     const HOUR: i64 = 3_600_000_000;
@@ -466,29 +466,6 @@ mod cases {
                 campaign_id: "c42",
             },
         )
-    }
-
-    /// The built-in banking journey's step `step`, as `customer`'s event.
-    fn banking_event(customer: &str, step: usize, id: &str, at: i64) -> Event {
-        let facts = journey::domain::journey::testkit::banking_step(step, id, at);
-        let raw = journey::domain::RawEvent {
-            event_id: facts.event_id.to_string(),
-            customer_id: customer.into(),
-            channel: facts.channel.to_string(),
-            reason: facts.reason.to_string(),
-            event_type: facts.event_type.to_string(),
-            initiator: Some(facts.initiator),
-            occurred_at: Some(facts.at),
-            attributes: facts.attributes.clone().into_owned().into_iter().collect(),
-            ..Default::default()
-        };
-        raw.validate(
-            &journey::domain::Taxonomy::builtin(),
-            &EventLimits::default(),
-            facts.at,
-        )
-        .expect("valid")
-        .0
     }
 
     async fn history(store: &dyn TimelineStore, c: &str, since: i64) -> ContactHistory {
@@ -1269,6 +1246,114 @@ mod cases {
         assert!(trimmed.customers.is_empty());
     }
 
+    /// A journey an anonymous profile started moves with a merge: the
+    /// survivor holds it with its deadline and listings, the absorbed
+    /// profile's id leaves them, and the sweep drops it once, under the
+    /// survivor. Journeys in progress on both sides become one (`merged`).
+    pub async fn a_merge_carries_journeys_and_their_deadlines(store: &dyn TimelineStore) {
+        use journey::{
+            domain::journey::{testkit::MINUTE, Day, JourneyStatus, Listing},
+            storage::JourneyListQuery,
+        };
+        const PDV: &str = "personal_data_verification";
+        let at = T0 + 10 * MINUTE;
+        let anonymous = |unique: &str, step: usize, id: &str, at: i64| {
+            let mut event = banking_event("x", step, id, at);
+            event.customer_id = None;
+            event.profile = CustomerId::anonymous(unique);
+            event
+        };
+        store
+            .append(
+                &[
+                    anonymous("M", 0, "a0", at),
+                    anonymous("M", 1, "a1", at + MINUTE),
+                    // Another profile's journey in progress, merged into
+                    // the same survivor later.
+                    anonymous("N", 0, "n0", at),
+                ],
+                now(),
+            )
+            .await
+            .expect("append");
+        let listed = |status| async move {
+            let query = JourneyListQuery {
+                listing: Listing {
+                    journey: PDV.into(),
+                    status,
+                    step: None,
+                    at: Micros(0),
+                }
+                .key(),
+                start: Micros(0),
+                end: Micros(i64::MAX),
+                limit: 10,
+                after: None,
+            };
+            let page = store.list_journeys(&query).await.expect("list");
+            page.customers
+                .into_iter()
+                .map(|(c, _)| c.as_str().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(listed(JourneyStatus::InProgress).await.len(), 2);
+        store
+            .append(
+                &[domain_event("m1", "own", "web", Initiator::Customer, at)],
+                now(),
+            )
+            .await
+            .expect("append");
+        let merged = store
+            .merge(&customer("m1"), &CustomerId::anonymous("M"), now())
+            .await
+            .expect("merge");
+        assert_eq!(merged, MergeOutcome::Merged);
+        let snapshot = store
+            .context(&customer("m1"), 10, Micros(0))
+            .await
+            .expect("context")
+            .expect("found");
+        let state = snapshot
+            .journeys
+            .iter()
+            .find(|s| s.journey == PDV)
+            .cloned()
+            .expect("the journey came along");
+        assert_eq!(state.status, JourneyStatus::InProgress);
+        assert_eq!(state.started_at, Some(Micros(at)));
+        let deadline = state.deadline.expect("deadline");
+        let mut in_progress = listed(JourneyStatus::InProgress).await;
+        in_progress.sort();
+        assert_eq!(in_progress, ["m1", "~N"]);
+
+        // N's journey last moved at `at`, before M's step a minute later:
+        // M's goes on, N's is counted as merged.
+        let merged = store
+            .merge(&customer("m1"), &CustomerId::anonymous("N"), now())
+            .await
+            .expect("merge");
+        assert_eq!(merged, MergeOutcome::Merged);
+        assert_eq!(listed(JourneyStatus::InProgress).await, ["m1"]);
+
+        let swept = store.sweep_journeys(deadline, 100).await.expect("sweep");
+        assert_eq!(
+            (swept.due, swept.dropped),
+            (1, 1),
+            "one deadline, the survivor's"
+        );
+        let again = store.sweep_journeys(deadline, 100).await.expect("sweep");
+        assert_eq!((again.due, again.dropped), (0, 0), "dropped once");
+        assert_eq!(listed(JourneyStatus::Dropped).await, ["m1"]);
+        let counters = store
+            .journey_counters(PDV, &[Day::of(Micros(at))])
+            .await
+            .expect("counters");
+        assert_eq!(counters[0].get("entered"), Some(&2));
+        assert_eq!(counters[0].get("merged"), Some(&1));
+        assert_eq!(counters[0].get("dropped_by:inactivity"), Some(&1));
+    }
+
     /// A journey in progress whose definition goes away for a while (a
     /// reload under way on another instance, or undone here): its due
     /// deadline waits an hour instead of being forgotten, and once the
@@ -1393,6 +1478,7 @@ macro_rules! conformance {
             conformance!(@case merges_carry_the_absorbed_profiles_own, roomy, $fixture);
             conformance!(@case racing_merges_end_in_one_profile, roomy, $fixture);
             conformance!(@case journeys_follow_appends_and_sweeps, roomy, $fixture);
+            conformance!(@case a_merge_carries_journeys_and_their_deadlines, roomy, $fixture);
             conformance!(@case the_context_reads_the_latest_contacts_only, roomy, $fixture);
             conformance!(@fixture_case a_journey_undefined_for_a_while_is_still_dropped, roomy, $fixture);
         }

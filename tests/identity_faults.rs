@@ -1,18 +1,29 @@
 //! A merge on Redis interrupted by a lost connection at every step: the
 //! state left behind is consistent for readers, and the next operation on
-//! the absorbed profile completes the merge (or it was never started). A
-//! link cut between its steps leaves no identity on a profile without its
-//! key.
+//! the absorbed profile completes the merge (or it was never started),
+//! carrying its journeys once. A sweep that meets a merge under way
+//! completes it. A link cut between its steps leaves no identity on a
+//! profile without its key.
 
 mod support;
 
 use std::time::Duration;
 
 use journey::{
-    domain::{CustomerId, EventLimits, Identity, Initiator, MergeRules, Micros},
-    storage::{redis_store::RedisSettings, MergeOutcome, RedisStore, Retention, TimelineStore},
+    domain::{
+        journey::{testkit::MINUTE, Day, JourneyDefinitions, JourneyStatus},
+        CustomerId, EventLimits, Identity, Initiator, MergeRules, Micros, Taxonomy,
+    },
+    storage::{
+        redis_store::RedisSettings, JourneyTracker, MergeOutcome, RedisStore, Retention,
+        TimelineStore,
+    },
 };
-use support::{events::domain_event, proxy::CountingProxy, redis_server::RedisServer};
+use support::{
+    events::{banking_domain_event, domain_event},
+    proxy::CountingProxy,
+    redis_server::RedisServer,
+};
 
 /// An hour ago: recovery runs on the wall clock, so the events must be
 /// inside retention by it.
@@ -34,6 +45,17 @@ fn store_via(proxy: &CountingProxy) -> RedisStore {
         connect_timeout: Duration::from_secs(2),
     };
     RedisStore::open(&settings, Retention::default(), rules()).expect("open")
+}
+
+/// As `store_via`, following customers through the built-in journeys.
+fn journey_store_via(proxy: &CountingProxy) -> RedisStore {
+    let taxonomy = std::sync::Arc::new(Taxonomy::builtin());
+    let definitions = JourneyDefinitions::builtin(&taxonomy).expect("built-in journeys");
+    let tracker = JourneyTracker::new(
+        std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(definitions)),
+        taxonomy,
+    );
+    store_via(proxy).with_journeys(tracker, 1_000, 32 << 20)
 }
 
 fn customer(id: &str) -> CustomerId {
@@ -235,4 +257,172 @@ async fn a_link_cut_at_any_step_leaves_no_identity_without_its_key() {
         sent_again >= 4,
         "only {sent_again} cuts made the link send a step again"
     );
+}
+
+const PDV: &str = "personal_data_verification";
+
+/// c{n} starts the banking journey at `t0`; an anonymous profile starts it
+/// a minute later and takes its next step: both in progress, the
+/// anonymous one moved last, unless `customer_last`: then c{n} takes its
+/// next step after that. Answers both ids.
+async fn seed_journeys(
+    store: &dyn TimelineStore,
+    n: usize,
+    t0: i64,
+    customer_last: bool,
+) -> (CustomerId, CustomerId) {
+    let c = format!("c{n}");
+    let anon = CustomerId::anonymous(&format!("A{n}"));
+    let mut own = vec![banking_domain_event(&c, 0, "s0", t0)];
+    if customer_last {
+        own.push(banking_domain_event(&c, 1, "s1", t0 + 3 * MINUTE));
+    }
+    store.append(&own, Micros::now()).await.expect("append");
+    let theirs: Vec<_> = (0..2)
+        .map(|step| {
+            let at = t0 + (step as i64 + 1) * MINUTE;
+            let mut e = banking_domain_event("x", step, &format!("a{step}"), at);
+            e.customer_id = None;
+            e.profile = anon.clone();
+            e
+        })
+        .collect();
+    store.append(&theirs, Micros::now()).await.expect("append");
+    (customer(&c), anon)
+}
+
+/// The banking journey's counters of `t0`'s day: entered, merged.
+async fn banking_counts(store: &dyn TimelineStore, t0: i64) -> (u64, u64) {
+    let counters = store
+        .journey_counters(PDV, &[Day::of(Micros(t0))])
+        .await
+        .expect("counters");
+    let get = |field: &str| counters[0].get(field).copied().unwrap_or(0);
+    (get("entered"), get("merged"))
+}
+
+/// The survivor's banking state: its status and last event id.
+async fn banking_state(store: &dyn TimelineStore, profile: &CustomerId) -> (JourneyStatus, String) {
+    let snapshot = store
+        .context(profile, 10, Micros(0))
+        .await
+        .expect("context")
+        .expect("found");
+    let state = snapshot
+        .journeys
+        .iter()
+        .find(|s| s.journey == PDV)
+        .expect("banking state");
+    (
+        state.status,
+        state.last_event_id.clone().unwrap_or_default(),
+    )
+}
+
+/// A merge whose reply is lost at any round trip is completed by the next
+/// operation. When the lost reply was the survivor's write (the script
+/// ran), completing it writes the survivor again: the journeys it carried
+/// are not carried a second time, nor the closed one counted twice.
+#[tokio::test]
+async fn a_merge_run_again_carries_journeys_once() {
+    let redis = RedisServer::start();
+    let proxy = CountingProxy::start(redis.port).await;
+    let store = journey_store_via(&proxy);
+    let mut raw = redis.connection();
+    let t0 = t0();
+    // Warm up: load the scripts so every attempt below takes the same steps.
+    let (warm_c, warm_a) = seed_journeys(&store, 99, t0, false).await;
+    let merged = store.merge(&warm_c, &warm_a, Micros::now()).await;
+    assert_eq!(merged.expect("merge"), MergeOutcome::Merged);
+    assert_eq!(banking_counts(&store, t0).await, (2, 1));
+
+    let mut ran_again = 0;
+    // Either journey may be the one that goes on: a run again must not
+    // carry the one or close the other a second time.
+    let shapes = (0..8).flat_map(|cut| [(cut, false), (cut, true)]);
+    for (n, (cut, customer_last)) in shapes.enumerate() {
+        let (c, anon) = seed_journeys(&store, n, t0, customer_last).await;
+        proxy.lose_reply_after(cut);
+        let attempt = store.merge(&c, &anon, Micros::now()).await;
+        proxy.heal();
+        let landed: bool = redis::cmd("HEXISTS")
+            .arg(format!("journey:{{{c}}}:merges"))
+            .arg(anon.as_str())
+            .query(&mut raw)
+            .expect("hexists");
+        if attempt.is_err() && landed && customer_last {
+            ran_again += 1;
+        }
+        // The next operation on the absorbed profile completes the merge,
+        // unless the cut came before the fence: then it merges now.
+        if total(&store, &anon).await.0 != c {
+            assert!(attempt.is_err(), "cut {cut}: {attempt:?}");
+            let again = store.merge(&c, &anon, Micros::now()).await;
+            assert_eq!(again.expect("merge"), MergeOutcome::Merged, "cut {cut}");
+        }
+        let last = if customer_last { "s1" } else { "a1" };
+        assert_eq!(
+            banking_state(&store, &c).await,
+            (JourneyStatus::InProgress, last.to_string()),
+            "cut {cut}: the journey that moved last goes on"
+        );
+        let pairs = n as u64 + 2;
+        assert_eq!(
+            banking_counts(&store, t0).await,
+            (2 * pairs, pairs),
+            "cut {cut}: one closed as merged per merge"
+        );
+    }
+    assert!(
+        ran_again > 0,
+        "no cut lost the reply of a survivor's write that kept its own journey"
+    );
+}
+
+/// The sweeper meets a journey due on a profile whose merge is under way
+/// (fenced, not finished): it writes nothing there, completes the merge,
+/// and the journey, carried to the survivor, is dropped once.
+#[tokio::test]
+async fn a_sweep_meeting_a_merge_under_way_completes_it() {
+    let redis = RedisServer::start();
+    let proxy = CountingProxy::start(redis.port).await;
+    let store = journey_store_via(&proxy);
+    let mut raw = redis.connection();
+    let t0 = t0();
+    let (c, anon) = seed_journeys(&store, 1, t0, false).await;
+    let alias = format!("journey:{{{anon}}}:alias");
+    let () = redis::cmd("SET")
+        .arg(&alias)
+        .arg(format!("pending:{c}"))
+        .query(&mut raw)
+        .expect("fence");
+    let far = Micros(Micros::now().0 + 400 * 24 * 60 * MINUTE);
+    let swept = store.sweep_journeys(far, 100).await.expect("sweep");
+    assert_eq!(
+        (swept.due, swept.dropped),
+        (2, 1),
+        "the customer's own dropped, not the fenced one"
+    );
+    let finished: String = redis::cmd("GET").arg(&alias).query(&mut raw).expect("get");
+    assert_eq!(
+        finished,
+        format!("done:{c}"),
+        "the sweep completed the merge"
+    );
+    // The customer's journey had dropped: the one under way came along,
+    // and nothing was closed as merged.
+    assert_eq!(banking_counts(&store, t0).await, (2, 0));
+    assert_eq!(
+        banking_state(&store, &c).await,
+        (JourneyStatus::InProgress, "a1".to_string())
+    );
+    let swept = store.sweep_journeys(far, 100).await.expect("sweep");
+    assert_eq!(
+        (swept.due, swept.dropped),
+        (1, 1),
+        "the carried journey, once"
+    );
+    let again = store.sweep_journeys(far, 100).await.expect("sweep");
+    assert_eq!((again.due, again.dropped), (0, 0));
+    assert_eq!(banking_state(&store, &c).await.0, JourneyStatus::Dropped);
 }

@@ -127,6 +127,7 @@ mod cases {
             dropped_by_inactivity: r.dropped_by_inactivity,
             dropped_by_abandon: r.dropped_by_abandon,
             in_progress: r.in_progress,
+            merged: r.merged,
             steps: r
                 .steps
                 .iter()
@@ -334,21 +335,36 @@ mod cases {
         assert_eq!(eve.last_event_id, "s2");
     }
 
+    /// An anonymous visitor `cookie` whose first event (`id`, at `at`)
+    /// starts the banking journey.
+    fn anonymous_start(cookie: &str, id: &str, at: i64) -> pb::Event {
+        let mut visit = banking_step("", 0, id, at);
+        visit.identities = vec![cookie_id(cookie)];
+        visit
+    }
+
+    fn cookie_id(value: &str) -> pb::Identity {
+        pb::Identity {
+            r#type: "cookie_id".into(),
+            value: value.into(),
+        }
+    }
+
+    /// `customer` logs in on the device of `cookie`: the profiles merge.
+    async fn log_in(client: &mut Client, customer: &str, cookie: &str, id: &str, at: i64) {
+        let mut login = page_view(customer, id, at);
+        login.identities = vec![cookie_id(cookie)];
+        append_all(client, vec![login]).await;
+    }
+
     /// An anonymous visitor starts a journey, then logs in: the profiles
-    /// merge (the anonymous one's journey states go). The producer sends
-    /// the first event again: a duplicate, which enters nothing.
+    /// merge and the journey comes along. The producer sends the first
+    /// event again: a duplicate, which enters nothing.
     pub async fn a_duplicate_of_a_merged_event_enters_nothing(mut client: Client) {
         let at = now() - 12 * MINUTE;
-        let cookie = || pb::Identity {
-            r#type: "cookie_id".into(),
-            value: "ck-dup".into(),
-        };
-        let mut visit = banking_step("", 0, "v0", at);
-        visit.identities = vec![cookie()];
+        let visit = anonymous_start("ck-dup", "v0", at);
         append_all(&mut client, vec![visit.clone()]).await;
-        let mut login = page_view("dupe", "login", at + MINUTE);
-        login.identities = vec![cookie()];
-        append_all(&mut client, vec![login]).await;
+        log_in(&mut client, "dupe", "ck-dup", "login", at + MINUTE).await;
         let merged = context(&mut client, "dupe").await;
         assert_eq!(merged.total_events, 2, "the visit moved in with the merge");
         let results = client
@@ -361,9 +377,80 @@ mod cases {
             .results;
         assert_eq!(results[0].outcome(), pb::Outcome::Duplicate, "{results:?}");
         let s = stats(&mut client, at - MINUTE, now() + MINUTE, 5).await;
-        assert_eq!(s.entered, 1, "{s:?}");
+        assert_eq!((s.entered, s.in_progress), (1, 1), "{s:?}");
         let ctx = context(&mut client, "dupe").await;
-        assert!(banking_of(&ctx).is_none(), "{:?}", ctx.journeys);
+        let state = banking_of(&ctx).expect("the visit's journey came along");
+        assert_eq!(state.started_at, Some(timestamp(at)));
+        assert_eq!(state.last_event_id, "v0");
+    }
+
+    /// The journey an anonymous visitor started goes on under the customer
+    /// they log in as: the context shows it, the listings name the
+    /// customer alone, and the customer's next step moves it on.
+    pub async fn a_merge_carries_the_absorbed_journey_over(mut client: Client) {
+        let at = now() - 12 * MINUTE;
+        append_all(&mut client, vec![anonymous_start("ck-go", "g0", at)]).await;
+        let anonymous = listed(&mut client, pb::JourneyStatus::InProgress, "").await;
+        assert_eq!(anonymous.len(), 1, "{anonymous:?}");
+        assert!(anonymous[0].starts_with('~'), "{anonymous:?}");
+        log_in(&mut client, "goes-on", "ck-go", "login", at + MINUTE).await;
+
+        let ctx = context(&mut client, "goes-on").await;
+        let state = banking_of(&ctx).expect("the journey came along");
+        assert_eq!(state.state(), pb::JourneyStatus::InProgress);
+        assert_eq!(state.started_at, Some(timestamp(at)));
+        assert_eq!(
+            listed(&mut client, pb::JourneyStatus::InProgress, "").await,
+            ["goes-on"],
+            "the anonymous profile left the listing"
+        );
+        append_all(
+            &mut client,
+            vec![banking_step("goes-on", 1, "g1", at + 2 * MINUTE)],
+        )
+        .await;
+        let ctx = context(&mut client, "goes-on").await;
+        let state = banking_of(&ctx).expect("the journey goes on");
+        assert_eq!(state.last_event_id, "g1");
+        assert_eq!(state.started_at, Some(timestamp(at)), "the same journey");
+        assert_eq!(state.steps_reached.len(), 2, "{state:?}");
+        let s = stats(&mut client, at - MINUTE, now() + MINUTE, 5).await;
+        assert_eq!((s.entered, s.in_progress, s.merged), (1, 1, 0), "{s:?}");
+    }
+
+    /// The customer and the anonymous visitor both had the journey in
+    /// progress: the one that moved last goes on, the other is counted as
+    /// merged, so the stats keep one journey in progress, not two.
+    pub async fn two_journeys_in_progress_merge_into_one(mut client: Client) {
+        let at = now() - 20 * MINUTE;
+        append_all(&mut client, vec![banking_step("twin", 0, "t0", at)]).await;
+        append_all(
+            &mut client,
+            vec![anonymous_start("ck-twin", "a0", at + MINUTE), {
+                let mut step = banking_step("", 1, "a1", at + 2 * MINUTE);
+                step.identities = vec![cookie_id("ck-twin")];
+                step
+            }],
+        )
+        .await;
+        let before = stats(&mut client, at - MINUTE, now() + MINUTE, 5).await;
+        assert_eq!((before.entered, before.in_progress), (2, 2), "{before:?}");
+        log_in(&mut client, "twin", "ck-twin", "login", at + 3 * MINUTE).await;
+
+        let s = stats(&mut client, at - MINUTE, now() + MINUTE, 5).await;
+        assert_eq!(
+            (s.entered, s.in_progress, s.merged, s.dropped),
+            (2, 1, 1, 0),
+            "{s:?}"
+        );
+        let ctx = context(&mut client, "twin").await;
+        let state = banking_of(&ctx).expect("one journey goes on");
+        assert_eq!(state.last_event_id, "a1", "the one that moved last");
+        assert_eq!(state.started_at, Some(timestamp(at + MINUTE)));
+        assert_eq!(
+            listed(&mut client, pb::JourneyStatus::InProgress, "").await,
+            ["twin"]
+        );
     }
 
     /// An id sent twice in one call is stored as its first copy, and only
@@ -562,6 +649,8 @@ backend_cases!(
         the_context_shows_where_the_customer_stands,
         a_batch_moves_journeys_in_time_order,
         a_duplicate_of_a_merged_event_enters_nothing,
+        a_merge_carries_the_absorbed_journey_over,
+        two_journeys_in_progress_merge_into_one,
         an_id_twice_in_one_call_counts_as_its_first_copy,
         listings_page_through_each_customer_once,
         bad_journey_requests_are_refused,
@@ -825,7 +914,8 @@ mod two_instances {
     }
 
     /// A merge takes the absorbed profile's journey states away with its
-    /// data, so the sweeper never drops journeys of a profile that is gone.
+    /// data, carried to the survivor: the deadline index names the
+    /// survivor, no longer the profile that is gone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_merge_removes_the_absorbed_states() {
         let redis = RedisServer::start();
@@ -860,5 +950,9 @@ mod two_instances {
             .into_inner();
         assert_eq!(linked.merged_profile_ids.len(), 1, "{linked:?}");
         assert_eq!(redis_cli(&redis, &["EXISTS", &anonymous]), "0");
+        let deadlines = redis_cli(&redis, &["ZRANGE", "journey:jdeadlines", "0", "-1"]);
+        let gone = &linked.merged_profile_ids[0];
+        assert!(deadlines.contains("known"), "{deadlines:?}");
+        assert!(!deadlines.contains(gone.as_str()), "{deadlines:?}");
     }
 }

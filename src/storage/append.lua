@@ -38,7 +38,9 @@
 -- then per reservation (2): score, packed contact (in merge mode, every
 --   entry of the absorbed profile's contact index: one whose id the
 --   survivor holds is left out)
--- then the journey write set (journey_writes.lua) unless ARGV[12] is ""
+-- then the journey write set (journey_writes.lua) unless ARGV[12] is "";
+--   in merge mode, the journeys the absorbed profile's states carry over
+--   and the listings and deadlines it leaves
 -- Returns the alias (a string) when the profile was merged away, writing
 -- nothing; {"refused", reason} when a merge would break a rule;
 -- {"stale", fields...} when the journey states moved on, writing nothing;
@@ -56,6 +58,12 @@ if redirect then
   return redirect
 end
 local journey_version = ARGV[12]
+-- Merge mode run again after its first run landed (the survivor names the
+-- absorbed profile among its merges): that run carried the journeys, so
+-- this one's write set (computed from states that may hold them) is left.
+if ARGV[7] ~= '' and journey_version ~= '' and redis.call('HEXISTS', merges, ARGV[7]) == 1 then
+  journey_version = ''
+end
 local stale = journeys_stale(journeys, journey_version)
 if stale then return stale end
 

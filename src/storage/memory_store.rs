@@ -19,7 +19,10 @@ use super::{
 };
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY,
-    journey::{deadline_left_behind, sweep_due, Day, DayCounters, JourneyUpdate, STATS_KEPT_DAYS},
+    journey::{
+        carry_over, deadline_left_behind, sweep_due, Day, DayCounters, JourneyUpdate,
+        STATS_KEPT_DAYS,
+    },
     Contact, CustomerId, Event, Identity, LinkedIdentity, MergeRules, Micros,
 };
 
@@ -505,6 +508,15 @@ impl TimelineStore for MemoryStore {
         let before = gone.held();
         let timeline = state.customers.entry(survivor.clone()).or_default();
         let survivor_before = timeline.held();
+        let carried = self.tracker.as_ref().map(|tracker| {
+            carry_over(
+                &tracker.definitions(),
+                &timeline.journeys,
+                &timeline.journey_recent,
+                &gone.journeys,
+                &gone.journey_recent,
+            )
+        });
         timeline.absorb(
             gone,
             crate::domain::MergeRecord {
@@ -529,6 +541,10 @@ impl TimelineStore for MemoryStore {
             if state.index.get(&identity) == Some(&absorbed) {
                 state.index.insert(identity, survivor.clone());
             }
+        }
+        if let Some(carried) = carried {
+            state.journeys.apply(&absorbed, &carried.absorbed);
+            state.apply_journeys(&survivor, carried.survivor);
         }
         state.aliases.insert(absorbed, survivor);
         Ok(MergeOutcome::Merged)

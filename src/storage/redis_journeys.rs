@@ -31,7 +31,7 @@ use super::{
 };
 use crate::domain::{
     journey::{
-        deadline_left_behind, listing_keys, sweep_due, Day, DayCounters, Interaction,
+        deadline_left_behind, listing_keys, sweep_due, CarryOver, Day, DayCounters, Interaction,
         JourneyDefinitions, JourneyState, JourneyStates, JourneyStatus, JourneyUpdate,
         RecentInteraction, StepVisit, STATS_KEPT_DAYS,
     },
@@ -229,6 +229,25 @@ impl VersionedStates {
     }
 }
 
+/// The journey states of a profile being merged away, read from its hash
+/// (`HGETALL`); `None` when it holds none, or none that read (logged: the
+/// merge goes on without them rather than never).
+pub(super) fn absorbed_states(
+    profile: &CustomerId,
+    fields: Vec<(String, String)>,
+) -> Option<VersionedStates> {
+    if fields.is_empty() {
+        return None;
+    }
+    match VersionedStates::parse(fields) {
+        Ok(states) => Some(states),
+        Err(error) => {
+            tracing::error!(%profile, %error, "journey states unreadable; not carried by the merge");
+            None
+        }
+    }
+}
+
 /// The started journeys among states this instance holds, in the order
 /// of the definitions: what `started_states` gives for the same version.
 pub(super) fn kept_started_states(
@@ -341,6 +360,15 @@ impl StatesCache {
         self.put_shared(profile, Arc::new(states));
     }
 
+    /// Drops this instance's copy, when it cannot know what was written
+    /// (the next write reads the current states: one more round trip).
+    pub fn forget(&self, profile: &CustomerId) {
+        let mut cached = self.lock();
+        if let Some(old) = cached.lru.pop(profile) {
+            cached.bytes -= entry_bytes(profile, &old);
+        }
+    }
+
     pub fn put_shared(&self, profile: &CustomerId, states: Arc<VersionedStates>) {
         let size = entry_bytes(profile, &states);
         let mut cached = self.lock();
@@ -432,23 +460,58 @@ pub(super) fn push_write_set(
     // Whether the write changes anything of the journeys (a state, a
     // counter, the latest interactions): then the script first makes sure
     // no event is a duplicate the states did not recognize.
-    call.arg(if update.is_empty() { "0" } else { "1" });
-    let fields = update.states.len() + usize::from(update.recent.is_some());
+    push_writes(call, !update.is_empty(), &[(profile, update)], version);
+}
+
+/// Appends a merge's journey write set to the merge call: the survivor's
+/// update, and the listings and deadlines the absorbed profile leaves.
+/// Without the duplicate check: the events a merge carries move no
+/// journey (their profile's states come with `carry`).
+pub(super) fn push_carry_over(
+    call: &mut Pipeline,
+    survivor: &CustomerId,
+    absorbed: &CustomerId,
+    carry: &CarryOver,
+    version: u64,
+) {
+    push_writes(
+        call,
+        false,
+        &[(survivor, &carry.survivor), (absorbed, &carry.absorbed)],
+        version,
+    );
+}
+
+/// The write set of `updates`, each naming its profile in the listings
+/// and deadline index; the states of the first are the hash's (the
+/// script's profile).
+fn push_writes(
+    call: &mut Pipeline,
+    check_duplicates: bool,
+    updates: &[(&CustomerId, &JourneyUpdate)],
+    version: u64,
+) {
+    call.arg(if check_duplicates { "1" } else { "0" });
+    let Some((_, own)) = updates.first() else {
+        call.arg(0).arg(0);
+        return;
+    };
+    let fields = own.states.len() + usize::from(own.recent.is_some());
     call.arg(fields);
     if fields > 0 {
         call.arg(version);
     }
-    for state in &update.states {
+    for state in &own.states {
         call.arg(&state.journey).arg(state.to_json());
     }
-    if let Some(recent) = &update.recent {
+    if let Some(recent) = &own.recent {
         call.arg(RECENT_FIELD).arg(pack_recent(recent));
     }
     // Counter increments summed per hash and field: a batch often adds to
     // the same ones.
     let mut counters: BTreeMap<(String, String), i64> = BTreeMap::new();
     let mut days: BTreeMap<String, Day> = BTreeMap::new();
-    for delta in &update.deltas {
+    for delta in updates.iter().flat_map(|(_, u)| &u.deltas) {
         let fields = delta.counter_fields();
         if fields.is_empty() {
             continue;
@@ -462,13 +525,11 @@ pub(super) fn push_write_set(
     // Each op is 4 arguments; numbers go in as integers (written straight
     // into the command), not as formatted Strings: ~10 allocations fewer
     // per append.
-    call.arg(
-        counters.len()
-            + days.len()
-            + update.unlisted.len()
-            + update.listed.len()
-            + update.deadlines.len(),
-    );
+    let index_ops: usize = updates
+        .iter()
+        .map(|(_, u)| u.unlisted.len() + u.listed.len() + u.deadlines.len())
+        .sum();
+    call.arg(counters.len() + days.len() + index_ops);
     for ((key, field), n) in &counters {
         call.arg("h").arg(key).arg(field).arg(*n);
     }
@@ -477,25 +538,27 @@ pub(super) fn push_write_set(
     for (key, day) in &days {
         call.arg("e").arg(key).arg(stats_expire_at_ms(*day)).arg("");
     }
-    let member = profile.as_str();
-    for listing in &update.unlisted {
-        call.arg("r")
-            .arg(listing_key(&listing.key()))
-            .arg("")
-            .arg(member);
-    }
-    for listing in &update.listed {
-        call.arg("z")
-            .arg(listing_key(&listing.key()))
-            .arg(listing.at.0)
-            .arg(member);
-    }
-    for change in &update.deadlines {
-        let member = deadline_member(&change.journey, profile);
-        match change.new {
-            Some(at) => call.arg("z").arg(DEADLINES_KEY).arg(at.0).arg(member),
-            None => call.arg("r").arg(DEADLINES_KEY).arg("").arg(member),
-        };
+    for (profile, update) in updates {
+        let member = profile.as_str();
+        for listing in &update.unlisted {
+            call.arg("r")
+                .arg(listing_key(&listing.key()))
+                .arg("")
+                .arg(member);
+        }
+        for listing in &update.listed {
+            call.arg("z")
+                .arg(listing_key(&listing.key()))
+                .arg(listing.at.0)
+                .arg(member);
+        }
+        for change in &update.deadlines {
+            let member = deadline_member(&change.journey, profile);
+            match change.new {
+                Some(at) => call.arg("z").arg(DEADLINES_KEY).arg(at.0).arg(member),
+                None => call.arg("r").arg(DEADLINES_KEY).arg("").arg(member),
+            };
+        }
     }
 }
 
@@ -710,6 +773,7 @@ impl RedisStore {
                 .sweep_script
                 .call(&mut write)
                 .key(keys.journeys())
+                .key(keys.alias())
                 .arg(current.version)
                 .arg(self.ttl_ms());
             let version = current.next_version();
@@ -731,8 +795,13 @@ impl RedisStore {
         }
         let replies: Vec<redis::Value> = self.query_scripts(&self.sweep_script, &write).await?;
         let mut dropped = 0;
+        let mut merged = Vec::new();
         for ((profile, current, update, version), reply) in planned.into_iter().zip(replies) {
             let stale = match &reply {
+                redis::Value::Array(items) if is_tag(items, "merged") => {
+                    merged.push((profile, update));
+                    continue;
+                }
                 redis::Value::Array(items) => stale_reply(items),
                 _ => None,
             };
@@ -751,11 +820,51 @@ impl RedisStore {
                 }
             }
         }
+        for (profile, update) in merged {
+            self.leave_merged(&profile, &update).await;
+        }
         Ok(Swept {
             due: read_count,
             dropped,
         })
     }
+
+    /// A due profile merged away, or being merged: its journeys go to the
+    /// survivor with the merge, which this completes if it is pending
+    /// (`follow`); then its deadlines go, unless the merge was refused
+    /// and the profile stands again.
+    async fn leave_merged(&self, profile: &CustomerId, update: &JourneyUpdate) {
+        let gone = match self.follow(profile).await {
+            Ok(survivor) => survivor != *profile,
+            Err(error) => {
+                tracing::warn!(%profile, %error, "a due profile's merge could not be completed; swept again later");
+                return;
+            }
+        };
+        if !gone {
+            return;
+        }
+        let members: Vec<String> = update
+            .deadlines
+            .iter()
+            .map(|change| deadline_member(&change.journey, profile))
+            .collect();
+        if members.is_empty() {
+            return;
+        }
+        let removed: Result<i64, _> = self
+            .conn
+            .cmd_as(commands::cmd("ZREM").arg(DEADLINES_KEY).arg(&members))
+            .await;
+        if let Err(error) = removed {
+            tracing::warn!(%profile, %error, "a merged profile's deadlines stay until the next pass");
+        }
+    }
+}
+
+/// Whether a script's array reply is `{tag}`.
+fn is_tag(items: &[redis::Value], tag: &str) -> bool {
+    matches!(items, [redis::Value::BulkString(t)] if t.as_slice() == tag.as_bytes())
 }
 
 #[cfg(test)]

@@ -21,13 +21,17 @@
 //! changes in one step. Two racing merges of the same profiles pick the
 //! same survivor (see `domain::profile::survivor`) and meet at the fence.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use bytes::Bytes;
 
 use super::{
     commands::{self, Pipeline},
     redis_conn::LuaScript,
+    redis_journeys::{absorbed_states, push_carry_over},
     redis_keys::{index_key, packed_identity, Keys},
     redis_replies as replies,
     redis_store::{
@@ -36,17 +40,25 @@ use super::{
     },
     MergeOutcome, StorageError,
 };
-use crate::domain::{event::CUSTOMER_ID_IDENTITY, CustomerId, Identity, LinkedIdentity, Micros};
+use crate::domain::{
+    event::CUSTOMER_ID_IDENTITY, journey::carry_over, CustomerId, Identity, LinkedIdentity, Micros,
+};
 
 /// What a merge reads of the absorbed profile: events, contact index
-/// entries with scores, identities, first seen, its own merges.
+/// entries with scores, identities, first seen, its own merges, its
+/// journey states.
 type AbsorbedProfile = (
     Vec<Vec<u8>>,
     Vec<(String, f64)>,
     HashMap<String, String>,
     Option<i64>,
     Vec<(String, String)>,
+    Vec<(String, String)>,
 );
+
+/// How many times a merge computes the journeys it carries again because
+/// the survivor's states moved meanwhile.
+const MAX_CARRY_ATTEMPTS: usize = 16;
 
 /// What an alias key holds.
 enum Alias {
@@ -484,7 +496,8 @@ impl RedisStore {
         pipe.cmd("HGETALL").arg(from.idents());
         pipe.cmd("HGET").arg(from.summary()).arg("first");
         pipe.cmd("HGETALL").arg(from.merges());
-        let (members, contacts, idents, first, history): AbsorbedProfile =
+        pipe.cmd("HGETALL").arg(from.journeys());
+        let (members, contacts, idents, first, history, journey_fields): AbsorbedProfile =
             self.conn.query_as(&pipe).await?;
 
         let events = members
@@ -520,20 +533,68 @@ impl RedisStore {
             }),
             journey_version: None,
         };
-        let mut pipe = Pipeline::new();
-        let call = self.append_call(&mut pipe, &keys, at, shape);
-        for event in &events {
-            event.push(call);
-        }
-        for (packed, seen) in &identities {
-            call.arg(packed).arg(seen);
-        }
-        for (score, packed) in &reservations {
-            call.arg(*score).arg(packed);
-        }
-        let (reply,): (redis::Value,) = self.query_scripts(&self.append_script, &pipe).await?;
+        // The absorbed profile's journeys come along (`carry_over`), in the
+        // same atomic step, computed from the survivor's states this
+        // instance holds: when those moved on, the script answers the
+        // current ones before any write, and the call goes again.
+        let theirs = absorbed_states(absorbed, journey_fields);
+        let carrying = self.journeys.as_ref().zip(theirs.as_ref());
+        let mut ours = carrying.map(|(journeys, _)| journeys.cache.get(survivor));
+        let mut attempts = 0;
+        let reply = loop {
+            let carry = carrying
+                .zip(ours.as_ref())
+                .and_then(|((journeys, theirs), ours)| {
+                    let carry = carry_over(
+                        &journeys.tracker.definitions(),
+                        &ours.states,
+                        &ours.recent,
+                        &theirs.states,
+                        &theirs.recent,
+                    );
+                    (!carry.is_empty()).then(|| (carry, ours.version, ours.next_version()))
+                });
+            let mut pipe = Pipeline::new();
+            let shape = CallShape {
+                journey_version: carry.as_ref().map(|(_, version, _)| *version),
+                ..shape
+            };
+            let call = self.append_call(&mut pipe, &keys, at, shape);
+            for event in &events {
+                event.push(call);
+            }
+            for (packed, seen) in &identities {
+                call.arg(packed).arg(seen);
+            }
+            for (score, packed) in &reservations {
+                call.arg(*score).arg(packed);
+            }
+            if let Some((carry, _, version)) = &carry {
+                push_carry_over(call, survivor, absorbed, carry, *version);
+            }
+            let (reply,): (redis::Value,) = self.query_scripts(&self.append_script, &pipe).await?;
+            let reply = AppendReply::parse(reply)?;
+            let Some((journeys, _)) = carrying.filter(|_| carry.is_some()) else {
+                break reply;
+            };
+            match reply {
+                AppendReply::Stale(current) if attempts < MAX_CARRY_ATTEMPTS => {
+                    attempts += 1;
+                    let current = Arc::new(current);
+                    journeys.cache.note_stale();
+                    journeys.cache.put_shared(survivor, current.clone());
+                    ours = Some(current);
+                }
+                reply => {
+                    // A merge run again writes no journeys (its first run
+                    // did): what the survivor holds is not known here.
+                    journeys.cache.forget(survivor);
+                    break reply;
+                }
+            }
+        };
         // The keys to push, once the merge is done (below).
-        let mut pushed = match AppendReply::parse(reply)? {
+        let mut pushed = match reply {
             AppendReply::Outcomes(_, leads) => leads,
             AppendReply::Refused(reason) => {
                 // Roll back: lift the fence; nothing else was written. A
@@ -542,9 +603,14 @@ impl RedisStore {
                 tracing::warn!(%absorbed, %survivor, %reason, "merge refused");
                 return Ok(MergeOutcome::Refused(reason));
             }
-            AppendReply::Stale(_) | AppendReply::Held(_) => {
+            AppendReply::Stale(_) => {
+                return Err(StorageError::Contention(
+                    "the survivor's journey states kept changing under the merge".into(),
+                ))
+            }
+            AppendReply::Held(_) => {
                 return Err(StorageError::Corrupt(
-                    "a merge call carried a journey write set".into(),
+                    "a merge call was answered held events".into(),
                 ))
             }
             AppendReply::Merged => {
@@ -563,9 +629,8 @@ impl RedisStore {
             }
         };
 
-        // The absorbed profile's journey states go with its data: they are
-        // not carried over (README), and left behind they would be swept.
-        // The alias lives as long as the survivor's identities: the
+        // The absorbed profile's journey states go with its data (carried
+        // over above). The alias lives as long as the survivor's identities: the
         // survivor's pushes push it too (its merges list this profile).
         let mut data: Vec<&str> = from.data().to_vec();
         data.push(from.journeys());

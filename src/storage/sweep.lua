@@ -3,8 +3,11 @@
 -- service read: an instance that lost the race to another writes nothing,
 -- so each drop is counted once.
 --
--- KEYS[1] the profile's journey states hash
+-- KEYS[1] the profile's journey states hash; KEYS[2] its alias
 -- ARGV[1] expected version; ARGV[2] ttl (ms); from ARGV[3] the write set
+-- Returns {"merged"} when the profile is merged away or being merged (its
+-- journeys go to the survivor with the merge), writing nothing.
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'merged'} end
 local stale = journeys_stale(KEYS[1], ARGV[1])
 if stale then return stale end
 journeys_write(KEYS[1], ARGV[1], 3, ARGV[2])

@@ -378,6 +378,7 @@ fn stats_response(stats: JourneyStats, start: Micros, end: Micros) -> pb::GetJou
         containment_rate: stats.containment_rate,
         conversion_rate: stats.conversion_rate,
         in_progress: stats.in_progress,
+        merged: stats.merged,
         dropped_by_inactivity: stats.dropped_by_inactivity,
         dropped_by_abandon: stats.dropped_by_abandon,
         contained: stats.contained,

@@ -107,3 +107,23 @@ pub fn banking_step(customer: &str, step: usize, id: &str, at: i64) -> pb::Event
         &journey::domain::journey::testkit::banking_step(step, id, at),
     )
 }
+
+/// The banking example's step `step`, as `customer`'s validated domain
+/// event (for store-level tests).
+pub fn banking_domain_event(customer: &str, step: usize, id: &str, at: i64) -> Event {
+    let facts = journey::domain::journey::testkit::banking_step(step, id, at);
+    let raw = RawEvent {
+        event_id: facts.event_id.to_string(),
+        customer_id: customer.into(),
+        channel: facts.channel.to_string(),
+        reason: facts.reason.to_string(),
+        event_type: facts.event_type.to_string(),
+        initiator: Some(facts.initiator),
+        occurred_at: Some(facts.at),
+        attributes: facts.attributes.clone().into_owned().into_iter().collect(),
+        ..RawEvent::default()
+    };
+    raw.validate(&Taxonomy::builtin(), &EventLimits::default(), facts.at)
+        .expect("test event is valid")
+        .0
+}

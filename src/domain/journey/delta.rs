@@ -91,6 +91,10 @@ pub enum StatChange {
         outcome: Outcome,
         steps: Vec<String>,
     },
+    /// A journey in progress was closed by a merge of two profiles that
+    /// both had it in progress: one person, one journey, so the other one
+    /// goes on (see `carry::carry_over`). Neither completed nor dropped.
+    Merged,
 }
 
 /// One change to one journey's statistics for one start day.
@@ -115,6 +119,7 @@ pub(super) mod field {
     pub const BEFORE_ENTERING: &str = "pre:";
     pub const LAST_BEFORE_DROP: &str = "last:";
     pub const SEQUENCE: &str = "seq:";
+    pub const MERGED: &str = "merged";
     /// Joins step names in a sequence field; step names cannot hold it.
     pub const STEP_SEPARATOR: &str = ">";
 }
@@ -160,6 +165,7 @@ impl StatDelta {
                 outcome.as_str(),
                 steps.join(STEP_SEPARATOR)
             )],
+            StatChange::Merged => vec![MERGED.into()],
         }
     }
 }

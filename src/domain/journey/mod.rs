@@ -1,9 +1,11 @@
 //! Journeys: definitions (data, checked against the taxonomy), the
 //! per-customer state machine that follows each customer through each
-//! journey as their events are appended, the drop sweeper's rule, and the
-//! statistics kept as per-day counters. Pure domain: no storage, no clock
+//! journey as their events are appended, the drop sweeper's rule, what a
+//! merge of profiles carries over, and the statistics kept as per-day
+//! counters. Pure domain: no storage, no clock
 //! (the caller passes `now`), no transport.
 
+mod carry;
 mod definition;
 mod delta;
 mod facts;
@@ -21,6 +23,7 @@ pub mod population;
 #[doc(hidden)]
 pub mod testkit;
 
+pub use carry::{carry_over, CarryOver};
 pub use definition::{
     JourneyDefinition, JourneyDefinitions, JourneyError, Step, BUILTIN_TOML, MAX_LOOKBACK_EVENTS,
 };

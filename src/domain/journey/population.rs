@@ -447,6 +447,7 @@ fn expected_stats(truths: &[&Truth], top_n: usize) -> JourneyStats {
         dropped_by_inactivity,
         dropped_by_abandon,
         in_progress: 0,
+        merged: 0,
         steps,
         conversion_rate: ratio(completed, entered),
         contained,

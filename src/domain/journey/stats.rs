@@ -82,8 +82,11 @@ pub struct JourneyStats {
     pub dropped: u64,
     pub dropped_by_inactivity: u64,
     pub dropped_by_abandon: u64,
-    /// Entered, neither completed nor dropped yet.
+    /// Entered, neither completed nor dropped yet (nor merged).
     pub in_progress: u64,
+    /// Closed by a merge of profiles: the same person had the journey in
+    /// progress on both, and the other one goes on.
+    pub merged: u64,
     /// In definition order.
     pub steps: Vec<StepStats>,
     /// Completed ÷ entered.
@@ -146,6 +149,7 @@ impl JourneyStats {
         let dropped_by_abandon = get(&format!("{}abandon", field::DROPPED_BY));
         let dropped = dropped_by_inactivity + dropped_by_abandon;
         let contained = get(field::CONTAINED);
+        let merged = get(field::MERGED);
 
         let mut leaks: Vec<Leak> = with_prefix(field::OFFLINE)
             .filter_map(|(rest, count)| {
@@ -219,7 +223,8 @@ impl JourneyStats {
             dropped,
             dropped_by_inactivity,
             dropped_by_abandon,
-            in_progress: entered.saturating_sub(completed + dropped),
+            in_progress: entered.saturating_sub(completed + dropped + merged),
+            merged,
             steps,
             conversion_rate: ratio(completed, entered),
             contained,

@@ -146,7 +146,7 @@ impl JourneyUpdate {
     }
 
     /// Records the change of one journey from `before` to `after`.
-    fn record(
+    pub(super) fn record(
         &mut self,
         before: Option<&JourneyState>,
         after: JourneyState,
@@ -183,11 +183,7 @@ pub fn track(
     recent: &[RecentInteraction],
     events: &[EventFacts],
 ) -> JourneyUpdate {
-    let capacity = definitions
-        .iter()
-        .map(|d| d.lookback_events())
-        .max()
-        .unwrap_or(0);
+    let capacity = recent_capacity(definitions);
     // Sized for the most it will hold, so that the list a cache keeps has
     // no spare room (see `keep_latest`): a full list stays at its length,
     // a shorter one grows by at most the events, up to `capacity`.
@@ -240,6 +236,16 @@ pub fn track(
         update.recent = Some(shared);
     }
     update
+}
+
+/// How many latest interactions a customer keeps: the most any journey
+/// looks back.
+pub(super) fn recent_capacity(definitions: &JourneyDefinitions) -> usize {
+    definitions
+        .iter()
+        .map(|d| d.lookback_events())
+        .max()
+        .unwrap_or(0)
 }
 
 /// Whether `event` reaches the start step without abandoning: the only way
