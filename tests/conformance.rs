@@ -1256,7 +1256,10 @@ mod cases {
             storage::JourneyListQuery,
         };
         const PDV: &str = "personal_data_verification";
-        let at = T0 + 10 * MINUTE;
+        // On the wall clock: a merge drops the journeys past their
+        // deadline by it, as the sweeper would.
+        let wall = Micros::now();
+        let at = wall.0 - 10 * MINUTE;
         let anonymous = |unique: &str, step: usize, id: &str, at: i64| {
             let mut event = banking_event("x", step, id, at);
             event.customer_id = None;
@@ -1272,16 +1275,16 @@ mod cases {
                     // the same survivor later.
                     anonymous("N", 0, "n0", at),
                 ],
-                now(),
+                wall,
             )
             .await
             .expect("append");
-        let listed = |status| async move {
+        let listed_at = |status, step: Option<&'static str>| async move {
             let query = JourneyListQuery {
                 listing: Listing {
                     journey: PDV.into(),
                     status,
-                    step: None,
+                    step: step.map(String::from),
                     at: Micros(0),
                 }
                 .key(),
@@ -1296,16 +1299,17 @@ mod cases {
                 .map(|(c, _)| c.as_str().to_string())
                 .collect::<Vec<_>>()
         };
+        let listed = |status| listed_at(status, None);
         assert_eq!(listed(JourneyStatus::InProgress).await.len(), 2);
         store
             .append(
                 &[domain_event("m1", "own", "web", Initiator::Customer, at)],
-                now(),
+                wall,
             )
             .await
             .expect("append");
         let merged = store
-            .merge(&customer("m1"), &CustomerId::anonymous("M"), now())
+            .merge(&customer("m1"), &CustomerId::anonymous("M"), wall)
             .await
             .expect("merge");
         assert_eq!(merged, MergeOutcome::Merged);
@@ -1326,11 +1330,13 @@ mod cases {
         let mut in_progress = listed(JourneyStatus::InProgress).await;
         in_progress.sort();
         assert_eq!(in_progress, ["m1", "~N"]);
+        let at_step = listed_at(JourneyStatus::InProgress, Some("prompted")).await;
+        assert_eq!(at_step, ["m1"], "M left its step's listing too");
 
         // N's journey last moved at `at`, before M's step a minute later:
         // M's goes on, N's is counted as merged.
         let merged = store
-            .merge(&customer("m1"), &CustomerId::anonymous("N"), now())
+            .merge(&customer("m1"), &CustomerId::anonymous("N"), wall)
             .await
             .expect("merge");
         assert_eq!(merged, MergeOutcome::Merged);

@@ -291,14 +291,35 @@ async fn seed_journeys(
     (customer(&c), anon)
 }
 
-/// The banking journey's counters of `t0`'s day: entered, merged.
-async fn banking_counts(store: &dyn TimelineStore, t0: i64) -> (u64, u64) {
+/// The banking journey's counters of `t0`'s day: entered, merged,
+/// dropped.
+async fn banking_counts(store: &dyn TimelineStore, t0: i64) -> (u64, u64, u64) {
     let counters = store
         .journey_counters(PDV, &[Day::of(Micros(t0))])
         .await
         .expect("counters");
     let get = |field: &str| counters[0].get(field).copied().unwrap_or(0);
-    (get("entered"), get("merged"))
+    (get("entered"), get("merged"), get("dropped_by:inactivity"))
+}
+
+/// The members of the deadline index that name `profile`.
+fn deadlines_of(raw: &mut redis::Connection, profile: &CustomerId) -> usize {
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg("journey:jdeadlines")
+        .arg(0)
+        .arg(-1)
+        .query(raw)
+        .expect("zrange");
+    members
+        .iter()
+        .filter(|m| m.ends_with(&format!("\u{1f}{profile}")))
+        .count()
+}
+
+/// Ten minutes ago: the seeded journeys are well within their 30-minute
+/// inactivity timeout on the wall clock, which a merge drops by.
+fn journey_t0() -> i64 {
+    Micros::now().0 - 10 * MINUTE
 }
 
 /// The survivor's banking state: its status and last event id.
@@ -322,42 +343,52 @@ async fn banking_state(store: &dyn TimelineStore, profile: &CustomerId) -> (Jour
 /// A merge whose reply is lost at any round trip is completed by the next
 /// operation. When the lost reply was the survivor's write (the script
 /// ran), completing it writes the survivor again: the journeys it carried
-/// are not carried a second time, nor the closed one counted twice.
+/// are not carried a second time, nor the closed one counted twice. The
+/// merges run on an instance that never saw the survivor, so each first
+/// finds its copy of the survivor's states stale and sends again.
 #[tokio::test]
 async fn a_merge_run_again_carries_journeys_once() {
     let redis = RedisServer::start();
     let proxy = CountingProxy::start(redis.port).await;
     let store = journey_store_via(&proxy);
+    let merger = journey_store_via(&proxy);
     let mut raw = redis.connection();
-    let t0 = t0();
+    let t0 = journey_t0();
     // Warm up: load the scripts so every attempt below takes the same steps.
     let (warm_c, warm_a) = seed_journeys(&store, 99, t0, false).await;
-    let merged = store.merge(&warm_c, &warm_a, Micros::now()).await;
+    let merged = merger.merge(&warm_c, &warm_a, Micros::now()).await;
     assert_eq!(merged.expect("merge"), MergeOutcome::Merged);
-    assert_eq!(banking_counts(&store, t0).await, (2, 1));
+    assert_eq!(banking_counts(&store, t0).await, (2, 1, 0));
 
     let mut ran_again = 0;
     // Either journey may be the one that goes on: a run again must not
     // carry the one or close the other a second time.
-    let shapes = (0..8).flat_map(|cut| [(cut, false), (cut, true)]);
+    let shapes = (0..10).flat_map(|cut| [(cut, false), (cut, true)]);
     for (n, (cut, customer_last)) in shapes.enumerate() {
         let (c, anon) = seed_journeys(&store, n, t0, customer_last).await;
         proxy.lose_reply_after(cut);
-        let attempt = store.merge(&c, &anon, Micros::now()).await;
+        let attempt = merger.merge(&c, &anon, Micros::now()).await;
         proxy.heal();
         let landed: bool = redis::cmd("HEXISTS")
             .arg(format!("journey:{{{c}}}:merges"))
             .arg(anon.as_str())
             .query(&mut raw)
             .expect("hexists");
-        if attempt.is_err() && landed && customer_last {
+        let fence: Option<String> = redis::cmd("GET")
+            .arg(format!("journey:{{{anon}}}:alias"))
+            .query(&mut raw)
+            .expect("get");
+        let pending = fence.is_some_and(|f| f.starts_with("pending:"));
+        // The survivor's write landed, the merge is not finished: the
+        // next operation runs the write again.
+        if attempt.is_err() && landed && pending && customer_last {
             ran_again += 1;
         }
         // The next operation on the absorbed profile completes the merge,
         // unless the cut came before the fence: then it merges now.
         if total(&store, &anon).await.0 != c {
             assert!(attempt.is_err(), "cut {cut}: {attempt:?}");
-            let again = store.merge(&c, &anon, Micros::now()).await;
+            let again = merger.merge(&c, &anon, Micros::now()).await;
             assert_eq!(again.expect("merge"), MergeOutcome::Merged, "cut {cut}");
         }
         let last = if customer_last { "s1" } else { "a1" };
@@ -369,9 +400,11 @@ async fn a_merge_run_again_carries_journeys_once() {
         let pairs = n as u64 + 2;
         assert_eq!(
             banking_counts(&store, t0).await,
-            (2 * pairs, pairs),
+            (2 * pairs, pairs, 0),
             "cut {cut}: one closed as merged per merge"
         );
+        assert_eq!(deadlines_of(&mut raw, &anon), 0, "cut {cut}");
+        assert_eq!(deadlines_of(&mut raw, &c), 1, "cut {cut}");
     }
     assert!(
         ran_again > 0,
@@ -388,7 +421,7 @@ async fn a_sweep_meeting_a_merge_under_way_completes_it() {
     let proxy = CountingProxy::start(redis.port).await;
     let store = journey_store_via(&proxy);
     let mut raw = redis.connection();
-    let t0 = t0();
+    let t0 = journey_t0();
     let (c, anon) = seed_journeys(&store, 1, t0, false).await;
     let alias = format!("journey:{{{anon}}}:alias");
     let () = redis::cmd("SET")
@@ -411,7 +444,12 @@ async fn a_sweep_meeting_a_merge_under_way_completes_it() {
     );
     // The customer's journey had dropped: the one under way came along,
     // and nothing was closed as merged.
-    assert_eq!(banking_counts(&store, t0).await, (2, 0));
+    assert_eq!(banking_counts(&store, t0).await, (2, 0, 1));
+    assert_eq!(
+        deadlines_of(&mut raw, &anon),
+        0,
+        "the fenced profile's went"
+    );
     assert_eq!(
         banking_state(&store, &c).await,
         (JourneyStatus::InProgress, "a1".to_string())

@@ -48,7 +48,8 @@
 -- some events are held already, writing nothing (below);
 -- otherwise one integer per event: 1 stored, 0 duplicate, followed by the
 -- identities and merged profiles whose keys to push when the profile's
--- expiry was pushed (profile_expiry.lua).
+-- expiry was pushed (profile_expiry.lua), and "again" when a merge run
+-- again left its journey write set (below).
 local timeline, ids, summary, contacts, cids, idents, merges, alias, journeys =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local US, RS = '\31', '\30'
@@ -57,16 +58,6 @@ local redirect = redis.call('GET', alias)
 if redirect then
   return redirect
 end
-local journey_version = ARGV[12]
--- Merge mode run again after its first run landed (the survivor names the
--- absorbed profile among its merges): that run carried the journeys, so
--- this one's write set (computed from states that may hold them) is left.
-if ARGV[7] ~= '' and journey_version ~= '' and redis.call('HEXISTS', merges, ARGV[7]) == 1 then
-  journey_version = ''
-end
-local stale = journeys_stale(journeys, journey_version)
-if stale then return stale end
-
 -- Instants stay strings: Lua turns a number back into text with 14
 -- significant digits, which would lose microseconds.
 local cutoff = ARGV[1]
@@ -78,6 +69,31 @@ local first_event = 13
 local first_ident = first_event + 8 * n_events
 local first_reservation = first_ident + 2 * n_idents
 local first_journey_write = first_reservation + 2 * n_reservations
+
+-- Merge mode: refuse, before any write, a merge that would give the
+-- profile two values of a unique type or too many identities
+-- (merge_rules.lua, prepended). First: a merge refused is refused
+-- whatever became of the survivor's journey states.
+if merging ~= '' then
+  local refusal = rules_refusal(ARGV[9], tonumber(ARGV[10]), function(consider)
+    for _, packed in ipairs(redis.call('HKEYS', idents)) do consider(packed) end
+    for i = first_ident, first_reservation - 1, 2 do consider(ARGV[i]) end
+  end)
+  if refusal then return refusal end
+end
+
+local journey_version = ARGV[12]
+-- Merge mode run again after its first run landed (the survivor names the
+-- absorbed profile among its merges): that run carried the journeys, so
+-- this one's write set (computed from states that may hold them) is left,
+-- and the answer ends with "again".
+local again = false
+if merging ~= '' and journey_version ~= '' and redis.call('HEXISTS', merges, merging) == 1 then
+  journey_version = ''
+  again = true
+end
+local stale = journeys_stale(journeys, journey_version)
+if stale then return stale end
 
 -- A duplicate must not move journeys (an event of a profile merged in, or
 -- an id sent again with new content: the service's states do not know
@@ -108,16 +124,6 @@ local function split(s, sep)
   end
 end
 
--- Merge mode: refuse, before any write, a merge that would give the
--- profile two values of a unique type or too many identities
--- (merge_rules.lua, prepended).
-if merging ~= '' then
-  local refusal = rules_refusal(ARGV[9], tonumber(ARGV[10]), function(consider)
-    for _, packed in ipairs(redis.call('HKEYS', idents)) do consider(packed) end
-    for i = first_ident, first_reservation - 1, 2 do consider(ARGV[i]) end
-  end)
-  if refusal then return refusal end
-end
 
 local function min_field(field, value)
   local current = tonumber(redis.call('HGET', summary, field))
@@ -278,4 +284,5 @@ journeys_write(journeys, journey_version, first_journey_write, ttl)
 -- Expiry (profile_expiry.lua, prepended): the timeline is written by
 -- every stored event.
 push_profile_expiry(timeline, ttl, touched, result)
+if again then result[#result + 1] = 'again' end
 return result

@@ -511,6 +511,7 @@ impl TimelineStore for MemoryStore {
         let carried = self.tracker.as_ref().map(|tracker| {
             carry_over(
                 &tracker.definitions(),
+                wall,
                 &timeline.journeys,
                 &timeline.journey_recent,
                 &gone.journeys,

@@ -230,8 +230,8 @@ impl VersionedStates {
 }
 
 /// The journey states of a profile being merged away, read from its hash
-/// (`HGETALL`); `None` when it holds none, or none that read (logged: the
-/// merge goes on without them rather than never).
+/// (`HGETALL`); `None` when it holds none. A field that does not read is
+/// left out (logged): the merge carries the others rather than none.
 pub(super) fn absorbed_states(
     profile: &CustomerId,
     fields: Vec<(String, String)>,
@@ -239,13 +239,14 @@ pub(super) fn absorbed_states(
     if fields.is_empty() {
         return None;
     }
-    match VersionedStates::parse(fields) {
-        Ok(states) => Some(states),
-        Err(error) => {
-            tracing::error!(%profile, %error, "journey states unreadable; not carried by the merge");
-            None
+    let readable = fields.into_iter().filter(|field| {
+        let read = VersionedStates::parse([field.clone()]);
+        if let Err(error) = &read {
+            tracing::error!(%profile, field = %field.0, %error, "journey state unreadable; not carried by the merge");
         }
-    }
+        read.is_ok()
+    });
+    VersionedStates::parse(readable).ok()
 }
 
 /// The started journeys among states this instance holds, in the order
@@ -795,11 +796,11 @@ impl RedisStore {
         }
         let replies: Vec<redis::Value> = self.query_scripts(&self.sweep_script, &write).await?;
         let mut dropped = 0;
-        let mut merged = Vec::new();
+        let mut merging = Vec::new();
         for ((profile, current, update, version), reply) in planned.into_iter().zip(replies) {
             let stale = match &reply {
-                redis::Value::Array(items) if is_tag(items, "merged") => {
-                    merged.push((profile, update));
+                redis::Value::Array(items) if is_tag(items, "merging") => {
+                    merging.push((profile, update));
                     continue;
                 }
                 redis::Value::Array(items) => stale_reply(items),
@@ -820,8 +821,8 @@ impl RedisStore {
                 }
             }
         }
-        for (profile, update) in merged {
-            self.leave_merged(&profile, &update).await;
+        for (profile, update) in merging {
+            self.complete_merging(&profile, &update, now).await;
         }
         Ok(Swept {
             due: read_count,
@@ -829,38 +830,37 @@ impl RedisStore {
         })
     }
 
-    /// A due profile merged away, or being merged: its journeys go to the
-    /// survivor with the merge, which this completes if it is pending
-    /// (`follow`); then its deadlines go, unless the merge was refused
-    /// and the profile stands again.
-    async fn leave_merged(&self, profile: &CustomerId, update: &JourneyUpdate) {
-        let gone = match self.follow(profile).await {
-            Ok(survivor) => survivor != *profile,
-            Err(error) => {
-                tracing::warn!(%profile, %error, "a due profile's merge could not be completed; swept again later");
-                return;
-            }
+    /// A due profile being merged: its journeys go to the survivor with
+    /// the merge, which this completes (`follow`); its due deadlines leave
+    /// the index with it, or are swept on the next pass if the merge was
+    /// refused (the profile stands again) or left behind (below).
+    async fn complete_merging(&self, profile: &CustomerId, update: &JourneyUpdate, now: Micros) {
+        let Err(error) = self.follow(profile).await else {
+            return;
         };
-        if !gone {
+        // A merge that cannot be completed now (its survivor's states
+        // kept moving, Redis went away) must not hold the front of the
+        // index: its deadlines wait a minute, as long as they are there.
+        tracing::warn!(%profile, %error, "a due profile's merge could not be completed; its deadlines wait a minute");
+        if update.deadlines.is_empty() {
             return;
         }
-        let members: Vec<String> = update
-            .deadlines
-            .iter()
-            .map(|change| deadline_member(&change.journey, profile))
-            .collect();
-        if members.is_empty() {
-            return;
+        let later = now.saturating_add_micros(MERGE_RETRY_MICROS).0;
+        let mut wait = commands::cmd("ZADD");
+        wait.arg(DEADLINES_KEY).arg("XX");
+        for change in &update.deadlines {
+            wait.arg(later)
+                .arg(deadline_member(&change.journey, profile));
         }
-        let removed: Result<i64, _> = self
-            .conn
-            .cmd_as(commands::cmd("ZREM").arg(DEADLINES_KEY).arg(&members))
-            .await;
-        if let Err(error) = removed {
-            tracing::warn!(%profile, %error, "a merged profile's deadlines stay until the next pass");
+        if let Err(error) = self.conn.cmd_as::<i64>(&wait).await {
+            tracing::warn!(%profile, %error, "a merging profile's deadlines stay due");
         }
     }
 }
+
+/// How long the due deadlines of a profile whose merge could not be
+/// completed wait before the sweeper tries again.
+const MERGE_RETRY_MICROS: i64 = 60 * Micros::PER_SECOND;
 
 /// Whether a script's array reply is `{tag}`.
 fn is_tag(items: &[redis::Value], tag: &str) -> bool {

@@ -538,7 +538,7 @@ impl RedisStore {
         // instance holds: when those moved on, the script answers the
         // current ones before any write, and the call goes again.
         let theirs = absorbed_states(absorbed, journey_fields);
-        let carrying = self.journeys.as_ref().zip(theirs.as_ref());
+        let mut carrying = self.journeys.as_ref().zip(theirs.as_ref());
         let mut ours = carrying.map(|(journeys, _)| journeys.cache.get(survivor));
         let mut attempts = 0;
         let reply = loop {
@@ -547,6 +547,7 @@ impl RedisStore {
                 .and_then(|((journeys, theirs), ours)| {
                     let carry = carry_over(
                         &journeys.tracker.definitions(),
+                        Micros::now(),
                         &ours.states,
                         &ours.recent,
                         &theirs.states,
@@ -573,29 +574,45 @@ impl RedisStore {
                 push_carry_over(call, survivor, absorbed, carry, *version);
             }
             let (reply,): (redis::Value,) = self.query_scripts(&self.append_script, &pipe).await?;
-            let reply = AppendReply::parse(reply)?;
-            let Some((journeys, _)) = carrying.filter(|_| carry.is_some()) else {
-                break reply;
+            let reply = AppendReply::parse(reply);
+            let (Some((journeys, _)), Some((carry, _, version))) = (carrying, carry) else {
+                break reply?;
             };
             match reply {
-                AppendReply::Stale(current) if attempts < MAX_CARRY_ATTEMPTS => {
+                Ok(AppendReply::Stale(current)) if attempts < MAX_CARRY_ATTEMPTS => {
                     attempts += 1;
                     let current = Arc::new(current);
                     journeys.cache.note_stale();
                     journeys.cache.put_shared(survivor, current.clone());
                     ours = Some(current);
                 }
-                reply => {
-                    // A merge run again writes no journeys (its first run
-                    // did): what the survivor holds is not known here.
-                    journeys.cache.forget(survivor);
-                    break reply;
+                Ok(AppendReply::Outcomes(stored, leads)) => {
+                    if let Some(ours) = &ours {
+                        let after =
+                            ours.after(carry.survivor.states, carry.survivor.recent, version);
+                        journeys.cache.put(survivor, after);
+                    }
+                    break AppendReply::Outcomes(stored, leads);
                 }
+                // The first run wrote the journeys: what the survivor holds
+                // now is not known here.
+                Ok(again @ AppendReply::MergedAgain(_)) => {
+                    journeys.cache.forget(survivor);
+                    break again;
+                }
+                // The survivor's current states (a stale answer) do not
+                // read: merged without the absorbed profile's journeys
+                // rather than never, which would leave it fenced for good.
+                Err(StorageError::Corrupt(error)) => {
+                    tracing::error!(%survivor, %absorbed, %error, "journey states unreadable; the merge goes on without carrying journeys");
+                    carrying = None;
+                }
+                other => break other?,
             }
         };
         // The keys to push, once the merge is done (below).
         let mut pushed = match reply {
-            AppendReply::Outcomes(_, leads) => leads,
+            AppendReply::Outcomes(_, leads) | AppendReply::MergedAgain(leads) => leads,
             AppendReply::Refused(reason) => {
                 // Roll back: lift the fence; nothing else was written. A
                 // failed compare means another worker moved it already.

@@ -440,6 +440,11 @@ impl TimelineStore for RedisStore {
                         again.push((profile, remaining, prior));
                     }
                     AppendReply::Refused(reason) => return Err(StorageError::Corrupt(reason)),
+                    AppendReply::MergedAgain(_) => {
+                        return Err(StorageError::Corrupt(
+                            "an append was answered as a merge run again".into(),
+                        ))
+                    }
                 }
             }
             self.push_leads(&leads_of).await;
@@ -1086,6 +1091,10 @@ pub(super) enum AppendReply {
     /// These events (positions in the call) are held already and the
     /// journey write set counted them: nothing was written.
     Held(Vec<usize>),
+    /// A merge run again after its first run landed: written as
+    /// `Outcomes` (these are its leads), but not its journey write set
+    /// (the first run's was).
+    MergedAgain(Vec<Lead>),
 }
 
 impl AppendReply {
@@ -1120,7 +1129,17 @@ impl AppendReply {
                         return Ok(Self::Refused(reason));
                     }
                 }
-                // The outcomes, then the leads.
+                // The outcomes, then the leads, then "again" if so.
+                if let Some(redis::Value::BulkString(tag)) = items.last() {
+                    if tag.as_slice() == b"again" {
+                        let leads = items[..items.len() - 1]
+                            .iter()
+                            .position(|item| !matches!(item, redis::Value::Int(_)))
+                            .map(|split| Lead::parse_all(&items[split..items.len() - 1]))
+                            .unwrap_or_default();
+                        return Ok(Self::MergedAgain(leads));
+                    }
+                }
                 let split = items
                     .iter()
                     .position(|item| !matches!(item, redis::Value::Int(_)))

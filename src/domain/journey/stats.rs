@@ -89,7 +89,7 @@ pub struct JourneyStats {
     pub merged: u64,
     /// In definition order.
     pub steps: Vec<StepStats>,
-    /// Completed ÷ entered.
+    /// Completed ÷ (entered − merged).
     pub conversion_rate: Option<f64>,
     /// Completed journeys that started online and never went offline.
     pub contained: u64,
@@ -226,7 +226,8 @@ impl JourneyStats {
             in_progress: entered.saturating_sub(completed + dropped + merged),
             merged,
             steps,
-            conversion_rate: ratio(completed, entered),
+            // A journey closed by a merge was the same person's other one.
+            conversion_rate: ratio(completed, entered.saturating_sub(merged)),
             contained,
             containment_rate: ratio(contained, completed),
             leaks,
