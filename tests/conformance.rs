@@ -1360,6 +1360,31 @@ mod cases {
         assert_eq!(counters[0].get("dropped_by:inactivity"), Some(&1));
     }
 
+    /// Forty merges, each absorbing the survivor of the one before: the
+    /// first profile's id still leads to the last survivor (more merges
+    /// than a read follows: each merge points the ids that led to the
+    /// absorbed profile at the survivor).
+    pub async fn a_long_line_of_merges_is_followed_to_its_end(store: &dyn TimelineStore) {
+        let anon = |i: usize| CustomerId::anonymous(&format!("line{i:02}"));
+        for i in 0..=40 {
+            let mut event = domain_event("x", &format!("e{i}"), "web", Initiator::Customer, T0);
+            event.customer_id = None;
+            event.profile = anon(i);
+            store.append(&[event], now()).await.expect("append");
+        }
+        for i in 0..40 {
+            let merged = store.merge(&anon(i + 1), &anon(i), now()).await;
+            assert_eq!(merged.expect("merge"), MergeOutcome::Merged, "merge {i}");
+        }
+        let first = store
+            .context(&anon(0), 100, Micros(0))
+            .await
+            .expect("context")
+            .expect("found");
+        assert_eq!(first.profile, anon(40));
+        assert_eq!(first.summary.total_events, 41);
+    }
+
     /// A journey in progress whose definition goes away for a while (a
     /// reload under way on another instance, or undone here): its due
     /// deadline waits an hour instead of being forgotten, and once the
@@ -1485,6 +1510,7 @@ macro_rules! conformance {
             conformance!(@case racing_merges_end_in_one_profile, roomy, $fixture);
             conformance!(@case journeys_follow_appends_and_sweeps, roomy, $fixture);
             conformance!(@case a_merge_carries_journeys_and_their_deadlines, roomy, $fixture);
+            conformance!(@case a_long_line_of_merges_is_followed_to_its_end, roomy, $fixture);
             conformance!(@case the_context_reads_the_latest_contacts_only, roomy, $fixture);
             conformance!(@fixture_case a_journey_undefined_for_a_while_is_still_dropped, roomy, $fixture);
         }

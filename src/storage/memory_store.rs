@@ -80,8 +80,9 @@ impl State {
     /// The profile an id leads to: itself, or the survivor of its merges.
     fn follow(&self, profile: &CustomerId) -> CustomerId {
         let mut current = profile.clone();
-        // Merges point at survivors that were alive then, so chains are
-        // short; the bound only guards against a cycle.
+        // A merge points the ids that led to its absorbed profile at the
+        // survivor, so a chain is one step; the bound only guards against
+        // a cycle.
         for _ in 0..32 {
             match self.aliases.get(&current) {
                 Some(next) => current = next.clone(),
@@ -505,6 +506,8 @@ impl TimelineStore for MemoryStore {
         }
         let gone = state.customers.remove(&absorbed).unwrap_or_default();
         let moved: Vec<Identity> = gone.identity_set().cloned().collect();
+        // Every profile whose data the absorbed one holds (its history).
+        let history: Vec<CustomerId> = gone.merged_ids().cloned().collect();
         let before = gone.held();
         let timeline = state.customers.entry(survivor.clone()).or_default();
         let survivor_before = timeline.held();
@@ -546,6 +549,13 @@ impl TimelineStore for MemoryStore {
         if let Some(carried) = carried {
             state.journeys.apply(&absorbed, &carried.absorbed);
             state.apply_journeys(&survivor, carried.survivor);
+        }
+        // The ids that led to the absorbed profile lead to the survivor
+        // directly: no chain of merges grows longer than one step.
+        for id in history {
+            if state.aliases.get(&id) == Some(&absorbed) {
+                state.aliases.insert(id, survivor.clone());
+            }
         }
         state.aliases.insert(absorbed, survivor);
         Ok(MergeOutcome::Merged)

@@ -194,6 +194,12 @@ impl Timeline {
 
     /// Whether any event is held: a customer known only by a reservation
     /// has no journey context.
+    /// The profiles whose data this one holds (merged into it, directly
+    /// or through a profile merged into it).
+    pub(super) fn merged_ids(&self) -> impl Iterator<Item = &CustomerId> {
+        self.merges.iter().map(|m| &m.from)
+    }
+
     /// Keeps the customer at least until `at` (writes push expiry later).
     pub(super) fn keep_until(&mut self, at: Micros) {
         self.expires_at = self.expires_at.max(at);

@@ -688,6 +688,20 @@ impl RedisStore {
                 .arg(identity_ttl);
             repointed += 1;
         }
+        // The aliases of the profiles merged into the absorbed one lead to
+        // the survivor directly, as its own does: a line of merges stays
+        // one step long (a read follows at most MAX_HOPS).
+        let was = format!("done:{absorbed}");
+        for (from, _) in &history {
+            let keys = Keys::of(&CustomerId::from_trusted(from));
+            self.cas_script
+                .call(&mut repoint)
+                .key(keys.alias())
+                .arg(&was)
+                .arg(&done)
+                .arg(identity_ttl);
+            repointed += 1;
+        }
         if repointed > 0 {
             self.query_scripts::<redis::Value>(&self.cas_script, &repoint)
                 .await?;
