@@ -189,6 +189,12 @@ fn client_commands_round_trip_and_sigterm_exits_cleanly() {
         serde_json::from_str(&served.ok(&["context", "c1", "--json"])).expect("json");
     assert_eq!(json["total_events"], 2);
     assert_eq!(json["last_company_contact"]["event_id"], "m1");
+    assert_eq!(json["contact_counts"]["last_24h"], 1, "{json}");
+    assert_eq!(
+        json["contact_counts"]["per_channel"]["email"]["last_30d"],
+        1
+    );
+    assert_eq!(json["contact_counts_capped"], false);
 
     let page: serde_json::Value =
         serde_json::from_str(&served.ok(&["events", "c1", "--page-size", "1", "--json"]))

@@ -144,6 +144,8 @@ pub fn context(r: &pb::GetJourneyContextResponse, as_json: bool) {
             "last_customer_interaction": r.last_customer_interaction.as_ref().map(event_json),
             "last_company_contact": r.last_company_contact.as_ref().map(event_json),
             "events": r.events.iter().map(event_json).collect::<Vec<_>>(),
+            "contact_counts": counts_json(&r.contact_counts),
+            "contact_counts_capped": r.contact_counts.as_ref().is_some_and(|c| c.capped),
             "journeys": super::journeys::states_json(&r.journeys),
         });
         println!("{doc}");
