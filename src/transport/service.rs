@@ -112,6 +112,19 @@ impl JourneyApi {
     /// Converts and checks one event; `now` is shared by a whole batch.
     fn accept(&self, event: Option<WireEvent>, now: Micros) -> Result<Event, DomainError> {
         let event = event.ok_or_else(|| DomainError::invalid("", "required"))?;
+        // Refused before it is decoded: a few MiB of empty identities (2
+        // bytes each on the wire, 48 decoded) would take 24 times their
+        // size before their count is checked.
+        let most = max_encoded_event_bytes(&self.limits.event);
+        if event.0.len() > most {
+            return Err(DomainError::invalid(
+                "",
+                format!(
+                    "the event's encoding is {} bytes; at most {most} (--max-event-bytes and its identities)",
+                    event.0.len()
+                ),
+            ));
+        }
         let event = <crate::pb::Event as prost::Message>::decode(event.0)
             .map_err(|e| DomainError::invalid("", format!("not a valid Event: {e}")))?;
         let mut raw = convert::raw_event(event)?;
@@ -452,4 +465,15 @@ pub(super) fn count_or_default(
         )),
         n => Ok(n),
     }
+}
+
+/// The largest encoding of an event the limits can admit: twice its
+/// counted bytes (ids, names, attribute keys and values) for the framing,
+/// 1 KiB per identity allowed, and 4 KiB for the rest.
+fn max_encoded_event_bytes(limits: &crate::domain::EventLimits) -> usize {
+    limits
+        .max_event_bytes
+        .saturating_mul(2)
+        .saturating_add(limits.max_identities.saturating_mul(1024))
+        .saturating_add(4096)
 }

@@ -222,19 +222,83 @@ impl<T, U> Default for WireCodec<T, U> {
 impl<T, U> tonic::codec::Codec for WireCodec<T, U>
 where
     T: Message + Send + 'static,
-    U: Message + Default + Send + 'static,
+    U: Message + Default + RequestBound + Send + 'static,
 {
     type Encode = T;
     type Decode = U;
     type Encoder = SizedEncoder<T>;
-    type Decoder = tonic_prost::ProstDecoder<U>;
+    type Decoder = BoundedDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
         SizedEncoder(std::marker::PhantomData)
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::default()
+        BoundedDecoder(tonic_prost::ProstDecoder::default())
+    }
+}
+
+/// The largest encoding the server decodes of a request (the service's
+/// `--max-message-bytes` applies first). The small requests (a customer
+/// reference, at most 20 identities, a few filters) fit in far less than
+/// `SMALL_REQUEST_BYTES`; capping them before they are decoded bounds what
+/// a request of a million empty repeated entries would take in memory (2
+/// bytes each on the wire, 24 to 48 decoded) before its count is refused.
+/// The append and batch requests cap what they decode themselves.
+pub trait RequestBound {
+    const MAX_BYTES: usize = usize::MAX;
+}
+
+/// The most bytes a small request may take (see `RequestBound`).
+pub const SMALL_REQUEST_BYTES: usize = 64 * 1024;
+
+impl RequestBound for AppendEventRequest {}
+impl RequestBound for AppendEventsRequest {}
+impl RequestBound for CheckContactBatchRequest {}
+macro_rules! small_requests {
+    ($($request:ty),* $(,)?) => {
+        $(impl RequestBound for $request {
+            const MAX_BYTES: usize = SMALL_REQUEST_BYTES;
+        })*
+    };
+}
+small_requests!(
+    GetJourneyContextRequest,
+    ListEventsRequest,
+    CheckContactRequest,
+    LinkIdentitiesRequest,
+    UnlinkIdentityRequest,
+    ListJourneyDefinitionsRequest,
+    GetJourneyStatsRequest,
+    ListJourneysRequest,
+);
+
+/// prost's decoder, after a check of the request's size against its
+/// `RequestBound`: a larger one is `RESOURCE_EXHAUSTED`, as a message over
+/// the server's limit is.
+#[derive(Debug)]
+pub struct BoundedDecoder<U>(tonic_prost::ProstDecoder<U>);
+
+impl<U: Message + Default + RequestBound> tonic::codec::Decoder for BoundedDecoder<U> {
+    type Item = U;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<U>, tonic::Status> {
+        let len = buf.remaining();
+        if len > U::MAX_BYTES {
+            return Err(tonic::Status::resource_exhausted(format!(
+                "the request is {len} bytes; this method takes at most {}",
+                U::MAX_BYTES
+            )));
+        }
+        self.0.decode(buf)
+    }
+
+    fn buffer_settings(&self) -> tonic::codec::BufferSettings {
+        self.0.buffer_settings()
     }
 }
 
