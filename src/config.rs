@@ -395,6 +395,30 @@ impl ServeConfig {
         if self.retention_days > 36_500 {
             return Err("--retention-days must be at most 36500".into());
         }
+        // Past these a setting is accepted but breaks at run time: the
+        // states cache reserves its table up front, and a sweep's count is
+        // a Redis LIMIT.
+        for (flag, value, most) in [
+            (
+                "--journey-cache-customers",
+                self.journey_cache_customers as u64,
+                10_000_000,
+            ),
+            (
+                "--journey-sweep-batch",
+                self.journey_sweep_batch as u64,
+                1_000_000,
+            ),
+            (
+                "--journey-cache-mib",
+                self.journey_cache_mib as u64,
+                1 << 20,
+            ),
+        ] {
+            if value > most {
+                return Err(format!("{flag} must be at most {most}"));
+            }
+        }
         Ok(())
     }
 }
@@ -479,6 +503,33 @@ mod tests {
             huge_lists.check(),
             Err("--max-check-batch must be at most 100000".to_string())
         );
+    }
+
+    #[test]
+    fn settings_that_would_break_at_run_time_are_refused() {
+        let refused = |config: ServeConfig| config.check().expect_err("refused");
+        let too_many = refused(ServeConfig {
+            journey_cache_customers: 100_000_000,
+            ..ServeConfig::default()
+        });
+        assert!(too_many.contains("--journey-cache-customers"), "{too_many}");
+        let batch = refused(ServeConfig {
+            journey_sweep_batch: usize::MAX,
+            ..ServeConfig::default()
+        });
+        assert!(batch.contains("--journey-sweep-batch"), "{batch}");
+        let mib = refused(ServeConfig {
+            journey_cache_mib: 1 << 44,
+            ..ServeConfig::default()
+        });
+        assert!(mib.contains("--journey-cache-mib"), "{mib}");
+        assert!(ServeConfig {
+            journey_cache_customers: 10_000_000,
+            journey_sweep_batch: 1_000_000,
+            ..ServeConfig::default()
+        }
+        .check()
+        .is_ok());
     }
 
     #[test]

@@ -195,7 +195,7 @@ pub fn open_store(
                     .with_journeys(
                         tracker,
                         config.journey_cache_customers,
-                        config.journey_cache_mib << 20,
+                        config.journey_cache_mib.saturating_mul(1 << 20),
                     )
                     .with_context_cache(config.context_cache_mib.saturating_mul(1 << 20))?,
             )
@@ -321,9 +321,14 @@ pub async fn run_with_metrics(
     // split): without it their connections, and the calls and slots of
     // `--max-in-flight-total` those held, stayed until the process ended.
     let keepalive = config.keepalive_interval();
+    // TCP keepalive counts whole seconds, 1 to 32767 on Linux (outside,
+    // the socket option fails on every connection); HTTP/2's PING takes
+    // the interval as it is.
+    let tcp_keepalive =
+        keepalive.map(|d| d.clamp(Duration::from_secs(1), Duration::from_secs(32_767)));
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
-        .with_keepalive(keepalive);
+        .with_keepalive(tcp_keepalive);
     tracing::info!(listen = %local, store = %config.store, "journey server started");
 
     let signal = async move {

@@ -298,7 +298,8 @@ fn contact_checks_and_policy_reload_on_sighup() {
     assert!(blocked.contains("next allowed at"), "{blocked}");
 
     let list = dir.path().join("list.csv");
-    std::fs::write(&list, "customer_id,name\nc1,Ann\nnobody,Bob\n").expect("write list");
+    // As a spreadsheet may export it: a byte-order mark, a blank line.
+    std::fs::write(&list, "\u{feff}\ncustomer_id,name\nc1,Ann\nnobody,Bob\n").expect("write list");
     let flagged = served.ok(&[
         "check",
         "--batch",

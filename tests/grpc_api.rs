@@ -781,7 +781,8 @@ async fn the_event_limits_follow_the_settings() {
 /// Requests made of many empty repeated entries (2 bytes each on the wire,
 /// tens in memory) are refused before they are decoded: an event's
 /// encoding past what its limits admit is INVALID_ARGUMENT, a small
-/// request past 64 KiB RESOURCE_EXHAUSTED. Requests of the usual size pass.
+/// request past 64 KiB RESOURCE_EXHAUSTED. A refusal that quotes a huge
+/// input stays INVALID_ARGUMENT. Requests of the usual size pass.
 #[tokio::test]
 async fn oversized_repeated_fields_are_refused_before_decoding() {
     use support::events::{base_micros, page_view};
@@ -812,6 +813,26 @@ async fn oversized_repeated_fields_are_refused_before_decoding() {
         .await
         .expect_err("200 KB of empty channels");
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+
+    // A refusal quoting a huge input (a 10 KB attribute key) is clipped:
+    // whole, its headers would pass a client's limit and the call be
+    // reset, seen as UNAVAILABLE.
+    let mut event = page_view("c1", "e3", base_micros());
+    event.attributes.insert("k".repeat(10_000), "v".into());
+    let status = client
+        .append_event(pb::AppendEventRequest { event: Some(event) })
+        .await
+        .expect_err("a 10 KB key");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let status = client
+        .list_events(pb::ListEventsRequest {
+            customer_id: "c1".into(),
+            channels: vec!["x".repeat(10_000)],
+            ..Default::default()
+        })
+        .await
+        .expect_err("a 10 KB channel");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
 
     // Within the limits: answered as before (nothing linked yet: a link
     // of one customer id alone is refused on its count, not its size).

@@ -597,6 +597,16 @@ mod cases {
             .await
             .expect_err("own id");
         assert_eq!(own.code(), Code::FailedPrecondition);
+        // A value no customer id can have is refused, as a link refuses it.
+        let invalid = client
+            .unlink_identity(pb::UnlinkIdentityRequest {
+                customer_id: "c1".into(),
+                identity: Some(id("customer_id", "~not-a-customer")),
+                ..Default::default()
+            })
+            .await
+            .expect_err("no customer id starts with ~");
+        assert_eq!(invalid.code(), Code::InvalidArgument, "{invalid:?}");
     }
 
     pub async fn bad_identities_are_refused(mut client: Client) {

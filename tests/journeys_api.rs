@@ -576,6 +576,26 @@ mod cases {
         assert_eq!(backwards.code(), Code::InvalidArgument);
         assert_eq!(bad_field(&backwards), "end_time");
 
+        // The default week before an end in year 0001's first days starts
+        // at protobuf's first instant, which a client can read.
+        let first = prost_types::Timestamp {
+            seconds: -62_135_596_800,
+            nanos: 0,
+        };
+        let earliest = client
+            .get_journey_stats(pb::GetJourneyStatsRequest {
+                journey: JOURNEY.into(),
+                end_time: Some(prost_types::Timestamp {
+                    seconds: first.seconds + 2 * 86_400,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("stats")
+            .into_inner();
+        assert_eq!(earliest.start_time, Some(first));
+
         let too_long = client
             .get_journey_stats(pb::GetJourneyStatsRequest {
                 journey: JOURNEY.into(),

@@ -424,7 +424,9 @@ pub async fn events(args: EventsArgs) -> CliResult {
 fn read_customer_list(path: &std::path::Path) -> Result<Vec<String>, Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut ids = Vec::new();
+    // A spreadsheet's export may start with a byte-order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut ids: Vec<String> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() {
@@ -444,7 +446,8 @@ fn read_customer_list(path: &std::path::Path) -> Result<Vec<String>, Box<dyn std
                 .unwrap_or_default()
                 .trim()
                 .trim_matches('"');
-            if n == 0 && first == "customer_id" {
+            // The header, on the first line that holds anything.
+            if ids.is_empty() && first == "customer_id" {
                 continue;
             }
             first.to_string()

@@ -52,6 +52,9 @@ pub fn initiator(field: &str, value: i32) -> Result<Option<Initiator>, DomainErr
 /// cannot overflow.
 const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
 
+/// The first instant a `google.protobuf.Timestamp` can hold.
+pub const FIRST_TIMESTAMP: Micros = Micros(*TIMESTAMP_SECONDS.start() * Micros::PER_SECOND);
+
 /// A `google.protobuf.Timestamp` to microseconds (finer digits truncated).
 pub fn timestamp(field: &str, t: &prost_types::Timestamp) -> Result<Micros, DomainError> {
     if !(0..1_000_000_000).contains(&t.nanos) {

@@ -157,6 +157,11 @@ impl JourneyApi {
         request: pb::UnlinkIdentityRequest,
     ) -> Result<pb::UnlinkIdentityResponse, ApiError> {
         let identity = self.identity("identity", request.identity.as_ref())?;
+        if identity.kind == CUSTOMER_ID_IDENTITY {
+            // As a link checks it: a value no customer id can have is
+            // refused, not looked for.
+            CustomerId::parse("identity.value", &identity.value, &self.limits.event)?;
+        }
         let profile = self
             .profile_of(&request.customer_id, request.customer.as_ref())
             .await?;

@@ -125,8 +125,12 @@ impl JourneyApi {
         let definition = known_journey(&journeys, &request.journey)?;
         let now = Micros::now();
         let end = optional_time("end_time", request.end_time.as_ref())?.unwrap_or(now);
-        let start = optional_time("start_time", request.start_time.as_ref())?
-            .unwrap_or(end.saturating_sub_micros(DEFAULT_STATS_DAYS * DAY_MICROS));
+        // The default range starts no earlier than protobuf's first
+        // instant: the response names its start.
+        let start = optional_time("start_time", request.start_time.as_ref())?.unwrap_or(
+            end.saturating_sub_micros(DEFAULT_STATS_DAYS * DAY_MICROS)
+                .max(super::convert::FIRST_TIMESTAMP),
+        );
         if end <= start {
             return Err(DomainError::invalid("end_time", "must be after start_time").into());
         }

@@ -29,17 +29,45 @@ pub enum ApiError {
     NotLinked(String),
 }
 
+/// Most bytes of a message, and of a violation's reason, that a status
+/// carries; a field path gets `MAX_FIELD_BYTES`. Messages may quote what
+/// the client sent (an unknown name, an over-long key), and a status goes
+/// out in HTTP/2 headers, the message percent-encoded (up to 3 bytes a
+/// byte) and again with the details in base64: past a client's header
+/// limit (16 KiB in hyper, 8 KiB in grpc-java) the call would be reset
+/// and seen as UNAVAILABLE, a code clients retry.
+const MAX_MESSAGE_BYTES: usize = 1024;
+const MAX_FIELD_BYTES: usize = 256;
+
+/// `text` cut to at most `max` bytes on a character boundary, marked `…`
+/// when cut.
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
 impl From<DomainError> for Status {
     fn from(err: DomainError) -> Self {
-        let message = err.to_string();
+        let message = clip(err.to_string(), MAX_MESSAGE_BYTES);
         let reason = match &err {
-            DomainError::Invalid { reason, .. } => reason.clone(),
+            DomainError::Invalid { reason, .. } => clip(reason.clone(), MAX_MESSAGE_BYTES),
             DomainError::TooMany { .. } => message.clone(),
         };
         Status::with_error_details(
             Code::InvalidArgument,
             message,
-            ErrorDetails::with_bad_request_violation(err.field(), reason),
+            ErrorDetails::with_bad_request_violation(
+                clip(err.field().to_string(), MAX_FIELD_BYTES),
+                reason,
+            ),
         )
     }
 }
@@ -66,11 +94,13 @@ impl From<ApiError> for Status {
             ApiError::Domain(e) => e.into(),
             ApiError::Storage(e) => e.into(),
             ApiError::UnknownCustomer(_) | ApiError::UnknownJourney(_) => {
-                Status::not_found(err.to_string())
+                Status::not_found(clip(err.to_string(), MAX_MESSAGE_BYTES))
             }
-            ApiError::Contention(_) => Status::aborted(err.to_string()),
-            ApiError::Conflict(_) => Status::failed_precondition(err.to_string()),
-            ApiError::NotLinked(_) => Status::not_found(err.to_string()),
+            ApiError::Contention(_) => Status::aborted(clip(err.to_string(), MAX_MESSAGE_BYTES)),
+            ApiError::Conflict(_) => {
+                Status::failed_precondition(clip(err.to_string(), MAX_MESSAGE_BYTES))
+            }
+            ApiError::NotLinked(_) => Status::not_found(clip(err.to_string(), MAX_MESSAGE_BYTES)),
         }
     }
 }
@@ -87,4 +117,34 @@ pub fn overloaded(max_in_flight: usize) -> Status {
     Status::resource_exhausted(format!(
         "the server has {max_in_flight} calls under way (--max-in-flight-total); retry later"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clipped_text_ends_on_a_character_boundary() {
+        assert_eq!(clip("short".into(), 10), "short");
+        let long = "é".repeat(600); // 1,200 bytes
+        let cut = clip(long, MAX_MESSAGE_BYTES);
+        assert!(cut.len() <= MAX_MESSAGE_BYTES, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn a_status_quoting_a_huge_input_stays_small() {
+        let status: Status = DomainError::invalid(
+            format!("event.attributes.{}", "k".repeat(10_000)),
+            format!("key of {} bytes", "k".repeat(10_000)),
+        )
+        .into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
+        assert!(
+            status.details().len() < 4 * MAX_MESSAGE_BYTES,
+            "{}",
+            status.details().len()
+        );
+    }
 }
