@@ -20,6 +20,7 @@ fn run_args(target: String, scenario: Scenario) -> RunArgs {
         duration: 0.5,
         rate: None,
         customers: CUSTOMERS,
+        first_customer: 0,
         json: false,
         pids: Vec::new(),
         seed: 7,
@@ -88,6 +89,24 @@ async fn seeds_and_runs_every_scenario_without_errors() {
         .await
         .expect("echo run");
     assert_clean(&report);
+
+    // --first-customer moves the customers drawn: the last half of the
+    // seeded ones read cleanly, those past them are not found.
+    let report = bench::run(&RunArgs {
+        first_customer: CUSTOMERS / 2,
+        customers: CUSTOMERS / 2,
+        ..run_args(target.clone(), Scenario::Context)
+    })
+    .await
+    .expect("run");
+    assert_clean(&report);
+    let report = bench::run(&RunArgs {
+        first_customer: CUSTOMERS,
+        ..run_args(target.clone(), Scenario::Context)
+    })
+    .await
+    .expect("run");
+    assert_eq!(report.errors, report.requests, "{}", report.table());
 
     // Open loop: a modest rate the memory store meets easily; the own pid
     // stands in for a server's in `--pids`.

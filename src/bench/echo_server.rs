@@ -198,6 +198,48 @@ fn canned_context(now: i64) -> pb::GetJourneyContextResponse {
         }
     }
     let latest_by = |who: pb::Initiator| events.iter().find(|e| e.initiator == who as i32).cloned();
+    // The company contacts' counts, as the real context answers them.
+    const DAY: i64 = 86_400_000_000;
+    let mut counts = pb::ContactCounts::default();
+    for event in events
+        .iter()
+        .filter(|e| e.initiator == pb::Initiator::Company as i32)
+    {
+        let age = now - micros(event);
+        let within = |span: i64| u64::from(age <= span);
+        let channel = counts.per_channel.entry(event.channel.clone()).or_default();
+        for (total, per_channel, span) in [
+            (&mut counts.last_24h, &mut channel.last_24h, DAY),
+            (&mut counts.last_7d, &mut channel.last_7d, 7 * DAY),
+            (&mut counts.last_30d, &mut channel.last_30d, 30 * DAY),
+        ] {
+            *total += within(span);
+            *per_channel += within(span);
+        }
+    }
+    // A journey under way, as the built-in ones leave in a seeded
+    // customer's context (a login starts the banking one).
+    let at = |micros: i64| {
+        Some(prost_types::Timestamp {
+            seconds: micros.div_euclid(1_000_000),
+            nanos: (micros.rem_euclid(1_000_000) * 1_000) as i32,
+        })
+    };
+    let journeys = vec![pb::JourneyState {
+        journey: "personal_data_verification".into(),
+        state: pb::JourneyStatus::InProgress as i32,
+        current_step: "prompted".into(),
+        started_at: at(now - 10 * 60_000_000),
+        last_progress_at: at(now - 9 * 60_000_000),
+        last_event_id: events
+            .first()
+            .map(|e| e.event_id.clone())
+            .unwrap_or_default(),
+        channels: vec!["web".into()],
+        deadline: at(now + 21 * 60_000_000),
+        steps_reached: vec!["signed_in".into(), "prompted".into()],
+        ..pb::JourneyState::default()
+    }];
     pb::GetJourneyContextResponse {
         customer_id: population::customer_id(0),
         channels: channels.into_values().collect(),
@@ -206,8 +248,8 @@ fn canned_context(now: i64) -> pb::GetJourneyContextResponse {
         total_events: events.len() as u64,
         last_customer_interaction: latest_by(pb::Initiator::Customer),
         last_company_contact: latest_by(pb::Initiator::Company),
-        contact_counts: Some(pb::ContactCounts::default()),
-        journeys: Vec::new(),
+        contact_counts: Some(counts),
+        journeys,
         profile_id: population::customer_id(0),
         identities: Vec::new(),
         merges: Vec::new(),
@@ -250,6 +292,10 @@ mod tests {
         assert!(context.last_customer_interaction.is_some());
         let seconds = |t: Option<prost_types::Timestamp>| t.map_or(0, |t| t.seconds);
         assert!(seconds(context.first_seen) <= seconds(context.last_seen));
+        // The parts a seeded customer's real context has too.
+        let counts = context.contact_counts.as_ref().expect("counts");
+        assert!(counts.last_30d > 0 && !counts.per_channel.is_empty());
+        assert_eq!(context.journeys.len(), 1);
         // ~300 bytes an event, plus the summary.
         let size = context.encoded_len();
         assert!((12_000..20_000).contains(&size), "encoded size {size}");

@@ -99,7 +99,7 @@ pub async fn run(args: &RunArgs) -> Result<Report, BenchError> {
         let caller = Caller::new(
             route,
             fastrand::Rng::with_seed(population::mix(&[args.seed, nonce, task as u64])),
-            args.customers,
+            args.first_customer..args.first_customer + args.customers,
             nonce,
             task,
         );
@@ -192,6 +192,9 @@ fn check(args: &RunArgs) -> Result<(), BenchError> {
     }
     if args.customers == 0 {
         return fail("--customers must be at least 1");
+    }
+    if args.first_customer.checked_add(args.customers).is_none() {
+        return fail("--first-customer + --customers must fit in 64 bits");
     }
     let span = args.warmup + args.duration;
     if span > MAX_SPAN_S {
@@ -298,6 +301,7 @@ mod tests {
             duration,
             rate,
             customers: 10,
+            first_customer: 0,
             json: false,
             pids: Vec::new(),
             seed: 1,

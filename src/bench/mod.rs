@@ -94,9 +94,15 @@ pub struct RunArgs {
     /// closed loop when unset.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Calls go to random customers among the first N seeded ones.
+    /// Calls go to random customers among N seeded ones (from
+    /// `--first-customer`).
     #[arg(long, default_value_t = 10_000)]
     pub customers: u64,
+    /// The first of the seeded customers the calls go to: e.g. appends to
+    /// customers 10,000 to 19,999 leave the reads of the first 10,000
+    /// reading the seeded data only.
+    #[arg(long, default_value_t = 0)]
+    pub first_customer: u64,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -59,7 +59,8 @@ impl Route {
 pub struct Caller {
     route: Route,
     rng: fastrand::Rng,
-    customers: u64,
+    /// The customers drawn from: seeded ones, `customers.start` on.
+    customers: std::ops::Range<u64>,
     /// Unique per run and task, so appended ids never collide with seeded
     /// ones, another task's, or an earlier run's.
     id_prefix: String,
@@ -70,14 +71,16 @@ impl Caller {
     pub fn new(
         route: Route,
         rng: fastrand::Rng,
-        customers: u64,
+        customers: std::ops::Range<u64>,
         run_nonce: u64,
         task: usize,
     ) -> Self {
+        // Never empty: a draw from an empty range would panic.
+        let customers = customers.start..customers.end.max(customers.start.saturating_add(1));
         Self {
             route,
             rng,
-            customers: customers.max(1),
+            customers,
             id_prefix: format!("run{run_nonce:x}-t{task}-"),
             next_id: 0,
         }
@@ -172,7 +175,7 @@ impl Caller {
     }
 
     fn random_customer(&mut self) -> String {
-        population::customer_id(self.rng.u64(0..self.customers))
+        population::customer_id(self.rng.u64(self.customers.clone()))
     }
 
     /// A new event carrying the customer's cookie id: resolved (and linked
