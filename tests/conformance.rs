@@ -80,7 +80,10 @@ mod cases {
         },
     };
 
-    use crate::support::events::{banking_domain_event as banking_event, domain_event};
+    use crate::support::{
+        banking::{banking_listing, banking_state, BANKING},
+        events::{banking_domain_event as banking_event, domain_event},
+    };
 
     const T0: i64 = 1_763_800_000_000_000;
     const HOUR: i64 = 3_600_000_000;
@@ -1148,10 +1151,7 @@ mod cases {
     /// Journeys move with appends (state, listings, counters, deadline),
     /// and a sweep past the deadline drops one exactly once.
     pub async fn journeys_follow_appends_and_sweeps(store: &dyn TimelineStore) {
-        use journey::{
-            domain::journey::{testkit::MINUTE, Day, JourneyStatus, Listing},
-            storage::JourneyListQuery,
-        };
+        use journey::domain::journey::{testkit::MINUTE, Day, JourneyStatus};
         let at = T0 + 10 * MINUTE;
         let step = |n: usize| banking_event("j1", n, &format!("s{n}"), at + n as i64 * MINUTE);
         store
@@ -1160,15 +1160,8 @@ mod cases {
             .expect("append");
         // The same events again change nothing.
         store.append(&[step(1)], now()).await.expect("append");
-        let snapshot = store
-            .context(&customer("j1"), 10, Micros(0))
+        let state = banking_state(store, &customer("j1"))
             .await
-            .expect("context")
-            .expect("found");
-        let state = snapshot
-            .journeys
-            .iter()
-            .find(|s| s.journey == "personal_data_verification")
             .expect("journey state");
         assert_eq!(state.status, JourneyStatus::InProgress);
         assert_eq!(
@@ -1176,19 +1169,7 @@ mod cases {
             Some("prompted")
         );
         let deadline = state.deadline.expect("deadline");
-        let listing = |status, step: Option<&str>| JourneyListQuery {
-            listing: Listing {
-                journey: "personal_data_verification".into(),
-                status,
-                step: step.map(String::from),
-                at: Micros(0),
-            }
-            .key(),
-            start: Micros(0),
-            end: Micros(i64::MAX),
-            limit: 10,
-            after: None,
-        };
+        let listing = banking_listing;
         let page = store
             .list_journeys(&listing(JourneyStatus::InProgress, Some("prompted")))
             .await
@@ -1216,7 +1197,7 @@ mod cases {
         assert_eq!(dropped.customers, vec![(customer("j1"), deadline)]);
         let day = Day::of(Micros(at));
         let counters = store
-            .journey_counters("personal_data_verification", &[Day(day.0 - 1), day])
+            .journey_counters(BANKING, &[Day(day.0 - 1), day])
             .await
             .expect("counters");
         assert!(counters[0].is_empty());
@@ -1251,11 +1232,7 @@ mod cases {
     /// profile's id leaves them, and the sweep drops it once, under the
     /// survivor. Journeys in progress on both sides become one (`merged`).
     pub async fn a_merge_carries_journeys_and_their_deadlines(store: &dyn TimelineStore) {
-        use journey::{
-            domain::journey::{testkit::MINUTE, Day, JourneyStatus, Listing},
-            storage::JourneyListQuery,
-        };
-        const PDV: &str = "personal_data_verification";
+        use journey::domain::journey::{testkit::MINUTE, Day, JourneyStatus};
         // On the wall clock: a merge drops the journeys past their
         // deadline by it, as the sweeper would.
         let wall = Micros::now();
@@ -1280,19 +1257,7 @@ mod cases {
             .await
             .expect("append");
         let listed_at = |status, step: Option<&'static str>| async move {
-            let query = JourneyListQuery {
-                listing: Listing {
-                    journey: PDV.into(),
-                    status,
-                    step: step.map(String::from),
-                    at: Micros(0),
-                }
-                .key(),
-                start: Micros(0),
-                end: Micros(i64::MAX),
-                limit: 10,
-                after: None,
-            };
+            let query = banking_listing(status, step);
             let page = store.list_journeys(&query).await.expect("list");
             page.customers
                 .into_iter()
@@ -1313,16 +1278,8 @@ mod cases {
             .await
             .expect("merge");
         assert_eq!(merged, MergeOutcome::Merged);
-        let snapshot = store
-            .context(&customer("m1"), 10, Micros(0))
+        let state = banking_state(store, &customer("m1"))
             .await
-            .expect("context")
-            .expect("found");
-        let state = snapshot
-            .journeys
-            .iter()
-            .find(|s| s.journey == PDV)
-            .cloned()
             .expect("the journey came along");
         assert_eq!(state.status, JourneyStatus::InProgress);
         assert_eq!(state.started_at, Some(Micros(at)));
@@ -1352,7 +1309,7 @@ mod cases {
         assert_eq!((again.due, again.dropped), (0, 0), "dropped once");
         assert_eq!(listed(JourneyStatus::Dropped).await, ["m1"]);
         let counters = store
-            .journey_counters(PDV, &[Day::of(Micros(at))])
+            .journey_counters(BANKING, &[Day::of(Micros(at))])
             .await
             .expect("counters");
         assert_eq!(counters[0].get("entered"), Some(&2));
@@ -1399,20 +1356,8 @@ mod cases {
             .append(&[banking_event("u1", 0, "u0", at)], now())
             .await
             .expect("append");
-        let state_of = |snapshot: Option<journey::storage::ContextSnapshot>| {
-            snapshot
-                .expect("found")
-                .journeys
-                .iter()
-                .find(|s| s.journey == "personal_data_verification")
-                .cloned()
-                .expect("journey state")
-        };
-        let context = store
-            .context(&customer("u1"), 10, Micros(0))
-            .await
-            .expect("ctx");
-        let deadline = state_of(context).deadline.expect("deadline");
+        let state = || async { banking_state(store, &customer("u1")).await.expect("state") };
+        let deadline = state().await.deadline.expect("deadline");
         let builtin = fx.definitions.load_full();
         fx.definitions.store(std::sync::Arc::new(
             JourneyDefinitions::from_toml("", &journey::domain::Taxonomy::builtin())
@@ -1426,11 +1371,7 @@ mod cases {
         let later = Micros(deadline.0 + UNDEFINED_JOURNEY_RETRY_MICROS);
         let swept = store.sweep_journeys(later, 100).await.expect("sweep");
         assert_eq!((swept.due, swept.dropped), (1, 1));
-        let context = store
-            .context(&customer("u1"), 10, Micros(0))
-            .await
-            .expect("ctx");
-        assert_eq!(state_of(context).status, JourneyStatus::Dropped);
+        assert_eq!(state().await.status, JourneyStatus::Dropped);
     }
 
     /// The context reads the latest 100 contacts and says when there were

@@ -20,6 +20,7 @@ use journey::{
     },
 };
 use support::{
+    banking::{banking_state, BANKING},
     events::{banking_domain_event, domain_event},
     proxy::CountingProxy,
     redis_server::RedisServer,
@@ -259,8 +260,6 @@ async fn a_link_cut_at_any_step_leaves_no_identity_without_its_key() {
     );
 }
 
-const PDV: &str = "personal_data_verification";
-
 /// c{n} starts the banking journey at `t0`; an anonymous profile starts it
 /// a minute later and takes its next step: both in progress, the
 /// anonymous one moved last, unless `customer_last`: then c{n} takes its
@@ -295,7 +294,7 @@ async fn seed_journeys(
 /// dropped.
 async fn banking_counts(store: &dyn TimelineStore, t0: i64) -> (u64, u64, u64) {
     let counters = store
-        .journey_counters(PDV, &[Day::of(Micros(t0))])
+        .journey_counters(BANKING, &[Day::of(Micros(t0))])
         .await
         .expect("counters");
     let get = |field: &str| counters[0].get(field).copied().unwrap_or(0);
@@ -323,21 +322,12 @@ fn journey_t0() -> i64 {
 }
 
 /// The survivor's banking state: its status and last event id.
-async fn banking_state(store: &dyn TimelineStore, profile: &CustomerId) -> (JourneyStatus, String) {
-    let snapshot = store
-        .context(profile, 10, Micros(0))
-        .await
-        .expect("context")
-        .expect("found");
-    let state = snapshot
-        .journeys
-        .iter()
-        .find(|s| s.journey == PDV)
-        .expect("banking state");
-    (
-        state.status,
-        state.last_event_id.clone().unwrap_or_default(),
-    )
+async fn banking_status(
+    store: &dyn TimelineStore,
+    profile: &CustomerId,
+) -> (JourneyStatus, String) {
+    let state = banking_state(store, profile).await.expect("banking state");
+    (state.status, state.last_event_id.unwrap_or_default())
 }
 
 /// A merge whose reply is lost at any round trip is completed by the next
@@ -393,7 +383,7 @@ async fn a_merge_run_again_carries_journeys_once() {
         }
         let last = if customer_last { "s1" } else { "a1" };
         assert_eq!(
-            banking_state(&store, &c).await,
+            banking_status(&store, &c).await,
             (JourneyStatus::InProgress, last.to_string()),
             "cut {cut}: the journey that moved last goes on"
         );
@@ -451,7 +441,7 @@ async fn a_sweep_meeting_a_merge_under_way_completes_it() {
         "the fenced profile's went"
     );
     assert_eq!(
-        banking_state(&store, &c).await,
+        banking_status(&store, &c).await,
         (JourneyStatus::InProgress, "a1".to_string())
     );
     let swept = store.sweep_journeys(far, 100).await.expect("sweep");
@@ -462,5 +452,5 @@ async fn a_sweep_meeting_a_merge_under_way_completes_it() {
     );
     let again = store.sweep_journeys(far, 100).await.expect("sweep");
     assert_eq!((again.due, again.dropped), (0, 0));
-    assert_eq!(banking_state(&store, &c).await.0, JourneyStatus::Dropped);
+    assert_eq!(banking_status(&store, &c).await.0, JourneyStatus::Dropped);
 }

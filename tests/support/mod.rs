@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod banking;
 pub mod events;
 pub mod journey_server;
 
