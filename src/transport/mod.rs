@@ -9,6 +9,7 @@ pub mod counters;
 pub mod customers;
 pub mod identity_work;
 pub mod journeys;
+pub mod log_text;
 pub mod metrics;
 pub mod metrics_http;
 pub mod page_token;

@@ -9,7 +9,7 @@ use ulid::Ulid;
 
 use super::{
     context_counts::context_counts, convert, counters::ApiCounters, identity_work::IdentityWork,
-    page_token, status::ApiError,
+    log_text::LogText, page_token, status::ApiError,
 };
 use crate::{
     domain::{
@@ -281,7 +281,7 @@ impl JourneyService for JourneyApi {
         Ok(Response::new(pb::AppendEventsResponse { results }))
     }
 
-    #[tracing::instrument(skip_all, fields(customer = %request.get_ref().customer_id))]
+    #[tracing::instrument(skip_all, fields(customer = %LogText(&request.get_ref().customer_id)))]
     async fn get_journey_context(
         &self,
         request: Request<pb::GetJourneyContextRequest>,
@@ -320,7 +320,7 @@ impl JourneyService for JourneyApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(customer = %request.get_ref().customer_id))]
+    #[tracing::instrument(skip_all, fields(customer = %LogText(&request.get_ref().customer_id)))]
     async fn list_events(
         &self,
         request: Request<pb::ListEventsRequest>,
@@ -373,7 +373,7 @@ impl JourneyService for JourneyApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(customer = %request.get_ref().customer_id))]
+    #[tracing::instrument(skip_all, fields(customer = %LogText(&request.get_ref().customer_id)))]
     async fn check_contact_frequency(
         &self,
         request: Request<pb::CheckContactRequest>,
@@ -416,7 +416,7 @@ impl JourneyService for JourneyApi {
         Ok(Response::new(self.journey_definitions()))
     }
 
-    #[tracing::instrument(skip_all, fields(journey = %request.get_ref().journey))]
+    #[tracing::instrument(skip_all, fields(journey = %LogText(&request.get_ref().journey)))]
     async fn get_journey_stats(
         &self,
         request: Request<pb::GetJourneyStatsRequest>,
@@ -426,7 +426,7 @@ impl JourneyService for JourneyApi {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(journey = %request.get_ref().journey))]
+    #[tracing::instrument(skip_all, fields(journey = %LogText(&request.get_ref().journey)))]
     async fn list_journeys(
         &self,
         request: Request<pb::ListJourneysRequest>,
