@@ -180,8 +180,12 @@ paired_ratio() { # target-stem target-ext target-filter baseline-stem baseline-e
 row() { # name measured baseline op goal unit paired-ratio: the goal is on measured / baseline
   awk -v n="$1" -v m="$2" -v b="$3" -v op="$4" -v g="$5" -v u="$6" -v p="$7" 'BEGIN {
     r = (b > 0) ? m / b : 0
+    # No paired ratio (every baseline failed): no status, whatever awk
+    # makes of "nan".
+    known = (p != "nan" && p != "")
+    p += 0
     met = (op == ">=") ? (p >= g) : (p <= g)
-    status = (g == "") ? "-" : (met ? "met" : "missed")
+    status = (g == "") ? "-" : (!known ? "n/a" : (met ? "met" : "missed"))
     goal = (g == "") ? "-" : op " " g
     printf "| %s | %.1f %s | %.1f %s | %.3f | %.3f | %s | %s |\n", n, m, u, b, u, r, p, goal, status
   }'

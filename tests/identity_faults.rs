@@ -454,3 +454,95 @@ async fn a_sweep_meeting_a_merge_under_way_completes_it() {
     assert_eq!((again.due, again.dropped), (0, 0));
     assert_eq!(banking_status(&store, &c).await.0, JourneyStatus::Dropped);
 }
+
+/// With customer ids not unique (a taxonomy may say so), a customer merged
+/// into another, unlinked, and merged again with a journey started
+/// meanwhile: the second merge carries that journey too (a merge run
+/// again is told apart by the version of the states it carried, not by
+/// the history naming the profile), so the profile merged away leaves the
+/// listings.
+#[tokio::test]
+async fn a_profile_merged_again_after_an_unlink_carries_its_new_journey() {
+    use journey::domain::journey::JourneyStatus;
+    use support::banking::banking_listing;
+    let redis = RedisServer::start();
+    let proxy = CountingProxy::start(redis.port).await;
+    let taxonomy = std::sync::Arc::new(Taxonomy::builtin());
+    let definitions = JourneyDefinitions::builtin(&taxonomy).expect("built-in journeys");
+    let tracker = JourneyTracker::new(
+        std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(definitions)),
+        taxonomy,
+    );
+    let settings = RedisSettings {
+        url: proxy.url(),
+        response_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
+    };
+    let loose = MergeRules {
+        unique_types: Default::default(),
+        max_identities: 100,
+    };
+    let store = RedisStore::open(&settings, Retention::default(), loose)
+        .expect("open")
+        .with_journeys(tracker, 1_000, 32 << 20);
+    let t0 = journey_t0();
+    let (c1, c2) = (customer("c1"), customer("c2"));
+    let append = |events: Vec<journey::domain::Event>| {
+        let store = &store;
+        async move { store.append(&events, Micros::now()).await.expect("append") }
+    };
+    append(vec![domain_event(
+        "c1",
+        "own",
+        "web",
+        Initiator::Customer,
+        t0,
+    )])
+    .await;
+    append(vec![banking_domain_event("c2", 0, "first", t0)]).await;
+    assert_eq!(
+        store.merge(&c1, &c2, Micros::now()).await.expect("merge"),
+        MergeOutcome::Merged
+    );
+    let c2_id = Identity {
+        kind: "customer_id".into(),
+        value: "c2".into(),
+    };
+    assert!(store.unlink(&c1, &c2_id).await.expect("unlink"));
+    append(vec![banking_domain_event(
+        "c2",
+        0,
+        "again",
+        t0 + 5 * MINUTE,
+    )])
+    .await;
+    let listed = || {
+        let (store, query) = (&store, banking_listing(JourneyStatus::InProgress, None));
+        async move {
+            let page = store.list_journeys(&query).await.expect("list");
+            let mut ids: Vec<String> = page
+                .customers
+                .into_iter()
+                .map(|(c, _)| c.to_string())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(listed().await, ["c1", "c2"]);
+    assert_eq!(
+        store.merge(&c1, &c2, Micros::now()).await.expect("merge"),
+        MergeOutcome::Merged
+    );
+    assert_eq!(listed().await, ["c1"], "c2 left the listing");
+    assert_eq!(
+        banking_status(&store, &c1).await,
+        (JourneyStatus::InProgress, "again".to_string()),
+        "the journey moved last goes on"
+    );
+    assert_eq!(
+        banking_counts(&store, t0).await.1,
+        1,
+        "the other closed as merged"
+    );
+}

@@ -83,14 +83,20 @@ if merging ~= '' then
 end
 
 local journey_version = ARGV[12]
--- Merge mode run again after its first run landed (the survivor names the
--- absorbed profile among its merges): that run carried the journeys, so
--- this one's write set (computed from states that may hold them) is left,
--- and the answer ends with "again".
+-- Merge mode run again after its first run landed: a merge's write set
+-- starts with the state field "~carried:<absorbed>" = the version of the
+-- absorbed profile's states it carried (fenced, they cannot change until
+-- the merge ends). Found already written, that run carried the journeys,
+-- so this one's write set (computed from states that may hold them) is
+-- left, and the answer ends with "again". A later merge of the same
+-- profile (unlinked meanwhile) carries states of another version.
 local again = false
-if merging ~= '' and journey_version ~= '' and redis.call('HEXISTS', merges, merging) == 1 then
-  journey_version = ''
-  again = true
+if merging ~= '' and journey_version ~= '' and tonumber(ARGV[first_journey_write + 1]) > 0 then
+  local field, carried = ARGV[first_journey_write + 3], ARGV[first_journey_write + 4]
+  if string.sub(field, 1, 9) == '~carried:' and redis.call('HGET', journeys, field) == carried then
+    journey_version = ''
+    again = true
+  end
 end
 local stale = journeys_stale(journeys, journey_version)
 if stale then return stale end

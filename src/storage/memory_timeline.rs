@@ -192,8 +192,6 @@ impl Timeline {
         self.keep_until(other.expires_at);
     }
 
-    /// Whether any event is held: a customer known only by a reservation
-    /// has no journey context.
     /// The profiles whose data this one holds (merged into it, directly
     /// or through a profile merged into it).
     pub(super) fn merged_ids(&self) -> impl Iterator<Item = &CustomerId> {

@@ -75,6 +75,11 @@ pub(super) struct RedisJourneys {
 /// interactions (journey names cannot start with `~`).
 const RECENT_FIELD: &str = "~recent";
 
+/// Fields of the survivor's states hash that mark a merge's carry-over as
+/// written: `~carried:<absorbed profile>` = the version of the absorbed
+/// states carried (see `push_carry_over`).
+const CARRIED_PREFIX: &str = "~carried:";
+
 /// Separators of the packed latest interactions: event ids and taxonomy
 /// names hold no control characters (events are validated).
 const US: char = '\u{1f}';
@@ -173,6 +178,9 @@ impl VersionedStates {
             if field == RECENT_FIELD {
                 read.recent = unpack_recent(&value)?;
                 continue;
+            }
+            if field.starts_with(CARRIED_PREFIX) {
+                continue; // a merge's mark (`push_carry_over`), no state
             }
             let state = JourneyState::from_json(&value)
                 .map_err(|e| StorageError::Corrupt(format!("journey state of {field:?}: {e}")))?;
@@ -461,35 +469,48 @@ pub(super) fn push_write_set(
     // Whether the write changes anything of the journeys (a state, a
     // counter, the latest interactions): then the script first makes sure
     // no event is a duplicate the states did not recognize.
-    push_writes(call, !update.is_empty(), &[(profile, update)], version);
+    push_writes(
+        call,
+        !update.is_empty(),
+        &[(profile, update)],
+        None,
+        version,
+    );
 }
 
 /// Appends a merge's journey write set to the merge call: the survivor's
 /// update, and the listings and deadlines the absorbed profile leaves.
 /// Without the duplicate check: the events a merge carries move no
-/// journey (their profile's states come with `carry`).
+/// journey (their profile's states come with `carry`). Its first field
+/// marks the carry as written, `~carried:<absorbed>` = `carried_version`
+/// (the absorbed states' version): the script leaves the write set of a
+/// merge run again that finds it.
 pub(super) fn push_carry_over(
     call: &mut Pipeline,
     survivor: &CustomerId,
     absorbed: &CustomerId,
     carry: &CarryOver,
+    carried_version: u64,
     version: u64,
 ) {
+    let mark = (format!("{CARRIED_PREFIX}{absorbed}"), carried_version);
     push_writes(
         call,
         false,
         &[(survivor, &carry.survivor), (absorbed, &carry.absorbed)],
+        Some(mark),
         version,
     );
 }
 
 /// The write set of `updates`, each naming its profile in the listings
-/// and deadline index; the states of the first are the hash's (the
-/// script's profile).
+/// and deadline index; the states of the first (and `mark`, a field
+/// written first) are the hash's (the script's profile).
 fn push_writes(
     call: &mut Pipeline,
     check_duplicates: bool,
     updates: &[(&CustomerId, &JourneyUpdate)],
+    mark: Option<(String, u64)>,
     version: u64,
 ) {
     call.arg(if check_duplicates { "1" } else { "0" });
@@ -497,10 +518,13 @@ fn push_writes(
         call.arg(0).arg(0);
         return;
     };
-    let fields = own.states.len() + usize::from(own.recent.is_some());
+    let fields = own.states.len() + usize::from(own.recent.is_some()) + usize::from(mark.is_some());
     call.arg(fields);
     if fields > 0 {
         call.arg(version);
+    }
+    if let Some((field, value)) = &mark {
+        call.arg(field).arg(*value);
     }
     for state in &own.states {
         call.arg(&state.journey).arg(state.to_json());

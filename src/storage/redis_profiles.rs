@@ -570,8 +570,8 @@ impl RedisStore {
             for (score, packed) in &reservations {
                 call.arg(*score).arg(packed);
             }
-            if let Some((carry, _, version)) = &carry {
-                push_carry_over(call, survivor, absorbed, carry, *version);
+            if let (Some((carry, _, version)), Some((_, theirs))) = (&carry, carrying) {
+                push_carry_over(call, survivor, absorbed, carry, theirs.version, *version);
             }
             let (reply,): (redis::Value,) = self.query_scripts(&self.append_script, &pipe).await?;
             let reply = AppendReply::parse(reply);
@@ -588,8 +588,10 @@ impl RedisStore {
                 }
                 Ok(AppendReply::Outcomes(stored, leads)) => {
                     if let Some(ours) = &ours {
-                        let after =
+                        let mut after =
                             ours.after(carry.survivor.states, carry.survivor.recent, version);
+                        // The mark moved the version even if no state did.
+                        after.version = version;
                         journeys.cache.put(survivor, after);
                     }
                     break AppendReply::Outcomes(stored, leads);
