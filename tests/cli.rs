@@ -311,6 +311,18 @@ fn contact_checks_and_policy_reload_on_sighup() {
         flagged.lines().collect::<Vec<_>>(),
         ["c1,email-daily (1/1)", "nobody,unknown customer"]
     );
+    // One customer a call (for a server with a lower --max-check-batch):
+    // the same answers.
+    let one_by_one = served.ok(&[
+        "check",
+        "--batch",
+        list.to_str().expect("path"),
+        "--batch-size",
+        "1",
+        "--channel",
+        "email",
+    ]);
+    assert_eq!(one_by_one, flagged);
 
     // A looser policy takes effect on SIGHUP, without a restart.
     std::fs::write(&policy, rule(2)).expect("write policy");

@@ -137,6 +137,10 @@ pub struct CheckArgs {
     /// Lines ({"customer_id": ...}); prints the over-contacted and unknown ones.
     #[arg(long)]
     pub batch: Option<PathBuf>,
+    /// Customers per call with --batch: the server takes up to
+    /// --max-check-batch (10,000 by default).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
     /// Channel of the proposed contact.
     #[arg(long)]
     pub channel: String,
@@ -466,8 +470,7 @@ pub async fn check(args: CheckArgs) -> CliResult {
         }
         let ids = read_customer_list(path)?;
         let (mut flagged, mut reviewed) = (0usize, 0usize);
-        // The server takes up to 10,000 customers a call by default.
-        for chunk in ids.chunks(10_000) {
+        for chunk in ids.chunks(args.batch_size as usize) {
             let results = client
                 .check_contact_frequency_batch(pb::CheckContactBatchRequest {
                     customer_ids: chunk.to_vec(),
