@@ -45,6 +45,8 @@ pub enum Command {
     Link(crate::cli::LinkArgs),
     /// Remove a wrongly linked identity from a profile, going forward.
     Unlink(crate::cli::UnlinkArgs),
+    /// Erase a customer: events, contacts, identities, journeys (right to erasure).
+    Forget(crate::cli::ForgetArgs),
     /// Load generator: seed a population, run a scenario, or serve the echo baseline.
     Bench(crate::bench::BenchArgs),
 }

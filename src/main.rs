@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             Command::Customers(args) => cli::customers(args).await,
             Command::Link(args) => cli::link(args).await,
             Command::Unlink(args) => cli::unlink(args).await,
+            Command::Forget(args) => cli::forget(args).await,
             Command::Bench(args) => journey::bench::main(args).await.map_err(Into::into),
         }
     });

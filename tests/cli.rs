@@ -410,6 +410,12 @@ fn link_and_look_up_by_phone_or_email() {
     assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
     let two = served.run(&["context", "c7", "--email", "ann@example.org"]);
     assert!(String::from_utf8_lossy(&two.stderr).contains("name the customer one way"));
+
+    // A right-to-erasure request, by email: then nothing is found.
+    let forgot = served.ok(&["forget", "--email", "ann@example.org"]);
+    assert!(forgot.starts_with("forgot c7: "), "{forgot}");
+    let gone = served.run(&["context", "c7"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
     assert!(served.terminate().success());
 }
 

@@ -1342,6 +1342,90 @@ mod cases {
         assert_eq!(first.summary.total_events, 41);
     }
 
+    /// Forgetting a customer erases the profile and everything that leads
+    /// to it: its events, contacts, identities (they resolve to nobody),
+    /// the ids of profiles merged into it, its journey listings and
+    /// deadlines. Forgotten, it is unknown; a new event starts it afresh.
+    pub async fn forgetting_a_customer_erases_everything_that_leads_to_it(
+        store: &dyn TimelineStore,
+    ) {
+        use journey::domain::journey::{testkit::MINUTE, JourneyStatus};
+        let wall = Micros::now();
+        let at = wall.0 - 10 * MINUTE;
+        let email = identity("email", "ann@example.org");
+        let cookie = identity("cookie_id", "ck-f");
+        let mut own = vec![
+            banking_event("f1", 0, "b0", at),
+            company("f1", "k1", "email", at + 1, ""),
+        ];
+        own[0].identities = vec![email.clone()];
+        store.append(&own, wall).await.expect("append");
+        store
+            .link(&customer("f1"), std::slice::from_ref(&email), Micros(at))
+            .await
+            .expect("link")
+            .expect("allowed");
+        let anon = anonymous("F");
+        store
+            .link(&anon, std::slice::from_ref(&cookie), Micros(at))
+            .await
+            .expect("link")
+            .expect("allowed");
+        let merged = store.merge(&customer("f1"), &anon, wall).await;
+        assert_eq!(merged.expect("merge"), MergeOutcome::Merged);
+        let in_progress = banking_listing(JourneyStatus::InProgress, None);
+        assert_eq!(
+            store
+                .list_journeys(&in_progress)
+                .await
+                .expect("list")
+                .customers
+                .len(),
+            1
+        );
+
+        let forgotten = store
+            .forget(&anon)
+            .await
+            .expect("forget")
+            .expect("held: through the merge");
+        assert_eq!(forgotten.profile, customer("f1"));
+        assert_eq!(forgotten.events, 2);
+        assert_eq!(forgotten.merged, vec![anon.clone()]);
+        assert!(forgotten.identities >= 2, "{forgotten:?}");
+
+        let unknown = store.context(&customer("f1"), 10, Micros(0)).await;
+        assert!(unknown.expect("context").is_none());
+        let owners = store.resolve(&[email, cookie]).await.expect("resolve");
+        assert_eq!(owners, vec![None, None]);
+        assert_eq!(store.canonical(&anon).await.expect("canonical"), None);
+        assert!(store
+            .list_journeys(&in_progress)
+            .await
+            .expect("list")
+            .customers
+            .is_empty());
+        assert!(history(store, "f1", 0).await.contacts.is_empty());
+        let swept = store
+            .sweep_journeys(Micros(wall.0 + 3_600_000_000), 100)
+            .await
+            .expect("sweep");
+        assert_eq!(swept.due, 0, "no deadline left");
+        assert_eq!(store.forget(&customer("f1")).await.expect("forget"), None);
+
+        store
+            .append(
+                &[domain_event("f1", "new", "web", Initiator::Customer, at)],
+                wall,
+            )
+            .await
+            .expect("append");
+        let fresh = store.context(&customer("f1"), 10, Micros(0)).await;
+        let fresh = fresh.expect("context").expect("found");
+        assert_eq!(fresh.summary.total_events, 1);
+        assert!(fresh.merges.is_empty());
+    }
+
     /// A journey in progress whose definition goes away for a while (a
     /// reload under way on another instance, or undone here): its due
     /// deadline waits an hour instead of being forgotten, and once the
@@ -1452,6 +1536,7 @@ macro_rules! conformance {
             conformance!(@case journeys_follow_appends_and_sweeps, roomy, $fixture);
             conformance!(@case a_merge_carries_journeys_and_their_deadlines, roomy, $fixture);
             conformance!(@case a_long_line_of_merges_is_followed_to_its_end, roomy, $fixture);
+            conformance!(@case forgetting_a_customer_erases_everything_that_leads_to_it, roomy, $fixture);
             conformance!(@case the_context_reads_the_latest_contacts_only, roomy, $fixture);
             conformance!(@fixture_case a_journey_undefined_for_a_while_is_still_dropped, roomy, $fixture);
         }

@@ -609,6 +609,61 @@ mod cases {
         assert_eq!(invalid.code(), Code::InvalidArgument, "{invalid:?}");
     }
 
+    /// A right-to-erasure request by email: the customer's profile goes
+    /// with every identity, the anonymous profile merged into it, and its
+    /// contacts; a second request, or one for an unknown customer, is
+    /// NOT_FOUND; a bad reference is INVALID_ARGUMENT.
+    pub async fn forget_erases_a_customer_found_by_email(mut client: Client) {
+        let t = base_micros();
+        let mut visit = anonymous(page_view("", "v", t), vec![id("cookie_id", "ck-er")]);
+        visit.event_id = "v".into();
+        let mut login = page_view("erased", "l", t + 1);
+        login.identities = vec![id("cookie_id", "ck-er"), id("email", "er@example.org")];
+        append_all_stored(
+            &mut client,
+            vec![visit, login, campaign_email("erased", "m", t + 2)],
+        )
+        .await;
+        let forgotten = client
+            .forget_customer(pb::ForgetCustomerRequest {
+                customer: by("email", "ER@example.org"),
+                ..Default::default()
+            })
+            .await
+            .expect("forget")
+            .into_inner();
+        assert_eq!(forgotten.profile_id, "erased");
+        assert_eq!(forgotten.events, 3);
+        assert_eq!(forgotten.merged_profile_ids.len(), 1, "{forgotten:?}");
+        assert!(forgotten.identities >= 3, "{forgotten:?}");
+        for who in [
+            by("email", "er@example.org"),
+            by("cookie_id", "ck-er"),
+            by("customer_id", "erased"),
+            Some(pb::CustomerRef {
+                r#ref: Some(Ref::ProfileId(forgotten.merged_profile_ids[0].clone())),
+            }),
+        ] {
+            let gone = context(&mut client, who.clone())
+                .await
+                .expect_err("forgotten");
+            assert_eq!(gone.code(), Code::NotFound, "{who:?}: {gone:?}");
+        }
+        let again = client
+            .forget_customer(pb::ForgetCustomerRequest {
+                customer_id: "erased".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("nothing left");
+        assert_eq!(again.code(), Code::NotFound);
+        let bad = client
+            .forget_customer(pb::ForgetCustomerRequest::default())
+            .await
+            .expect_err("no customer named");
+        assert_eq!(bad_field(&bad), "customer_id");
+    }
+
     pub async fn bad_identities_are_refused(mut client: Client) {
         let t = base_micros();
         let with = |ids: Vec<pb::Identity>| anonymous(page_view("", "x", t), ids);
@@ -735,6 +790,7 @@ backend_cases!(
         racing_conflicting_links_end_in_one_consistent_profile,
         racing_links_of_different_crm_ids_leave_one,
         unlink_removes_an_identity_going_forward,
+        forget_erases_a_customer_found_by_email,
         bad_identities_are_refused,
         bad_fields_are_refused_before_the_identity_is_looked_up,
     ]

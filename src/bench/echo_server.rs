@@ -163,6 +163,15 @@ impl JourneyService for EchoService {
             "the echo server only answers GetJourneyContext",
         ))
     }
+
+    async fn forget_customer(
+        &self,
+        _: Request<wire::ForgetCustomerRequest>,
+    ) -> Result<Response<wire::ForgetCustomerResponse>, Status> {
+        Err(Status::unimplemented(
+            "the echo server only answers GetJourneyContext",
+        ))
+    }
 }
 
 /// A context shaped like the real service's for a seeded customer: events

@@ -245,6 +245,15 @@ pub struct UnlinkArgs {
     pub remove: (String, String),
 }
 
+/// `journey forget`: erases a customer (right to erasure).
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub who: CustomerArgs,
+}
+
 fn parse_attribute(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -561,6 +570,38 @@ pub async fn unlink(args: UnlinkArgs) -> CliResult {
         );
     } else {
         println!("unlinked {kind}={value}");
+    }
+    Ok(())
+}
+
+pub async fn forget(args: ForgetArgs) -> CliResult {
+    let mut client = connect(&args.target).await?;
+    let forgotten = client
+        .forget_customer(pb::ForgetCustomerRequest {
+            customer: Some(args.who.required()?),
+            customer_id: String::new(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if args.target.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "profile_id": forgotten.profile_id,
+                "events": forgotten.events,
+                "identities": forgotten.identities,
+                "merged_profile_ids": forgotten.merged_profile_ids,
+            })
+        );
+    } else {
+        println!(
+            "forgot {}: {} events, {} identities, {} merged profiles",
+            forgotten.profile_id,
+            forgotten.events,
+            forgotten.identities,
+            forgotten.merged_profile_ids.len()
+        );
     }
     Ok(())
 }

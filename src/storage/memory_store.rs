@@ -13,15 +13,15 @@ use async_trait::async_trait;
 
 use super::{
     memory_journeys::JourneyBook, memory_timeline::Timeline, AppendOutcome, ContactHistory,
-    ContextSnapshot, FramedEvents, JourneyListPage, JourneyListQuery, JourneyTracker, MergeOutcome,
-    Retention, StorageError, Swept, TimelinePage, TimelineQuery, TimelineStore,
+    ContextSnapshot, Forgotten, FramedEvents, JourneyListPage, JourneyListQuery, JourneyTracker,
+    MergeOutcome, Retention, StorageError, Swept, TimelinePage, TimelineQuery, TimelineStore,
     CONTEXT_MAX_CONTACTS,
 };
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY,
     journey::{
-        carry_over, deadline_left_behind, sweep_due, Day, DayCounters, JourneyUpdate,
-        STATS_KEPT_DAYS,
+        carry_over, deadline_left_behind, listings, sweep_due, Day, DayCounters, DeadlineChange,
+        JourneyUpdate, STATS_KEPT_DAYS,
     },
     Contact, CustomerId, Event, Identity, LinkedIdentity, MergeRules, Micros,
 };
@@ -591,6 +591,38 @@ impl TimelineStore for MemoryStore {
         Ok(linked_here || recorded)
     }
 
+    async fn forget(&self, profile: &CustomerId) -> Result<Option<Forgotten>, StorageError> {
+        let mut state = self.lock();
+        let profile = state.follow(profile);
+        if state.live(&profile, Micros::now()).is_none() {
+            return Ok(None);
+        }
+        let Some(gone) = state.customers.remove(&profile) else {
+            return Ok(None);
+        };
+        state.total_events -= gone.held();
+        for identity in gone.identity_set() {
+            if state.index.get(identity) == Some(&profile) {
+                state.index.remove(identity);
+            }
+        }
+        let merged: Vec<CustomerId> = gone
+            .merged_ids()
+            .filter(|id| state.aliases.get(*id) == Some(&profile))
+            .cloned()
+            .collect();
+        for id in &merged {
+            state.aliases.remove(id);
+        }
+        state.journeys.apply(&profile, &leaving(&gone.journeys));
+        Ok(Some(Forgotten {
+            events: gone.events() as u64,
+            identities: gone.identity_set().count() as u64,
+            merged,
+            profile,
+        }))
+    }
+
     async fn journey_counters(
         &self,
         journey: &str,
@@ -653,6 +685,23 @@ impl TimelineStore for MemoryStore {
 }
 
 /// The profile a customer id names.
+/// What a profile leaving the journeys changes: every listing and the
+/// deadline index let go of it.
+fn leaving(states: &crate::domain::journey::JourneyStates) -> JourneyUpdate {
+    let mut update = JourneyUpdate::default();
+    for state in states.values() {
+        update.unlisted.extend(listings(state));
+        if let Some(deadline) = state.deadline {
+            update.deadlines.push(DeadlineChange {
+                journey: state.journey.clone(),
+                old: Some(deadline),
+                new: None,
+            });
+        }
+    }
+    update
+}
+
 fn customer_profile(identity: &Identity) -> CustomerId {
     CustomerId::from_trusted(&identity.value)
 }

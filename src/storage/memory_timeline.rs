@@ -192,6 +192,11 @@ impl Timeline {
         self.keep_until(other.expires_at);
     }
 
+    /// How many events are held.
+    pub(super) fn events(&self) -> usize {
+        self.entries.len()
+    }
+
     /// The profiles whose data this one holds (merged into it, directly
     /// or through a profile merged into it).
     pub(super) fn merged_ids(&self) -> impl Iterator<Item = &CustomerId> {

@@ -245,6 +245,19 @@ pub enum MergeOutcome {
     Refused(String),
 }
 
+/// What `forget` erased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forgotten {
+    /// The profile the id led to, erased.
+    pub profile: CustomerId,
+    /// Events it held.
+    pub events: u64,
+    /// Identities linked to it (customer ids included).
+    pub identities: u64,
+    /// Profiles merged into it, whose ids led to it and lead nowhere now.
+    pub merged: Vec<CustomerId>,
+}
+
 /// What the contact policy needs to know of one customer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContactHistory {
@@ -453,6 +466,15 @@ pub trait TimelineStore: Send + Sync + 'static {
     /// linked to the profile.
     async fn unlink(&self, profile: &CustomerId, identity: &Identity)
         -> Result<bool, StorageError>;
+
+    /// Erases the profile an id leads to (following merges): its events,
+    /// contacts and reservations, summary, journey states (and their
+    /// listing and deadline entries), identities (their index entries,
+    /// where they still lead to it) and the ids of the profiles merged
+    /// into it. The journeys' day counters, which name no one, stay. An
+    /// event or merge arriving meanwhile may start the profile again.
+    /// `None` when nothing is held under it.
+    async fn forget(&self, profile: &CustomerId) -> Result<Option<Forgotten>, StorageError>;
 
     /// The stat counters of `journey` for each of `days`, in order (empty
     /// for a day without any). One round trip.

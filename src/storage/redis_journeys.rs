@@ -257,6 +257,31 @@ pub(super) fn absorbed_states(
     VersionedStates::parse(readable).ok()
 }
 
+/// Adds to `pipe` what a profile leaving the journeys removes: its entry
+/// in every listing its states name, and its deadlines (states that do
+/// not read are skipped, logged: their entries go with the retention).
+pub(super) fn push_leaving(
+    pipe: &mut Pipeline,
+    profile: &CustomerId,
+    fields: Vec<(String, String)>,
+) {
+    let Some(held) = absorbed_states(profile, fields) else {
+        return;
+    };
+    for state in held.states.values() {
+        for listing in crate::domain::journey::listings(state) {
+            pipe.cmd("ZREM")
+                .arg(listing_key(&listing.key()))
+                .arg(profile.as_str());
+        }
+        if state.deadline.is_some() {
+            pipe.cmd("ZREM")
+                .arg(DEADLINES_KEY)
+                .arg(deadline_member(&state.journey, profile));
+        }
+    }
+}
+
 /// The started journeys among states this instance holds, in the order
 /// of the definitions: what `started_states` gives for the same version.
 pub(super) fn kept_started_states(

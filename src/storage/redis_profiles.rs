@@ -31,14 +31,14 @@ use bytes::Bytes;
 use super::{
     commands::{self, Pipeline},
     redis_conn::LuaScript,
-    redis_journeys::{absorbed_states, push_carry_over},
+    redis_journeys::{absorbed_states, push_carry_over, push_leaving},
     redis_keys::{index_key, packed_identity, Keys},
     redis_replies as replies,
     redis_store::{
         merges_kept_moving, parse, AppendReply, CallShape, EventArgs, Lead, MergeArgs, RedisStore,
         MAX_HOPS,
     },
-    MergeOutcome, StorageError,
+    Forgotten, MergeOutcome, StorageError,
 };
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY, journey::carry_over, CustomerId, Identity, LinkedIdentity, Micros,
@@ -55,6 +55,10 @@ type AbsorbedProfile = (
     Vec<(String, String)>,
     Vec<(String, String)>,
 );
+
+/// What a forget reads of the profile: whether anything is held, its
+/// events, identities, the profiles merged into it, its journey states.
+type ForgottenProfile = (u64, u64, Vec<String>, Vec<String>, Vec<(String, String)>);
 
 /// How many times a merge computes the journeys it carries again because
 /// the survivor's states moved meanwhile.
@@ -718,6 +722,89 @@ impl RedisStore {
         self.push_leads(&[(survivor.clone(), pushed)]).await;
         tracing::info!(%absorbed, %survivor, events = events.len(), "profiles merged");
         Ok(MergeOutcome::Merged)
+    }
+
+    /// `TimelineStore::forget` on Redis: reads what leads to the profile,
+    /// lets go of it where it still leads there (index keys and aliases,
+    /// compare and delete: one linked elsewhere meanwhile stays), then its
+    /// listing and deadline entries, then its keys. Each step is safe to
+    /// run again: a forget cut short is finished by the next one.
+    pub(super) async fn forget_profile(
+        &self,
+        profile: &CustomerId,
+    ) -> Result<Option<Forgotten>, StorageError> {
+        let profile = self.follow(profile).await?;
+        let keys = Keys::of(&profile);
+        let mut read = Pipeline::new();
+        read.cmd("EXISTS")
+            .arg(keys.summary())
+            .arg(keys.idents())
+            .arg(keys.contacts());
+        read.cmd("ZCARD").arg(keys.timeline());
+        read.cmd("HKEYS").arg(keys.idents());
+        read.cmd("HKEYS").arg(keys.merges());
+        read.cmd("HGETALL").arg(keys.journeys());
+        let (held, events, idents, merged, journeys): ForgottenProfile =
+            self.conn.query_as(&read).await?;
+        if held == 0 {
+            return Ok(None);
+        }
+        let mut release = Pipeline::new();
+        let mut released = 0;
+        for packed in &idents {
+            let Some((kind, value)) = packed.split_once('\u{1f}') else {
+                continue;
+            };
+            if kind == CUSTOMER_ID_IDENTITY {
+                continue; // its own id, or a merged one's (an alias, below)
+            }
+            let identity = Identity {
+                kind: kind.to_string(),
+                value: value.to_string(),
+            };
+            self.cas_script
+                .call(&mut release)
+                .key(index_key(&identity))
+                .arg(profile.as_str())
+                .arg("");
+            released += 1;
+        }
+        let done = format!("done:{profile}");
+        for id in &merged {
+            let merged_keys = Keys::of(&CustomerId::from_trusted(id));
+            self.cas_script
+                .call(&mut release)
+                .key(merged_keys.alias())
+                .arg(&done)
+                .arg("");
+            released += 1;
+        }
+        if released > 0 {
+            self.query_scripts::<redis::Value>(&self.cas_script, &release)
+                .await?;
+        }
+        let mut erase = Pipeline::new();
+        push_leaving(&mut erase, &profile, journeys);
+        let del = erase.cmd("DEL");
+        for key in keys.data().into_iter().chain([keys.journeys()]) {
+            del.arg(key);
+        }
+        let erased: Result<redis::Value, _> = self.conn.query_as(&erase).await;
+        self.written([&profile]);
+        if let Some(journeys) = &self.journeys {
+            journeys.cache.forget(&profile);
+        }
+        erased?;
+        tracing::info!(%profile, events, "profile forgotten");
+        Ok(Some(Forgotten {
+            events,
+            identities: idents.len() as u64,
+            merged: merged
+                .iter()
+                .map(|id| CustomerId::from_trusted(id))
+                .collect(),
+            profile,
+        }))
     }
 
     pub(super) async fn unlink_identity(

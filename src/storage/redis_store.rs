@@ -34,8 +34,8 @@ use super::{
     redis_tracking::CachedReads,
     resp::{Frame, Reply},
     AppendOutcome, ContactHistory, ContextCacheStats, ContextSnapshot, Cursor, EncodedEvent,
-    FramedEvents, JourneyListPage, JourneyListQuery, JourneyTracker, MergeOutcome, Retention,
-    StorageError, StoreStats, Swept, TimelinePage, TimelineQuery, TimelineStore,
+    Forgotten, FramedEvents, JourneyListPage, JourneyListQuery, JourneyTracker, MergeOutcome,
+    Retention, StorageError, StoreStats, Swept, TimelinePage, TimelineQuery, TimelineStore,
     CONTEXT_MAX_CONTACTS,
 };
 use crate::domain::{
@@ -581,6 +581,10 @@ impl TimelineStore for RedisStore {
             }
         }
         Err(merges_kept_moving())
+    }
+
+    async fn forget(&self, profile: &CustomerId) -> Result<Option<Forgotten>, StorageError> {
+        self.forget_profile(profile).await
     }
 
     async fn journey_counters(

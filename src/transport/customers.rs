@@ -152,6 +152,26 @@ impl JourneyApi {
         })
     }
 
+    pub(super) async fn forget(
+        &self,
+        request: pb::ForgetCustomerRequest,
+    ) -> Result<pb::ForgetCustomerResponse, ApiError> {
+        let profile = self
+            .profile_of(&request.customer_id, request.customer.as_ref())
+            .await?;
+        let forgotten = self
+            .store
+            .forget(&profile)
+            .await?
+            .ok_or_else(|| ApiError::UnknownCustomer(profile.to_string()))?;
+        Ok(pb::ForgetCustomerResponse {
+            profile_id: forgotten.profile.to_string(),
+            events: forgotten.events,
+            identities: forgotten.identities,
+            merged_profile_ids: forgotten.merged.iter().map(ToString::to_string).collect(),
+        })
+    }
+
     pub(super) async fn unlink(
         &self,
         request: pb::UnlinkIdentityRequest,

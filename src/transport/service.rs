@@ -426,6 +426,14 @@ impl JourneyService for JourneyApi {
         ))
     }
 
+    #[tracing::instrument(skip_all, fields(customer = %LogText(&request.get_ref().customer_id)))]
+    async fn forget_customer(
+        &self,
+        request: Request<pb::ForgetCustomerRequest>,
+    ) -> Result<Response<pb::ForgetCustomerResponse>, Status> {
+        Ok(Response::new(self.forget(request.into_inner()).await?))
+    }
+
     #[tracing::instrument(skip_all, fields(journey = %LogText(&request.get_ref().journey)))]
     async fn list_journeys(
         &self,

@@ -271,6 +271,7 @@ small_requests!(
     ListJourneyDefinitionsRequest,
     GetJourneyStatsRequest,
     ListJourneysRequest,
+    ForgetCustomerRequest,
 );
 
 /// prost's decoder, after a check of the request's size against its
