@@ -546,3 +546,62 @@ async fn a_profile_merged_again_after_an_unlink_carries_its_new_journey() {
         "the other closed as merged"
     );
 }
+
+/// An erasure cut at any round trip (Redis gone mid-way) is finished by
+/// the next one: afterwards no key of the customer, of the profile merged
+/// into it, nor of its email is left.
+#[tokio::test]
+async fn a_forget_cut_at_any_step_is_finished_by_the_next() {
+    let redis = RedisServer::start();
+    let proxy = CountingProxy::start(redis.port).await;
+    let store = journey_store_via(&proxy);
+    let mut raw = redis.connection();
+    let keys_of = |raw: &mut redis::Connection, profile: &CustomerId| -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg(format!("journey:{{{profile}}}*"))
+            .query(raw)
+            .expect("keys")
+    };
+    let mut cut_short = 0;
+    for cut in 0..10 {
+        let (c, anon) = seed(&store, cut).await;
+        let email = Identity {
+            kind: "email".into(),
+            value: format!("f{cut}@example.org"),
+        };
+        store
+            .link(&c, std::slice::from_ref(&email), Micros::now())
+            .await
+            .expect("link")
+            .expect("allowed");
+        let merged = store.merge(&c, &anon, Micros::now()).await;
+        assert_eq!(merged.expect("merge"), MergeOutcome::Merged);
+        proxy.cut_once_after(cut as i64);
+        let attempt = store.forget(&c).await;
+        proxy.heal();
+        if attempt.is_err() {
+            cut_short += 1;
+            // The next erasure finishes it (or finds nothing left).
+            store.forget(&c).await.expect("forget again");
+        }
+        assert!(
+            keys_of(&mut raw, &c).is_empty(),
+            "cut {cut}: {:?}",
+            keys_of(&mut raw, &c)
+        );
+        assert!(
+            keys_of(&mut raw, &anon).is_empty(),
+            "cut {cut}: {:?}",
+            keys_of(&mut raw, &anon)
+        );
+        let owners = store
+            .resolve(std::slice::from_ref(&email))
+            .await
+            .expect("resolve");
+        assert_eq!(owners, vec![None], "cut {cut}");
+    }
+    assert!(
+        cut_short > 2,
+        "only {cut_short} cuts fell inside the erasure"
+    );
+}

@@ -60,6 +60,21 @@ impl JourneyBook {
         }
     }
 
+    /// Lets go of `profile` in every listing and in the deadline index
+    /// (a scan: erasure is rare).
+    pub(super) fn forget(&mut self, profile: &CustomerId) {
+        let listed: Vec<String> = self
+            .listed_at
+            .keys()
+            .filter(|(_, p)| p == profile)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in listed {
+            self.unlist(key, profile);
+        }
+        self.deadlines.retain(|(_, _, p)| p != profile);
+    }
+
     /// Up to `max` deadlines at or before `now`, earliest first.
     pub(super) fn due(&self, now: Micros, max: usize) -> Vec<(Micros, String, CustomerId)> {
         self.deadlines

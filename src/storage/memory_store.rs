@@ -20,8 +20,8 @@ use super::{
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY,
     journey::{
-        carry_over, deadline_left_behind, listings, sweep_due, Day, DayCounters, DeadlineChange,
-        JourneyUpdate, STATS_KEPT_DAYS,
+        carry_over, deadline_left_behind, sweep_due, Day, DayCounters, JourneyUpdate,
+        STATS_KEPT_DAYS,
     },
     Contact, CustomerId, Event, Identity, LinkedIdentity, MergeRules, Micros,
 };
@@ -594,10 +594,13 @@ impl TimelineStore for MemoryStore {
     async fn forget(&self, profile: &CustomerId) -> Result<Option<Forgotten>, StorageError> {
         let mut state = self.lock();
         let profile = state.follow(profile);
-        if state.live(&profile, Micros::now()).is_none() {
-            return Ok(None);
-        }
-        let Some(gone) = state.customers.remove(&profile) else {
+        state.journeys.forget(&profile);
+        let held = state.live(&profile, Micros::now()).is_some();
+        let Some(gone) = state.customers.remove(&profile).filter(|_| held) else {
+            // Expired, or never held: what still leads to it goes, as the
+            // sweep of expired profiles would take it.
+            state.index.retain(|_, to| *to != profile);
+            state.aliases.retain(|_, to| *to != profile);
             return Ok(None);
         };
         state.total_events -= gone.held();
@@ -614,7 +617,6 @@ impl TimelineStore for MemoryStore {
         for id in &merged {
             state.aliases.remove(id);
         }
-        state.journeys.apply(&profile, &leaving(&gone.journeys));
         Ok(Some(Forgotten {
             events: gone.events() as u64,
             identities: gone.identity_set().count() as u64,
@@ -685,23 +687,6 @@ impl TimelineStore for MemoryStore {
 }
 
 /// The profile a customer id names.
-/// What a profile leaving the journeys changes: every listing and the
-/// deadline index let go of it.
-fn leaving(states: &crate::domain::journey::JourneyStates) -> JourneyUpdate {
-    let mut update = JourneyUpdate::default();
-    for state in states.values() {
-        update.unlisted.extend(listings(state));
-        if let Some(deadline) = state.deadline {
-            update.deadlines.push(DeadlineChange {
-                journey: state.journey.clone(),
-                old: Some(deadline),
-                new: None,
-            });
-        }
-    }
-    update
-}
-
 fn customer_profile(identity: &Identity) -> CustomerId {
     CustomerId::from_trusted(&identity.value)
 }
@@ -863,6 +848,20 @@ mod tests {
             .await
             .expect("resolve");
         assert_eq!(resolved, [None, Some(CustomerId::anonymous("b"))]);
+    }
+
+    /// Erasing an expired profile finds nothing held, yet lets go of the
+    /// identities that still led to it (the cap never swept them).
+    #[tokio::test]
+    async fn forgetting_an_expired_profile_lets_its_identities_go() {
+        let store = store(1, 100);
+        link_cookies(&store, "x", &["9"], "room").await;
+        let before = store.resolve(&[cookie("9")]).await.expect("resolve");
+        assert_eq!(before, [Some(CustomerId::anonymous("x"))]);
+        let forgotten = store.forget(&CustomerId::anonymous("x")).await;
+        assert_eq!(forgotten.expect("forget"), None, "expired: nothing held");
+        let after = store.resolve(&[cookie("9")]).await.expect("resolve");
+        assert_eq!(after, [None]);
     }
 
     #[tokio::test]

@@ -724,17 +724,41 @@ impl RedisStore {
         Ok(MergeOutcome::Merged)
     }
 
-    /// `TimelineStore::forget` on Redis: reads what leads to the profile,
-    /// lets go of it where it still leads there (index keys and aliases,
-    /// compare and delete: one linked elsewhere meanwhile stays), then its
-    /// listing and deadline entries, then its keys. Each step is safe to
-    /// run again: a forget cut short is finished by the next one.
+    /// `TimelineStore::forget` on Redis. Merges left pending into the
+    /// profile are completed first (their data keys go with it). Then, in
+    /// this order, so that a forget cut short is finished by the next one
+    /// (which still finds the profile by its identity and merge records):
+    /// its listing and deadline entries and every data key but those
+    /// records; what still leads to it (index keys naming it or a profile
+    /// merged into it, those profiles' aliases), each deleted only if it
+    /// still holds what was read; the records. A merge of the profile into
+    /// another meanwhile took its data there: that one is erased too.
     pub(super) async fn forget_profile(
         &self,
         profile: &CustomerId,
     ) -> Result<Option<Forgotten>, StorageError> {
-        let profile = self.follow(profile).await?;
-        let keys = Keys::of(&profile);
+        for _ in 0..MAX_HOPS {
+            let profile = self.follow(profile).await?;
+            let forgotten = self.forget_once(&profile).await;
+            self.written([&profile]);
+            if let Some(journeys) = &self.journeys {
+                journeys.cache.forget(&profile);
+            }
+            let forgotten = forgotten?;
+            let alias: Option<String> = self
+                .conn
+                .cmd_as(commands::cmd("GET").arg(Keys::of(&profile).alias()))
+                .await?;
+            if alias.is_none() {
+                return Ok(forgotten);
+            }
+            // Merged away meanwhile: its data went to the survivor.
+        }
+        Err(merges_kept_moving())
+    }
+
+    async fn forget_once(&self, profile: &CustomerId) -> Result<Option<Forgotten>, StorageError> {
+        let keys = Keys::of(profile);
         let mut read = Pipeline::new();
         read.cmd("EXISTS")
             .arg(keys.summary())
@@ -749,33 +773,74 @@ impl RedisStore {
         if held == 0 {
             return Ok(None);
         }
+        let merged: Vec<CustomerId> = merged
+            .iter()
+            .map(|id| CustomerId::from_trusted(id))
+            .collect();
+        let alias_keys: Vec<Keys> = merged.iter().map(Keys::of).collect();
+        let aliases = self
+            .get_all(alias_keys.iter().map(|k| k.alias().to_string()))
+            .await?;
+        for (id, alias) in merged.iter().zip(&aliases) {
+            if alias.as_deref().is_some_and(|a| a.starts_with("pending:")) {
+                self.follow(id).await?;
+            }
+        }
+
+        let mut erase = Pipeline::new();
+        push_leaving(&mut erase, profile, journeys);
+        let del = erase.cmd("DEL");
+        for key in [
+            keys.timeline(),
+            keys.ids(),
+            keys.summary(),
+            keys.contacts(),
+            keys.contact_ids(),
+            keys.journeys(),
+        ] {
+            del.arg(key);
+        }
+        self.conn.query_as::<redis::Value>(&erase).await?;
+
+        // What leads here: read, then deleted where it still holds that.
+        let ours: HashSet<&str> = std::iter::once(profile.as_str())
+            .chain(merged.iter().map(CustomerId::as_str))
+            .collect();
+        let mut leads: Vec<String> = idents
+            .iter()
+            .filter_map(|packed| {
+                let (kind, value) = packed.split_once('\u{1f}')?;
+                (kind != CUSTOMER_ID_IDENTITY).then(|| {
+                    index_key(&Identity {
+                        kind: kind.to_string(),
+                        value: value.to_string(),
+                    })
+                })
+            })
+            .collect();
+        let indexed = leads.len();
+        leads.extend(alias_keys.iter().map(|k| k.alias().to_string()));
+        let values = self.get_all(leads.iter().cloned()).await?;
         let mut release = Pipeline::new();
         let mut released = 0;
-        for packed in &idents {
-            let Some((kind, value)) = packed.split_once('\u{1f}') else {
-                continue;
+        let mut let_go = Vec::new();
+        for (n, (key, value)) in leads.iter().zip(values).enumerate() {
+            let Some(value) = value else { continue };
+            let named = if n < indexed {
+                value.as_str()
+            } else {
+                value.strip_prefix("done:").unwrap_or_default()
             };
-            if kind == CUSTOMER_ID_IDENTITY {
-                continue; // its own id, or a merged one's (an alias, below)
+            if !ours.contains(named) {
+                continue; // linked or merged elsewhere since
             }
-            let identity = Identity {
-                kind: kind.to_string(),
-                value: value.to_string(),
-            };
+            if n >= indexed {
+                let_go.push(merged[n - indexed].clone());
+            }
             self.cas_script
                 .call(&mut release)
-                .key(index_key(&identity))
-                .arg(profile.as_str())
-                .arg("");
-            released += 1;
-        }
-        let done = format!("done:{profile}");
-        for id in &merged {
-            let merged_keys = Keys::of(&CustomerId::from_trusted(id));
-            self.cas_script
-                .call(&mut release)
-                .key(merged_keys.alias())
-                .arg(&done)
+                .key(key)
+                .arg(&value)
                 .arg("");
             released += 1;
         }
@@ -783,28 +848,35 @@ impl RedisStore {
             self.query_scripts::<redis::Value>(&self.cas_script, &release)
                 .await?;
         }
-        let mut erase = Pipeline::new();
-        push_leaving(&mut erase, &profile, journeys);
-        let del = erase.cmd("DEL");
-        for key in keys.data().into_iter().chain([keys.journeys()]) {
-            del.arg(key);
-        }
-        let erased: Result<redis::Value, _> = self.conn.query_as(&erase).await;
-        self.written([&profile]);
-        if let Some(journeys) = &self.journeys {
-            journeys.cache.forget(&profile);
-        }
-        erased?;
+        let _: i64 = self
+            .conn
+            .cmd_as(commands::cmd("DEL").arg(keys.idents()).arg(keys.merges()))
+            .await?;
         tracing::info!(%profile, events, "profile forgotten");
         Ok(Some(Forgotten {
             events,
             identities: idents.len() as u64,
-            merged: merged
-                .iter()
-                .map(|id| CustomerId::from_trusted(id))
-                .collect(),
-            profile,
+            merged: let_go,
+            profile: profile.clone(),
         }))
+    }
+
+    /// The values of string keys (`None` for a missing one), in one round
+    /// trip (none for no key).
+    async fn get_all(
+        &self,
+        keys: impl IntoIterator<Item = String>,
+    ) -> Result<Vec<Option<String>>, StorageError> {
+        let mut pipe = Pipeline::new();
+        let mut count = 0;
+        for key in keys {
+            pipe.cmd("GET").arg(key);
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        self.conn.query_as(&pipe).await
     }
 
     pub(super) async fn unlink_identity(

@@ -156,14 +156,33 @@ impl JourneyApi {
         &self,
         request: pb::ForgetCustomerRequest,
     ) -> Result<pb::ForgetCustomerResponse, ApiError> {
+        let named = self.reference(&request.customer_id, request.customer.as_ref(), "customer")?;
         let profile = self
             .profile_of(&request.customer_id, request.customer.as_ref())
             .await?;
+        // Run to its end in a task of its own, as a link is: a call cut
+        // short must not stop an erasure between its steps.
+        let store = self.store.clone();
         let forgotten = self
-            .store
-            .forget(&profile)
-            .await?
-            .ok_or_else(|| ApiError::UnknownCustomer(profile.to_string()))?;
+            .identity_work
+            .run(async move {
+                let forgotten = store.forget(&profile).await.inspect_err(|error| {
+                    // Finished by an erasure naming this profile again.
+                    tracing::warn!(%profile, %error, "an erasure was cut short");
+                })?;
+                if forgotten.is_none() {
+                    // Nothing held, yet the identity led here (an earlier
+                    // erasure cut short, a link landing during it): the
+                    // index entry goes too.
+                    if let Named::Identity(identity) = &named {
+                        store.unlink(&profile, identity).await?;
+                    }
+                }
+                Ok::<_, crate::storage::StorageError>((profile, forgotten))
+            })
+            .await??;
+        let (profile, forgotten) = forgotten;
+        let forgotten = forgotten.ok_or_else(|| ApiError::UnknownCustomer(profile.to_string()))?;
         Ok(pb::ForgetCustomerResponse {
             profile_id: forgotten.profile.to_string(),
             events: forgotten.events,
