@@ -604,11 +604,7 @@ impl TimelineStore for MemoryStore {
             return Ok(None);
         };
         state.total_events -= gone.held();
-        for identity in gone.identity_set() {
-            if state.index.get(identity) == Some(&profile) {
-                state.index.remove(identity);
-            }
-        }
+        state.index.retain(|_, to| *to != profile);
         let merged: Vec<CustomerId> = gone
             .merged_ids()
             .filter(|id| state.aliases.get(*id) == Some(&profile))

@@ -737,22 +737,26 @@ impl RedisStore {
         &self,
         profile: &CustomerId,
     ) -> Result<Option<Forgotten>, StorageError> {
+        let mut current = self.follow(profile).await?;
+        let mut first: Option<Forgotten> = None;
         for _ in 0..MAX_HOPS {
-            let profile = self.follow(profile).await?;
-            let forgotten = self.forget_once(&profile).await;
-            self.written([&profile]);
+            let forgotten = self.forget_once(&current).await;
+            self.written([&current]);
             if let Some(journeys) = &self.journeys {
-                journeys.cache.forget(&profile);
+                journeys.cache.forget(&current);
             }
-            let forgotten = forgotten?;
+            // The first erasure is the one answered; the next ones follow
+            // where its data went.
+            first = first.or(forgotten?);
             let alias: Option<String> = self
                 .conn
-                .cmd_as(commands::cmd("GET").arg(Keys::of(&profile).alias()))
+                .cmd_as(commands::cmd("GET").arg(Keys::of(&current).alias()))
                 .await?;
             if alias.is_none() {
-                return Ok(forgotten);
+                return Ok(first);
             }
             // Merged away meanwhile: its data went to the survivor.
+            current = self.follow(&current).await?;
         }
         Err(merges_kept_moving())
     }
@@ -803,8 +807,17 @@ impl RedisStore {
         self.conn.query_as::<redis::Value>(&erase).await?;
 
         // What leads here: read, then deleted where it still holds that.
+        // A merged profile counts as this one while its alias says so (one
+        // whose alias went, unlinked or let go by a forget cut short, may
+        // stand on its own again).
         let ours: HashSet<&str> = std::iter::once(profile.as_str())
-            .chain(merged.iter().map(CustomerId::as_str))
+            .chain(
+                merged
+                    .iter()
+                    .zip(&aliases)
+                    .filter(|(_, alias)| alias.is_some())
+                    .map(|(id, _)| id.as_str()),
+            )
             .collect();
         let mut leads: Vec<String> = idents
             .iter()
@@ -848,10 +861,24 @@ impl RedisStore {
             self.query_scripts::<redis::Value>(&self.cas_script, &release)
                 .await?;
         }
-        let _: i64 = self
-            .conn
-            .cmd_as(commands::cmd("DEL").arg(keys.idents()).arg(keys.merges()))
-            .await?;
+        // The records read, not the whole hashes: a link or merge landing
+        // meanwhile stays recorded for the next forget.
+        let mut records = Pipeline::new();
+        if !idents.is_empty() {
+            let hdel = records.cmd("HDEL").arg(keys.idents());
+            for field in &idents {
+                hdel.arg(field);
+            }
+        }
+        if !merged.is_empty() {
+            let hdel = records.cmd("HDEL").arg(keys.merges());
+            for id in &merged {
+                hdel.arg(id.as_str());
+            }
+        }
+        if !idents.is_empty() || !merged.is_empty() {
+            self.conn.query_as::<redis::Value>(&records).await?;
+        }
         tracing::info!(%profile, events, "profile forgotten");
         Ok(Some(Forgotten {
             events,
