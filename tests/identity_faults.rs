@@ -40,23 +40,31 @@ fn rules() -> MergeRules {
 }
 
 fn store_via(proxy: &CountingProxy) -> RedisStore {
+    store_with_rules(proxy, rules())
+}
+
+fn store_with_rules(proxy: &CountingProxy, rules: MergeRules) -> RedisStore {
     let settings = RedisSettings {
         url: proxy.url(),
         response_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(2),
     };
-    RedisStore::open(&settings, Retention::default(), rules()).expect("open")
+    RedisStore::open(&settings, Retention::default(), rules).expect("open")
 }
 
 /// As `store_via`, following customers through the built-in journeys.
 fn journey_store_via(proxy: &CountingProxy) -> RedisStore {
+    with_journeys(store_via(proxy))
+}
+
+fn with_journeys(store: RedisStore) -> RedisStore {
     let taxonomy = std::sync::Arc::new(Taxonomy::builtin());
     let definitions = JourneyDefinitions::builtin(&taxonomy).expect("built-in journeys");
     let tracker = JourneyTracker::new(
         std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(definitions)),
         taxonomy,
     );
-    store_via(proxy).with_journeys(tracker, 1_000, 32 << 20)
+    store.with_journeys(tracker, 1_000, 32 << 20)
 }
 
 fn customer(id: &str) -> CustomerId {
@@ -467,24 +475,11 @@ async fn a_profile_merged_again_after_an_unlink_carries_its_new_journey() {
     use support::banking::banking_listing;
     let redis = RedisServer::start();
     let proxy = CountingProxy::start(redis.port).await;
-    let taxonomy = std::sync::Arc::new(Taxonomy::builtin());
-    let definitions = JourneyDefinitions::builtin(&taxonomy).expect("built-in journeys");
-    let tracker = JourneyTracker::new(
-        std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(definitions)),
-        taxonomy,
-    );
-    let settings = RedisSettings {
-        url: proxy.url(),
-        response_timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_secs(2),
-    };
     let loose = MergeRules {
         unique_types: Default::default(),
         max_identities: 100,
     };
-    let store = RedisStore::open(&settings, Retention::default(), loose)
-        .expect("open")
-        .with_journeys(tracker, 1_000, 32 << 20);
+    let store = with_journeys(store_with_rules(&proxy, loose));
     let t0 = journey_t0();
     let (c1, c2) = (customer("c1"), customer("c2"));
     let append = |events: Vec<journey::domain::Event>| {
