@@ -785,10 +785,17 @@ impl RedisStore {
         let aliases = self
             .get_all(alias_keys.iter().map(|k| k.alias().to_string()))
             .await?;
+        let mut completed = false;
         for (id, alias) in merged.iter().zip(&aliases) {
             if alias.as_deref().is_some_and(|a| a.starts_with("pending:")) {
                 self.follow(id).await?;
+                completed = true;
             }
+        }
+        if completed {
+            // The merges finished brought their identities and records:
+            // read the profile again (their aliases are done now).
+            return Box::pin(self.forget_once(profile)).await;
         }
 
         let mut erase = Pipeline::new();
