@@ -600,3 +600,42 @@ async fn a_forget_cut_at_any_step_is_finished_by_the_next() {
         "only {cut_short} cuts fell inside the erasure"
     );
 }
+
+/// A survivor whose journey states do not read: the merge goes on without
+/// carrying journeys (rather than never), and the absorbed profile still
+/// leaves the listings.
+#[tokio::test]
+async fn a_merge_into_unreadable_states_goes_on_and_lists_the_absorbed_no_more() {
+    use journey::domain::journey::JourneyStatus;
+    use support::banking::banking_listing;
+    let redis = RedisServer::start();
+    let proxy = CountingProxy::start(redis.port).await;
+    let store = journey_store_via(&proxy);
+    let mut raw = redis.connection();
+    let t0 = journey_t0();
+    let (c, anon) = seed_journeys(&store, 1, t0, false).await;
+    let () = redis::cmd("HSET")
+        .arg(format!("journey:{{{c}}}:jny"))
+        .arg("personal_data_verification")
+        .arg("{not json")
+        .query(&mut raw)
+        .expect("corrupt");
+    let listed = || {
+        let (store, query) = (&store, banking_listing(JourneyStatus::InProgress, None));
+        async move {
+            let page = store.list_journeys(&query).await.expect("list");
+            page.customers
+                .into_iter()
+                .map(|(c, _)| c.to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(listed().await.contains(&anon.to_string()));
+    // Another instance: its copy of the survivor's states is not current,
+    // so the script answers the (unreadable) current ones.
+    let other = journey_store_via(&proxy);
+    let merged = other.merge(&c, &anon, Micros::now()).await;
+    assert_eq!(merged.expect("merge"), MergeOutcome::Merged);
+    let after = listed().await;
+    assert!(!after.contains(&anon.to_string()), "{after:?}");
+}

@@ -265,10 +265,18 @@ pub(super) fn push_leaving(
     profile: &CustomerId,
     fields: Vec<(String, String)>,
 ) {
-    let Some(held) = absorbed_states(profile, fields) else {
-        return;
-    };
-    for state in held.states.values() {
+    if let Some(held) = absorbed_states(profile, fields) {
+        push_leaving_states(pipe, profile, &held.states);
+    }
+}
+
+/// `push_leaving` for states already read.
+pub(super) fn push_leaving_states(
+    pipe: &mut Pipeline,
+    profile: &CustomerId,
+    states: &JourneyStates,
+) {
+    for state in states.values() {
         for listing in crate::domain::journey::listings(state) {
             pipe.cmd("ZREM")
                 .arg(listing_key(&listing.key()))

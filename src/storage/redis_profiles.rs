@@ -31,7 +31,7 @@ use bytes::Bytes;
 use super::{
     commands::{self, Pipeline},
     redis_conn::LuaScript,
-    redis_journeys::{absorbed_states, push_carry_over, push_leaving},
+    redis_journeys::{absorbed_states, push_carry_over, push_leaving, push_leaving_states},
     redis_keys::{index_key, packed_identity, Keys},
     redis_replies as replies,
     redis_store::{
@@ -543,6 +543,8 @@ impl RedisStore {
         // current ones before any write, and the call goes again.
         let theirs = absorbed_states(absorbed, journey_fields);
         let mut carrying = self.journeys.as_ref().zip(theirs.as_ref());
+        // Set when the journeys could not be carried (below).
+        let mut uncarried = false;
         let mut ours = carrying.map(|(journeys, _)| journeys.cache.get(survivor));
         let mut attempts = 0;
         let reply = loop {
@@ -612,6 +614,7 @@ impl RedisStore {
                 Err(StorageError::Corrupt(error)) => {
                     tracing::error!(%survivor, %absorbed, %error, "journey states unreadable; the merge goes on without carrying journeys");
                     carrying = None;
+                    uncarried = true;
                 }
                 other => break other?,
             }
@@ -720,6 +723,17 @@ impl RedisStore {
                 .map(|(from, _)| Lead::Merged(CustomerId::from_trusted(from))),
         );
         self.push_leads(&[(survivor.clone(), pushed)]).await;
+        if let (true, Some(theirs)) = (uncarried, theirs.as_ref().filter(|t| !t.states.is_empty()))
+        {
+            // Not carried: the absorbed profile still leaves the listings
+            // and the deadline index (its journeys' counters stay as they
+            // were; logged above).
+            let mut leave = Pipeline::new();
+            push_leaving_states(&mut leave, absorbed, &theirs.states);
+            if let Err(error) = self.conn.query_as::<redis::Value>(&leave).await {
+                tracing::warn!(%absorbed, %error, "a merged profile's listings stay until the retention trims them");
+            }
+        }
         tracing::info!(%absorbed, %survivor, events = events.len(), "profiles merged");
         Ok(MergeOutcome::Merged)
     }
