@@ -472,7 +472,7 @@ async fn a_sweep_meeting_a_merge_under_way_completes_it() {
 #[tokio::test]
 async fn a_profile_merged_again_after_an_unlink_carries_its_new_journey() {
     use journey::domain::journey::JourneyStatus;
-    use support::banking::banking_listing;
+    use support::banking::banking_listed;
     let redis = RedisServer::start();
     let proxy = CountingProxy::start(redis.port).await;
     let loose = MergeRules {
@@ -511,19 +511,7 @@ async fn a_profile_merged_again_after_an_unlink_carries_its_new_journey() {
         t0 + 5 * MINUTE,
     )])
     .await;
-    let listed = || {
-        let (store, query) = (&store, banking_listing(JourneyStatus::InProgress, None));
-        async move {
-            let page = store.list_journeys(&query).await.expect("list");
-            let mut ids: Vec<String> = page
-                .customers
-                .into_iter()
-                .map(|(c, _)| c.to_string())
-                .collect();
-            ids.sort();
-            ids
-        }
-    };
+    let listed = || banking_listed(&store, JourneyStatus::InProgress, None);
     assert_eq!(listed().await, ["c1", "c2"]);
     assert_eq!(
         store.merge(&c1, &c2, Micros::now()).await.expect("merge"),
@@ -607,7 +595,7 @@ async fn a_forget_cut_at_any_step_is_finished_by_the_next() {
 #[tokio::test]
 async fn a_merge_into_unreadable_states_goes_on_and_lists_the_absorbed_no_more() {
     use journey::domain::journey::JourneyStatus;
-    use support::banking::banking_listing;
+    use support::banking::banking_listed;
     let redis = RedisServer::start();
     let proxy = CountingProxy::start(redis.port).await;
     let store = journey_store_via(&proxy);
@@ -620,16 +608,7 @@ async fn a_merge_into_unreadable_states_goes_on_and_lists_the_absorbed_no_more()
         .arg("{not json")
         .query(&mut raw)
         .expect("corrupt");
-    let listed = || {
-        let (store, query) = (&store, banking_listing(JourneyStatus::InProgress, None));
-        async move {
-            let page = store.list_journeys(&query).await.expect("list");
-            page.customers
-                .into_iter()
-                .map(|(c, _)| c.to_string())
-                .collect::<Vec<_>>()
-        }
-    };
+    let listed = || banking_listed(&store, JourneyStatus::InProgress, None);
     assert!(listed().await.contains(&anon.to_string()));
     // Another instance: its copy of the survivor's states is not current,
     // so the script answers the (unreadable) current ones.

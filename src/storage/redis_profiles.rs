@@ -183,15 +183,7 @@ impl RedisStore {
         &self,
         identities: &[Identity],
     ) -> Result<Vec<Option<CustomerId>>, StorageError> {
-        let mut pipe = Pipeline::new();
-        for identity in identities {
-            pipe.cmd("GET").arg(index_key(identity));
-        }
-        let found: Vec<Option<String>> = if identities.is_empty() {
-            Vec::new()
-        } else {
-            self.conn.query_as(&pipe).await?
-        };
+        let found = self.get_all(identities.iter().map(index_key)).await?;
         Ok(identities
             .iter()
             .zip(found)

@@ -46,3 +46,23 @@ pub fn banking_listing(status: JourneyStatus, step: Option<&str>) -> JourneyList
         after: None,
     }
 }
+
+/// The profile ids in the banking journey's listing of `status` (at
+/// `step`), sorted.
+pub async fn banking_listed(
+    store: &dyn TimelineStore,
+    status: JourneyStatus,
+    step: Option<&str>,
+) -> Vec<String> {
+    let page = store
+        .list_journeys(&banking_listing(status, step))
+        .await
+        .expect("list");
+    let mut ids: Vec<String> = page
+        .customers
+        .into_iter()
+        .map(|(c, _)| c.to_string())
+        .collect();
+    ids.sort();
+    ids
+}
