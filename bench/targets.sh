@@ -60,7 +60,12 @@ ECHO=$(sed -n 's/.*listening on //p' "$OUT/echo.log" | head -1)
 open_loop() { # --target ADDR | --redis URL, rate, pids, scenario
   local report
   report=$(timeout 60 "$BIN" bench run "$1" "$2" --scenario "$5" -c 32 --rate "$3" --duration 8 --pids "$4" --json)
-  jq -c '{rps: (.rps|floor), p50_us, p90_us, p99_us, p999_us, errors, not_sent: (.errors_by_code.NOT_SENT // 0)}' <<<"$report"
+  # cpu and wait: µs per call of each process (the load generator is
+  # `bench`); wait is the time its threads were runnable but waited for a
+  # core: the scheduler's share of the latency.
+  jq -c '{rps: (.rps|floor), p50_us, p90_us, p99_us, p999_us, errors, not_sent: (.errors_by_code.NOT_SENT // 0),
+    cpu_us: (.cpu_us_per_rpc | map_values(if . == null then null else floor end)),
+    wait_us: (.wait_us_per_rpc | map_values(if . == null then null else floor end))}' <<<"$report"
   # The percentiles are of the calls that succeeded: a run with failed or
   # unsent calls understates its latency, and is no figure for a target.
   if [[ $(jq .errors <<<"$report") != 0 ]]; then

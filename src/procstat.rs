@@ -1,7 +1,7 @@
-//! A process's CPU time, resident memory and open files, read from
-//! `/proc` (Linux): for the load generator's CPU per RPC of the processes
-//! it drives, and for the metrics endpoint's process figures. Elsewhere
-//! every read fails with the reason.
+//! A process's CPU time, time waiting for a CPU, resident memory and open
+//! files, read from `/proc` (Linux): for the load generator's CPU and
+//! run-queue wait per RPC of the processes it drives, and for the metrics
+//! endpoint's process figures. Elsewhere every read fails with the reason.
 
 /// Which process to read: this one or another by pid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,26 @@ impl Process {
         parse_stat_ticks(&stat).ok_or_else(|| "unexpected /proc stat format".to_string())
     }
 
+    /// Time its threads have spent runnable but waiting for a CPU (on a
+    /// run queue), in nanoseconds: the second field of each thread's
+    /// `schedstat`, summed. On 2 shared cores this is where the scheduler
+    /// delays a process that has work while the others run. Threads that
+    /// ended are no longer counted; the kernel needs `CONFIG_SCHED_INFO`.
+    pub fn run_queue_wait_ns(self) -> Result<u64, String> {
+        let tasks = std::fs::read_dir(self.path("task")).map_err(|e| e.to_string())?;
+        let mut total = 0u64;
+        for task in tasks {
+            let path = task.map_err(|e| e.to_string())?.path().join("schedstat");
+            // A thread may end between the listing and the read.
+            let Ok(line) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            let wait = parse_schedstat_wait(&line).ok_or("unexpected schedstat format")?;
+            total = total.saturating_add(wait);
+        }
+        Ok(total)
+    }
+
     /// Resident memory (`VmRSS`), in KiB.
     pub fn rss_kib(self) -> Result<u64, String> {
         let status = std::fs::read_to_string(self.path("status")).map_err(|e| e.to_string())?;
@@ -68,6 +88,12 @@ fn parse_stat_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// The run-queue wait (ns) of a `schedstat` line: time on a CPU, time
+/// waiting on a run queue, time slices (sched-stats.rst).
+fn parse_schedstat_wait(line: &str) -> Option<u64> {
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Clock ticks per second of the times in `/proc/PID/stat`.
 pub fn ticks_per_second() -> f64 {
     // SAFETY: sysconf only reads a system constant; it has no preconditions.
@@ -91,11 +117,19 @@ mod tests {
     }
 
     #[test]
+    fn parses_a_schedstat_line() {
+        assert_eq!(parse_schedstat_wait("1200 345 7\n"), Some(345));
+        assert_eq!(parse_schedstat_wait("1200"), None);
+        assert_eq!(parse_schedstat_wait("1200 x 7"), None);
+    }
+
+    #[test]
     fn reads_its_own_figures() {
         assert!(Process::Myself.cpu_ticks().is_ok());
         assert!(ticks_per_second() > 0.0);
         assert!(Process::Myself.rss_kib().is_ok_and(|kib| kib > 0));
         assert!(Process::Myself.open_fds().is_ok_and(|n| n >= 3));
+        assert!(Process::Myself.run_queue_wait_ns().is_ok());
         assert_eq!(Process::Pid(u32::MAX).rss_kib().map_err(|_| ()), Err(()));
     }
 }

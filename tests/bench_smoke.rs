@@ -50,6 +50,16 @@ fn assert_clean(report: &bench::Report) {
     assert_eq!(report.errors, 0, "calls failed: {}", report.table());
     assert!(report.p50_us > 0 && report.p50_us <= report.p999_us);
     assert!(report.cpu_us_per_rpc.contains_key("bench"));
+    // Read from /proc where the kernel keeps scheduler statistics (Linux
+    // builds have since 2.6); a figure, never a failed run.
+    assert!(report.wait_us_per_rpc.contains_key("bench"));
+    if std::path::Path::new("/proc/self/schedstat").exists() {
+        assert!(
+            report.wait_us_per_rpc["bench"].is_some_and(|us| us >= 0.0),
+            "{}",
+            report.table()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

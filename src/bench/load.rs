@@ -126,6 +126,7 @@ pub async fn run(args: &RunArgs) -> Result<Report, BenchError> {
     let per_rpc =
         |ticks: u64| (ok > 0).then(|| ticks as f64 / cpu::ticks_per_second() * 1e6 / ok as f64);
     let mut cpu_us_per_rpc = BTreeMap::new();
+    let mut wait_us_per_rpc = BTreeMap::new();
     let mut cpu_processes = BTreeMap::new();
     for ((process, b), a) in processes.iter().zip(&before).zip(&after) {
         let key = match process {
@@ -135,7 +136,12 @@ pub async fn run(args: &RunArgs) -> Result<Report, BenchError> {
         if let (Process::Pid(_), Some(name)) = (process, process.name()) {
             cpu_processes.insert(key.clone(), name);
         }
-        cpu_us_per_rpc.insert(key, per_rpc(a.saturating_sub(*b)));
+        cpu_us_per_rpc.insert(key.clone(), per_rpc(a.ticks.saturating_sub(b.ticks)));
+        let waited = a.wait_ns.zip(b.wait_ns).map(|(a, b)| a.saturating_sub(b));
+        wait_us_per_rpc.insert(
+            key,
+            waited.and_then(|ns| (ok > 0).then(|| ns as f64 / 1e3 / ok as f64)),
+        );
     }
     let latency = &tally.latency;
     let quantile = |q| {
@@ -175,6 +181,7 @@ pub async fn run(args: &RunArgs) -> Result<Report, BenchError> {
         max_us: latency.max(),
         mean_us: latency.mean(),
         cpu_us_per_rpc,
+        wait_us_per_rpc,
         cpu_processes,
     })
 }
@@ -275,8 +282,24 @@ fn tally_not_sent(tally: &mut Tally, calls: u64) {
     );
 }
 
-fn sample(processes: &[Process]) -> Result<Vec<u64>, BenchError> {
-    processes.iter().map(|&p| cpu::cpu_ticks(p)).collect()
+/// A process's CPU time and run-queue wait at one instant.
+struct Sample {
+    ticks: u64,
+    /// `None` where the kernel keeps no scheduler statistics: the report
+    /// then says n/a rather than failing the run.
+    wait_ns: Option<u64>,
+}
+
+fn sample(processes: &[Process]) -> Result<Vec<Sample>, BenchError> {
+    processes
+        .iter()
+        .map(|&p| {
+            Ok(Sample {
+                ticks: cpu::cpu_ticks(p)?,
+                wait_ns: p.run_queue_wait_ns().ok(),
+            })
+        })
+        .collect()
 }
 
 /// Differs between runs, so appended event ids are new every run.

@@ -120,6 +120,10 @@ pub struct Report {
     /// CPU µs per successful call: `bench` for this process, then one per
     /// `--pids` entry, by pid.
     pub cpu_us_per_rpc: BTreeMap<String, Option<f64>>,
+    /// Time the same processes' threads waited for a CPU (runnable, on a
+    /// run queue) per successful call, µs: the scheduler's share of the
+    /// latency when the cores are shared. `None` where unreadable.
+    pub wait_us_per_rpc: BTreeMap<String, Option<f64>>,
     /// The command name of each pid.
     pub cpu_processes: BTreeMap<String, String>,
 }
@@ -171,19 +175,22 @@ impl Report {
                 self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us, self.mean_us
             ),
         );
-        let cpu: Vec<String> = self
-            .cpu_us_per_rpc
-            .iter()
-            .map(|(who, us)| {
-                let name = self
-                    .cpu_processes
-                    .get(who)
-                    .map_or(String::new(), |n| format!(" ({n})"));
-                let value = us.map_or("n/a".to_string(), |us| format!("{us:.1}"));
-                format!("{who}{name} {value}")
-            })
-            .collect();
-        line("cpu µs/rpc", cpu.join("  "));
+        let per_process = |figures: &BTreeMap<String, Option<f64>>| {
+            let shown: Vec<String> = figures
+                .iter()
+                .map(|(who, us)| {
+                    let name = self
+                        .cpu_processes
+                        .get(who)
+                        .map_or(String::new(), |n| format!(" ({n})"));
+                    let value = us.map_or("n/a".to_string(), |us| format!("{us:.1}"));
+                    format!("{who}{name} {value}")
+                })
+                .collect();
+            shown.join("  ")
+        };
+        line("cpu µs/rpc", per_process(&self.cpu_us_per_rpc));
+        line("wait µs/rpc", per_process(&self.wait_us_per_rpc));
         out
     }
 }
