@@ -3,6 +3,8 @@
 //! run-queue wait per RPC of the processes it drives, and for the metrics
 //! endpoint's process figures. Elsewhere every read fails with the reason.
 
+use std::collections::BTreeMap;
+
 /// Which process to read: this one or another by pid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Process {
@@ -39,24 +41,31 @@ impl Process {
         parse_stat_ticks(&stat).ok_or_else(|| "unexpected /proc stat format".to_string())
     }
 
-    /// Time its threads have spent runnable but waiting for a CPU (on a
-    /// run queue), in nanoseconds: the second field of each thread's
-    /// `schedstat`, summed. On 2 shared cores this is where the scheduler
-    /// delays a process that has work while the others run. Threads that
-    /// ended are no longer counted; the kernel needs `CONFIG_SCHED_INFO`.
-    pub fn run_queue_wait_ns(self) -> Result<u64, String> {
+    /// Time each of its threads has spent runnable but waiting for a CPU
+    /// (on a run queue), in nanoseconds, by thread id: the second field of
+    /// each thread's `schedstat`. On 2 shared cores this is where the
+    /// scheduler delays a process that has work while the others run. A
+    /// thread that ended is no longer listed; the kernel needs
+    /// `CONFIG_SCHED_INFO` (an error when no thread's figure reads).
+    pub fn run_queue_waits_ns(self) -> Result<BTreeMap<u32, u64>, String> {
         let tasks = std::fs::read_dir(self.path("task")).map_err(|e| e.to_string())?;
-        let mut total = 0u64;
+        let mut waits = BTreeMap::new();
         for task in tasks {
-            let path = task.map_err(|e| e.to_string())?.path().join("schedstat");
+            let task = task.map_err(|e| e.to_string())?;
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
             // A thread may end between the listing and the read.
-            let Ok(line) = std::fs::read_to_string(path) else {
+            let Ok(line) = std::fs::read_to_string(task.path().join("schedstat")) else {
                 continue;
             };
             let wait = parse_schedstat_wait(&line).ok_or("unexpected schedstat format")?;
-            total = total.saturating_add(wait);
+            waits.insert(tid, wait);
         }
-        Ok(total)
+        if waits.is_empty() {
+            return Err("no thread's schedstat could be read".to_string());
+        }
+        Ok(waits)
     }
 
     /// Resident memory (`VmRSS`), in KiB.
@@ -129,7 +138,9 @@ mod tests {
         assert!(ticks_per_second() > 0.0);
         assert!(Process::Myself.rss_kib().is_ok_and(|kib| kib > 0));
         assert!(Process::Myself.open_fds().is_ok_and(|n| n >= 3));
-        assert!(Process::Myself.run_queue_wait_ns().is_ok());
+        assert!(Process::Myself
+            .run_queue_waits_ns()
+            .is_ok_and(|waits| waits.contains_key(&std::process::id())));
         assert_eq!(Process::Pid(u32::MAX).rss_kib().map_err(|_| ()), Err(()));
     }
 }

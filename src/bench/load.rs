@@ -137,7 +137,7 @@ pub async fn run(args: &RunArgs) -> Result<Report, BenchError> {
             cpu_processes.insert(key.clone(), name);
         }
         cpu_us_per_rpc.insert(key.clone(), per_rpc(a.ticks.saturating_sub(b.ticks)));
-        let waited = a.wait_ns.zip(b.wait_ns).map(|(a, b)| a.saturating_sub(b));
+        let waited = a.wait_ns.as_ref().zip(b.wait_ns.as_ref()).map(waited_ns);
         wait_us_per_rpc.insert(
             key,
             waited.and_then(|ns| (ok > 0).then(|| ns as f64 / 1e3 / ok as f64)),
@@ -282,12 +282,23 @@ fn tally_not_sent(tally: &mut Tally, calls: u64) {
     );
 }
 
-/// A process's CPU time and run-queue wait at one instant.
+/// A process's CPU time and its threads' run-queue waits at one instant.
 struct Sample {
     ticks: u64,
-    /// `None` where the kernel keeps no scheduler statistics: the report
-    /// then says n/a rather than failing the run.
-    wait_ns: Option<u64>,
+    /// By thread id. `None` where the kernel keeps no scheduler
+    /// statistics: the report then says n/a rather than failing the run.
+    wait_ns: Option<BTreeMap<u32, u64>>,
+}
+
+/// The run-queue wait between two samples, thread by thread: a thread
+/// started in between counts whole, one that ended in between (as the
+/// open loop's pacer does once it has handed out its last call) is not
+/// counted at all, rather than taking its earlier wait off the others'.
+fn waited_ns((after, before): (&BTreeMap<u32, u64>, &BTreeMap<u32, u64>)) -> u64 {
+    after
+        .iter()
+        .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+        .sum()
 }
 
 fn sample(processes: &[Process]) -> Result<Vec<Sample>, BenchError> {
@@ -296,7 +307,7 @@ fn sample(processes: &[Process]) -> Result<Vec<Sample>, BenchError> {
         .map(|&p| {
             Ok(Sample {
                 ticks: cpu::cpu_ticks(p)?,
-                wait_ns: p.run_queue_wait_ns().ok(),
+                wait_ns: p.run_queue_waits_ns().ok(),
             })
         })
         .collect()
@@ -314,6 +325,14 @@ fn run_nonce() -> u64 {
 mod tests {
     use super::*;
     use crate::bench::Scenario;
+
+    #[test]
+    fn run_queue_waits_are_taken_thread_by_thread() {
+        let before = BTreeMap::from([(1, 100), (2, 50), (3, 1_000)]);
+        // 3 ended (its 1,000 must not come off the others), 4 started.
+        let after = BTreeMap::from([(1, 130), (2, 50), (4, 7)]);
+        assert_eq!(waited_ns((&after, &before)), 37);
+    }
 
     fn args(rate: Option<f64>, warmup: f64, duration: f64) -> RunArgs {
         RunArgs {
