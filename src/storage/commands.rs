@@ -165,9 +165,20 @@ impl Pipeline {
     /// Opens a call of a script by its SHA (`EVALSHA`); `key` and `arg`
     /// add its keys and arguments, in any order of calls.
     pub fn script(&mut self, sha: &str) -> &mut Self {
+        self.open_script(b"EVALSHA", sha)
+    }
+
+    /// Opens a call of a script by its source (`EVAL`), as `script` does:
+    /// never refused as unknown (NOSCRIPT), so a pipeline holding it runs
+    /// whole in one round trip, at the cost of sending the source.
+    pub fn eval(&mut self, source: &str) -> &mut Self {
+        self.open_script(b"EVAL", source)
+    }
+
+    fn open_script(&mut self, verb: &[u8], script: &str) -> &mut Self {
         self.close();
-        self.head.bulk(b"EVALSHA");
-        self.head.bulk(sha.as_bytes());
+        self.head.bulk(verb);
+        self.head.bulk(script.as_bytes());
         self.script = true;
         self
     }
@@ -250,7 +261,7 @@ impl Pipeline {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.head.buf);
         if self.script {
-            // EVALSHA's key count, between the SHA and the keys.
+            // The script's key count, between the SHA (or source) and the keys.
             put_bulk(out, itoa::Buffer::new().format(self.keys.count).as_bytes());
         }
         out.extend_from_slice(&self.keys.buf);
@@ -311,6 +322,18 @@ mod tests {
             text(pipe.packed()),
             "*7\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$1\r\n2\r\n\
              $2\r\nk1\r\n$2\r\nk2\r\n$1\r\n7\r\n$1\r\nx\r\n"
+        );
+    }
+
+    #[test]
+    fn a_script_sent_by_its_source_is_an_eval() {
+        let mut pipe = Pipeline::new();
+        pipe.eval("return 1").key("k").arg("a");
+        pipe.cmd("HDEL").arg("h").arg("f");
+        assert_eq!(
+            text(pipe.packed()),
+            "*5\r\n$4\r\nEVAL\r\n$8\r\nreturn 1\r\n$1\r\n1\r\n$1\r\nk\r\n$1\r\na\r\n\
+             *3\r\n$4\r\nHDEL\r\n$1\r\nh\r\n$1\r\nf\r\n"
         );
     }
 

@@ -1017,6 +1017,13 @@ impl LuaScript {
     pub fn call<'p>(&self, pipe: &'p mut Pipeline) -> &'p mut Pipeline {
         pipe.script(&self.sha)
     }
+
+    /// Opens a call of the script in `pipe` by its source (`EVAL`): for
+    /// a pipeline that a NOSCRIPT refusal must not split in two (the
+    /// commands after a refused call would run before it is sent again).
+    pub fn call_by_source<'p>(&self, pipe: &'p mut Pipeline) -> &'p mut Pipeline {
+        pipe.eval(&self.source)
+    }
 }
 
 fn is_noscript(reply: &Reply) -> bool {

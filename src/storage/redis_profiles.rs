@@ -847,8 +847,15 @@ impl RedisStore {
         let indexed = leads.len();
         leads.extend(alias_keys.iter().map(|k| k.alias().to_string()));
         let values = self.get_all(leads.iter().cloned()).await?;
+        // The index entries and aliases let go, and the records read (not
+        // the whole hashes: a link or merge landing meanwhile stays
+        // recorded for the next forget), in one round trip: cut between
+        // the two, the records would outlive every entry leading to them,
+        // and an erasure retried by an identity would find nothing. By
+        // source, so that no NOSCRIPT refusal splits it either. Not a
+        // transaction (the index keys lie in other slots): Redis stopping
+        // between its commands still splits it, a far narrower window.
         let mut release = Pipeline::new();
-        let mut released = 0;
         let mut let_go = Vec::new();
         for (n, (key, value)) in leads.iter().zip(values).enumerate() {
             let Some(value) = value else { continue };
@@ -864,33 +871,25 @@ impl RedisStore {
                 let_go.push(merged[n - indexed].clone());
             }
             self.cas_script
-                .call(&mut release)
+                .call_by_source(&mut release)
                 .key(key)
                 .arg(&value)
                 .arg("");
-            released += 1;
         }
-        if released > 0 {
-            self.query_scripts::<redis::Value>(&self.cas_script, &release)
-                .await?;
-        }
-        // The records read, not the whole hashes: a link or merge landing
-        // meanwhile stays recorded for the next forget.
-        let mut records = Pipeline::new();
         if !idents.is_empty() {
-            let hdel = records.cmd("HDEL").arg(keys.idents());
+            let hdel = release.cmd("HDEL").arg(keys.idents());
             for field in &idents {
                 hdel.arg(field);
             }
         }
         if !merged.is_empty() {
-            let hdel = records.cmd("HDEL").arg(keys.merges());
+            let hdel = release.cmd("HDEL").arg(keys.merges());
             for id in &merged {
                 hdel.arg(id.as_str());
             }
         }
-        if !idents.is_empty() || !merged.is_empty() {
-            self.conn.query_as::<redis::Value>(&records).await?;
+        if !release.is_empty() {
+            self.conn.query_as::<redis::Value>(&release).await?;
         }
         tracing::info!(%profile, events, "profile forgotten");
         Ok(Some(Forgotten {
