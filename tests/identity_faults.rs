@@ -268,6 +268,76 @@ async fn a_link_cut_at_any_step_leaves_no_identity_without_its_key() {
     );
 }
 
+/// An unlink cut at any round trip, before its request reaches Redis or
+/// with only its reply lost, takes effect whole or not at all: the
+/// identity leads to the profile exactly when the profile lists it.
+#[tokio::test]
+async fn an_unlink_cut_at_any_step_takes_effect_whole_or_not_at_all() {
+    let redis = RedisServer::start();
+    let proxy = CountingProxy::start(redis.port).await;
+    let store = store_via(&proxy);
+    let mut took_effect = 0;
+    for (n, (cut, delivered)) in (0..3)
+        .map(|c| (c, false))
+        .chain((0..3).map(|c| (c, true)))
+        .enumerate()
+    {
+        let c = customer(&format!("u{n}"));
+        let email = Identity {
+            kind: "email".into(),
+            value: format!("u{n}@example.org"),
+        };
+        let event = domain_event(c.as_str(), "e1", "web", Initiator::Customer, t0());
+        store.append(&[event], Micros::now()).await.expect("append");
+        store
+            .link(&c, std::slice::from_ref(&email), Micros::now())
+            .await
+            .expect("link")
+            .expect("allowed");
+        if delivered {
+            proxy.lose_reply_after(cut);
+        } else {
+            proxy.cut_once_after(cut);
+        }
+        let attempt = store.unlink(&c, &email).await;
+        proxy.heal();
+        let listed = store
+            .identities(&c)
+            .await
+            .expect("identities")
+            .into_iter()
+            .any(|l| l.identity == email);
+        let leads = store
+            .resolve(std::slice::from_ref(&email))
+            .await
+            .expect("resolve")
+            == vec![Some(c.clone())];
+        assert_eq!(
+            listed, leads,
+            "cut {cut} ({delivered}): listed {listed}, leads here {leads}"
+        );
+        if attempt.is_ok() {
+            assert!(!leads, "cut {cut} ({delivered}): an unlink that answered");
+        }
+        if !leads {
+            took_effect += 1;
+        }
+        // A retry finishes what a cut left.
+        store.unlink(&c, &email).await.expect("unlink again");
+        assert_eq!(
+            store
+                .resolve(std::slice::from_ref(&email))
+                .await
+                .expect("resolve"),
+            vec![None]
+        );
+    }
+    assert!(
+        (2..6).contains(&took_effect),
+        "the cuts fell outside the unlink: {took_effect} of 6 took effect"
+    );
+}
+
 /// c{n} starts the banking journey at `t0`; an anonymous profile starts it
 /// a minute later and takes its next step: both in progress, the
 /// anonymous one moved last, unless `customer_last`: then c{n} takes its

@@ -924,28 +924,34 @@ impl RedisStore {
         identity: &Identity,
     ) -> Result<bool, StorageError> {
         let profile = self.follow(profile).await?;
-        let keys = Keys::of(&profile);
-        let recorded: Result<i64, _> = self
-            .conn
-            .cmd_as(
-                commands::cmd("HDEL")
-                    .arg(keys.idents())
-                    .arg(packed_identity(identity)),
-            )
-            .await;
-        self.written([&profile]);
-        let recorded = recorded?;
-        if identity.kind == CUSTOMER_ID_IDENTITY {
-            // The customer id of a merged profile stops leading here.
+        // What leads here: the identity's index entry, or for a merged
+        // profile's customer id its alias (which then stops leading here).
+        let (lead, holds, merged) = if identity.kind == CUSTOMER_ID_IDENTITY {
             let merged = customer_profile(identity);
-            let done = format!("done:{profile}");
-            let lifted = self.cas(Keys::of(&merged).alias(), &done, "", &[]).await;
-            self.written([&merged]);
-            return Ok(recorded > 0 || lifted?.is_ok());
+            let alias = Keys::of(&merged).alias().to_string();
+            (alias, format!("done:{profile}"), Some(merged))
+        } else {
+            (index_key(identity), profile.to_string(), None)
+        };
+        // The entry let go and the profile's record of it, in one round
+        // trip (the script by source, so that no NOSCRIPT refusal splits
+        // it): in two, a cut between them left an identity still leading
+        // to the profile that no longer listed it, or the other way round.
+        let mut pipe = Pipeline::new();
+        self.cas_script
+            .call_by_source(&mut pipe)
+            .key(&lead)
+            .arg(&holds)
+            .arg("");
+        pipe.cmd("HDEL")
+            .arg(Keys::of(&profile).idents())
+            .arg(packed_identity(identity));
+        let replies: Result<(redis::Value, i64), _> = self.conn.query_as(&pipe).await;
+        self.written([&profile]);
+        if let Some(merged) = &merged {
+            self.written([merged]);
         }
-        let unindexed = self
-            .cas(&index_key(identity), profile.as_str(), "", &[])
-            .await?;
-        Ok(recorded > 0 || unindexed.is_ok())
+        let (let_go, recorded) = replies?;
+        Ok(recorded > 0 || matches!(let_go, redis::Value::Int(1)))
     }
 }
