@@ -353,6 +353,21 @@ fn contact_checks_and_policy_reload_on_sighup() {
     );
     let after = served.ok(&["check", "c1", "--channel", "email"]);
     assert!(after.starts_with("blocked"), "{after}");
+    // A named reservation is answered again, not refused as one more.
+    let named = [
+        "check",
+        "c1",
+        "--channel",
+        "sms",
+        "--reserve",
+        "--reservation-id",
+        "sms-1",
+    ];
+    for _ in 0..2 {
+        let reserved = served.ok(&named);
+        assert!(reserved.starts_with("allowed"), "{reserved}");
+        assert!(reserved.contains("event_id sms-1"), "{reserved}");
+    }
     assert!(served.terminate().success());
 }
 

@@ -378,6 +378,94 @@ mod cases {
         assert_eq!(after.violations[0].count, 3);
     }
 
+    /// A reservation named by the client is made once: the same check
+    /// again (a retry after a lost answer) answers it, allowed, even at the
+    /// cap it now fills, and so does it once its event has replaced it.
+    pub async fn a_named_reservation_is_made_once(mut client: Client) {
+        let t = now();
+        append_all_stored(&mut client, vec![email("c1", "m0", t - HOUR, "")]).await;
+        let named = |id: &str| pb::CheckContactRequest {
+            reserve: true,
+            reservation_id: id.into(),
+            at: Some(timestamp(t)),
+            ..email_check("c1")
+        };
+        let counted = |check: &pb::CheckContactResponse| {
+            check
+                .counts
+                .as_ref()
+                .map(|c| c.last_24h)
+                .unwrap_or_default()
+        };
+        // email-3-per-7d: two more fit.
+        let first = client
+            .check_contact_frequency(named("send-1"))
+            .await
+            .expect("reserve")
+            .into_inner();
+        assert!(first.allowed, "{first:?}");
+        assert_eq!(first.reservation_id, "send-1");
+        assert_eq!(counted(&first), 1, "counted before the reservation");
+        for _ in 0..3 {
+            let again = client
+                .check_contact_frequency(named("send-1"))
+                .await
+                .expect("reserve again")
+                .into_inner();
+            assert_eq!(again, first, "the same answer");
+        }
+        let second = client
+            .check_contact_frequency(named("send-2"))
+            .await
+            .expect("another")
+            .into_inner();
+        assert!(second.allowed);
+        assert_eq!(counted(&second), 2, "send-1 counted once");
+        // At the cap now: a new id is refused, the held ones still stand.
+        let third = client
+            .check_contact_frequency(named("send-3"))
+            .await
+            .expect("a third")
+            .into_inner();
+        assert!(!third.allowed && third.reservation_id.is_empty());
+        assert_eq!(third.violations[0].count, 3);
+        let mut sent = email("c1", "send-2", t, "");
+        sent.event_id = "send-2".into();
+        append_all_stored(&mut client, vec![sent]).await;
+        let replaced = client
+            .check_contact_frequency(named("send-2"))
+            .await
+            .expect("asked once sent")
+            .into_inner();
+        assert!(replaced.allowed, "{replaced:?}");
+        assert_eq!(replaced.reservation_id, "send-2");
+        let after = client
+            .check_contact_frequency(email_check("c1"))
+            .await
+            .expect("check")
+            .into_inner();
+        assert_eq!(after.violations[0].count, 3, "nothing counted twice");
+        // The id is an event id, and only for reserve mode.
+        for (request, why) in [
+            (named("a\u{1f}b"), "a control character"),
+            (named(&"x".repeat(10_000)), "too long"),
+            (
+                pb::CheckContactRequest {
+                    reservation_id: "send-9".into(),
+                    ..email_check("c1")
+                },
+                "without reserve",
+            ),
+        ] {
+            let status = client
+                .check_contact_frequency(request)
+                .await
+                .expect_err(why);
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{why}");
+            assert_eq!(bad_field(&status), "reservation_id", "{why}");
+        }
+    }
+
     pub async fn a_ten_thousand_customer_list_is_reviewed(mut client: Client) {
         let t = now();
         let mut events = Vec::new();
@@ -424,6 +512,7 @@ backend_cases!(
         unknown_customers_are_flagged,
         bad_checks_are_refused,
         reserve_admits_exactly_the_cap,
+        a_named_reservation_is_made_once,
         a_ten_thousand_customer_list_is_reviewed,
     ]
 );

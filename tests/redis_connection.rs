@@ -841,6 +841,56 @@ async fn a_reservation_whose_answer_is_lost_is_answered_once() {
     );
 }
 
+/// A reservation whose answer is lost and whose check cannot read again
+/// (Redis gone after running it) fails UNAVAILABLE; retried with the same
+/// reservation id, it is answered, not made twice.
+#[tokio::test]
+async fn a_named_reservation_retried_after_unavailable_is_made_once() {
+    let redis = RedisServer::start();
+    let proxy = CountingProxy::start(redis.port).await;
+    let server = JourneyServer::start(ServeConfig {
+        store: StoreUrl::Redis(proxy.url()),
+        redis_timeout_ms: 5_000,
+        health_interval_ms: 3_600_000,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut client = server.client().await;
+    let reserve = |customer: &str, id: &str| pb::CheckContactRequest {
+        customer_id: customer.into(),
+        channel: "email".into(),
+        reason: "campaign_offer".into(),
+        reserve: true,
+        reservation_id: id.into(),
+        ..Default::default()
+    };
+    let warm = client.check_contact_frequency(reserve("c0", "")).await;
+    assert!(warm.expect("reserve").into_inner().allowed);
+    // The read goes through; the script runs, its answer is lost, and the
+    // read that would tell whether it landed finds Redis gone.
+    proxy.lose_reply_then_cut_after(1);
+    let status = client
+        .check_contact_frequency(reserve("c1", "send-1"))
+        .await
+        .expect_err("Redis gone");
+    proxy.heal();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let again = client
+        .check_contact_frequency(reserve("c1", "send-1"))
+        .await
+        .expect("the retry")
+        .into_inner();
+    assert!(again.allowed, "{again:?}");
+    assert_eq!(again.reservation_id, "send-1");
+    let check = client
+        .check_contact_frequency(reserve("c1", ""))
+        .await
+        .expect("another")
+        .into_inner();
+    let counts = check.counts.expect("counts");
+    assert_eq!(counts.last_24h, 1, "send-1 recorded once: {counts:?}");
+}
+
 /// A Redis that accepts connections and never answers (a host gone without
 /// a reset, a network split): calls fail in time, and the silent connection
 /// is replaced by a new one rather than reused until the kernel gives up.

@@ -157,6 +157,11 @@ pub struct CheckArgs {
     /// Record the contact if it is allowed (atomic check-and-record).
     #[arg(long, conflicts_with = "batch")]
     pub reserve: bool,
+    /// With --reserve: the id to record it under (e.g. the event id the
+    /// contact will be sent with); the same check with the same id answers
+    /// that reservation again instead of making another.
+    #[arg(long, requires = "reserve")]
+    pub reservation_id: Option<String>,
 }
 
 /// Who a command is about: a customer id, or any identity.
@@ -515,6 +520,7 @@ pub async fn check(args: CheckArgs) -> CliResult {
             at,
             reserve: args.reserve,
             r#type: args.event_type,
+            reservation_id: args.reservation_id.unwrap_or_default(),
         })
         .await
         .map_err(status_error)?

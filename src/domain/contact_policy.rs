@@ -134,6 +134,21 @@ pub struct ContactDecision {
     pub timezone: Tz,
 }
 
+impl ContactDecision {
+    /// The answer for a contact already admitted (a reservation asked for
+    /// again): allowed, whatever has been counted since, with the counts
+    /// and time zone of `decision`.
+    pub fn admitted(decision: Self) -> Self {
+        Self {
+            allowed: true,
+            violations: Vec::new(),
+            quiet_hours: false,
+            next_allowed_at: None,
+            ..decision
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Scope {
     channel: Option<String>,

@@ -112,6 +112,14 @@ impl JourneyApi {
                 &self.limits.event,
                 Micros::now(),
             )?;
+            // And its id is an event id.
+            crate::domain::event::check_text(
+                "reservation_id",
+                &request.reservation_id,
+                self.limits.event.max_id_bytes,
+            )?;
+        } else if !request.reservation_id.is_empty() {
+            return Err(DomainError::invalid("reservation_id", "only with reserve").into());
         }
         let customer =
             match self.reference(&request.customer_id, request.customer.as_ref(), "customer")? {
@@ -151,15 +159,30 @@ impl JourneyApi {
                 // it.
                 return Err(ApiError::UnknownCustomer(customer.to_string()));
             }
+            if let Some(held) = held_reservation(&history, &request.reservation_id) {
+                // Asked again (a retry after a lost answer): the contact
+                // recorded under this id stands, as it was decided then.
+                let decision = self.decide(&policy, &held, &proposal);
+                return Ok(self.answer(
+                    &customer,
+                    history.known,
+                    &ContactDecision::admitted(decision),
+                    request.reservation_id,
+                ));
+            }
             let decision = self.decide(&policy, &history, &proposal);
             if !request.reserve || !decision.allowed {
                 return Ok(self.answer(&customer, history.known, &decision, String::new()));
             }
+            let id = match request.reservation_id.as_str() {
+                "" => Ulid::new().to_string(),
+                given => given.to_string(),
+            };
             let reservation = Contact::new(
                 proposal.at,
                 true,
                 ContactNames {
-                    event_id: &Ulid::new().to_string(),
+                    event_id: &id,
                     channel: &proposal.channel,
                     reason: &proposal.reason,
                     event_type: &proposal.event_type,
@@ -245,6 +268,25 @@ impl JourneyApi {
         }
         Ok(pb::CheckContactBatchResponse { results })
     }
+}
+
+/// When a contact with the reservation id asked (not empty) is among the
+/// history's: the history without it, to decide as when it was reserved.
+fn held_reservation(history: &ContactHistory, id: &str) -> Option<ContactHistory> {
+    if id.is_empty() || !history.contacts.iter().any(|c| c.event_id() == id) {
+        return None;
+    }
+    Some(ContactHistory {
+        contacts: history
+            .contacts
+            .iter()
+            .filter(|c| c.event_id() != id)
+            .cloned()
+            .collect(),
+        timezone: history.timezone.clone(),
+        read_from: history.read_from.clone(),
+        ..*history
+    })
 }
 
 impl JourneyApi {

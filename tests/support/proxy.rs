@@ -102,6 +102,15 @@ impl CountingProxy {
         self.faults.budget.store(n, Ordering::SeqCst);
     }
 
+    /// As `lose_reply_after`, then as `cut_after`: the request of the
+    /// round trip cut runs, its reply is lost, and every connection after
+    /// it is refused until `heal`.
+    pub fn lose_reply_then_cut_after(&self, n: i64) {
+        self.faults.once.store(false, Ordering::SeqCst);
+        self.faults.deliver.store(true, Ordering::SeqCst);
+        self.faults.budget.store(n, Ordering::SeqCst);
+    }
+
     pub fn heal(&self) {
         self.faults.budget.store(-1, Ordering::SeqCst);
         self.faults.once.store(false, Ordering::SeqCst);
