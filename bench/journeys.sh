@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What following journeys costs an append, on 127.0.0.1 only: one fresh
 # redis-server (persistence off), two `journey serve` on it (the built-in
-# journeys, and none: an empty definitions file), a seeded population, then
+# journeys, and none: an empty definitions file), a seeded population (a
+# part of it for each variant), then
 # BENCH_REPS repetitions interleaving AppendEvent at c16 through each and
 # the raw append script (`journey bench run --redis`, which sends the same
 # script call without the journey write set). Prints each run, then the
@@ -45,22 +46,27 @@ serve none --journeys "$OUT/no-journeys.toml"
 WITHOUT_PID=$SERVED_PID WITHOUT=$SERVED
 
 echo "# journey bench journeys: $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), nproc $(nproc)"
-# Seeded through the server that follows journeys, so it holds their states.
-timeout 600 "$BIN" bench seed --target "$WITH" --customers "$CUSTOMERS" --events-per-customer "$EVENTS" >/dev/null
+# Seeded through the server that follows journeys, so it holds their states:
+# three times the population, one part per variant (`--first-customer`),
+# so that each variant's appends grow only its own customers, as much as
+# the others' do theirs, and no run appends to the customers another run
+# measures next.
+timeout 900 "$BIN" bench seed --target "$WITH" --customers $(( 3 * CUSTOMERS )) --events-per-customer "$EVENTS" >/dev/null
 
-run() { # name pid-of-server-or-empty run-args...
-  local name=$1 pid=$2 pids; shift 2
+run() { # name pid-of-server-or-empty part run-args...
+  local name=$1 pid=$2 part=$3 pids; shift 3
   pids=${pid:+$pid,}$REDIS_PID
   timeout $(( DURATION + WARMUP + 60 )) "$BIN" bench run "$@" --scenario append -c "$CONCURRENCY" \
-    --duration "$DURATION" --warmup "$WARMUP" --customers "$CUSTOMERS" --pids "$pids" --json >"$OUT/$name.json"
+    --duration "$DURATION" --warmup "$WARMUP" --customers "$CUSTOMERS" --first-customer $(( part * CUSTOMERS )) \
+    --pids "$pids" --json >"$OUT/$name.json"
   jq -r --arg n "$name" --arg s "$pid" --arg r "$REDIS_PID" \
     '"  \($n): \(.rps|floor) rps, errors \(.errors), CPU µs per append: server \(if $s == "" then "-" else (.cpu_us_per_rpc[$s]|floor) end), Redis \(.cpu_us_per_rpc[$r]|floor)"' "$OUT/$name.json"
 }
 for rep in $(seq "$REPS"); do
   echo "## repetition $rep of $REPS"
-  run "journeys_$rep" "$WITH_PID" --target "$WITH"
-  run "none_$rep" "$WITHOUT_PID" --target "$WITHOUT"
-  run "raw_$rep" "" --redis "redis://127.0.0.1:$REDIS_PORT/0"
+  run "journeys_$rep" "$WITH_PID" 0 --target "$WITH"
+  run "none_$rep" "$WITHOUT_PID" 1 --target "$WITHOUT"
+  run "raw_$rep" "" 2 --redis "redis://127.0.0.1:$REDIS_PORT/0"
 done
 
 med() { # file-prefix jq-expression [printf format]
