@@ -72,10 +72,13 @@ TARGET=127.0.0.1:$JOURNEY_PORT
 echo "# journey bench compare: $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), nproc $(nproc)"
 echo "# redis 127.0.0.1:$REDIS_PORT (pid $REDIS_PID, settings: ${REDIS_CONF:-defaults}), journey $TARGET (pid $SERVE_PID), echo $ECHO_ADDR (pid $ECHO_PID)"
 echo "# raw results in $OUT; load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on these cores skews every figure)"
-# Twice the population: the reads draw the first CUSTOMERS, the appends
-# the others, so every repetition's reads see the seeded data (50 events a
-# customer), not the appends of the steps before them.
-"$BIN" bench seed --target "$TARGET" --customers $(( 2 * CUSTOMERS )) \
+# Three times the population: the reads draw the first CUSTOMERS, the
+# service's appends the next, the raw appends the last, so every
+# repetition's reads see the seeded data (50 events a customer), and each
+# append run grows only its own customers, as much as the other does its
+# own (the raw baseline no longer appends to what the service's run just
+# grew).
+"$BIN" bench seed --target "$TARGET" --customers $(( 3 * CUSTOMERS )) \
   --events-per-customer "$EVENTS" | tee "$OUT/seed.txt"
 
 NOW_US=$(( $(date +%s) * 1000000 ))
@@ -116,11 +119,11 @@ for rep in $(seq "$REPS"); do
   redis_run "zrevrange_$rep" ZREVRANGE 'journey:{bench-c__rand_int__}:tl' 0 49
   journey_run "raw_context_c${CONC}_$rep" context "$CONC" --redis "$REDIS_URL" "$REDIS_PID"
   journey_run "append_c${CONC}_$rep" append "$CONC" --target "$TARGET" "$SERVE_PID,$REDIS_PID" "$CUSTOMERS"
-  journey_run "raw_append_c${CONC}_$rep" append "$CONC" --redis "$REDIS_URL" "$REDIS_PID" "$CUSTOMERS"
+  journey_run "raw_append_c${CONC}_$rep" append "$CONC" --redis "$REDIS_URL" "$REDIS_PID" $(( 2 * CUSTOMERS ))
   journey_run "context_c1_$rep" context 1 --target "$TARGET" "$SERVE_PID,$REDIS_PID"
   journey_run "echo_c1_$rep" echo 1 --target "$ECHO_ADDR" "$ECHO_PID"
   journey_run "append_batch_c${BATCH_CONC}_$rep" append-batch "$BATCH_CONC" --target "$TARGET" "$SERVE_PID,$REDIS_PID" "$CUSTOMERS"
-  journey_run "raw_append_batch_c${BATCH_CONC}_$rep" append-batch "$BATCH_CONC" --redis "$REDIS_URL" "$REDIS_PID" "$CUSTOMERS"
+  journey_run "raw_append_batch_c${BATCH_CONC}_$rep" append-batch "$BATCH_CONC" --redis "$REDIS_URL" "$REDIS_PID" $(( 2 * CUSTOMERS ))
   journey_run "check_c${CONC}_$rep" check "$CONC" --target "$TARGET" "$SERVE_PID,$REDIS_PID"
   journey_run "raw_check_c${CONC}_$rep" check "$CONC" --redis "$REDIS_URL" "$REDIS_PID"
   redis_run "contacts_raw_$rep" ZRANGEBYSCORE 'journey:{bench-c__rand_int__}:contacts' "$CUTOFF_US" +inf
@@ -223,7 +226,7 @@ row "CheckContactFrequency c$CONC vs raw contact-index read c$CONC (rps)" "$CHEC
 echo
 printf 'other medians: AppendEvents %.0f batches/s; Redis CPU µs per context: %.1f (raw pipeline %.1f); load generator CPU µs per context %.1f; service CPU µs per AppendEvent %.1f; Redis CPU µs per append: %.1f (raw script call %.1f)\n' \
   "$BATCH_RPS" "$CTX_REDIS_CPU" "$RAW_CTX_REDIS_CPU" "$CTX_BENCH_CPU" "$APPEND_CPU" "$APPEND_REDIS_CPU" "$RAW_APPEND_REDIS_CPU"
-echo "raw baselines: random seeded customers; redis-benchmark -c $CONC -r $CUSTOMERS; journey bench run --redis: one connection per task; appends (service and raw) to the other $CUSTOMERS seeded customers"
+echo "raw baselines: random seeded customers; redis-benchmark -c $CONC -r $CUSTOMERS; journey bench run --redis: one connection per task; the service's appends to the next $CUSTOMERS seeded customers, the raw ones to the $CUSTOMERS after"
 if [[ $ERRORS != 0 ]]; then
   echo "WARNING: $ERRORS failed calls in the journey runs (see errors_by_code in $OUT/*.json)" >&2
 fi

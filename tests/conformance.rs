@@ -76,7 +76,7 @@ mod cases {
         },
         storage::{
             codec, AppendOutcome, ContactHistory, Cursor, EncodedEvent, FramedEvents, MergeOutcome,
-            TimelineQuery, TimelineStore,
+            Reserved, TimelineQuery, TimelineStore,
         },
     };
 
@@ -533,15 +533,21 @@ mod cases {
     pub async fn reservations_are_compare_and_set(store: &dyn TimelineStore) {
         let c = customer("c1");
         let v0 = history(store, "c1", 0).await.version;
-        assert!(store
-            .reserve_contact(&c, &reservation("r1", T0), v0, now())
-            .await
-            .expect("reserve"));
+        assert_eq!(
+            store
+                .reserve_contact(&c, &reservation("r1", T0), v0, now())
+                .await
+                .expect("reserve"),
+            Reserved::Recorded
+        );
         // A second writer that read the same version loses.
-        assert!(!store
-            .reserve_contact(&c, &reservation("r2", T0), v0, now())
-            .await
-            .expect("reserve"));
+        assert_eq!(
+            store
+                .reserve_contact(&c, &reservation("r2", T0), v0, now())
+                .await
+                .expect("reserve"),
+            Reserved::Stale
+        );
         let h = history(store, "c1", 0).await;
         assert_eq!(h.contacts.len(), 1);
         assert!(h.contacts[0].reserved);
@@ -561,6 +567,50 @@ mod cases {
         assert_eq!(h.contacts.len(), 1, "{:?}", h.contacts);
         assert!(!h.contacts[0].reserved);
         assert_eq!(h.contacts[0].at, Micros(T0 + 1));
+    }
+
+    /// A reservation is not recorded under an id the profile holds
+    /// already, an event's (not a contact) or a contact's older than the
+    /// read looked back: it would count until it left the window, an event
+    /// with its id being a duplicate rather than its replacement.
+    pub async fn a_reservation_takes_no_id_already_held(store: &dyn TimelineStore) {
+        let c = customer("c1");
+        store
+            .append(
+                &[domain_event("c1", "seen-1", "web", Initiator::Customer, T0)],
+                now(),
+            )
+            .await
+            .expect("append");
+        let version = history(store, "c1", 0).await.version;
+        assert_eq!(
+            store
+                .reserve_contact(&c, &reservation("seen-1", T0 + 1), version, now())
+                .await
+                .expect("reserve"),
+            Reserved::IdTaken
+        );
+        assert_eq!(
+            store
+                .reserve_contact(&c, &reservation("r1", T0 + 1), version, now())
+                .await
+                .expect("reserve"),
+            Reserved::Recorded
+        );
+        // Read from after it: r1 is not among the contacts, yet held.
+        let later = history(store, "c1", T0 + 2).await;
+        assert!(later.contacts.is_empty());
+        assert_eq!(
+            store
+                .reserve_contact(&c, &reservation("r1", T0 + 3), later.version, now())
+                .await
+                .expect("reserve"),
+            Reserved::IdTaken
+        );
+        let h = history(store, "c1", 0).await;
+        let ids: Vec<_> = h.contacts.iter().map(|c| (c.event_id(), c.at)).collect();
+        assert_eq!(ids, [("r1", Micros(T0 + 1))], "nothing recorded twice");
+        assert_eq!(h.version, later.version, "refusals change nothing");
     }
 
     /// A history read through a merge names the survivor, where a
@@ -591,14 +641,20 @@ mod cases {
             .expect("one history");
         assert_eq!(read.contacts.len(), 1, "read through the merge");
         assert_eq!(read.read_from, Some(c.clone()));
-        assert!(!store
-            .reserve_contact(&anon, &reservation("r0", T0 + 3), read.version, now())
-            .await
-            .expect("reserve"));
-        assert!(store
-            .reserve_contact(&c, &reservation("r1", T0 + 3), read.version, now())
-            .await
-            .expect("reserve"));
+        assert_eq!(
+            store
+                .reserve_contact(&anon, &reservation("r0", T0 + 3), read.version, now())
+                .await
+                .expect("reserve"),
+            Reserved::Stale
+        );
+        assert_eq!(
+            store
+                .reserve_contact(&c, &reservation("r1", T0 + 3), read.version, now())
+                .await
+                .expect("reserve"),
+            Reserved::Recorded
+        );
         let h = history(store, "c7", 0).await;
         assert_eq!(h.contacts.len(), 2, "{:?}", h.contacts);
         assert!(h.contacts[1].reserved);
@@ -636,10 +692,13 @@ mod cases {
             .await
             .expect("append");
         let v0 = history(store, "c8", 0).await.version;
-        assert!(store
-            .reserve_contact(&c, &reservation("r1", T0 + 4), v0, now())
-            .await
-            .expect("reserve"));
+        assert_eq!(
+            store
+                .reserve_contact(&c, &reservation("r1", T0 + 4), v0, now())
+                .await
+                .expect("reserve"),
+            Reserved::Recorded
+        );
         assert_eq!(
             store
                 .merge(&c, &anon, Micros(T0 + 30))
@@ -1127,10 +1186,13 @@ mod cases {
             let c = c.clone();
             async move {
                 let version = history(store, "c1", 0).await.version;
-                assert!(store
-                    .reserve_contact(&c, &reservation(&id, at), version, now)
-                    .await
-                    .expect("reserve"));
+                assert_eq!(
+                    store
+                        .reserve_contact(&c, &reservation(&id, at), version, now)
+                        .await
+                        .expect("reserve"),
+                    Reserved::Recorded
+                );
             }
         };
         for i in 0..14 {
@@ -1513,6 +1575,7 @@ macro_rules! conformance {
             conformance!(@case company_events_feed_the_contact_index, roomy, $fixture);
             conformance!(@case unknown_customers_have_empty_histories, roomy, $fixture);
             conformance!(@case reservations_are_compare_and_set, roomy, $fixture);
+            conformance!(@case a_reservation_takes_no_id_already_held, roomy, $fixture);
             conformance!(@case reservations_follow_a_merge, roomy, $fixture);
             conformance!(@case merges_carry_every_contact, retention, $fixture);
             conformance!(@case many_histories_come_back_in_order, roomy, $fixture);

@@ -45,6 +45,11 @@ mod cases {
 
     fn bad_field(status: &tonic::Status) -> String {
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        field_of(status)
+    }
+
+    /// The field a refusal names.
+    fn field_of(status: &tonic::Status) -> String {
         status
             .get_error_details()
             .bad_request()
@@ -445,6 +450,42 @@ mod cases {
             .expect("check")
             .into_inner();
         assert_eq!(after.violations[0].count, 3, "nothing counted twice");
+        // The id of another contact, or of an event that is no contact,
+        // is taken: no reservation asked again, nor one to make.
+        append_all_stored(&mut client, vec![page_view("c2", "p1", t - HOUR)]).await;
+        for (request, why) in [
+            (
+                pb::CheckContactRequest {
+                    channel: "sms".into(),
+                    ..named("send-1")
+                },
+                "an email's id for an sms",
+            ),
+            (
+                pb::CheckContactRequest {
+                    customer_id: "c2".into(),
+                    ..named("p1")
+                },
+                "a page view's id",
+            ),
+        ] {
+            let status = client
+                .check_contact_frequency(request)
+                .await
+                .expect_err(why);
+            assert_eq!(
+                status.code(),
+                tonic::Code::AlreadyExists,
+                "{why}: {status:?}"
+            );
+            assert_eq!(field_of(&status), "reservation_id", "{why}");
+        }
+        let c2 = client
+            .check_contact_frequency(email_check("c2"))
+            .await
+            .expect("check")
+            .into_inner();
+        assert_eq!(counted(&c2), 0, "nothing recorded for the refusal");
         // The id is an event id, and only for reserve mode.
         for (request, why) in [
             (named("a\u{1f}b"), "a control character"),

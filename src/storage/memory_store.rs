@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use super::{
     memory_journeys::JourneyBook, memory_timeline::Timeline, AppendOutcome, ContactHistory,
     ContextSnapshot, Forgotten, FramedEvents, JourneyListPage, JourneyListQuery, JourneyTracker,
-    MergeOutcome, Retention, StorageError, Swept, TimelinePage, TimelineQuery, TimelineStore,
-    CONTEXT_MAX_CONTACTS,
+    MergeOutcome, Reserved, Retention, StorageError, Swept, TimelinePage, TimelineQuery,
+    TimelineStore, CONTEXT_MAX_CONTACTS,
 };
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY,
@@ -357,14 +357,14 @@ impl TimelineStore for MemoryStore {
         contact: &Contact,
         expected_version: u64,
         now: Micros,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Reserved, StorageError> {
         let wall = Micros::now();
         let mut state = self.lock();
         let profile = state.follow(customer);
         if profile != *customer {
             // Merged away since the read: its version is not the
             // survivor's. The caller reads again, through the merge.
-            return Ok(false);
+            return Ok(Reserved::Stale);
         }
         // A reservation counts as an event until its event replaces it
         // (and the profile it starts as one more).
@@ -373,7 +373,10 @@ impl TimelineStore for MemoryStore {
         state.live(&profile, wall);
         let timeline = state.customers.entry(profile).or_default();
         if timeline.contact_version != expected_version {
-            return Ok(false);
+            return Ok(Reserved::Stale);
+        }
+        if timeline.holds_id(contact.event_id()) {
+            return Ok(Reserved::IdTaken);
         }
         let before = timeline.held();
         timeline.reserve(contact.clone());
@@ -383,7 +386,7 @@ impl TimelineStore for MemoryStore {
         timeline.keep_until(wall.saturating_add_micros(self.retention.max_age_micros));
         let after = timeline.held();
         state.total_events = state.total_events + after - before;
-        Ok(true)
+        Ok(Reserved::Recorded)
     }
 
     async fn resolve(
@@ -799,10 +802,19 @@ mod tests {
             }
         };
         let used = || store.lock().used();
-        assert!(matches!(reserve("a", "r1", 1, 0).await, Ok(true)));
-        assert!(matches!(reserve("a", "r2", 1, 1).await, Ok(true)));
+        assert!(matches!(
+            reserve("a", "r1", 1, 0).await,
+            Ok(Reserved::Recorded)
+        ));
+        assert!(matches!(
+            reserve("a", "r2", 1, 1).await,
+            Ok(Reserved::Recorded)
+        ));
         assert_eq!(used(), 3, "a profile and two reservations");
-        assert!(matches!(reserve("b", "r3", 1, 0).await, Ok(true)));
+        assert!(matches!(
+            reserve("b", "r3", 1, 0).await,
+            Ok(Reserved::Recorded)
+        ));
         assert_eq!(used(), 5);
         let full = reserve("b", "r4", 1, 1).await;
         assert!(matches!(full, Err(StorageError::Full(_))), "{full:?}");
@@ -823,7 +835,10 @@ mod tests {
             .await
             .expect("contacts")[0]
             .version;
-        assert!(matches!(reserve("b", "r5", later, version).await, Ok(true)));
+        assert!(matches!(
+            reserve("b", "r5", later, version).await,
+            Ok(Reserved::Recorded)
+        ));
         assert_eq!(used(), 2, "the profile and its one reservation");
     }
 

@@ -225,6 +225,11 @@ impl Timeline {
         self.contact_version += 1;
     }
 
+    /// Whether an event or a contact (a reservation) has this id.
+    pub(super) fn holds_id(&self, id: &str) -> bool {
+        self.ids.contains(id) || self.contacts.contains_key(id)
+    }
+
     pub(super) fn has_events(&self) -> bool {
         self.summary.first_seen.is_some()
     }

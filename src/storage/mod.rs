@@ -275,6 +275,22 @@ pub struct ContactHistory {
     pub read_from: Option<CustomerId>,
 }
 
+/// What became of a reservation (`TimelineStore::reserve_contact`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    Recorded,
+    /// Not recorded: the contact version moved, or the customer was merged
+    /// away, since the read (read again, through the merge, and decide
+    /// again).
+    Stale,
+    /// Not recorded: the profile already holds an event or a contact with
+    /// the reservation's id, one the read did not return (older than it
+    /// looked back, or not a contact). Recorded, it would count until it
+    /// left the window: an event with its id would be a duplicate, not its
+    /// replacement.
+    IdTaken,
+}
+
 /// A position in a timeline: the last event a page returned. The order is
 /// newest first by occurred_at, ties broken by event id (see `codec`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -398,18 +414,16 @@ pub trait TimelineStore: Send + Sync + 'static {
     ) -> Result<Vec<ContactHistory>, StorageError>;
 
     /// Records a reserved contact if the customer's contact history is
-    /// still at `expected_version`; answers whether it was recorded (not
-    /// when the version moved, nor when `customer` was merged away since
-    /// the read: read again, through the merge, then). An event appended
-    /// later with the reservation's id replaces it rather than counting
-    /// twice.
+    /// still at `expected_version` and holds no event or contact with its
+    /// id. An event appended later with the reservation's id replaces it
+    /// rather than counting twice.
     async fn reserve_contact(
         &self,
         customer: &CustomerId,
         contact: &Contact,
         expected_version: u64,
         now: Micros,
-    ) -> Result<bool, StorageError>;
+    ) -> Result<Reserved, StorageError>;
 
     /// A page of the customer's timeline, newest first, or `None` when
     /// nothing is held for the customer. Events appended while a client

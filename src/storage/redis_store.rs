@@ -35,8 +35,8 @@ use super::{
     resp::{Frame, Reply},
     AppendOutcome, ContactHistory, ContextCacheStats, ContextSnapshot, Cursor, EncodedEvent,
     Forgotten, FramedEvents, JourneyListPage, JourneyListQuery, JourneyTracker, MergeOutcome,
-    Retention, StorageError, StoreStats, Swept, TimelinePage, TimelineQuery, TimelineStore,
-    CONTEXT_MAX_CONTACTS,
+    Reserved, Retention, StorageError, StoreStats, Swept, TimelinePage, TimelineQuery,
+    TimelineStore, CONTEXT_MAX_CONTACTS,
 };
 use crate::domain::{
     event::CUSTOMER_ID_IDENTITY,
@@ -543,7 +543,7 @@ impl TimelineStore for RedisStore {
         contact: &Contact,
         expected_version: u64,
         now: Micros,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Reserved, StorageError> {
         let keys = Keys::of(customer);
         let cutoff = now.saturating_sub_micros(self.retention.max_age_micros);
         let mut pipe = Pipeline::new();
@@ -565,10 +565,11 @@ impl TimelineStore for RedisStore {
         match ReserveReply::parse(reply)? {
             ReserveReply::Recorded(leads) => {
                 self.push_leads(&[(customer.clone(), leads)]).await;
-                Ok(true)
+                Ok(Reserved::Recorded)
             }
             // The caller reads again (through the merge) and decides again.
-            ReserveReply::NotRecorded => Ok(false),
+            ReserveReply::NotRecorded => Ok(Reserved::Stale),
+            ReserveReply::IdTaken => Ok(Reserved::IdTaken),
         }
     }
 
@@ -1201,12 +1202,15 @@ enum ReserveReply {
     /// The contact version moved, or the profile was merged away since the
     /// read (its version is not the survivor's).
     NotRecorded,
+    /// The profile holds an event or contact with the reservation's id.
+    IdTaken,
 }
 
 impl ReserveReply {
     fn parse(value: redis::Value) -> Result<Self, StorageError> {
         match value {
             redis::Value::Int(0 | -1) => Ok(Self::NotRecorded),
+            redis::Value::Int(-2) => Ok(Self::IdTaken),
             redis::Value::Array(items) if items.first() == Some(&redis::Value::Int(1)) => {
                 Ok(Self::Recorded(Lead::parse_all(&items[1..])))
             }

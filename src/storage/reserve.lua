@@ -14,7 +14,8 @@
 -- Returns {1, leads...} when recorded (the leads as the append script
 -- answers them: keys to push when the profile's were pushed), 0 when the
 -- version moved, -1 when the profile was merged away (the caller reads
--- again, through the merge, and decides again).
+-- again, through the merge, and decides again), -2 when the profile holds
+-- the id already.
 --
 -- A reservation keeps the whole profile alive, as an append does: a
 -- customer the company only contacts stays found by the identities its
@@ -26,6 +27,13 @@ end
 local version = tonumber(redis.call('HGET', cids, '')) or 0
 if version ~= tonumber(ARGV[1]) then
   return 0
+end
+-- An id the profile already holds, an event's or a contact's the caller's
+-- read did not return (the version is the one read, so any contact it
+-- could return, it did): recorded, the reservation would count until it
+-- left the window, an event with its id being a duplicate.
+if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 or redis.call('HEXISTS', cids, ARGV[3]) == 1 then
+  return -2
 end
 redis.call('ZADD', contacts, ARGV[2], ARGV[4])
 redis.call('HSET', cids, ARGV[3], ARGV[4])

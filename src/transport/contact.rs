@@ -10,7 +10,7 @@ use crate::{
         taxonomy::NameKind, Contact, ContactCounts, ContactDecision, ContactNames, ContactPolicy,
         ContactRequest, CustomerId, DomainError, Micros, WindowCounts,
     },
-    storage::{ContactHistory, StorageError},
+    storage::{ContactHistory, Reserved, StorageError},
     wire as pb,
 };
 
@@ -159,9 +159,9 @@ impl JourneyApi {
                 // it.
                 return Err(ApiError::UnknownCustomer(customer.to_string()));
             }
-            if let Some(held) = held_reservation(&history, &request.reservation_id) {
+            if let Some(held) = held_reservation(&history, &request.reservation_id, &proposal)? {
                 // Asked again (a retry after a lost answer): the contact
-                // recorded under this id stands, as it was decided then.
+                // recorded under this id stands, admitted when it was.
                 let decision = self.decide(&policy, &held, &proposal);
                 return Ok(self.answer(
                     &customer,
@@ -197,11 +197,19 @@ impl JourneyApi {
                 .reserve_contact(profile, &reservation, history.version, Micros::now())
                 .await
             {
-                Ok(recorded) => recorded,
+                Ok(Reserved::IdTaken) => {
+                    return Err(ApiError::IdTaken(
+                        "reservation_id",
+                        format!(
+                            "customer {customer:?} already has an event or an older contact with the id {id:?}"
+                        ),
+                    ))
+                }
+                Ok(recorded) => recorded == Reserved::Recorded,
                 // The connection broke before the answer: the script ran
-                // whole or not at all, and the reservation's id is new, so
-                // the next read tells which. Without it a client retrying
-                // UNAVAILABLE could reserve twice.
+                // whole or not at all, and the reservation's id was held by
+                // nothing, so the next read tells which. Without it a client
+                // retrying UNAVAILABLE could reserve twice.
                 Err(StorageError::Unavailable(why)) => self
                     .reservation_landed(profile, &reservation, since)
                     .await
@@ -272,11 +280,38 @@ impl JourneyApi {
 
 /// When a contact with the reservation id asked (not empty) is among the
 /// history's: the history without it, to decide as when it was reserved.
-fn held_reservation(history: &ContactHistory, id: &str) -> Option<ContactHistory> {
-    if id.is_empty() || !history.contacts.iter().any(|c| c.event_id() == id) {
-        return None;
+/// A contact that does not fit the proposal (another channel, or another
+/// reason, type or campaign where the proposal states one) is another
+/// contact: the id is taken, not the reservation asked again.
+fn held_reservation(
+    history: &ContactHistory,
+    id: &str,
+    proposal: &ContactRequest,
+) -> Result<Option<ContactHistory>, ApiError> {
+    if id.is_empty() {
+        return Ok(None);
     }
-    Some(ContactHistory {
+    let Some(held) = history.contacts.iter().find(|c| c.event_id() == id) else {
+        return Ok(None);
+    };
+    let stated = |asked: &str, held: &str| asked.is_empty() || asked == held;
+    let fits = held.channel() == proposal.channel
+        && stated(&proposal.reason, held.reason())
+        && stated(&proposal.event_type, held.event_type())
+        && stated(&proposal.campaign_id, held.campaign_id());
+    if !fits {
+        return Err(ApiError::IdTaken(
+            "reservation_id",
+            format!(
+                "names another contact of the customer (channel {:?}, reason {:?}, type {:?}, campaign {:?})",
+                held.channel(),
+                held.reason(),
+                held.event_type(),
+                held.campaign_id()
+            ),
+        ));
+    }
+    Ok(Some(ContactHistory {
         contacts: history
             .contacts
             .iter()
@@ -286,7 +321,7 @@ fn held_reservation(history: &ContactHistory, id: &str) -> Option<ContactHistory
         timezone: history.timezone.clone(),
         read_from: history.read_from.clone(),
         ..*history
-    })
+    }))
 }
 
 impl JourneyApi {

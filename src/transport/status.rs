@@ -27,6 +27,10 @@ pub enum ApiError {
     /// An identity that is not linked where the request says.
     #[error("{0}")]
     NotLinked(String),
+    /// A reservation id the customer's profile already holds for another
+    /// contact or event: the field, and why.
+    #[error("{0}: {1}")]
+    IdTaken(&'static str, String),
 }
 
 /// Most bytes of a message, and of a violation's reason, that a status
@@ -101,6 +105,14 @@ impl From<ApiError> for Status {
                 Status::failed_precondition(clip(err.to_string(), MAX_MESSAGE_BYTES))
             }
             ApiError::NotLinked(_) => Status::not_found(clip(err.to_string(), MAX_MESSAGE_BYTES)),
+            ApiError::IdTaken(field, ref reason) => Status::with_error_details(
+                Code::AlreadyExists,
+                clip(err.to_string(), MAX_MESSAGE_BYTES),
+                ErrorDetails::with_bad_request_violation(
+                    field,
+                    clip(reason.clone(), MAX_MESSAGE_BYTES),
+                ),
+            ),
         }
     }
 }
