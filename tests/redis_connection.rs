@@ -788,11 +788,9 @@ async fn the_context_caches_connection_leaves_a_demoted_server() {
     }
 }
 
-/// A reservation whose answer is lost with its connection (the script ran
-/// in Redis) is found by the next read: the check answers it, once, rather
-/// than UNAVAILABLE, which a client would retry into a second reservation.
-#[tokio::test]
-async fn a_reservation_whose_answer_is_lost_is_answered_once() {
+/// A server on a fresh Redis reached through a proxy that can cut it, with
+/// no health probe to use the connection between the calls a test makes.
+async fn server_behind_proxy() -> (RedisServer, CountingProxy, JourneyServer) {
     let redis = RedisServer::start();
     let proxy = CountingProxy::start(redis.port).await;
     let server = JourneyServer::start(ServeConfig {
@@ -802,6 +800,15 @@ async fn a_reservation_whose_answer_is_lost_is_answered_once() {
         ..ServeConfig::default()
     })
     .await;
+    (redis, proxy, server)
+}
+
+/// A reservation whose answer is lost with its connection (the script ran
+/// in Redis) is found by the next read: the check answers it, once, rather
+/// than UNAVAILABLE, which a client would retry into a second reservation.
+#[tokio::test]
+async fn a_reservation_whose_answer_is_lost_is_answered_once() {
+    let (_redis, proxy, server) = server_behind_proxy().await;
     let mut client = server.client().await;
     let reserve = |customer: &str| pb::CheckContactRequest {
         customer_id: customer.into(),
@@ -846,15 +853,7 @@ async fn a_reservation_whose_answer_is_lost_is_answered_once() {
 /// reservation id, it is answered, not made twice.
 #[tokio::test]
 async fn a_named_reservation_retried_after_unavailable_is_made_once() {
-    let redis = RedisServer::start();
-    let proxy = CountingProxy::start(redis.port).await;
-    let server = JourneyServer::start(ServeConfig {
-        store: StoreUrl::Redis(proxy.url()),
-        redis_timeout_ms: 5_000,
-        health_interval_ms: 3_600_000,
-        ..ServeConfig::default()
-    })
-    .await;
+    let (_redis, proxy, server) = server_behind_proxy().await;
     let mut client = server.client().await;
     let reserve = |customer: &str, id: &str| pb::CheckContactRequest {
         customer_id: customer.into(),
