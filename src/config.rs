@@ -416,6 +416,8 @@ impl ServeConfig {
                 self.journey_cache_mib as u64,
                 1 << 20,
             ),
+            // Each thread is made at start, with its stack.
+            ("--worker-threads", self.worker_threads as u64, 1024),
         ] {
             if value > most {
                 return Err(format!("{flag} must be at most {most}"));
@@ -525,6 +527,13 @@ mod tests {
             ..ServeConfig::default()
         });
         assert!(mib.contains("--journey-cache-mib"), "{mib}");
+        for threads in [1025, usize::MAX] {
+            let refused = refused(ServeConfig {
+                worker_threads: threads,
+                ..ServeConfig::default()
+            });
+            assert!(refused.contains("--worker-threads"), "{refused}");
+        }
         assert!(ServeConfig {
             journey_cache_customers: 10_000_000,
             journey_sweep_batch: 1_000_000,

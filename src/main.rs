@@ -13,8 +13,23 @@ use journey::{
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Most runtime threads a command may ask for (each is made at start).
+const MAX_WORKER_THREADS: usize = 1024;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(unix)]
+    if !matches!(cli.command, Command::Serve(_) | Command::Bench(_)) {
+        // A client command's output piped into `head` ends it as it ends
+        // other Unix tools, rather than with a panic on the broken pipe.
+        // Sockets are written with MSG_NOSIGNAL (std, mio): only standard
+        // output and error can raise it.
+        // SAFETY: done first, before any thread exists; SIG_DFL is a valid
+        // disposition for SIGPIPE.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     let worker_threads = match &cli.command {
@@ -22,6 +37,12 @@ fn main() -> ExitCode {
         Command::Bench(args) => args.worker_threads(),
         _ => 0,
     };
+    if worker_threads > MAX_WORKER_THREADS {
+        // Checked before the runtime is built: past this, building it
+        // fails on memory rather than with a message.
+        eprintln!("journey: --worker-threads must be at most {MAX_WORKER_THREADS}");
+        return ExitCode::FAILURE;
+    }
     if worker_threads > 0 {
         runtime.worker_threads(worker_threads);
     }

@@ -242,6 +242,71 @@ fn a_bad_store_url_stops_startup_with_a_clear_message() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("TLS to Redis"), "{stderr}");
+
+    // Refused at start, not retried every second as Redis being down is.
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--store", "redis://127.0.0.1:1/-1"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("database index"), "{stderr}");
+}
+
+#[test]
+fn a_thread_count_past_the_limit_stops_startup_with_a_clear_message() {
+    for threads in ["1025", "18446744073709551615"] {
+        let out = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--worker-threads",
+                threads,
+            ])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--worker-threads must be at most 1024"),
+            "{stderr}"
+        );
+    }
+}
+
+/// A client command whose reader goes away (`journey journeys | head -1`)
+/// ends quietly, as other Unix tools do, not with a panic.
+#[cfg(unix)]
+#[test]
+fn a_client_command_piped_into_a_closed_reader_ends_without_a_panic() {
+    use std::io::Read;
+    let served = Served::start(&[]);
+    let mut child = Command::new(BIN)
+        .arg("journeys")
+        .env("JOURNEY_TARGET", &served.target)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    // Closed before the command writes its first line.
+    drop(child.stdout.take());
+    let status = child.wait().expect("wait");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        status.success() || status.signal() == Some(13),
+        "ended by {status:?}: {stderr}"
+    );
+    assert!(served.terminate().success());
 }
 
 #[test]

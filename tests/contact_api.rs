@@ -479,6 +479,7 @@ mod cases {
                 "{why}: {status:?}"
             );
             assert_eq!(field_of(&status), "reservation_id", "{why}");
+            assert!(!status.message().contains("CustomerId("), "{status:?}");
         }
         let c2 = client
             .check_contact_frequency(email_check("c2"))

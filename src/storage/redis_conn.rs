@@ -185,6 +185,12 @@ impl RedisConnection {
             }
         };
         let settings = info.redis_settings();
+        if settings.db() < 0 {
+            return Err(StorageError::Unavailable(format!(
+                "the Redis database index must be 0 or more, not {}",
+                settings.db()
+            )));
+        }
         Ok(Self {
             target: Target {
                 address,

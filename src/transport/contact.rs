@@ -197,14 +197,13 @@ impl JourneyApi {
                 .reserve_contact(profile, &reservation, history.version, Micros::now())
                 .await
             {
-                Ok(Reserved::IdTaken) => {
-                    return Err(ApiError::IdTaken(
-                        "reservation_id",
-                        format!(
-                            "customer {customer:?} already has an event or an older contact with the id {id:?}"
-                        ),
-                    ))
-                }
+                Ok(Reserved::IdTaken) => return Err(ApiError::IdTaken(
+                    "reservation_id",
+                    format!(
+                        "customer {:?} already has an event or an older contact with the id {id:?}",
+                        customer.as_str()
+                    ),
+                )),
                 Ok(recorded) => recorded == Reserved::Recorded,
                 // The connection broke before the answer: the script ran
                 // whole or not at all, and the reservation's id was held by
@@ -227,7 +226,8 @@ impl JourneyApi {
             }
         }
         Err(ApiError::Contention(format!(
-            "contacts of customer {customer:?} kept changing; try again"
+            "contacts of customer {:?} kept changing; try again",
+            customer.as_str()
         )))
     }
 
