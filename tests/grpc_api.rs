@@ -495,8 +495,30 @@ mod cases {
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
         assert!(status.message().contains("not a valid Event"), "{status:?}");
 
-        let mut client = JourneyServiceClient::new(channel);
+        let mut client = JourneyServiceClient::new(channel.clone());
         assert_eq!(held(&mut client, "c1").await, Some(1));
+
+        // A request whose own bytes do not decode is bad input too, not
+        // the server's fault: INVALID_ARGUMENT, naming the request.
+        for (method, body) in [
+            ("/journey.v1.JourneyService/AppendEvent", vec![0xff, 0xff]),
+            ("/journey.v1.JourneyService/AppendEvents", vec![0x0a, 0x05]),
+            // customer_id (field 1) of invalid UTF-8.
+            (
+                "/journey.v1.JourneyService/GetJourneyContext",
+                vec![0x0a, 0x02, 0xc3, 0x28],
+            ),
+        ] {
+            let status = raw_call::<pb::AppendEventResponse>(&channel, method, body)
+                .await
+                .expect_err("refused");
+            assert_eq!(status.code(), Code::InvalidArgument, "{method}: {status:?}");
+            assert!(
+                status.message().starts_with("request: not a valid message"),
+                "{method}: {status:?}"
+            );
+        }
+        assert_eq!(held(&mut client, "c1").await, Some(1), "nothing stored");
     }
 
     pub async fn health_reports_serving(channel: Channel) {
@@ -775,6 +797,44 @@ async fn the_event_limits_follow_the_settings() {
         assert_eq!(violation.field, field, "{status:?}");
     }
     support::append_all_stored(&mut client, vec![with("ok", &[("a", "012345678")])]).await;
+    server.stop().await.expect("clean shutdown");
+}
+
+/// A request message past `--max-message-bytes` is refused before it is
+/// buffered whole, with tonic's OUT_OF_RANGE, and stores nothing.
+#[tokio::test]
+async fn a_message_over_the_size_setting_is_out_of_range() {
+    use support::events::{base_micros, page_view};
+    let server = JourneyServer::start(journey::config::ServeConfig {
+        max_message_bytes: 100_000,
+        ..journey::config::ServeConfig::default()
+    })
+    .await;
+    let mut client = server.client().await;
+    let at = base_micros();
+    // 500 events of ~300 bytes: ~150 KB.
+    let events: Vec<_> = (0..500)
+        .map(|i| {
+            let mut event = page_view("c1", &format!("e{i}"), at + i);
+            event.attributes.insert("note".into(), "n".repeat(200));
+            event
+        })
+        .collect();
+    let Err(status) = client
+        .append_events(pb::AppendEventsRequest { events })
+        .await
+    else {
+        panic!("a request over the setting was taken");
+    };
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    let read = client
+        .get_journey_context(pb::GetJourneyContextRequest {
+            customer_id: "c1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("nothing stored");
+    assert_eq!(read.code(), tonic::Code::NotFound);
     server.stop().await.expect("clean shutdown");
 }
 

@@ -197,13 +197,15 @@ impl JourneyApi {
                 .reserve_contact(profile, &reservation, history.version, Micros::now())
                 .await
             {
-                Ok(Reserved::IdTaken) => return Err(ApiError::IdTaken(
-                    "reservation_id",
-                    format!(
+                Ok(Reserved::IdTaken) => {
+                    return Err(ApiError::IdTaken(
+                        "reservation_id",
+                        format!(
                         "customer {:?} already has an event or an older contact with the id {id:?}",
                         customer.as_str()
                     ),
-                )),
+                    ))
+                }
                 Ok(recorded) => recorded == Reserved::Recorded,
                 // The connection broke before the answer: the script ran
                 // whole or not at all, and the reservation's id was held by

@@ -117,6 +117,27 @@ impl From<ApiError> for Status {
     }
 }
 
+/// The refusal of a request larger than its method takes, before it is
+/// decoded.
+pub fn request_too_large(len: usize, max: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "the request is {len} bytes; this method takes at most {max}"
+    ))
+}
+
+/// The refusal of request bytes that are not the method's message (a
+/// truncated or garbled body, a string that is not UTF-8): bad input, not
+/// the server's fault, so `INVALID_ARGUMENT` rather than the `INTERNAL`
+/// tonic answers it with.
+pub fn undecodable_request(err: &prost::DecodeError) -> Status {
+    let reason = clip(format!("not a valid message: {err}"), MAX_MESSAGE_BYTES);
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("request: {reason}"),
+        ErrorDetails::with_bad_request_violation("request", reason),
+    )
+}
+
 /// The refusal of a call beyond `--max-in-flight` on its connection.
 pub fn connection_overloaded(max: usize) -> Status {
     Status::resource_exhausted(format!(

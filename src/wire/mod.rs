@@ -274,9 +274,10 @@ small_requests!(
     ForgetCustomerRequest,
 );
 
-/// prost's decoder, after a check of the request's size against its
-/// `RequestBound`: a larger one is `RESOURCE_EXHAUSTED`, as a message over
-/// the server's limit is.
+/// prost's decoding, after a check of the request's size against its
+/// `RequestBound`: a larger one is `RESOURCE_EXHAUSTED`, and bytes that do
+/// not decode are `INVALID_ARGUMENT` (tonic's own decoder answers
+/// `INTERNAL`).
 #[derive(Debug)]
 pub struct BoundedDecoder<U>(tonic_prost::ProstDecoder<U>);
 
@@ -290,12 +291,14 @@ impl<U: Message + Default + RequestBound> tonic::codec::Decoder for BoundedDecod
     ) -> Result<Option<U>, tonic::Status> {
         let len = buf.remaining();
         if len > U::MAX_BYTES {
-            return Err(tonic::Status::resource_exhausted(format!(
-                "the request is {len} bytes; this method takes at most {}",
-                U::MAX_BYTES
-            )));
+            return Err(crate::transport::status::request_too_large(
+                len,
+                U::MAX_BYTES,
+            ));
         }
-        self.0.decode(buf)
+        U::decode(buf)
+            .map(Some)
+            .map_err(|e| crate::transport::status::undecodable_request(&e))
     }
 
     fn buffer_settings(&self) -> tonic::codec::BufferSettings {
