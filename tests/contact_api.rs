@@ -316,6 +316,23 @@ mod cases {
                 .into_inner();
             assert!(check.allowed);
         }
+        // In quiet hours at the calendar's last second: their end, past
+        // 9999, is answered as the last instant a timestamp holds.
+        let last = client
+            .check_contact_frequency(pb::CheckContactRequest {
+                channel: "sms".into(),
+                at: Some(prost_types::Timestamp {
+                    seconds: 253_402_300_799,
+                    nanos: 0,
+                }),
+                ..email_check("c9")
+            })
+            .await
+            .expect("a check at the last second")
+            .into_inner();
+        assert!(last.quiet_hours && !last.allowed, "{last:?}");
+        let next = last.next_allowed_at.expect("a next instant");
+        assert_eq!((next.seconds, next.nanos), (253_402_300_799, 999_999_000));
         for seconds in [253_402_300_800, -62_135_596_801] {
             let status = client
                 .check_contact_frequency(pb::CheckContactRequest {

@@ -73,8 +73,25 @@ pub fn timestamp(field: &str, t: &prost_types::Timestamp) -> Result<Micros, Doma
         .ok_or_else(|| DomainError::invalid(field, "out of the representable range"))
 }
 
+/// An instant as a `google.protobuf.Timestamp`, held to the range one can
+/// hold (0001 to 9999): an instant computed past it (the end of a day, a
+/// quiet hour's end or a deadline after 9999-12-31) is answered as the
+/// last instant of 9999, which clients can read, rather than as a value
+/// their libraries refuse.
 pub fn to_timestamp(at: Micros) -> prost_types::Timestamp {
     let (seconds, nanos) = at.to_parts();
+    if seconds > *TIMESTAMP_SECONDS.end() {
+        return prost_types::Timestamp {
+            seconds: *TIMESTAMP_SECONDS.end(),
+            nanos: 999_999_000,
+        };
+    }
+    if seconds < *TIMESTAMP_SECONDS.start() {
+        return prost_types::Timestamp {
+            seconds: *TIMESTAMP_SECONDS.start(),
+            nanos: 0,
+        };
+    }
     prost_types::Timestamp { seconds, nanos }
 }
 
@@ -155,6 +172,20 @@ pub fn context_fixed(snapshot: &ContextSnapshot, taxonomy: &Taxonomy) -> [bytes:
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn instants_past_a_timestamp_s_range_are_held_to_it() {
+        let last = super::to_timestamp(Micros(i64::MAX));
+        assert_eq!((last.seconds, last.nanos), (253_402_300_799, 999_999_000));
+        let first = super::to_timestamp(Micros(i64::MIN));
+        assert_eq!((first.seconds, first.nanos), (-62_135_596_800, 0));
+        let inside = super::to_timestamp(Micros(1_500_000));
+        assert_eq!((inside.seconds, inside.nanos), (1, 500_000_000));
+        // Each reads back as an instant.
+        for t in [last, first, inside] {
+            assert!(super::timestamp("t", &t).is_ok(), "{t:?}");
+        }
+    }
+
     use std::sync::Arc;
 
     use prost::Message;

@@ -302,7 +302,16 @@ fn build(
             format!("inactivity_timeout {timeout_text:?}: {e}"),
         )
     })?;
+    // A century: past it a deadline would outrun the calendar timestamps
+    // can hold, and no journey waits that long for its next step.
+    const MOST_MICROS: i64 = 36_500 * 86_400 * 1_000_000;
     let inactivity_timeout_micros = match i64::try_from(timeout.as_micros()) {
+        Ok(micros) if micros > MOST_MICROS => {
+            return Err((
+                timeout_span,
+                format!("inactivity_timeout {timeout_text:?} is longer than 36500 days"),
+            ))
+        }
         Ok(micros) if micros > 0 => micros,
         Ok(_) => {
             return Err((
@@ -525,6 +534,13 @@ mod tests {
                     + STEP_B,
                 "line 3",
                 "longer than time can count",
+            ),
+            (
+                "[[journey]]\nname = \"j\"\ninactivity_timeout = \"2920000d\"\n".to_string()
+                    + STEP_A
+                    + STEP_B,
+                "line 3",
+                "longer than 36500 days",
             ),
             (
                 format!("{HEAD}{STEP_A}{STEP_B}[[journey.abandon]]\ntype = [\"login\", \"logout\"]\n"),
