@@ -1402,7 +1402,7 @@ mod cases {
     pub async fn forgetting_a_customer_erases_everything_that_leads_to_it(
         store: &dyn TimelineStore,
     ) {
-        use journey::domain::journey::{testkit::MINUTE, JourneyStatus};
+        use journey::domain::journey::{testkit::MINUTE, Day, JourneyStatus};
         let wall = Micros::now();
         let at = wall.0 - 10 * MINUTE;
         let email = identity("email", "ann@example.org");
@@ -1464,7 +1464,20 @@ mod cases {
             .await
             .expect("sweep");
         assert_eq!(swept.due, 0, "no deadline left");
+        // Its journey in progress will neither complete nor drop: closed
+        // as forgotten, on the day it started (its counters name no one).
+        let counters = store
+            .journey_counters(BANKING, &[Day::of(Micros(at))])
+            .await
+            .expect("counters");
+        assert_eq!(counters[0].get("entered"), Some(&1));
+        assert_eq!(counters[0].get("forgotten"), Some(&1));
         assert_eq!(store.forget(&customer("f1")).await.expect("forget"), None);
+        let again = store
+            .journey_counters(BANKING, &[Day::of(Micros(at))])
+            .await
+            .expect("counters");
+        assert_eq!(again[0].get("forgotten"), Some(&1), "counted once");
 
         store
             .append(

@@ -128,6 +128,7 @@ mod cases {
             dropped_by_abandon: r.dropped_by_abandon,
             in_progress: r.in_progress,
             merged: r.merged,
+            forgotten: r.forgotten,
             steps: r
                 .steps
                 .iter()
@@ -453,6 +454,30 @@ mod cases {
         );
     }
 
+    /// An erased customer's journey in progress will neither complete nor
+    /// drop: the stats count it as forgotten, not in progress for ever,
+    /// and leave it out of the conversion rate.
+    pub async fn a_forgotten_customer_s_journey_leaves_the_count_in_progress(mut client: Client) {
+        let at = now() - 10 * MINUTE;
+        append_all(&mut client, vec![banking_step("erased", 0, "e0", at)]).await;
+        let before = stats(&mut client, at - MINUTE, now() + MINUTE, 5).await;
+        assert_eq!((before.entered, before.in_progress), (1, 1), "{before:?}");
+        client
+            .forget_customer(pb::ForgetCustomerRequest {
+                customer_id: "erased".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("forget");
+        let s = stats(&mut client, at - MINUTE, now() + MINUTE, 5).await;
+        assert_eq!(
+            (s.entered, s.in_progress, s.forgotten, s.dropped),
+            (1, 0, 1, 0),
+            "{s:?}"
+        );
+        assert_eq!(s.conversion_rate, None, "none left to convert");
+    }
+
     /// An id sent twice in one call is stored as its first copy, and only
     /// that copy moves journeys, even when the second is earlier in time.
     pub async fn an_id_twice_in_one_call_counts_as_its_first_copy(mut client: Client) {
@@ -671,6 +696,7 @@ backend_cases!(
         a_duplicate_of_a_merged_event_enters_nothing,
         a_merge_carries_the_absorbed_journey_over,
         two_journeys_in_progress_merge_into_one,
+        a_forgotten_customer_s_journey_leaves_the_count_in_progress,
         an_id_twice_in_one_call_counts_as_its_first_copy,
         listings_page_through_each_customer_once,
         bad_journey_requests_are_refused,

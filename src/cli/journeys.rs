@@ -306,7 +306,7 @@ fn print_stats(r: &pb::GetJourneyStatsResponse, as_json: bool) {
                 "journey": r.journey, "start_time": instant(&r.start_time),
                 "end_time": instant(&r.end_time), "entered": r.entered,
                 "completed": r.completed, "dropped": r.dropped, "in_progress": r.in_progress,
-                "merged": r.merged,
+                "merged": r.merged, "forgotten": r.forgotten,
                 "dropped_by_inactivity": r.dropped_by_inactivity,
                 "dropped_by_abandon": r.dropped_by_abandon, "conversion_rate": r.conversion_rate,
                 "contained": r.contained, "containment_rate": r.containment_rate,
@@ -329,7 +329,7 @@ fn print_stats(r: &pb::GetJourneyStatsResponse, as_json: bool) {
         instant(&r.end_time)
     );
     println!(
-        "entered {}  completed {} ({})  dropped {} (inactivity {}, abandon {})  in progress {}{}",
+        "entered {}  completed {} ({})  dropped {} (inactivity {}, abandon {})  in progress {}{}{}",
         r.entered,
         r.completed,
         percent(r.conversion_rate),
@@ -339,6 +339,11 @@ fn print_stats(r: &pb::GetJourneyStatsResponse, as_json: bool) {
         r.in_progress,
         if r.merged > 0 {
             format!("  merged {}", r.merged)
+        } else {
+            String::new()
+        },
+        if r.forgotten > 0 {
+            format!("  forgotten {}", r.forgotten)
         } else {
             String::new()
         }

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::{JourneyListPage, JourneyListQuery};
 use crate::domain::{
-    journey::{Day, DayCounters, JourneyUpdate, StatsLedger},
+    journey::{forgotten_deltas, Day, DayCounters, JourneyStates, JourneyUpdate, StatsLedger},
     CustomerId, Micros,
 };
 
@@ -58,6 +58,13 @@ impl JourneyBook {
                 set.remove(&(at, member.1));
             }
         }
+    }
+
+    /// Counts the journeys of an erased profile still in progress as
+    /// forgotten (they will neither complete nor drop).
+    pub(super) fn count_forgotten(&mut self, states: &JourneyStates) {
+        self.ledger
+            .apply_all(&forgotten_deltas(states.values().map(|s| &**s)));
     }
 
     /// Lets go of `profile` in every listing and in the deadline index

@@ -607,6 +607,7 @@ impl TimelineStore for MemoryStore {
             return Ok(None);
         };
         state.total_events -= gone.held();
+        state.journeys.count_forgotten(&gone.journeys);
         state.index.retain(|_, to| *to != profile);
         let merged: Vec<CustomerId> = gone
             .merged_ids()

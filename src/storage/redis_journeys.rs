@@ -31,9 +31,9 @@ use super::{
 };
 use crate::domain::{
     journey::{
-        deadline_left_behind, listing_keys, sweep_due, CarryOver, Day, DayCounters, Interaction,
-        JourneyDefinitions, JourneyState, JourneyStates, JourneyStatus, JourneyUpdate,
-        RecentInteraction, StepVisit, STATS_KEPT_DAYS,
+        deadline_left_behind, forgotten_deltas, listing_keys, sweep_due, CarryOver, Day,
+        DayCounters, Interaction, JourneyDefinitions, JourneyState, JourneyStates, JourneyStatus,
+        JourneyUpdate, RecentInteraction, StepVisit, STATS_KEPT_DAYS,
     },
     CustomerId, Micros,
 };
@@ -257,20 +257,37 @@ pub(super) fn absorbed_states(
     VersionedStates::parse(readable).ok()
 }
 
-/// Adds to `pipe` what a profile leaving the journeys removes: its entry
-/// in every listing its states name, and its deadlines (states that do
-/// not read are skipped, logged: their entries go with the retention).
-pub(super) fn push_leaving(
+/// Adds to `pipe` what an erased profile's journey states (the fields of
+/// its states hash) leave behind: its entry in every listing they name and
+/// its deadlines (`push_leaving_states`), and each journey still in
+/// progress counted as forgotten in its day's counters (it will neither
+/// complete nor drop), in the erasure's own round trip. States that do not
+/// read are skipped, logged: their entries go with the retention.
+pub(super) fn push_forgetting(
     pipe: &mut Pipeline,
     profile: &CustomerId,
     fields: Vec<(String, String)>,
 ) {
-    if let Some(held) = absorbed_states(profile, fields) {
-        push_leaving_states(pipe, profile, &held.states);
+    let Some(held) = absorbed_states(profile, fields) else {
+        return;
+    };
+    push_leaving_states(pipe, profile, &held.states);
+    for delta in forgotten_deltas(held.states.values().map(|s| &**s)) {
+        let key = stats_key(&delta.journey, delta.day);
+        for field in delta.counter_fields() {
+            pipe.cmd("HINCRBY").arg(&key).arg(field).arg(1);
+        }
+        // A day's counters expire STATS_KEPT_DAYS after it, as the append
+        // script sets when it makes them (NX: only on a key made here).
+        pipe.cmd("PEXPIREAT")
+            .arg(&key)
+            .arg(stats_expire_at_ms(delta.day))
+            .arg("NX");
     }
 }
 
-/// `push_leaving` for states already read.
+/// What a profile leaving the journeys removes, for states already read:
+/// its entry in every listing they name, and its deadlines.
 pub(super) fn push_leaving_states(
     pipe: &mut Pipeline,
     profile: &CustomerId,

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use super::{
     commands::{self, Pipeline},
     redis_conn::LuaScript,
-    redis_journeys::{absorbed_states, push_carry_over, push_leaving, push_leaving_states},
+    redis_journeys::{absorbed_states, push_carry_over, push_forgetting, push_leaving_states},
     redis_keys::{index_key, packed_identity, Keys},
     redis_replies as replies,
     redis_store::{
@@ -805,7 +805,7 @@ impl RedisStore {
         }
 
         let mut erase = Pipeline::new();
-        push_leaving(&mut erase, profile, journeys);
+        push_forgetting(&mut erase, profile, journeys);
         let del = erase.cmd("DEL");
         for key in [
             keys.timeline(),

@@ -383,6 +383,7 @@ fn stats_response(stats: JourneyStats, start: Micros, end: Micros) -> pb::GetJou
         conversion_rate: stats.conversion_rate,
         in_progress: stats.in_progress,
         merged: stats.merged,
+        forgotten: stats.forgotten,
         dropped_by_inactivity: stats.dropped_by_inactivity,
         dropped_by_abandon: stats.dropped_by_abandon,
         contained: stats.contained,

@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, fmt};
 use super::{
     facts::Interaction,
     histogram,
-    state::{DropCause, StepRef},
+    state::{DropCause, JourneyState, JourneyStatus, StepRef},
 };
 use crate::domain::Micros;
 
@@ -95,6 +95,25 @@ pub enum StatChange {
     /// both had it in progress: one person, one journey, so the other one
     /// goes on (see `carry::carry_over`). Neither completed nor dropped.
     Merged,
+    /// A journey in progress was closed by the erasure of its customer
+    /// (ForgetCustomer): it will neither complete nor drop.
+    Forgotten,
+}
+
+/// The `Forgotten` deltas of an erased customer's journeys: one for each
+/// still in progress, on the day it started.
+pub fn forgotten_deltas<'a>(states: impl IntoIterator<Item = &'a JourneyState>) -> Vec<StatDelta> {
+    states
+        .into_iter()
+        .filter(|state| state.status == JourneyStatus::InProgress)
+        .filter_map(|state| {
+            Some(StatDelta {
+                journey: state.journey.clone(),
+                day: Day::of(state.started_at?),
+                change: StatChange::Forgotten,
+            })
+        })
+        .collect()
 }
 
 /// One change to one journey's statistics for one start day.
@@ -120,6 +139,7 @@ pub(super) mod field {
     pub const LAST_BEFORE_DROP: &str = "last:";
     pub const SEQUENCE: &str = "seq:";
     pub const MERGED: &str = "merged";
+    pub const FORGOTTEN: &str = "forgotten";
     /// Joins step names in a sequence field; step names cannot hold it.
     pub const STEP_SEPARATOR: &str = ">";
 }
@@ -166,6 +186,7 @@ impl StatDelta {
                 steps.join(STEP_SEPARATOR)
             )],
             StatChange::Merged => vec![MERGED.into()],
+            StatChange::Forgotten => vec![FORGOTTEN.into()],
         }
     }
 }

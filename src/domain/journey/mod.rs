@@ -27,7 +27,7 @@ pub use carry::{carry_over, CarryOver};
 pub use definition::{
     JourneyDefinition, JourneyDefinitions, JourneyError, Step, BUILTIN_TOML, MAX_LOOKBACK_EVENTS,
 };
-pub use delta::{Day, Outcome, StatChange, StatDelta};
+pub use delta::{forgotten_deltas, Day, Outcome, StatChange, StatDelta};
 pub use facts::{EventFacts, Interaction};
 pub use histogram::MAX_RELATIVE_ERROR as TIME_TO_COMPLETE_MAX_RELATIVE_ERROR;
 pub use matcher::{AttributeCondition, EventMatcher};

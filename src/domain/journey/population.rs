@@ -448,6 +448,7 @@ fn expected_stats(truths: &[&Truth], top_n: usize) -> JourneyStats {
         dropped_by_abandon,
         in_progress: 0,
         merged: 0,
+        forgotten: 0,
         steps,
         conversion_rate: ratio(completed, entered),
         contained,

@@ -82,14 +82,17 @@ pub struct JourneyStats {
     pub dropped: u64,
     pub dropped_by_inactivity: u64,
     pub dropped_by_abandon: u64,
-    /// Entered, neither completed nor dropped yet (nor merged).
+    /// Entered, neither completed nor dropped yet (nor merged, nor
+    /// forgotten).
     pub in_progress: u64,
     /// Closed by a merge of profiles: the same person had the journey in
     /// progress on both, and the other one goes on.
     pub merged: u64,
+    /// Closed in progress by the erasure of the customer (ForgetCustomer).
+    pub forgotten: u64,
     /// In definition order.
     pub steps: Vec<StepStats>,
-    /// Completed ÷ (entered − merged).
+    /// Completed ÷ (entered − merged − forgotten).
     pub conversion_rate: Option<f64>,
     /// Completed journeys that started online and never went offline.
     pub contained: u64,
@@ -150,6 +153,7 @@ impl JourneyStats {
         let dropped = dropped_by_inactivity + dropped_by_abandon;
         let contained = get(field::CONTAINED);
         let merged = get(field::MERGED);
+        let forgotten = get(field::FORGOTTEN);
 
         let mut leaks: Vec<Leak> = with_prefix(field::OFFLINE)
             .filter_map(|(rest, count)| {
@@ -223,11 +227,12 @@ impl JourneyStats {
             dropped,
             dropped_by_inactivity,
             dropped_by_abandon,
-            in_progress: entered.saturating_sub(completed + dropped + merged),
+            in_progress: entered.saturating_sub(completed + dropped + merged + forgotten),
             merged,
+            forgotten,
             steps,
             // A journey closed by a merge was the same person's other one.
-            conversion_rate: ratio(completed, entered.saturating_sub(merged)),
+            conversion_rate: ratio(completed, entered.saturating_sub(merged + forgotten)),
             contained,
             containment_rate: ratio(contained, completed),
             leaks,
