@@ -363,8 +363,13 @@ fn contact_checks_and_policy_reload_on_sighup() {
     assert!(blocked.contains("next allowed at"), "{blocked}");
 
     let list = dir.path().join("list.csv");
-    // As a spreadsheet may export it: a byte-order mark, a blank line.
-    std::fs::write(&list, "\u{feff}\ncustomer_id,name\nc1,Ann\nnobody,Bob\n").expect("write list");
+    // As a spreadsheet may export it: a byte-order mark, a blank line, a
+    // header in its own case, quoted fields holding commas.
+    std::fs::write(
+        &list,
+        "\u{feff}\nCustomer_ID,name\nc1,\"Ann, Sr\"\n\"nobody\",\"Bob, \"\"Jr\"\"\"\n",
+    )
+    .expect("write list");
     let flagged = served.ok(&[
         "check",
         "--batch",

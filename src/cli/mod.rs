@@ -438,39 +438,55 @@ pub async fn events(args: EventsArgs) -> CliResult {
 }
 
 /// Customer ids of a list file: CSV (first column, an optional
-/// `customer_id` header) or JSON Lines with a `customer_id` field.
+/// `customer_id` header, quoted fields as spreadsheets write them, read by
+/// the `csv` crate) or JSON Lines with a `customer_id` field, told apart by
+/// the first line that holds anything.
 fn read_customer_list(path: &std::path::Path) -> Result<Vec<String>, Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     // A spreadsheet's export may start with a byte-order mark.
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut ids: Vec<String> = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let id = if line.starts_with('{') {
-            let value: serde_json::Value = serde_json::from_str(line)
-                .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
-            value["customer_id"]
-                .as_str()
-                .ok_or_else(|| format!("{}:{}: no \"customer_id\" string", path.display(), n + 1))?
-                .to_string()
-        } else {
-            let first = line
-                .split(',')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .trim_matches('"');
-            // The header, on the first line that holds anything.
-            if ids.is_empty() && first == "customer_id" {
+    let json_lines = text
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .is_some_and(|line| line.starts_with('{'));
+    if json_lines {
+        let mut ids = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
                 continue;
             }
-            first.to_string()
-        };
-        ids.push(id);
+            let value: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
+            let id = value["customer_id"].as_str().ok_or_else(|| {
+                format!("{}:{}: no \"customer_id\" string", path.display(), n + 1)
+            })?;
+            ids.push(id.to_string());
+        }
+        return Ok(ids);
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut ids: Vec<String> = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, csv::Position::line);
+            format!("{}:{line}: {e}", path.display())
+        })?;
+        let first = record.get(0).unwrap_or_default();
+        if first.is_empty() && record.len() <= 1 {
+            continue; // a blank line
+        }
+        // The header, on the first line that holds anything.
+        if ids.is_empty() && first.eq_ignore_ascii_case("customer_id") {
+            continue;
+        }
+        ids.push(first.to_string());
     }
     Ok(ids)
 }
