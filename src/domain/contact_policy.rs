@@ -55,6 +55,10 @@ pub struct WindowCounts {
     pub last_30d: u64,
 }
 
+/// The longest rule window: a century (contacts are kept no longer than
+/// the retention, at most that).
+const MAX_WINDOW_MICROS: i64 = 36_500 * DAY;
+
 /// The windows `WindowCounts` counts over: 24 hours, 7 days, 30 days.
 const COUNT_WINDOWS: [i64; 3] = [DAY, 7 * DAY, 30 * DAY];
 
@@ -272,6 +276,11 @@ impl ContactPolicy {
             let spec = spanned.get_ref();
             let fail =
                 |reason: String| fail(spanned.span(), format!("rule {:?}: {reason}", spec.name));
+            if spec.name.trim().is_empty() {
+                return Err(fail(
+                    "a rule needs a name (answers name the rule broken)".into(),
+                ));
+            }
             if !names.insert(spec.name.clone()) {
                 return Err(fail("a rule with this name is defined twice".into()));
             }
@@ -279,13 +288,34 @@ impl ContactPolicy {
                 .map_err(|_| fail(format!("max {} is negative", spec.max)))?;
             let window = humantime::parse_duration(&spec.window)
                 .map_err(|e| fail(format!("window {:?}: {e}", spec.window)))?;
-            let window_micros = i64::try_from(window.as_micros())
-                .ok()
-                .filter(|w| *w > 0)
-                .ok_or_else(|| fail(format!("window {:?} must be above zero", spec.window)))?;
+            let window_micros = match i64::try_from(window.as_micros()) {
+                Ok(w) if w > MAX_WINDOW_MICROS => {
+                    return Err(fail(format!(
+                        "window {:?} is longer than 36500 days",
+                        spec.window
+                    )))
+                }
+                Ok(w) if w > 0 => w,
+                Ok(_) => return Err(fail(format!("window {:?} must be above zero", spec.window))),
+                Err(_) => {
+                    return Err(fail(format!(
+                        "window {:?} is longer than 36500 days",
+                        spec.window
+                    )))
+                }
+            };
             if let Some(channel) = &spec.channel {
                 if !taxonomy.has_channel(channel) {
                     return Err(fail(format!("unknown channel {channel:?}")));
+                }
+                // Both given, they must agree, or the rule never applies.
+                if let Some(class) = spec.channel_class {
+                    if taxonomy.channel_class(channel) != Some(class) {
+                        return Err(fail(format!(
+                            "channel {channel:?} is not of channel_class {:?}",
+                            class.as_str()
+                        )));
+                    }
                 }
             }
             if let Some(reason) = &spec.reason {
@@ -1095,6 +1125,10 @@ end = "08:00"
             ("default_timezone = \"Mars/Olympus\"\n", "line 1", "time zone"),
             ("[[quiet_hours]]\nstart = \"25:00\"\nend = \"08:00\"\n", "line 1", "HH:MM"),
             ("[[rule]]\nname = \"a\"\nmax = 1\nwindow = \"1d\"\n[[rule]]\nname = \"a\"\nmax = 1\nwindow = \"1d\"\n", "line 5", "twice"),
+            ("[[rule]]\nname = \"a\"\nmax = 1\nwindow = \"1000000000d\"\n", "line 1", "longer than 36500 days"),
+            ("[[rule]]\nname = \"a\"\nmax = 1\nwindow = \"36501d\"\n", "line 1", "longer than 36500 days"),
+            ("[[rule]]\nname = \" \"\nmax = 1\nwindow = \"1d\"\n", "line 1", "needs a name"),
+            ("[[rule]]\nname = \"a\"\nmax = 1\nwindow = \"1d\"\nchannel = \"email\"\nchannel_class = \"offline\"\n", "line 1", "not of channel_class \"offline\""),
         ];
         for (text, line, reason) in cases {
             let err = ContactPolicy::from_toml(text, &t)
