@@ -18,17 +18,8 @@ const MAX_WORKER_THREADS: usize = 1024;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    #[cfg(unix)]
     if !matches!(cli.command, Command::Serve(_) | Command::Bench(_)) {
-        // A client command's output piped into `head` ends it as it ends
-        // other Unix tools, rather than with a panic on the broken pipe.
-        // Sockets are written with MSG_NOSIGNAL (std, mio): only standard
-        // output and error can raise it.
-        // SAFETY: done first, before any thread exists; SIG_DFL is a valid
-        // disposition for SIGPIPE.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+        end_quietly_on_a_closed_output();
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
@@ -76,6 +67,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A client command whose output is piped into a reader that went away
+/// (`journey journeys | head -1`) ends as a Unix tool killed by SIGPIPE
+/// would (status 141, no message) rather than with a panic: `println!`
+/// panics on the broken pipe, since Rust ignores SIGPIPE. The signal stays
+/// ignored: the gRPC connection's vectored writes (`writev`) would raise it
+/// too, and a server going away mid-call must be an error, not a silent
+/// death.
+fn end_quietly_on_a_closed_output() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        report(info);
+    }));
 }
 
 async fn serve(config: journey::config::ServeConfig) -> Result<(), Box<dyn std::error::Error>> {

@@ -13,7 +13,7 @@ use super::{
     output::{humanize_seconds, initiator_name, instant},
     status_error, CliResult, CustomerArgs, Target,
 };
-use crate::{domain::Micros, pb, transport::convert::to_timestamp};
+use crate::{domain::Micros, pb, transport::convert::exact_timestamp};
 
 /// `journey journeys [CUSTOMER]`: the journey definitions the server
 /// loaded, or, given a customer, where that customer stands in each.
@@ -104,8 +104,8 @@ pub async fn stats(args: StatsArgs) -> CliResult {
     let response = client
         .get_journey_stats(pb::GetJourneyStatsRequest {
             journey: args.journey,
-            start_time: Some(to_timestamp(end.saturating_sub_micros(since))),
-            end_time: Some(to_timestamp(end)),
+            start_time: Some(exact_timestamp(end.saturating_sub_micros(since))),
+            end_time: Some(exact_timestamp(end)),
             top: args.top,
         })
         .await
@@ -126,7 +126,7 @@ pub async fn customers(args: CustomersArgs) -> CliResult {
         None => None,
         Some(since) => {
             let since = i64::try_from(since.as_micros()).map_err(|_| "--since is too long")?;
-            Some(to_timestamp(Micros::now().saturating_sub_micros(since)))
+            Some(exact_timestamp(Micros::now().saturating_sub_micros(since)))
         }
     };
     let mut token = String::new();

@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use crate::{
     domain::Micros,
     pb::{self, journey_service_client::JourneyServiceClient},
-    transport::convert::to_timestamp,
+    transport::convert::exact_timestamp,
 };
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
@@ -307,7 +307,7 @@ impl From<EventLine> for pb::Event {
             initiator: line
                 .initiator
                 .map_or(pb::Initiator::Unspecified, Into::into) as i32,
-            occurred_at: Some(to_timestamp(Micros::from_datetime(
+            occurred_at: Some(exact_timestamp(Micros::from_datetime(
                 line.occurred_at.unwrap_or_else(Utc::now),
             ))),
             attributes: line.attributes,
@@ -372,7 +372,7 @@ pub async fn append(args: AppendArgs) -> CliResult {
         initiator: args
             .initiator
             .map_or(pb::Initiator::Unspecified, Into::into) as i32,
-        occurred_at: Some(to_timestamp(Micros::from_datetime(at))),
+        occurred_at: Some(exact_timestamp(Micros::from_datetime(at))),
         attributes: args.attributes.into_iter().collect(),
         identities: args
             .identities
@@ -416,8 +416,12 @@ pub async fn events(args: EventsArgs) -> CliResult {
             .list_events(pb::ListEventsRequest {
                 customer: Some(customer.clone()),
                 customer_id: String::new(),
-                start_time: args.since.map(|t| to_timestamp(Micros::from_datetime(t))),
-                end_time: args.until.map(|t| to_timestamp(Micros::from_datetime(t))),
+                start_time: args
+                    .since
+                    .map(|t| exact_timestamp(Micros::from_datetime(t))),
+                end_time: args
+                    .until
+                    .map(|t| exact_timestamp(Micros::from_datetime(t))),
                 channels: args.channels.clone(),
                 initiator: args
                     .initiator
@@ -493,7 +497,7 @@ fn read_customer_list(path: &std::path::Path) -> Result<Vec<String>, Box<dyn std
 
 pub async fn check(args: CheckArgs) -> CliResult {
     let mut client = connect(&args.target).await?;
-    let at = args.at.map(|t| to_timestamp(Micros::from_datetime(t)));
+    let at = args.at.map(|t| exact_timestamp(Micros::from_datetime(t)));
     if let Some(path) = &args.batch {
         if args.who.to_ref()?.is_some() {
             return Err("--batch reviews a list: name no customer beside it".into());

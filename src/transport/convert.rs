@@ -73,11 +73,19 @@ pub fn timestamp(field: &str, t: &prost_types::Timestamp) -> Result<Micros, Doma
         .ok_or_else(|| DomainError::invalid(field, "out of the representable range"))
 }
 
-/// An instant as a `google.protobuf.Timestamp`, held to the range one can
-/// hold (0001 to 9999): an instant computed past it (the end of a day, a
-/// quiet hour's end or a deadline after 9999-12-31) is answered as the
-/// last instant of 9999, which clients can read, rather than as a value
-/// their libraries refuse.
+/// An instant as it is, in a `google.protobuf.Timestamp` (for requests: a
+/// client sends what it was given, and the server refuses what is out of
+/// range).
+pub fn exact_timestamp(at: Micros) -> prost_types::Timestamp {
+    let (seconds, nanos) = at.to_parts();
+    prost_types::Timestamp { seconds, nanos }
+}
+
+/// An instant for an answer, as a `google.protobuf.Timestamp` held to the
+/// range one can hold (0001 to 9999): an instant computed past it (the end
+/// of a day, a quiet hour's end or a deadline after 9999-12-31) is answered
+/// as the last instant of 9999, which clients can read, rather than as a
+/// value their libraries refuse.
 pub fn to_timestamp(at: Micros) -> prost_types::Timestamp {
     let (seconds, nanos) = at.to_parts();
     if seconds > *TIMESTAMP_SECONDS.end() {

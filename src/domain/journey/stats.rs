@@ -150,7 +150,7 @@ impl JourneyStats {
         let completed = get(field::COMPLETED);
         let dropped_by_inactivity = get(&format!("{}inactivity", field::DROPPED_BY));
         let dropped_by_abandon = get(&format!("{}abandon", field::DROPPED_BY));
-        let dropped = dropped_by_inactivity + dropped_by_abandon;
+        let dropped = dropped_by_inactivity.saturating_add(dropped_by_abandon);
         let contained = get(field::CONTAINED);
         let merged = get(field::MERGED);
         let forgotten = get(field::FORGOTTEN);
@@ -227,12 +227,20 @@ impl JourneyStats {
             dropped,
             dropped_by_inactivity,
             dropped_by_abandon,
-            in_progress: entered.saturating_sub(completed + dropped + merged + forgotten),
+            in_progress: entered.saturating_sub(
+                completed
+                    .saturating_add(dropped)
+                    .saturating_add(merged)
+                    .saturating_add(forgotten),
+            ),
             merged,
             forgotten,
             steps,
             // A journey closed by a merge was the same person's other one.
-            conversion_rate: ratio(completed, entered.saturating_sub(merged + forgotten)),
+            conversion_rate: ratio(
+                completed,
+                entered.saturating_sub(merged.saturating_add(forgotten)),
+            ),
             contained,
             containment_rate: ratio(contained, completed),
             leaks,
