@@ -47,6 +47,19 @@ pub struct ContactRequest {
     pub at: Micros,
 }
 
+impl ContactRequest {
+    /// Whether `contact` is this proposed contact, made already: the same
+    /// channel, and the same reason, type and campaign where the proposal
+    /// states them (an event that replaced a reservation may state more).
+    pub fn is_made_by(&self, contact: &Contact) -> bool {
+        let stated = |asked: &str, held: &str| asked.is_empty() || asked == held;
+        contact.channel() == self.channel
+            && stated(&self.reason, contact.reason())
+            && stated(&self.event_type, contact.event_type())
+            && stated(&self.campaign_id, contact.campaign_id())
+    }
+}
+
 /// Counts of contacts in the last 24 hours, 7 days and 30 days.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WindowCounts {
@@ -1108,6 +1121,21 @@ end = "08:00"
         );
         assert!(d.quiet_hours);
         assert_eq!(d.next_allowed_at, Some(Micros(T0 + 2 * DAY + 7 * HOUR)));
+    }
+
+    #[test]
+    fn a_contact_is_the_proposal_made_when_what_it_states_agrees() {
+        let asked = request("email", 0);
+        let made = contact_for(1, "email", "campaign_offer", "c42");
+        assert!(asked.is_made_by(&made), "unstated type and campaign");
+        assert!(!request("sms", 0).is_made_by(&made), "another channel");
+        let other_reason = contact_for(1, "email", "service_update", "c42");
+        assert!(!asked.is_made_by(&other_reason));
+        let campaign = ContactRequest {
+            campaign_id: "c7".into(),
+            ..request("email", 0)
+        };
+        assert!(!campaign.is_made_by(&made), "another campaign");
     }
 
     #[test]

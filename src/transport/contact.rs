@@ -296,12 +296,7 @@ fn held_reservation(
     let Some(held) = history.contacts.iter().find(|c| c.event_id() == id) else {
         return Ok(None);
     };
-    let stated = |asked: &str, held: &str| asked.is_empty() || asked == held;
-    let fits = held.channel() == proposal.channel
-        && stated(&proposal.reason, held.reason())
-        && stated(&proposal.event_type, held.event_type())
-        && stated(&proposal.campaign_id, held.campaign_id());
-    if !fits {
+    if !proposal.is_made_by(held) {
         return Err(ApiError::IdTaken(
             "reservation_id",
             format!(
