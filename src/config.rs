@@ -61,6 +61,11 @@ pub enum StoreUrl {
     Redis(String),
 }
 
+/// Most runtime threads a command may ask for (`--worker-threads`): each
+/// is made at start, with its stack. `main` checks it before it builds the
+/// runtime (past it, building fails on memory rather than with a message).
+pub const MAX_WORKER_THREADS: usize = 1024;
+
 impl FromStr for StoreUrl {
     type Err = String;
 
@@ -416,8 +421,11 @@ impl ServeConfig {
                 self.journey_cache_mib as u64,
                 1 << 20,
             ),
-            // Each thread is made at start, with its stack.
-            ("--worker-threads", self.worker_threads as u64, 1024),
+            (
+                "--worker-threads",
+                self.worker_threads as u64,
+                MAX_WORKER_THREADS as u64,
+            ),
         ] {
             if value > most {
                 return Err(format!("{flag} must be at most {most}"));

@@ -6,15 +6,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use journey::{
     cli,
-    config::{Cli, Command},
+    config::{Cli, Command, MAX_WORKER_THREADS},
     server, telemetry,
 };
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Most runtime threads a command may ask for (each is made at start).
-const MAX_WORKER_THREADS: usize = 1024;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -29,8 +26,6 @@ fn main() -> ExitCode {
         _ => 0,
     };
     if worker_threads > MAX_WORKER_THREADS {
-        // Checked before the runtime is built: past this, building it
-        // fails on memory rather than with a message.
         eprintln!("journey: --worker-threads must be at most {MAX_WORKER_THREADS}");
         return ExitCode::FAILURE;
     }
